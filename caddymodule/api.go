@@ -1,0 +1,265 @@
+package caddymodule
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-apikeys/caddy-apikeys/identity")
+
+func init() {
+	caddy.RegisterModule(APIHandler{})
+}
+
+// Defaults of APIHandler.
+const (
+	DefaultPathPrefix   = "/api"
+	DefaultMaxBodyBytes = 64 << 10
+	DefaultTitle        = "API Key"
+	MaxTitleLen         = 256
+)
+
+// APIHandler serves the key-management endpoints, QueryLake-compatible:
+// POST <path_prefix>/create_api_key. Requests for other paths go to the
+// next handler. The caller proves who it is with "auth" in the JSON body
+// (an OAuth2 JWT string, or {"username", "password"}), or, when the body
+// has none, with an Authorization header (Basic or Bearer JWT). API keys
+// are refused here: a leaked key must not be able to mint more.
+type APIHandler struct {
+	// Path under which the endpoints live. Default: "/api".
+	PathPrefix string `json:"path_prefix,omitempty"`
+
+	// Largest request body accepted, in bytes; larger ones get 413.
+	// Default: 65536.
+	MaxBodyBytes int64 `json:"max_body_bytes,omitempty"`
+
+	app    *App
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (APIHandler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.apikeys_api",
+		New: func() caddy.Module { return new(APIHandler) },
+	}
+}
+
+// Provision connects the handler to the apikeys app.
+func (h *APIHandler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if h.PathPrefix == "" {
+		h.PathPrefix = DefaultPathPrefix
+	}
+	h.PathPrefix = strings.TrimSuffix(h.PathPrefix, "/")
+	if h.MaxBodyBytes <= 0 {
+		h.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	app, err := appFrom(ctx)
+	if err != nil {
+		return err
+	}
+	h.app = app
+	return nil
+}
+
+// ServeHTTP answers the endpoints and passes anything else on.
+func (h *APIHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	endpoint, ok := strings.CutPrefix(r.URL.Path, h.PathPrefix+"/")
+	if !ok {
+		return next.ServeHTTP(w, r)
+	}
+	switch endpoint {
+	case "create_api_key":
+		return h.serve(w, r, h.createAPIKey)
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// apiError is a failure with the status and message the caller sees.
+type apiError struct {
+	status int
+	msg    string
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+func fail(status int, msg string) error { return &apiError{status: status, msg: msg} }
+
+// serve runs one endpoint: method and body checks, then fn, then the
+// JSON answer. Errors that are not apiErrors are store faults: they are
+// logged and answered with 503 and no detail.
+func (h *APIHandler) serve(w http.ResponseWriter, r *http.Request, fn func(*http.Request, *requestBody) (any, error)) error {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" is not allowed; use POST")
+	}
+	body, err := h.readBody(w, r)
+	if err == nil {
+		var result any
+		if result, err = fn(r, body); err == nil {
+			return writeJSON(w, http.StatusOK, successBody{Success: true, Result: result})
+		}
+	}
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return writeError(w, ae.status, ae.msg)
+	}
+	h.logger.Error("key store failure", zap.String("endpoint", r.URL.Path), zap.Error(err))
+	return writeError(w, http.StatusServiceUnavailable, "the key store is unavailable; try again later")
+}
+
+// requestBody holds the members the endpoints read; others are ignored,
+// as QueryLake ignores them.
+type requestBody struct {
+	Auth  json.RawMessage `json:"auth"`
+	Title json.RawMessage `json:"title"`
+}
+
+func (h *APIHandler) readBody(w http.ResponseWriter, r *http.Request) (*requestBody, error) {
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.MaxBodyBytes))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return nil, fail(http.StatusRequestEntityTooLarge, "request body is larger than the limit of "+strconv.FormatInt(h.MaxBodyBytes, 10)+" bytes")
+	}
+	if err != nil {
+		return nil, fail(http.StatusBadRequest, "could not read the request body")
+	}
+	return decodeRequestBody(data)
+}
+
+// decodeRequestBody parses an endpoint's body: a JSON object, or nothing.
+func decodeRequestBody(data []byte) (*requestBody, error) {
+	var body requestBody
+	data = bytes.TrimSpace(data)
+	if len(data) == 0 {
+		return &body, nil
+	}
+	if data[0] != '{' {
+		return nil, fail(http.StatusBadRequest, "request body must be a JSON object")
+	}
+	if !json.Valid(data) {
+		return nil, fail(http.StatusBadRequest, "request body is not valid JSON")
+	}
+	if err := json.Unmarshal(data, &body); err != nil {
+		return nil, fail(http.StatusBadRequest, "request body is not valid JSON")
+	}
+	return &body, nil
+}
+
+// title returns the requested title, or the default.
+func (b *requestBody) title() (string, error) {
+	if len(b.Title) == 0 || string(b.Title) == "null" {
+		return DefaultTitle, nil
+	}
+	var t string
+	if err := json.Unmarshal(b.Title, &t); err != nil {
+		return "", fail(http.StatusBadRequest, `"title" must be a string`)
+	}
+	if utf8.RuneCountInString(t) > MaxTitleLen {
+		return "", fail(http.StatusBadRequest, `"title" is longer than `+strconv.Itoa(MaxTitleLen)+` characters`)
+	}
+	return t, nil
+}
+
+// owner authenticates the caller and returns the username it acts for.
+// A body "auth" wins over an Authorization header.
+func (h *APIHandler) owner(r *http.Request, b *requestBody, refusal string) (string, error) {
+	cred, err := h.credential(r, b)
+	if err != nil {
+		return "", err
+	}
+	if cred.Kind == identity.KindAPIKey {
+		return "", fail(http.StatusForbidden, refusal)
+	}
+	user, err := h.app.verifier.Authenticate(r.Context(), cred)
+	switch {
+	case err == nil:
+		return user, nil
+	case errors.Is(err, identity.ErrBadCredentials), errors.Is(err, identity.ErrOAuth2Disabled):
+		h.logger.Info("credentials refused",
+			zap.String("method", cred.Kind.String()),
+			zap.String("remote_addr", r.RemoteAddr),
+			zap.String("reason", err.Error()))
+		return "", fail(http.StatusUnauthorized, err.Error())
+	}
+	return "", err
+}
+
+func (h *APIHandler) credential(r *http.Request, b *requestBody) (identity.Credential, error) {
+	if len(b.Auth) > 0 {
+		cred, err := identity.DecodeAuth(b.Auth, h.app.KeyPrefix)
+		if err != nil {
+			return cred, fail(http.StatusBadRequest, err.Error())
+		}
+		return cred, nil
+	}
+	if user, pass, ok := r.BasicAuth(); ok {
+		if user == "" || pass == "" {
+			return identity.Credential{}, fail(http.StatusBadRequest, "Basic credentials need a username and a password")
+		}
+		return identity.Credential{Kind: identity.KindPassword, Username: user, Password: pass}, nil
+	}
+	if token, ok := bearerToken(r); ok {
+		raw, _ := json.Marshal(token)
+		cred, err := identity.DecodeAuth(raw, h.app.KeyPrefix)
+		if err != nil {
+			return cred, fail(http.StatusBadRequest, err.Error())
+		}
+		return cred, nil
+	}
+	return identity.Credential{}, fail(http.StatusUnauthorized,
+		`missing "auth": send an OAuth2 token string or {"username": ..., "password": ...}`)
+}
+
+// createdKey is the create_api_key result, field for field and in the
+// order of QueryLake's response.
+type createdKey struct {
+	APIKey     string        `json:"api_key"`
+	ID         string        `json:"id"`
+	Title      string        `json:"title"`
+	Created    epochSeconds  `json:"created"`
+	LastUsed   *epochSeconds `json:"last_used"`
+	KeyPreview string        `json:"key_preview"`
+}
+
+func (h *APIHandler) createAPIKey(r *http.Request, b *requestBody) (any, error) {
+	owner, err := h.owner(r, b, "API keys cannot be used to create API keys.")
+	if err != nil {
+		return nil, err
+	}
+	title, err := b.title()
+	if err != nil {
+		return nil, err
+	}
+	m, err := h.app.keyring.Mint(r.Context(), owner, title, time.Time{})
+	if err != nil {
+		return nil, err
+	}
+	h.logger.Info("API key created",
+		zap.String("user", owner), zap.String("key_id", m.ID), zap.String("remote_addr", r.RemoteAddr))
+	return createdKey{
+		APIKey:     m.Secret,
+		ID:         m.ID,
+		Title:      m.Title,
+		Created:    epochSeconds(m.Created),
+		LastUsed:   optionalEpoch(m.LastUsed),
+		KeyPreview: m.Preview,
+	}, nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*APIHandler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*APIHandler)(nil)
+)

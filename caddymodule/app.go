@@ -1,0 +1,189 @@
+// Package caddymodule is the Caddy glue of caddy-apikeys: the apikeys app,
+// the apikeys_api handler that mints keys, the apikey authentication
+// provider that checks them, and their Caddyfile syntax.
+package caddymodule
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/caddy-apikeys/caddy-apikeys/identity"
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+}
+
+// App is the apikeys app: it owns the key store and knows the users and
+// token issuers that may mint keys. The apikeys_api handler and the apikey
+// authentication provider both use it. Configure it with the global
+// option block `apikeys { … }`; without one, the defaults apply.
+type App struct {
+	// Where keys and users are kept. Default: the bbolt store
+	// (`{"backend": "bolt"}`) in Caddy's data directory.
+	StoreRaw json.RawMessage `json:"store,omitempty" caddy:"namespace=apikeys.stores inline_key=backend"`
+
+	// Prefix of minted keys. Default: "sk-". Keys are the prefix followed
+	// by 48 base62 characters, the last 6 of which are a checksum.
+	KeyPrefix string `json:"key_prefix,omitempty"`
+
+	// Users who may mint keys with a username and password, in addition
+	// to users kept in the store. Passwords are bcrypt or argon2id hashes,
+	// as printed by `caddy hash-password`.
+	Users []User `json:"users,omitempty"`
+
+	// How OAuth2 JWTs presented as credentials are verified. Default:
+	// tokens are not accepted.
+	JWT *JWTConfig `json:"jwt,omitempty"`
+
+	// How many verified keys are kept in memory so that checking a key
+	// needs no store read. Default: 100000.
+	CacheSize int `json:"cache_size,omitempty"`
+
+	// How often last-used times, recorded in memory as keys are used, are
+	// written to the store. Pending times are also written on shutdown
+	// and reload. Default: 5s.
+	LastUsedFlushInterval caddy.Duration `json:"last_used_flush_interval,omitempty"`
+
+	store    StoreOpener
+	release  func() error
+	keyring  *keystore.Keyring
+	verifier *identity.Verifier
+	logger   *zap.Logger
+}
+
+// User is a user declared in the configuration.
+type User struct {
+	// The username. Placeholders are expanded.
+	Username string `json:"username"`
+	// The bcrypt or argon2id hash of the password, as printed by
+	// `caddy hash-password`. Placeholders are expanded, so the hash can
+	// come from {env.*} or {file.*}.
+	Password string `json:"password"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "apikeys",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// Provision opens the store and prepares credential checks.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	repl := caddy.NewReplacer()
+
+	a.KeyPrefix = repl.ReplaceKnown(a.KeyPrefix, "")
+	if a.KeyPrefix == "" {
+		a.KeyPrefix = keystore.DefaultPrefix
+	}
+	users := make(map[string]string, len(a.Users))
+	for i, u := range a.Users {
+		name := repl.ReplaceKnown(u.Username, "")
+		if name == "" {
+			return fmt.Errorf("user %d: username is empty", i)
+		}
+		if _, dup := users[name]; dup {
+			return fmt.Errorf("user %q is declared twice", name)
+		}
+		hash, err := identity.NormalizeHash(repl.ReplaceKnown(u.Password, ""))
+		if err != nil {
+			return fmt.Errorf("user %q: %w", name, err)
+		}
+		users[name] = hash
+	}
+	var jwtVerifier *identity.JWTVerifier
+	if a.JWT != nil {
+		cfg, err := a.JWT.resolve(repl)
+		if err != nil {
+			return fmt.Errorf("jwt: %w", err)
+		}
+		if jwtVerifier, err = identity.NewJWTVerifier(cfg); err != nil {
+			return fmt.Errorf("jwt: %w", err)
+		}
+	}
+
+	if a.StoreRaw == nil {
+		a.StoreRaw = json.RawMessage(`{"backend": "bolt"}`)
+	}
+	mod, err := ctx.LoadModule(a, "StoreRaw")
+	if err != nil {
+		return fmt.Errorf("loading store: %w", err)
+	}
+	a.store = mod.(StoreOpener)
+	store, release, err := a.store.Open()
+	if err != nil {
+		return fmt.Errorf("opening key store: %w", err)
+	}
+	a.release = release
+	a.keyring = keystore.NewKeyring(store, keystore.Options{
+		Prefix:        a.KeyPrefix,
+		CacheSize:     a.CacheSize,
+		FlushInterval: time.Duration(a.LastUsedFlushInterval),
+		OnFlushError: func(err error) {
+			a.logger.Error("writing last-used times", zap.Error(err))
+		},
+	})
+	a.verifier = identity.NewVerifier(users, storedUserLookup(store), jwtVerifier)
+	return nil
+}
+
+func storedUserLookup(store keystore.Store) identity.UserLookup {
+	return func(ctx context.Context, name string) (string, bool, error) {
+		u, err := store.User(ctx, name)
+		if errors.Is(err, keystore.ErrNotFound) {
+			return "", false, nil
+		}
+		if err != nil {
+			return "", false, err
+		}
+		return u.PasswordHash, true, nil
+	}
+}
+
+// Start does nothing; the app serves through its handlers.
+func (*App) Start() error { return nil }
+
+// Stop does nothing; resources are released in Cleanup, after the HTTP
+// servers of the same config have drained.
+func (*App) Stop() error { return nil }
+
+// Cleanup writes pending last-used times and releases the store. It is
+// safe after a Provision that failed part-way.
+func (a *App) Cleanup() error {
+	var errs []error
+	if a.keyring != nil {
+		errs = append(errs, a.keyring.Close())
+		a.keyring = nil
+	}
+	if a.release != nil {
+		errs = append(errs, a.release())
+		a.release = nil
+	}
+	return errors.Join(errs...)
+}
+
+// appFrom fetches the apikeys app for a handler or provider.
+func appFrom(ctx caddy.Context) (*App, error) {
+	v, err := ctx.App("apikeys")
+	if err != nil {
+		return nil, err
+	}
+	return v.(*App), nil
+}
+
+// Interface guards
+var (
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+)

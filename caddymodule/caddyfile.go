@@ -1,0 +1,272 @@
+package caddymodule
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/caddyauth"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("apikeys", parseGlobalOption)
+	httpcaddyfile.RegisterHandlerDirective("apikeys_api", parseAPIHandler)
+	httpcaddyfile.RegisterHandlerDirective("apikey_auth", parseAPIKeyAuth)
+	// The endpoints come first so that a broad apikey_auth cannot lock
+	// out the minting of keys; the key check sits with the other auth.
+	httpcaddyfile.RegisterDirectiveOrder("apikeys_api", httpcaddyfile.Before, "basic_auth")
+	httpcaddyfile.RegisterDirectiveOrder("apikey_auth", httpcaddyfile.After, "basic_auth")
+}
+
+// parseGlobalOption sets up the apikeys app. Syntax:
+//
+//	apikeys {
+//	    key_prefix               <prefix>
+//	    store                    <backend> { … }
+//	    user                     <username> <password_hash>
+//	    jwt {
+//	        secret           <secret>
+//	        public_key       <pem>
+//	        public_key_file  <path>
+//	        algorithms       <alg...>
+//	        issuer           <iss>
+//	        audience         <aud...>
+//	        identity_claim   <claim>
+//	        leeway           <duration>
+//	    }
+//	    cache_size               <n>
+//	    last_used_flush_interval <duration>
+//	}
+func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
+	var app App
+	if err := app.UnmarshalCaddyfile(d); err != nil {
+		return nil, err
+	}
+	return httpcaddyfile.App{Name: "apikeys", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// UnmarshalCaddyfile sets up the app from Caddyfile tokens; see
+// parseGlobalOption for the syntax.
+func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // option name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "key_prefix":
+			if !d.AllArgs(&a.KeyPrefix) {
+				return d.ArgErr()
+			}
+		case "store":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			name := d.Val()
+			mod, err := caddyfile.UnmarshalModule(d.NewFromNextSegment(), "apikeys.stores."+name)
+			if err != nil {
+				return err
+			}
+			a.StoreRaw = caddyconfig.JSONModuleObject(mod, "backend", name, nil)
+		case "user":
+			var u User
+			if !d.AllArgs(&u.Username, &u.Password) {
+				return d.Err("user needs a username and a password hash (from 'caddy hash-password')")
+			}
+			a.Users = append(a.Users, u)
+		case "jwt":
+			if a.JWT == nil {
+				a.JWT = new(JWTConfig)
+			}
+			if err := a.JWT.unmarshalCaddyfile(d); err != nil {
+				return err
+			}
+		case "cache_size":
+			n, err := intArg(d)
+			if err != nil {
+				return err
+			}
+			a.CacheSize = n
+		case "last_used_flush_interval":
+			dur, err := durationArg(d)
+			if err != nil {
+				return err
+			}
+			a.LastUsedFlushInterval = dur
+		default:
+			return d.Errf("unrecognized apikeys option '%s'", d.Val())
+		}
+	}
+	return nil
+}
+
+func (c *JWTConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		args := d.RemainingArgs()
+		if len(args) == 0 {
+			return d.ArgErr()
+		}
+		one := func(dst *string) error {
+			if len(args) != 1 {
+				return d.ArgErr()
+			}
+			*dst = args[0]
+			return nil
+		}
+		var err error
+		switch opt {
+		case "secret":
+			c.Secrets = append(c.Secrets, args...)
+		case "public_key":
+			c.PublicKeys = append(c.PublicKeys, args...)
+		case "public_key_file":
+			c.PublicKeyFiles = append(c.PublicKeyFiles, args...)
+		case "algorithms":
+			c.Algorithms = append(c.Algorithms, args...)
+		case "issuer":
+			err = one(&c.Issuer)
+		case "audience":
+			c.Audiences = append(c.Audiences, args...)
+		case "identity_claim":
+			err = one(&c.IdentityClaim)
+		case "leeway":
+			var v string
+			if err = one(&v); err == nil {
+				var dur caddy.Duration
+				if dur, err = parseDuration(d, v); err == nil {
+					c.Leeway = dur
+				}
+			}
+		default:
+			return d.Errf("unrecognized jwt option '%s'", opt)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// parseAPIHandler sets up the key-management endpoints. Syntax:
+//
+//	apikeys_api [<matcher>] {
+//	    path_prefix    <path>
+//	    max_body_bytes <n>
+//	}
+func parseAPIHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	h.Next() // directive name
+	if h.NextArg() {
+		return nil, h.ArgErr()
+	}
+	var handler APIHandler
+	for h.NextBlock(0) {
+		switch h.Val() {
+		case "path_prefix":
+			if !h.AllArgs(&handler.PathPrefix) {
+				return nil, h.ArgErr()
+			}
+		case "max_body_bytes":
+			n, err := intArg(h.Dispenser)
+			if err != nil {
+				return nil, err
+			}
+			handler.MaxBodyBytes = int64(n)
+		default:
+			return nil, h.Errf("unrecognized apikeys_api option '%s'", h.Val())
+		}
+	}
+	return &handler, nil
+}
+
+// parseAPIKeyAuth sets up key checking, wrapped in Caddy's authentication
+// handler as basic_auth is. Syntax:
+//
+//	apikey_auth [<matcher>] {
+//	    header           <field...>
+//	    query            <param>
+//	    body             [<max_bytes>]
+//	    keep_credentials
+//	    realm            <realm>
+//	}
+func parseAPIKeyAuth(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	h.Next() // directive name
+	if h.NextArg() {
+		return nil, h.ArgErr()
+	}
+	var p APIKeyAuth
+	for h.NextBlock(0) {
+		switch h.Val() {
+		case "header":
+			args := h.RemainingArgs()
+			if len(args) == 0 {
+				return nil, h.ArgErr()
+			}
+			p.Headers = append(p.Headers, args...)
+		case "query":
+			if !h.AllArgs(&p.QueryParam) {
+				return nil, h.ArgErr()
+			}
+		case "body":
+			p.Body = true
+			if h.NextArg() {
+				n, err := strconv.ParseInt(h.Val(), 10, 64)
+				if err != nil || n <= 0 || h.NextArg() {
+					return nil, h.Errf("body takes an optional positive size in bytes")
+				}
+				p.MaxBodyBytes = n
+			}
+		case "keep_credentials":
+			if h.NextArg() {
+				return nil, h.ArgErr()
+			}
+			p.KeepCredentials = true
+		case "realm":
+			if !h.AllArgs(&p.Realm) {
+				return nil, h.ArgErr()
+			}
+		default:
+			return nil, h.Errf("unrecognized apikey_auth option '%s'", h.Val())
+		}
+	}
+	return caddyauth.Authentication{
+		ProvidersRaw: caddy.ModuleMap{"apikey": caddyconfig.JSON(p, nil)},
+	}, nil
+}
+
+func intArg(d *caddyfile.Dispenser) (int, error) {
+	var v string
+	if !d.AllArgs(&v) {
+		return 0, d.ArgErr()
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		return 0, d.Errf("%s: want a positive integer, got %q", d.Val(), v)
+	}
+	return n, nil
+}
+
+func durationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	var v string
+	if !d.AllArgs(&v) {
+		return 0, d.ArgErr()
+	}
+	return parseDuration(d, v)
+}
+
+func parseDuration(d *caddyfile.Dispenser, v string) (caddy.Duration, error) {
+	dur, err := caddy.ParseDuration(v)
+	if err != nil {
+		return 0, d.Errf("invalid duration %q: %v", v, err)
+	}
+	return caddy.Duration(dur), nil
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*App)(nil)

@@ -1,0 +1,66 @@
+package caddymodule
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// epochSeconds is a time written as float seconds since the Unix epoch,
+// always with a fractional part, as Python's time.time() prints it.
+type epochSeconds time.Time
+
+func (t epochSeconds) MarshalJSON() ([]byte, error) {
+	us := time.Time(t).UnixMicro()
+	b := strconv.AppendFloat(nil, float64(us)/1e6, 'f', -1, 64)
+	if !bytes.ContainsRune(b, '.') {
+		b = append(b, ".0"...)
+	}
+	return b, nil
+}
+
+// optionalEpoch is an epochSeconds that is null when zero.
+func optionalEpoch(t time.Time) *epochSeconds {
+	if t.IsZero() {
+		return nil
+	}
+	e := epochSeconds(t)
+	return &e
+}
+
+// successBody is the QueryLake success envelope.
+type successBody struct {
+	Success bool `json:"success"`
+	Result  any  `json:"result"`
+}
+
+// errorBody is the failure envelope.
+type errorBody struct {
+	Success bool   `json:"success"`
+	Error   string `json:"error"`
+}
+
+// writeJSON writes v compactly, without HTML escaping (titles are echoed
+// as the caller sent them), with the given status.
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	body := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, err := w.Write(body)
+	return err
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) error {
+	return writeJSON(w, status, errorBody{Success: false, Error: msg})
+}

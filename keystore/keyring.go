@@ -1,0 +1,216 @@
+package keystore
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+)
+
+// Errors returned by Keyring.Verify for keys that exist but are refused.
+var (
+	ErrExpired  = errors.New("API key has expired")
+	ErrDisabled = errors.New("API key is disabled")
+)
+
+// Defaults for Options fields left zero.
+const (
+	DefaultCacheSize     = 100_000
+	DefaultFlushInterval = 5 * time.Second
+)
+
+// Options tune a Keyring.
+type Options struct {
+	// Prefix of minted keys. Default DefaultPrefix.
+	Prefix string
+	// CacheSize bounds the number of verified keys kept in memory.
+	// Default DefaultCacheSize.
+	CacheSize int
+	// FlushInterval is how often recorded last-used times are written.
+	// Default DefaultFlushInterval.
+	FlushInterval time.Duration
+	// OnFlushError, if set, is told when writing last-used times fails.
+	OnFlushError func(error)
+	// Now returns the current time; tests may replace it. Default time.Now.
+	Now func() time.Time
+}
+
+// Keyring is the key service in front of a Store: it mints keys, verifies
+// presented keys through a bounded in-memory cache, and records last-used
+// times in memory, writing them in one transaction every FlushInterval.
+// A Keyring does not own its Store; Close flushes but does not close it.
+type Keyring struct {
+	store  Store
+	prefix string
+	now    func() time.Time
+	cache  *keyCache
+	usage  usageLog
+
+	onFlushError func(error)
+	stop         chan struct{}
+	done         chan struct{}
+	closeOnce    sync.Once
+}
+
+// NewKeyring starts a Keyring over store. Call Close to stop it.
+func NewKeyring(store Store, opts Options) *Keyring {
+	if opts.Prefix == "" {
+		opts.Prefix = DefaultPrefix
+	}
+	if opts.CacheSize <= 0 {
+		opts.CacheSize = DefaultCacheSize
+	}
+	if opts.FlushInterval <= 0 {
+		opts.FlushInterval = DefaultFlushInterval
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	kr := &Keyring{
+		store:        store,
+		prefix:       opts.Prefix,
+		now:          opts.Now,
+		cache:        newKeyCache(opts.CacheSize),
+		usage:        usageLog{pending: make(map[string]time.Time)},
+		onFlushError: opts.OnFlushError,
+		stop:         make(chan struct{}),
+		done:         make(chan struct{}),
+	}
+	go kr.flushLoop(opts.FlushInterval)
+	return kr
+}
+
+// Prefix returns the prefix of keys this Keyring mints and accepts.
+func (kr *Keyring) Prefix() string { return kr.prefix }
+
+// Store returns the underlying store.
+func (kr *Keyring) Store() Store { return kr.store }
+
+// Minted is a newly created key: its record and the plaintext, which
+// exists only here and must be shown to the owner exactly once.
+type Minted struct {
+	Key
+	Secret string
+}
+
+// Mint creates, stores and returns a new key for owner. The key is durable
+// when Mint returns. A zero expires means the key never expires.
+func (kr *Keyring) Mint(ctx context.Context, owner, title string, expires time.Time) (Minted, error) {
+	secret, err := NewKey(kr.prefix)
+	if err != nil {
+		return Minted{}, err
+	}
+	id, err := NewID()
+	if err != nil {
+		return Minted{}, err
+	}
+	k := Key{
+		ID:      id,
+		Hash:    HashKey(secret),
+		Owner:   owner,
+		Title:   title,
+		Preview: Preview(secret, kr.prefix),
+		// Microsecond precision, the resolution the store keeps.
+		Created: kr.now().Truncate(time.Microsecond),
+		Expires: expires,
+	}
+	if err := kr.store.CreateKey(ctx, k); err != nil {
+		return Minted{}, err
+	}
+	return Minted{Key: k, Secret: secret}, nil
+}
+
+// Verify checks a presented key and returns its record, which the caller
+// must not modify. It returns ErrMalformedKey without touching the store
+// when the format or checksum is wrong, ErrNotFound for unknown keys,
+// ErrExpired or ErrDisabled for refused ones, and any other error only for
+// store faults. A successful Verify records the use in memory.
+func (kr *Keyring) Verify(ctx context.Context, presented string) (*Key, error) {
+	if err := ParseKey(presented, kr.prefix); err != nil {
+		return nil, err
+	}
+	h := HashKey(presented)
+	k, ok := kr.cache.get(h)
+	if !ok {
+		stored, err := kr.store.KeyByHash(ctx, h)
+		if err != nil {
+			return nil, err
+		}
+		k = &stored
+		kr.cache.put(h, k)
+	}
+	now := kr.now()
+	if k.Disabled {
+		return nil, ErrDisabled
+	}
+	if !k.Usable(now) {
+		return nil, ErrExpired
+	}
+	kr.usage.record(k.ID, now)
+	return k, nil
+}
+
+// KeysByOwner lists owner's keys, oldest first, with last-used times that
+// are not yet flushed already applied.
+func (kr *Keyring) KeysByOwner(ctx context.Context, owner string) ([]Key, error) {
+	keys, err := kr.store.KeysByOwner(ctx, owner)
+	if err != nil {
+		return nil, err
+	}
+	for i := range keys {
+		if t, ok := kr.usage.pendingFor(keys[i].ID); ok && t.After(keys[i].LastUsed) {
+			keys[i].LastUsed = t
+		}
+	}
+	return keys, nil
+}
+
+// Delete removes the key with the given id; the next Verify of it fails.
+func (kr *Keyring) Delete(ctx context.Context, id string) (Key, error) {
+	k, err := kr.store.DeleteKey(ctx, id)
+	if err != nil {
+		return Key{}, err
+	}
+	kr.cache.remove(k.Hash)
+	return k, nil
+}
+
+// Flush writes the recorded last-used times now.
+func (kr *Keyring) Flush(ctx context.Context) error {
+	pending := kr.usage.take()
+	if len(pending) == 0 {
+		return nil
+	}
+	if err := kr.store.TouchKeys(ctx, pending); err != nil {
+		kr.usage.restore(pending) // keep them for the next try
+		return err
+	}
+	return nil
+}
+
+// Close stops the background flusher and writes pending last-used times.
+func (kr *Keyring) Close() error {
+	var err error
+	kr.closeOnce.Do(func() {
+		close(kr.stop)
+		<-kr.done
+		err = kr.Flush(context.Background())
+	})
+	return err
+}
+
+func (kr *Keyring) flushLoop(every time.Duration) {
+	defer close(kr.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-kr.stop:
+			return
+		case <-t.C:
+			if err := kr.Flush(context.Background()); err != nil && kr.onFlushError != nil {
+				kr.onFlushError(err)
+			}
+		}
+	}
+}

@@ -1,0 +1,83 @@
+// Package keystore mints, stores and verifies API keys. It holds the key
+// format, the Store interface with its bbolt implementation, and the
+// Keyring that puts an in-memory cache and last-used coalescing in front of
+// a Store. It has no dependency on Caddy.
+package keystore
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors returned by Store implementations. Callers match them with
+// errors.Is; any other error is a storage fault.
+var (
+	// ErrNotFound means no key or user matched.
+	ErrNotFound = errors.New("not found")
+	// ErrExists means a key id or hash, or a username, is already taken.
+	ErrExists = errors.New("already exists")
+)
+
+// Key is the stored record of one API key. It never holds the key itself,
+// only its SHA-256 digest.
+type Key struct {
+	// ID is the public 32-character base62 identifier.
+	ID string
+	// Hash is the SHA-256 digest of the full key string.
+	Hash Hash
+	// Owner is the username the key acts for.
+	Owner string
+	// Title is the owner's label for the key.
+	Title string
+	// Preview is the displayable form, e.g. "sk-...JfaN".
+	Preview string
+	// Created is when the key was minted.
+	Created time.Time
+	// LastUsed is when the key last authenticated a request; zero if never.
+	LastUsed time.Time
+	// Expires is when the key stops being valid; zero means never.
+	Expires time.Time
+	// Disabled keys are kept but refused.
+	Disabled bool
+}
+
+// Usable reports whether k may authenticate a request at time now.
+func (k *Key) Usable(now time.Time) bool {
+	return !k.Disabled && (k.Expires.IsZero() || now.Before(k.Expires))
+}
+
+// User is a username with a password hash kept in the store.
+type User struct {
+	// Name is the unique username.
+	Name string
+	// PasswordHash is a bcrypt or argon2id (PHC) hash.
+	PasswordHash string
+	// Created is when the user was added.
+	Created time.Time
+}
+
+// Store persists keys and users. Implementations must be safe for
+// concurrent use, copy values out of their transactions, and make every
+// write durable before returning.
+type Store interface {
+	// CreateKey stores k atomically; ErrExists if its ID or Hash is taken.
+	CreateKey(ctx context.Context, k Key) error
+	// KeyByHash returns the key with digest h, or ErrNotFound.
+	KeyByHash(ctx context.Context, h Hash) (Key, error)
+	// KeysByOwner returns owner's keys, oldest first.
+	KeysByOwner(ctx context.Context, owner string) ([]Key, error)
+	// DeleteKey removes the key with the given id, or returns ErrNotFound.
+	DeleteKey(ctx context.Context, id string) (Key, error)
+	// TouchKeys raises last_used of each key id to the given time in one
+	// write; ids that no longer exist are skipped.
+	TouchKeys(ctx context.Context, lastUsed map[string]time.Time) error
+
+	// User returns the stored user name, or ErrNotFound.
+	User(ctx context.Context, name string) (User, error)
+	// PutUser creates or replaces a user.
+	PutUser(ctx context.Context, u User) error
+
+	// Close releases the store. It is called once, by whoever opened it.
+	Close() error
+}
