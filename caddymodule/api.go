@@ -15,7 +15,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
-	"github.com/caddy-apikeys/caddy-apikeys/identity")
+	"github.com/caddy-apikeys/caddy-apikeys/identity"
+)
 
 func init() {
 	caddy.RegisterModule(APIHandler{})
