@@ -59,7 +59,7 @@ func NewKey(prefix string) (string, error) {
 	}
 	b.WriteString(random)
 	var sum [checksumLen]byte
-	encodeChecksum(&sum, crc32.ChecksumIEEE([]byte(random)))
+	encodeChecksum(&sum, crc32Of(random))
 	b.Write(sum[:])
 	return b.String(), nil
 }
@@ -96,10 +96,15 @@ func Preview(key, prefix string) string {
 	return prefix + "..." + key[len(key)-previewLen:]
 }
 
+// crc32Of is crc32.ChecksumIEEE over a string. The byte-wise table loop
+// avoids the heap copy that passing a []byte to the assembly version would
+// cost on every key check; for 42 bytes it is as fast.
 func crc32Of(s string) uint32 {
-	var buf [randomLen]byte
-	n := copy(buf[:], s)
-	return crc32.ChecksumIEEE(buf[:n])
+	crc := ^uint32(0)
+	for i := 0; i < len(s); i++ {
+		crc = crc32.IEEETable[byte(crc)^s[i]] ^ (crc >> 8)
+	}
+	return ^crc
 }
 
 func encodeChecksum(dst *[checksumLen]byte, v uint32) {

@@ -1,0 +1,196 @@
+package keystore
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+func openTestBolt(t *testing.T) (*BoltStore, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "keys.db")
+	s, err := OpenBolt(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s, path
+}
+
+func testKey(t *testing.T, owner string, created time.Time) Key {
+	t.Helper()
+	secret, err := NewKey(DefaultPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := NewID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Key{ID: id, Hash: HashKey(secret), Owner: owner, Title: "t", Preview: Preview(secret, DefaultPrefix), Created: created.Truncate(time.Microsecond)}
+}
+
+func TestBoltCreateLookupListDelete(t *testing.T) {
+	s, _ := openTestBolt(t)
+	ctx := context.Background()
+	base := time.Now()
+	a1, a2, b1 := testKey(t, "alice", base), testKey(t, "alice", base.Add(time.Second)), testKey(t, "bob", base)
+	for _, k := range []Key{a2, b1, a1} { // inserted out of order
+		if err := s.CreateKey(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.KeyByHash(ctx, a1.Hash)
+	if err != nil || got.ID != a1.ID || got.Owner != "alice" || !got.Created.Equal(a1.Created) {
+		t.Fatalf("KeyByHash = %+v, %v", got, err)
+	}
+	list, err := s.KeysByOwner(ctx, "alice")
+	if err != nil || len(list) != 2 || list[0].ID != a1.ID || list[1].ID != a2.ID {
+		t.Fatalf("KeysByOwner(alice) = %v, %v; want a1, a2 oldest first", list, err)
+	}
+	if list, _ := s.KeysByOwner(ctx, "ali"); len(list) != 0 {
+		t.Fatalf("prefix of a username matched: %v", list)
+	}
+	if _, err := s.DeleteKey(ctx, a1.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.KeyByHash(ctx, a1.Hash); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deleted key found: %v", err)
+	}
+	if _, err := s.DeleteKey(ctx, a1.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second delete: %v", err)
+	}
+	if list, _ := s.KeysByOwner(ctx, "alice"); len(list) != 1 {
+		t.Fatalf("owner index not updated: %v", list)
+	}
+}
+
+func TestBoltRefusesDuplicates(t *testing.T) {
+	s, _ := openTestBolt(t)
+	ctx := context.Background()
+	k := testKey(t, "alice", time.Now())
+	if err := s.CreateKey(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	sameID := testKey(t, "alice", time.Now())
+	sameID.ID = k.ID
+	sameHash := testKey(t, "alice", time.Now())
+	sameHash.Hash = k.Hash
+	for _, dup := range []Key{sameID, sameHash} {
+		if err := s.CreateKey(ctx, dup); !errors.Is(err, ErrExists) {
+			t.Fatalf("duplicate accepted: %v", err)
+		}
+	}
+}
+
+func TestBoltDurableAcrossReopen(t *testing.T) {
+	s, path := openTestBolt(t)
+	ctx := context.Background()
+	k := testKey(t, "alice", time.Now())
+	if err := s.CreateKey(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	used := time.Now().Add(time.Minute).Truncate(time.Microsecond)
+	if err := s.TouchKeys(ctx, map[string]time.Time{k.ID: used, "gone": used}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutUser(ctx, User{Name: "bob", PasswordHash: "$2a$10$x"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := OpenBolt(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	got, err := s2.KeyByHash(ctx, k.Hash)
+	if err != nil || !got.LastUsed.Equal(used) {
+		t.Fatalf("after reopen: %+v, %v", got, err)
+	}
+	// An older time never moves last_used back.
+	if err := s2.TouchKeys(ctx, map[string]time.Time{k.ID: used.Add(-time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s2.KeyByHash(ctx, k.Hash); !got.LastUsed.Equal(used) {
+		t.Fatalf("last_used moved back to %v", got.LastUsed)
+	}
+	if u, err := s2.User(ctx, "bob"); err != nil || u.PasswordHash != "$2a$10$x" {
+		t.Fatalf("user after reopen: %+v, %v", u, err)
+	}
+	if _, err := s2.User(ctx, "nobody"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown user: %v", err)
+	}
+}
+
+func TestBoltLockedFileFailsFast(t *testing.T) {
+	_, path := openTestBolt(t)
+	start := time.Now()
+	_, err := OpenBolt(path, 200*time.Millisecond)
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("second open: %v, want ErrLocked", err)
+	}
+	if waited := time.Since(start); waited > 10*time.Second {
+		t.Fatalf("second open hung for %v", waited)
+	}
+}
+
+func TestBoltRecordsAndChecksSchemaVersion(t *testing.T) {
+	s, path := openTestBolt(t)
+	err := s.DB().Update(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketMeta).Get(metaSchemaVersion)
+		if binary.BigEndian.Uint64(v) != SchemaVersion {
+			return fmt.Errorf("schema version %x", v)
+		}
+		return tx.Bucket(bucketMeta).Put(metaSchemaVersion, binary.BigEndian.AppendUint64(nil, SchemaVersion+1))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	if _, err := OpenBolt(path, time.Second); err == nil {
+		t.Fatal("file from a newer schema opened")
+	}
+}
+
+func TestBoltConcurrentCreates(t *testing.T) {
+	s, _ := openTestBolt(t)
+	ctx := context.Background()
+	const workers, each = 16, 25
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*each)
+	for w := range workers {
+		wg.Go(func() {
+			owner := fmt.Sprintf("user%d", w%4)
+			for range each {
+				errs <- s.CreateKey(ctx, testKey(t, owner, time.Now()))
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	total := 0
+	for u := range 4 {
+		list, err := s.KeysByOwner(ctx, fmt.Sprintf("user%d", u))
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += len(list)
+	}
+	if total != workers*each {
+		t.Fatalf("stored %d keys, want %d", total, workers*each)
+	}
+}

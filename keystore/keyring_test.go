@@ -1,0 +1,233 @@
+package keystore
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// countingStore counts reads and writes that reach a real store.
+type countingStore struct {
+	Store
+	lookups, touches atomic.Int64
+}
+
+func (c *countingStore) KeyByHash(ctx context.Context, h Hash) (Key, error) {
+	c.lookups.Add(1)
+	return c.Store.KeyByHash(ctx, h)
+}
+
+func (c *countingStore) TouchKeys(ctx context.Context, m map[string]time.Time) error {
+	c.touches.Add(1)
+	return c.Store.TouchKeys(ctx, m)
+}
+
+func newTestKeyring(t *testing.T, opts Options) (*Keyring, *countingStore) {
+	t.Helper()
+	s, _ := openTestBolt(t)
+	cs := &countingStore{Store: s}
+	if opts.FlushInterval == 0 {
+		opts.FlushInterval = time.Hour // tests flush explicitly
+	}
+	kr := NewKeyring(cs, opts)
+	t.Cleanup(func() { _ = kr.Close() })
+	return kr, cs
+}
+
+func TestKeyringMintVerify(t *testing.T) {
+	kr, cs := newTestKeyring(t, Options{})
+	ctx := context.Background()
+	m, err := kr.Mint(ctx, "alice", "ci", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Preview != "sk-..."+m.Secret[len(m.Secret)-4:] || m.Hash != HashKey(m.Secret) {
+		t.Fatalf("minted %+v", m)
+	}
+	for range 3 {
+		k, err := kr.Verify(ctx, m.Secret)
+		if err != nil || k.Owner != "alice" || k.ID != m.ID || k.Title != "ci" {
+			t.Fatalf("Verify = %+v, %v", k, err)
+		}
+	}
+	if n := cs.lookups.Load(); n != 1 {
+		t.Fatalf("%d store lookups for 3 verifications, want 1 (then cached)", n)
+	}
+}
+
+func TestKeyringRefusesWithoutStoreLookup(t *testing.T) {
+	kr, cs := newTestKeyring(t, Options{})
+	ctx := context.Background()
+	m, err := kr.Mint(ctx, "alice", "", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	typo := []byte(m.Secret)
+	typo[20] ^= 1
+	for _, bad := range []string{"", "sk-short", string(typo), "Bearer " + m.Secret, m.Secret + " "} {
+		if _, err := kr.Verify(ctx, bad); !errors.Is(err, ErrMalformedKey) {
+			t.Errorf("Verify(%q) = %v, want ErrMalformedKey", bad, err)
+		}
+	}
+	if n := cs.lookups.Load(); n != 0 {
+		t.Fatalf("malformed keys caused %d store lookups", n)
+	}
+	unknown, _ := NewKey(DefaultPrefix)
+	if _, err := kr.Verify(ctx, unknown); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown key: %v", err)
+	}
+}
+
+func TestKeyringDeleteInvalidatesCache(t *testing.T) {
+	kr, _ := newTestKeyring(t, Options{})
+	ctx := context.Background()
+	m, _ := kr.Mint(ctx, "alice", "", time.Time{})
+	if _, err := kr.Verify(ctx, m.Secret); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kr.Delete(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kr.Verify(ctx, m.Secret); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deleted key verified: %v", err)
+	}
+}
+
+func TestKeyringExpiry(t *testing.T) {
+	now := time.Now()
+	var offset atomic.Int64
+	kr, _ := newTestKeyring(t, Options{Now: func() time.Time { return now.Add(time.Duration(offset.Load())) }})
+	ctx := context.Background()
+	m, _ := kr.Mint(ctx, "alice", "", now.Add(time.Hour))
+	if _, err := kr.Verify(ctx, m.Secret); err != nil {
+		t.Fatal(err)
+	}
+	offset.Store(int64(time.Hour))
+	if _, err := kr.Verify(ctx, m.Secret); !errors.Is(err, ErrExpired) {
+		t.Fatalf("expired key (cached) verified: %v", err)
+	}
+}
+
+func TestKeyringCoalescesLastUsed(t *testing.T) {
+	kr, cs := newTestKeyring(t, Options{})
+	ctx := context.Background()
+	m, _ := kr.Mint(ctx, "alice", "", time.Time{})
+	for range 100 {
+		if _, err := kr.Verify(ctx, m.Secret); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := cs.touches.Load(); n != 0 {
+		t.Fatalf("%d writes before flush, want 0", n)
+	}
+	// Pending times show in listings before they are written.
+	list, _ := kr.KeysByOwner(ctx, "alice")
+	if len(list) != 1 || list[0].LastUsed.IsZero() {
+		t.Fatalf("pending last_used not listed: %+v", list)
+	}
+	if err := kr.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := cs.touches.Load(); n != 1 {
+		t.Fatalf("%d writes for 100 uses, want 1", n)
+	}
+	stored, _ := cs.Store.KeyByHash(ctx, m.Hash)
+	if stored.LastUsed.IsZero() {
+		t.Fatal("last_used not written")
+	}
+}
+
+func TestKeyringCloseFlushes(t *testing.T) {
+	s, _ := openTestBolt(t)
+	kr := NewKeyring(s, Options{FlushInterval: time.Hour})
+	ctx := context.Background()
+	m, _ := kr.Mint(ctx, "alice", "", time.Time{})
+	if _, err := kr.Verify(ctx, m.Secret); err != nil {
+		t.Fatal(err)
+	}
+	if err := kr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := kr.Close(); err != nil { // idempotent
+		t.Fatal(err)
+	}
+	if k, _ := s.KeyByHash(ctx, m.Hash); k.LastUsed.IsZero() {
+		t.Fatal("Close did not write last_used")
+	}
+}
+
+func TestKeyringPeriodicFlush(t *testing.T) {
+	kr, cs := newTestKeyring(t, Options{FlushInterval: 20 * time.Millisecond})
+	ctx := context.Background()
+	m, _ := kr.Mint(ctx, "alice", "", time.Time{})
+	if _, err := kr.Verify(ctx, m.Secret); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for cs.touches.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if k, _ := cs.Store.KeyByHash(ctx, m.Hash); k.LastUsed.IsZero() {
+		t.Fatal("background flush did not write last_used")
+	}
+}
+
+func TestKeyringCacheBounded(t *testing.T) {
+	kr, _ := newTestKeyring(t, Options{CacheSize: 10})
+	ctx := context.Background()
+	var secrets []string
+	for range 50 {
+		m, err := kr.Mint(ctx, "alice", "", time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		secrets = append(secrets, m.Secret)
+	}
+	for _, s := range secrets {
+		if _, err := kr.Verify(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(kr.cache.keys); n > 10 {
+		t.Fatalf("cache holds %d entries, bound is 10", n)
+	}
+	// Evicted keys still verify from the store.
+	for _, s := range secrets {
+		if _, err := kr.Verify(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestKeyringConcurrentUse(t *testing.T) {
+	kr, _ := newTestKeyring(t, Options{CacheSize: 8})
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 20 {
+				m, err := kr.Mint(ctx, "u"+strconv.Itoa(w), "", time.Time{})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := kr.Verify(ctx, m.Secret); err != nil {
+					t.Error(err)
+				}
+				if i%5 == 0 {
+					_ = kr.Flush(ctx)
+				}
+				if i%3 == 0 {
+					if _, err := kr.Delete(ctx, m.ID); err != nil {
+						t.Error(err)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
