@@ -1,0 +1,218 @@
+package identity
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+var testSecret = []byte("0123456789abcdef0123456789abcdef")
+
+type testKeys struct {
+	rsa *rsa.PrivateKey
+	ec  *ecdsa.PrivateKey
+	ed  ed25519.PrivateKey
+}
+
+func newTestKeys(t *testing.T) testKeys {
+	t.Helper()
+	rk, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ek, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, dk, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testKeys{rk, ek, dk}
+}
+
+func pemOf(t *testing.T, pub any) []byte {
+	t.Helper()
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+}
+
+func sign(t *testing.T, m jwt.SigningMethod, key any, claims jwt.MapClaims) string {
+	t.Helper()
+	s, err := jwt.NewWithClaims(m, claims).SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func validClaims() jwt.MapClaims {
+	return jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix(), "iss": "https://idp.test", "aud": "apikeys"}
+}
+
+func TestJWTAcceptsEachKeyFamily(t *testing.T) {
+	k := newTestKeys(t)
+	var pubs []crypto.PublicKey
+	for _, p := range [][]byte{pemOf(t, &k.rsa.PublicKey), pemOf(t, &k.ec.PublicKey), pemOf(t, k.ed.Public())} {
+		pk, err := ParsePublicKeyPEM(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pubs = append(pubs, pk)
+	}
+	v, err := NewJWTVerifier(JWTConfig{HMACSecrets: [][]byte{testSecret}, PublicKeys: pubs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := map[string]string{
+		"HS256": sign(t, jwt.SigningMethodHS256, testSecret, validClaims()),
+		"HS512": sign(t, jwt.SigningMethodHS512, testSecret, validClaims()),
+		"RS256": sign(t, jwt.SigningMethodRS256, k.rsa, validClaims()),
+		"PS384": sign(t, jwt.SigningMethodPS384, k.rsa, validClaims()),
+		"ES256": sign(t, jwt.SigningMethodES256, k.ec, validClaims()),
+		"EdDSA": sign(t, jwt.SigningMethodEdDSA, k.ed, validClaims()),
+	}
+	for alg, tok := range tokens {
+		if user, err := v.Verify(tok); err != nil || user != "alice" {
+			t.Errorf("%s: Verify = %q, %v", alg, user, err)
+		}
+	}
+}
+
+func TestJWTRefusesAttacks(t *testing.T) {
+	k := newTestKeys(t)
+	rsaPEM := pemOf(t, &k.rsa.PublicKey)
+	v, err := NewJWTVerifier(JWTConfig{
+		PublicKeys: []crypto.PublicKey{&k.rsa.PublicKey},
+		Issuer:     "https://idp.test",
+		Audiences:  []string{"apikeys"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hsV, err := NewJWTVerifier(JWTConfig{HMACSecrets: [][]byte{testSecret}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	with := func(change func(jwt.MapClaims)) jwt.MapClaims {
+		c := validClaims()
+		change(c)
+		return c
+	}
+	good := sign(t, jwt.SigningMethodRS256, k.rsa, validClaims())
+	parts := strings.Split(good, ".")
+	otherRSA, _ := rsa.GenerateKey(rand.Reader, 2048)
+	noneTok := sign(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, validClaims())
+	cases := map[string]struct {
+		v   *JWTVerifier
+		tok string
+	}{
+		"alg none":               {v, noneTok},
+		"HS256 with RSA pub key": {v, sign(t, jwt.SigningMethodHS256, rsaPEM, validClaims())},
+		"ES256 against RSA key":  {v, sign(t, jwt.SigningMethodES256, k.ec, validClaims())},
+		"signed by another key":  {v, sign(t, jwt.SigningMethodRS256, otherRSA, validClaims())},
+		"expired":                {v, sign(t, jwt.SigningMethodRS256, k.rsa, with(func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-time.Hour).Unix() }))},
+		"not yet valid":          {v, sign(t, jwt.SigningMethodRS256, k.rsa, with(func(c jwt.MapClaims) { c["nbf"] = time.Now().Add(time.Hour).Unix() }))},
+		"issued in future":       {v, sign(t, jwt.SigningMethodRS256, k.rsa, with(func(c jwt.MapClaims) { c["iat"] = time.Now().Add(time.Hour).Unix() }))},
+		"missing exp":            {v, sign(t, jwt.SigningMethodRS256, k.rsa, with(func(c jwt.MapClaims) { delete(c, "exp") }))},
+		"wrong issuer":           {v, sign(t, jwt.SigningMethodRS256, k.rsa, with(func(c jwt.MapClaims) { c["iss"] = "https://evil.test" }))},
+		"wrong audience":         {v, sign(t, jwt.SigningMethodRS256, k.rsa, with(func(c jwt.MapClaims) { c["aud"] = "other" }))},
+		"no audience":            {v, sign(t, jwt.SigningMethodRS256, k.rsa, with(func(c jwt.MapClaims) { delete(c, "aud") }))},
+		"no identity claim":      {v, sign(t, jwt.SigningMethodRS256, k.rsa, with(func(c jwt.MapClaims) { delete(c, "sub") }))},
+		"identity not a string":  {v, sign(t, jwt.SigningMethodRS256, k.rsa, with(func(c jwt.MapClaims) { c["sub"] = 42 }))},
+		"tampered payload":       {v, parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"admin","exp":9999999999}`)) + "." + parts[2]},
+		"tampered signature":     {v, parts[0] + "." + parts[1] + "." + strings.ToUpper(parts[2][:8]) + parts[2][8:]},
+		"garbage":                {v, "not.a.jwt"},
+		"two segments":           {v, parts[0] + "." + parts[1]},
+		"oversized":              {v, strings.Repeat("a", MaxTokenLen+1)},
+		"HS token, wrong secret": {hsV, sign(t, jwt.SigningMethodHS256, []byte("another-secret-of-32-bytes-long!"), validClaims())},
+	}
+	for name, c := range cases {
+		user, err := c.v.Verify(c.tok)
+		if err == nil {
+			t.Errorf("%s: accepted as %q", name, user)
+			continue
+		}
+		if !errors.Is(err, ErrInvalidToken) || !errors.Is(err, ErrBadCredentials) {
+			t.Errorf("%s: error %v does not wrap ErrInvalidToken and ErrBadCredentials", name, err)
+		}
+	}
+}
+
+func TestJWTIdentityClaimAndLeeway(t *testing.T) {
+	v, err := NewJWTVerifier(JWTConfig{HMACSecrets: [][]byte{testSecret}, IdentityClaim: "username", Leeway: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// QueryLake-style token: the username claim, exp just passed but
+	// within leeway.
+	tok := sign(t, jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"username": "ql-user", "exp": time.Now().Add(-30 * time.Second).Unix()})
+	if user, err := v.Verify(tok); err != nil || user != "ql-user" {
+		t.Fatalf("Verify = %q, %v", user, err)
+	}
+}
+
+func TestJWTConfigErrors(t *testing.T) {
+	small, _ := rsa.GenerateKey(rand.Reader, 1024)
+	k := newTestKeys(t)
+	cases := map[string]JWTConfig{
+		"nothing":             {},
+		"short secret":        {HMACSecrets: [][]byte{[]byte("short")}},
+		"weak RSA":            {PublicKeys: []crypto.PublicKey{&small.PublicKey}},
+		"alg without key":     {HMACSecrets: [][]byte{testSecret}, Algorithms: []string{"RS256"}},
+		"none as algorithm":   {HMACSecrets: [][]byte{testSecret}, Algorithms: []string{"none"}},
+		"unsupported keytype": {PublicKeys: []crypto.PublicKey{"not a key"}},
+	}
+	for name, cfg := range cases {
+		if _, err := NewJWTVerifier(cfg); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	// Narrowing the algorithms refuses the others.
+	v, err := NewJWTVerifier(JWTConfig{HMACSecrets: [][]byte{testSecret}, PublicKeys: []crypto.PublicKey{&k.rsa.PublicKey}, Algorithms: []string{"RS256"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(sign(t, jwt.SigningMethodHS256, testSecret, validClaims())); err == nil {
+		t.Fatal("HS256 accepted though only RS256 is allowed")
+	}
+	if _, err := ParsePublicKeyPEM([]byte("junk")); err == nil {
+		t.Fatal("junk PEM accepted")
+	}
+}
+
+func FuzzJWTVerify(f *testing.F) {
+	claims := jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()}
+	tok, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(testSecret)
+	f.Add(tok)
+	f.Add("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.")
+	f.Add("")
+	v, err := NewJWTVerifier(JWTConfig{HMACSecrets: [][]byte{testSecret}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		user, err := v.Verify(s)
+		if err == nil && user == "" {
+			t.Fatal("accepted with an empty user")
+		}
+		if err != nil && !errors.Is(err, ErrInvalidToken) {
+			t.Fatalf("error %v does not wrap ErrInvalidToken", err)
+		}
+	})
+}

@@ -1,0 +1,113 @@
+package identity
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"testing"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// Produced by 'caddy hash-password --algorithm argon2id' for "example_password".
+const exampleArgon2id = "$argon2id$v=19$m=47104,t=1,p=1$Os+2VqnyVOt/eAughDMWig$63YBjjiv9I/CKopogUwBFi7b19vU1QgGP3IEUEPq9Iw"
+
+func TestComparePassword(t *testing.T) {
+	bc, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		hash, plain string
+		want        bool
+	}{
+		{string(bc), "s3cret", true},
+		{string(bc), "s3creT", false},
+		{exampleArgon2id, "example_password", true},
+		{exampleArgon2id, "example_passwore", false},
+		{exampleArgon2id, "", false},
+	}
+	for _, c := range cases {
+		got, err := ComparePassword(c.hash, c.plain)
+		if err != nil || got != c.want {
+			t.Errorf("ComparePassword(%.12s…, %q) = %v, %v; want %v", c.hash, c.plain, got, err, c.want)
+		}
+	}
+	if _, err := ComparePassword("plaintext", "plaintext"); !errors.Is(err, ErrUnsupportedHash) {
+		t.Fatalf("plaintext 'hash' accepted: %v", err)
+	}
+}
+
+func TestNormalizeHash(t *testing.T) {
+	// Older 'caddy hash-password' printed base64 of the hash.
+	b64 := base64.StdEncoding.EncodeToString([]byte(exampleArgon2id))
+	for _, in := range []string{exampleArgon2id, b64} {
+		got, err := NormalizeHash(in)
+		if err != nil || got != exampleArgon2id {
+			t.Errorf("NormalizeHash(%.16s…) = %q, %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"", "hunter2", "$1$abc$def", "$2a$10$short", "$argon2id$v=19$m=1,t=1,p=1$c2FsdHNhbHQ$a2V5a2V5a2V5a2V5a2V5",
+		"$argon2id$v=19$m=999999999,t=1,p=1$c2FsdHNhbHRzYWx0$a2V5a2V5a2V5a2V5a2V5a2V5a2V5"} {
+		if _, err := NormalizeHash(bad); err == nil {
+			t.Errorf("NormalizeHash(%q) accepted", bad)
+		}
+	}
+}
+
+func TestFakeHashLikeKeepsAlgorithm(t *testing.T) {
+	fake := FakeHashLike(exampleArgon2id)
+	p, _, err := parseArgon2id(fake)
+	if err != nil || p.memory != 47104 || p.time != 1 {
+		t.Fatalf("fake hash %q: %+v, %v", fake, p, err)
+	}
+	if ok, _ := ComparePassword(fake, "example_password"); ok {
+		t.Fatal("fake hash matches the real password")
+	}
+}
+
+func TestVerifierPasswords(t *testing.T) {
+	stored, _ := bcrypt.GenerateFromPassword([]byte("bobpass"), bcrypt.MinCost)
+	lookups := 0
+	lookup := func(_ context.Context, name string) (string, bool, error) {
+		lookups++
+		if name == "bob" {
+			return string(stored), true, nil
+		}
+		return "", false, nil
+	}
+	v := NewVerifier(map[string]string{"example_username": exampleArgon2id}, lookup, nil)
+	ctx := context.Background()
+	pw := func(u, p string) Credential { return Credential{Kind: KindPassword, Username: u, Password: p} }
+
+	if u, err := v.Authenticate(ctx, pw("example_username", "example_password")); err != nil || u != "example_username" {
+		t.Fatalf("configured user: %q, %v", u, err)
+	}
+	if u, err := v.Authenticate(ctx, pw("bob", "bobpass")); err != nil || u != "bob" {
+		t.Fatalf("stored user: %q, %v", u, err)
+	}
+	for _, c := range []Credential{pw("example_username", "nope"), pw("bob", "nope"), pw("nobody", "x")} {
+		if _, err := v.Authenticate(ctx, c); !errors.Is(err, ErrBadCredentials) || err.Error() != ErrBadCredentials.Error() {
+			t.Errorf("%s: %v, want the one generic message", c.Username, err)
+		}
+	}
+	before := lookups
+	if _, err := v.Authenticate(ctx, Credential{Kind: KindAPIKey}); !errors.Is(err, ErrAPIKeyRefused) {
+		t.Fatalf("API key: %v", err)
+	}
+	if lookups != before {
+		t.Fatal("API key caused a user lookup")
+	}
+	if _, err := v.Authenticate(ctx, Credential{Kind: KindOAuth2, Token: "x"}); !errors.Is(err, ErrOAuth2Disabled) {
+		t.Fatalf("token without JWT config: %v", err)
+	}
+}
+
+func TestVerifierStoreFault(t *testing.T) {
+	boom := errors.New("disk on fire")
+	v := NewVerifier(nil, func(context.Context, string) (string, bool, error) { return "", false, boom }, nil)
+	_, err := v.Authenticate(context.Background(), Credential{Kind: KindPassword, Username: "u", Password: "p"})
+	if !errors.Is(err, boom) || errors.Is(err, ErrBadCredentials) {
+		t.Fatalf("store fault reported as %v", err)
+	}
+}
