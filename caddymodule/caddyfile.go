@@ -66,7 +66,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			name := d.Val()
-			mod, err := caddyfile.UnmarshalModule(d.NewFromNextSegment(), "apikeys.stores."+name)
+			mod, err := caddyfile.UnmarshalModule(d, "apikeys.stores."+name)
 			if err != nil {
 				return err
 			}

@@ -1,0 +1,89 @@
+package caddymodule
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func TestDecodeRequestBody(t *testing.T) {
+	cases := []struct {
+		in     string
+		status int // 0: accepted
+		title  string
+	}{
+		{in: ``, title: DefaultTitle},
+		{in: `{}`, title: DefaultTitle},
+		{in: `{"auth": "x", "title": "T"}`, title: "T"},
+		{in: ` {"title": null} `, title: DefaultTitle},
+		{in: `{"title": ""}`, title: ""},
+		{in: `{"title": 5}`, status: 400},
+		{in: `{"title": ["a"]}`, status: 400},
+		{in: `{"title": "` + strings.Repeat("é", MaxTitleLen+1) + `"}`, status: 400},
+		{in: `{"title": "` + strings.Repeat("é", MaxTitleLen) + `"}`, title: strings.Repeat("é", MaxTitleLen)},
+		{in: `[]`, status: 400},
+		{in: `"auth"`, status: 400},
+		{in: `null`, status: 400},
+		{in: `42`, status: 400},
+		{in: `{"auth": `, status: 400},
+		{in: `{"auth": "x"} trailing`, status: 400},
+		{in: `not json`, status: 400},
+	}
+	for _, c := range cases {
+		b, err := decodeRequestBody([]byte(c.in))
+		if err == nil {
+			var title string
+			title, err = b.title()
+			if err == nil {
+				if c.status != 0 || title != c.title {
+					t.Errorf("%.40q: accepted with title %.20q, want status %d title %.20q", c.in, title, c.status, c.title)
+				}
+				continue
+			}
+		}
+		var ae *apiError
+		if !errors.As(err, &ae) || ae.status != c.status {
+			t.Errorf("%.40q: error %v, want status %d", c.in, err, c.status)
+		}
+	}
+}
+
+func FuzzDecodeRequestBody(f *testing.F) {
+	for _, s := range []string{``, `{}`, `{"auth":{"username":"u","password":"p"},"title":"t"}`, `[1]`, `{"title":5}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		b, err := decodeRequestBody(data)
+		if err != nil {
+			var ae *apiError
+			if !errors.As(err, &ae) || ae.status != http.StatusBadRequest {
+				t.Fatalf("error %v is not a 400", err)
+			}
+			return
+		}
+		if _, err := b.title(); err != nil {
+			var ae *apiError
+			if !errors.As(err, &ae) || ae.status != http.StatusBadRequest {
+				t.Fatalf("title error %v is not a 400", err)
+			}
+		}
+	})
+}
+
+func FuzzBearerToken(f *testing.F) {
+	for _, s := range []string{"Bearer sk-abc", "bearer  tok ", "Basic dTpw", "Bearer", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, header string) {
+		r, _ := http.NewRequest(http.MethodGet, "/", nil)
+		r.Header.Set("Authorization", header)
+		tok, ok := bearerToken(r)
+		if ok && (tok == "" || tok != strings.TrimSpace(tok)) {
+			t.Fatalf("token %q from %q", tok, header)
+		}
+		if !ok && tok != "" {
+			t.Fatal("token without ok")
+		}
+	})
+}

@@ -1,0 +1,85 @@
+package caddymodule
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden JSON files of the adapt tests")
+
+func adapt(t *testing.T, caddyfile string) ([]byte, error) {
+	t.Helper()
+	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), map[string]any{"filename": "Caddyfile"})
+	return out, err
+}
+
+// TestAdapt checks Caddyfile → JSON against golden files in testdata/adapt.
+func TestAdapt(t *testing.T) {
+	files, err := filepath.Glob("testdata/adapt/*.caddyfile")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no adapt test files: %v", err)
+	}
+	for _, file := range files {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			in, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := adapt(t, string(in))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var pretty bytes.Buffer
+			if err := json.Indent(&pretty, out, "", "\t"); err != nil {
+				t.Fatal(err)
+			}
+			pretty.WriteByte('\n')
+			golden := strings.TrimSuffix(file, ".caddyfile") + ".json"
+			if *update {
+				if err := os.WriteFile(golden, pretty.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(pretty.Bytes(), want) {
+				t.Errorf("adapted JSON differs from %s:\n%s", golden, pretty.String())
+			}
+		})
+	}
+}
+
+func TestAdaptErrors(t *testing.T) {
+	cases := map[string]string{
+		"unknown global option":  "{\n apikeys {\n  colour blue\n }\n}\n:80 {\n}",
+		"global takes no args":   "{\n apikeys extra\n}\n:80 {\n}",
+		"user without hash":      "{\n apikeys {\n  user alice\n }\n}\n:80 {\n}",
+		"unknown store":          "{\n apikeys {\n  store nosuch\n }\n}\n:80 {\n}",
+		"unknown bolt option":    "{\n apikeys {\n  store bolt {\n   colour blue\n  }\n }\n}\n:80 {\n}",
+		"bad open_timeout":       "{\n apikeys {\n  store bolt {\n   open_timeout soon\n  }\n }\n}\n:80 {\n}",
+		"unknown jwt option":     "{\n apikeys {\n  jwt {\n   colour blue\n  }\n }\n}\n:80 {\n}",
+		"jwt option without arg": "{\n apikeys {\n  jwt {\n   issuer\n  }\n }\n}\n:80 {\n}",
+		"bad cache_size":         "{\n apikeys {\n  cache_size many\n }\n}\n:80 {\n}",
+		"unknown auth option":    ":80 {\n apikey_auth {\n  colour blue\n }\n}",
+		"auth takes no args":     ":80 {\n apikey_auth /v1/* extra\n}",
+		"bad body size":          ":80 {\n apikey_auth {\n  body -5\n }\n}",
+		"unknown api option":     ":80 {\n apikeys_api {\n  colour blue\n }\n}",
+		"bad max_body_bytes":     ":80 {\n apikeys_api {\n  max_body_bytes 0\n }\n}",
+	}
+	for name, cf := range cases {
+		if _, err := adapt(t, cf); err == nil {
+			t.Errorf("%s: adapted without error", name)
+		}
+	}
+}

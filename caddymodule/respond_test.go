@@ -1,0 +1,39 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"net/http/httptest"
+	"testing"
+	"time"
+)
+
+func TestEpochSecondsAlwaysHasFraction(t *testing.T) {
+	cases := map[time.Time]string{
+		time.UnixMicro(1728425378066576): "1728425378.066576",
+		time.Unix(1728425378, 0):         "1728425378.0",
+		time.UnixMicro(1728425378500000): "1728425378.5",
+	}
+	for in, want := range cases {
+		got, err := json.Marshal(epochSeconds(in))
+		if err != nil || string(got) != want {
+			t.Errorf("epochSeconds(%v) = %s, %v; want %s", in, got, err, want)
+		}
+	}
+}
+
+func TestCreatedKeyShapeAndOrder(t *testing.T) {
+	rec := httptest.NewRecorder()
+	err := writeJSON(rec, 200, successBody{Success: true, Result: createdKey{
+		APIKey: "sk-x", ID: "id", Title: "<A & B>", Created: epochSeconds(time.UnixMicro(1728425378066576)), KeyPreview: "sk-...x",
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"success":true,"result":{"api_key":"sk-x","id":"id","title":"<A & B>","created":1728425378.066576,"last_used":null,"key_preview":"sk-...x"}}`
+	if got := rec.Body.String(); got != want {
+		t.Fatalf("body\n got %s\nwant %s", got, want)
+	}
+	if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("Content-Type %q", ct)
+	}
+}
