@@ -7,7 +7,7 @@ import (
 
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
-	_ "github.com/caddy-apikeys/caddy-apikeys/caddymodule"
+	_ "github.com/caddy-apikeys/caddy-apikeys"
 )
 
 func main() {
