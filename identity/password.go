@@ -18,7 +18,10 @@ var ErrUnsupportedHash = errors.New("unsupported password hash: use bcrypt or ar
 // fakeBcrypt is compared against when a user does not exist, so that an
 // unknown user costs as much as a wrong password (Caddy's own constant,
 // cost 14, the default of 'caddy hash-password').
-const fakeBcrypt = "$2a$14$X3ulqf/iGxnf1k6oMZ.RZeJUoqI9PX2PM4rS5lkIKJXduLGXGPrt6"
+const (
+	fakeBcrypt     = "$2a$14$X3ulqf/iGxnf1k6oMZ.RZeJUoqI9PX2PM4rS5lkIKJXduLGXGPrt6"
+	fakeBcryptCost = 14
+)
 
 // NormalizeHash accepts a password hash as 'caddy hash-password' prints it
 // (modular crypt format, or base64 of it for older Caddy versions) and
@@ -52,6 +55,11 @@ func FakeHashLike(h string) string {
 	if p, _, err := parseArgon2id(h); err == nil {
 		key := argon2.IDKey([]byte("antitiming"), p.salt, p.time, p.memory, p.threads, p.keyLen)
 		return formatArgon2id(p, key)
+	}
+	if cost, err := bcrypt.Cost([]byte(h)); err == nil && cost != fakeBcryptCost {
+		if fake, err := bcrypt.GenerateFromPassword([]byte("antitiming"), cost); err == nil {
+			return string(fake)
+		}
 	}
 	return fakeBcrypt
 }

@@ -64,6 +64,13 @@ func TestFakeHashLikeKeepsAlgorithm(t *testing.T) {
 	if ok, _ := ComparePassword(fake, "example_password"); ok {
 		t.Fatal("fake hash matches the real password")
 	}
+	bc, _ := bcrypt.GenerateFromPassword([]byte("x"), 5)
+	if cost, err := bcrypt.Cost([]byte(FakeHashLike(string(bc)))); err != nil || cost != 5 {
+		t.Fatalf("fake bcrypt hash has cost %d, %v; want 5", cost, err)
+	}
+	if FakeHashLike("$2a$14$X3ulqf/iGxnf1k6oMZ.RZeJUoqI9PX2PM4rS5lkIKJXduLGXGPrt6") != fakeBcrypt {
+		t.Fatal("cost 14 should use the precomputed fake hash")
+	}
 }
 
 func TestVerifierPasswords(t *testing.T) {
