@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -35,9 +36,30 @@ var (
 	metaSchemaVersion = []byte("schema_version")
 )
 
+// ErrClosed is returned by operations on a closed store.
+var ErrClosed = errors.New("key store is closed")
+
+// maxCommitBatch bounds how many key creations share one transaction.
+const maxCommitBatch = 1024
+
 // BoltStore is a Store in a single bbolt file.
 type BoltStore struct {
 	db *bolt.DB
+
+	// Key creations go through one writer goroutine that commits all
+	// requests waiting at that moment in one transaction (group commit):
+	// one fsync for many concurrent mints, and no added delay for a lone
+	// one, unlike bolt.DB.Batch's timer.
+	creates    chan createRequest
+	quit       chan struct{}
+	writerDone chan struct{}
+	closeOnce  sync.Once
+}
+
+type createRequest struct {
+	key  Key
+	val  []byte
+	done chan error
 }
 
 // OpenBolt opens (creating if needed) the bbolt store at path. It waits at
@@ -61,7 +83,14 @@ func OpenBolt(path string, timeout time.Duration) (*BoltStore, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
-	return &BoltStore{db: db}, nil
+	s := &BoltStore{
+		db:         db,
+		creates:    make(chan createRequest),
+		quit:       make(chan struct{}),
+		writerDone: make(chan struct{}),
+	}
+	go s.writeCreates()
+	return s, nil
 }
 
 func initSchema(tx *bolt.Tx) error {
@@ -86,8 +115,14 @@ func initSchema(tx *bolt.Tx) error {
 // DB exposes the underlying bbolt handle, for statistics and checks.
 func (s *BoltStore) DB() *bolt.DB { return s.db }
 
-// Close closes the database file.
-func (s *BoltStore) Close() error { return s.db.Close() }
+// Close stops the writer and closes the database file.
+func (s *BoltStore) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.quit)
+		<-s.writerDone
+	})
+	return s.db.Close()
+}
 
 // keyRecord is the on-disk form of a Key. Times are Unix microseconds so
 // that float seconds round-trip exactly as the API reports them.
@@ -145,27 +180,80 @@ func ownerIndexKey(k Key) []byte {
 	return append(b, k.ID...)
 }
 
-// CreateKey stores k. Concurrent calls share one fsync through bbolt's
-// batching, so minting scales with clients while every key is durable
-// before CreateKey returns.
-func (s *BoltStore) CreateKey(_ context.Context, k Key) error {
+// CreateKey stores k. It returns once the transaction holding k is
+// committed and synced; concurrent calls share that transaction.
+func (s *BoltStore) CreateKey(ctx context.Context, k Key) error {
 	val, err := json.Marshal(toRecord(k))
 	if err != nil {
 		return err
 	}
-	return s.db.Batch(func(tx *bolt.Tx) error {
-		keys, hashes := tx.Bucket(bucketKeys), tx.Bucket(bucketHashes)
-		if keys.Get([]byte(k.ID)) != nil || hashes.Get(k.Hash[:]) != nil {
-			return ErrExists
+	req := createRequest{key: k, val: val, done: make(chan error, 1)}
+	select {
+	case s.creates <- req:
+	case <-s.quit:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	// Once handed over, wait for the outcome even if ctx ends: the key may
+	// be committed, and the caller must not be told otherwise.
+	return <-req.done
+}
+
+func (s *BoltStore) writeCreates() {
+	defer close(s.writerDone)
+	for {
+		var first createRequest
+		select {
+		case <-s.quit:
+			return
+		case first = <-s.creates:
 		}
-		if err := keys.Put([]byte(k.ID), val); err != nil {
-			return err
+		batch := []createRequest{first}
+	drain:
+		for len(batch) < maxCommitBatch {
+			select {
+			case req := <-s.creates:
+				batch = append(batch, req)
+			default:
+				break drain
+			}
 		}
-		if err := hashes.Put(k.Hash[:], []byte(k.ID)); err != nil {
-			return err
+		s.commitCreates(batch)
+	}
+}
+
+// commitCreates writes a batch in one transaction. A duplicate fails only
+// its own request; a failed commit fails them all.
+func (s *BoltStore) commitCreates(batch []createRequest) {
+	results := make([]error, len(batch))
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		keys, hashes, owners := tx.Bucket(bucketKeys), tx.Bucket(bucketHashes), tx.Bucket(bucketOwners)
+		for i, req := range batch {
+			k := req.key
+			if keys.Get([]byte(k.ID)) != nil || hashes.Get(k.Hash[:]) != nil {
+				results[i] = ErrExists
+				continue
+			}
+			if err := keys.Put([]byte(k.ID), req.val); err != nil {
+				return err
+			}
+			if err := hashes.Put(k.Hash[:], []byte(k.ID)); err != nil {
+				return err
+			}
+			if err := owners.Put(ownerIndexKey(k), nil); err != nil {
+				return err
+			}
 		}
-		return tx.Bucket(bucketOwners).Put(ownerIndexKey(k), nil)
+		return nil
 	})
+	for i, req := range batch {
+		if err != nil {
+			req.done <- err
+		} else {
+			req.done <- results[i]
+		}
+	}
 }
 
 // KeyByHash returns the key whose digest is h.

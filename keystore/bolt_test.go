@@ -194,3 +194,60 @@ func TestBoltConcurrentCreates(t *testing.T) {
 		t.Fatalf("stored %d keys, want %d", total, workers*each)
 	}
 }
+
+func TestBoltConcurrentDuplicatesOneWins(t *testing.T) {
+	s, _ := openTestBolt(t)
+	k := testKey(t, "alice", time.Now())
+	var wg sync.WaitGroup
+	results := make(chan error, 8)
+	for range 8 {
+		wg.Go(func() { results <- s.CreateKey(context.Background(), k) })
+	}
+	wg.Wait()
+	close(results)
+	ok := 0
+	for err := range results {
+		switch {
+		case err == nil:
+			ok++
+		case !errors.Is(err, ErrExists):
+			t.Fatal(err)
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%d of 8 identical creates succeeded, want 1", ok)
+	}
+}
+
+func TestBoltClosed(t *testing.T) {
+	s, _ := openTestBolt(t)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateKey(context.Background(), testKey(t, "a", time.Now())); !errors.Is(err, ErrClosed) {
+		t.Fatalf("create after close: %v", err)
+	}
+}
+
+// BenchmarkCreateKeyParallel measures durable minting with concurrent
+// callers sharing commits.
+func BenchmarkCreateKeyParallel(b *testing.B) {
+	s, err := OpenBolt(filepath.Join(b.TempDir(), "keys.db"), time.Second)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	kr := NewKeyring(s, Options{})
+	defer kr.Close()
+	b.SetParallelism(32) // 64 goroutines on 2 cores
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := kr.Mint(context.Background(), "bench", "t", time.Time{}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "keys/s")
+}
