@@ -108,7 +108,7 @@ func (p *APIKeyAuth) Authenticate(w http.ResponseWriter, r *http.Request) (caddy
 	}
 	return caddyauth.User{
 		ID:       k.Owner,
-		Metadata: map[string]string{"key_id": k.ID, "key_title": k.Title},
+		Metadata: k.Attributes(),
 	}, true, nil
 }
 

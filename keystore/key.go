@@ -6,6 +6,7 @@ import (
 	"errors"
 	"hash/crc32"
 	"strings"
+	"unsafe"
 )
 
 // DefaultPrefix is the prefix of minted keys unless configured otherwise.
@@ -38,13 +39,13 @@ type Hash [sha256.Size]byte
 
 // HashKey returns the stored digest of key.
 func HashKey(key string) Hash {
-	// Copying into a stack buffer keeps the common case allocation-free.
-	var buf [128]byte
-	if len(key) <= len(buf) {
-		n := copy(buf[:], key)
-		return sha256.Sum256(buf[:n])
-	}
-	return sha256.Sum256([]byte(key))
+	return sha256.Sum256(stringBytes(key))
+}
+
+// stringBytes views s as bytes without copying, for functions that only
+// read their input; converting would cost an allocation per key check.
+func stringBytes(s string) []byte {
+	return unsafe.Slice(unsafe.StringData(s), len(s))
 }
 
 // NewKey mints a fresh key: prefix, 42 random base62 characters from
@@ -76,7 +77,7 @@ func ParseKey(s, prefix string) error {
 	}
 	body := s[len(prefix):]
 	for i := 0; i < len(body); i++ {
-		if base62Value(body[i]) < 0 {
+		if !isBase62[body[i]] {
 			return ErrMalformedKey
 		}
 	}
@@ -96,16 +97,7 @@ func Preview(key, prefix string) string {
 	return prefix + "..." + key[len(key)-previewLen:]
 }
 
-// crc32Of is crc32.ChecksumIEEE over a string. The byte-wise table loop
-// avoids the heap copy that passing a []byte to the assembly version would
-// cost on every key check; for 42 bytes it is as fast.
-func crc32Of(s string) uint32 {
-	crc := ^uint32(0)
-	for i := 0; i < len(s); i++ {
-		crc = crc32.IEEETable[byte(crc)^s[i]] ^ (crc >> 8)
-	}
-	return ^crc
-}
+func crc32Of(s string) uint32 { return crc32.ChecksumIEEE(stringBytes(s)) }
 
 func encodeChecksum(dst *[checksumLen]byte, v uint32) {
 	n := uint64(v)
@@ -115,17 +107,12 @@ func encodeChecksum(dst *[checksumLen]byte, v uint32) {
 	}
 }
 
-func base62Value(c byte) int {
-	switch {
-	case c >= '0' && c <= '9':
-		return int(c - '0')
-	case c >= 'A' && c <= 'Z':
-		return int(c-'A') + 10
-	case c >= 'a' && c <= 'z':
-		return int(c-'a') + 36
+var isBase62 = func() (t [256]bool) {
+	for i := 0; i < len(base62Alphabet); i++ {
+		t[base62Alphabet[i]] = true
 	}
-	return -1
-}
+	return t
+}()
 
 // randomBase62 draws n uniformly distributed base62 characters from
 // crypto/rand, rejecting bytes >= 248 so that no character is favoured.

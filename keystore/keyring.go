@@ -136,6 +136,7 @@ func (kr *Keyring) Verify(ctx context.Context, presented string) (*Key, error) {
 		if err != nil {
 			return nil, err
 		}
+		stored.attributes = map[string]string{"key_id": stored.ID, "key_title": stored.Title}
 		k = &stored
 		kr.cache.put(h, k)
 	}

@@ -40,6 +40,20 @@ type Key struct {
 	Expires time.Time
 	// Disabled keys are kept but refused.
 	Disabled bool
+
+	// attributes is built once when a verified key is cached.
+	attributes map[string]string
+}
+
+// Attributes returns "key_id" and "key_title" of a key returned by
+// Keyring.Verify, for callers that expose them (as request placeholders,
+// say). The map is shared by every request using the key and must not
+// be modified.
+func (k *Key) Attributes() map[string]string {
+	if k.attributes == nil {
+		return map[string]string{"key_id": k.ID, "key_title": k.Title}
+	}
+	return k.attributes
 }
 
 // Usable reports whether k may authenticate a request at time now.
