@@ -1,0 +1,180 @@
+package caddymodule
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
+)
+
+// testProvider provisions an APIKeyAuth on a fresh app and mints a key.
+func testProvider(t *testing.T, p *APIKeyAuth) (*APIKeyAuth, *App, string) {
+	t.Helper()
+	app, err := provisionApp(t, `{"store": `+storeJSON(filepath.Join(t.TempDir(), "k.db"))+`}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.app = app
+	if p.Realm == "" {
+		p.Realm = DefaultRealm
+	}
+	p.challenge = `Bearer realm="` + p.Realm + `"`
+	if p.MaxBodyBytes == 0 {
+		p.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	m, err := app.keyring.Mint(context.Background(), "alice", "ci", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, app, m.Secret
+}
+
+func TestProviderKeySources(t *testing.T) {
+	p, _, key := testProvider(t, &APIKeyAuth{Headers: []string{"X-Api-Key"}, QueryParam: "api_key", Body: true})
+
+	cases := []struct {
+		name    string
+		req     func() *http.Request
+		ok      bool
+		checkUp func(t *testing.T, r *http.Request)
+	}{
+		{"bearer", func() *http.Request {
+			r := httptest.NewRequest("GET", "/v1/", nil)
+			r.Header.Set("Authorization", "Bearer "+key)
+			return r
+		}, true, func(t *testing.T, r *http.Request) {
+			if r.Header.Get("Authorization") != "" {
+				t.Error("Authorization forwarded")
+			}
+		}},
+		{"lowercase bearer scheme", func() *http.Request {
+			r := httptest.NewRequest("GET", "/v1/", nil)
+			r.Header.Set("Authorization", "bearer "+key)
+			return r
+		}, true, nil},
+		{"custom header", func() *http.Request {
+			r := httptest.NewRequest("GET", "/v1/", nil)
+			r.Header.Set("x-api-key", key)
+			return r
+		}, true, func(t *testing.T, r *http.Request) {
+			if r.Header.Get("X-Api-Key") != "" {
+				t.Error("X-Api-Key forwarded")
+			}
+		}},
+		{"query", func() *http.Request {
+			return httptest.NewRequest("GET", "/v1/x?a=1&api_key="+key+"&b=2", nil)
+		}, true, func(t *testing.T, r *http.Request) {
+			if strings.Contains(r.URL.RawQuery, key) || strings.Contains(r.RequestURI, key) || r.URL.Query().Get("a") != "1" || r.URL.Query().Get("b") != "2" {
+				t.Errorf("query after strip: %q / %q", r.URL.RawQuery, r.RequestURI)
+			}
+		}},
+		{"body", func() *http.Request {
+			r := httptest.NewRequest("POST", "/v1/", strings.NewReader(`{"auth": {"api_key": "`+key+`"}, "q": 1}`))
+			r.Header.Set("Content-Type", "application/json; charset=utf-8")
+			return r
+		}, true, func(t *testing.T, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			if string(b) != `{"auth": {"api_key": "`+key+`"}, "q": 1}` {
+				t.Errorf("upstream body %q", b)
+			}
+		}},
+		{"body, not JSON content type", func() *http.Request {
+			r := httptest.NewRequest("POST", "/v1/", strings.NewReader(`{"auth": {"api_key": "`+key+`"}}`))
+			r.Header.Set("Content-Type", "text/plain")
+			return r
+		}, false, nil},
+		{"body over the cap is passed on whole", func() *http.Request {
+			big := `{"pad": "` + strings.Repeat("x", DefaultMaxBodyBytes) + `", "auth": {"api_key": "` + key + `"}}`
+			r := httptest.NewRequest("POST", "/v1/", strings.NewReader(big))
+			r.Header.Set("Content-Type", "application/json")
+			return r
+		}, false, func(t *testing.T, r *http.Request) {
+			if b, _ := io.ReadAll(r.Body); len(b) < DefaultMaxBodyBytes {
+				t.Errorf("body truncated to %d bytes", len(b))
+			}
+		}},
+		{"no key", func() *http.Request { return httptest.NewRequest("GET", "/v1/", nil) }, false, nil},
+		{"basic credentials are not a key", func() *http.Request {
+			r := httptest.NewRequest("GET", "/v1/", nil)
+			r.SetBasicAuth("alice", key)
+			return r
+		}, false, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := c.req()
+			w := httptest.NewRecorder()
+			user, ok, err := p.Authenticate(w, r)
+			if err != nil || ok != c.ok {
+				t.Fatalf("Authenticate = %v, %v; want %v, nil", ok, err, c.ok)
+			}
+			if ok && (user.ID != "alice" || user.Metadata["key_title"] != "ci" || len(user.Metadata["key_id"]) != 32) {
+				t.Fatalf("user %+v", user)
+			}
+			if !ok && !strings.HasPrefix(w.Header().Get("WWW-Authenticate"), `Bearer realm="apikeys"`) {
+				t.Fatalf("challenge %q", w.Header().Get("WWW-Authenticate"))
+			}
+			if c.checkUp != nil {
+				c.checkUp(t, r)
+			}
+		})
+	}
+}
+
+func TestProviderKeepCredentials(t *testing.T) {
+	p, _, key := testProvider(t, &APIKeyAuth{KeepCredentials: true})
+	r := httptest.NewRequest("GET", "/v1/", nil)
+	r.Header.Set("Authorization", "Bearer "+key)
+	if _, ok, _ := p.Authenticate(httptest.NewRecorder(), r); !ok {
+		t.Fatal("refused")
+	}
+	if r.Header.Get("Authorization") != "Bearer "+key {
+		t.Fatal("key removed despite keep_credentials")
+	}
+}
+
+func TestProviderStoreFaultIsAnError(t *testing.T) {
+	p, app, _ := testProvider(t, &APIKeyAuth{})
+	unknown, _ := keystore.NewKey(keystore.DefaultPrefix) // not cached: needs the store
+	if err := app.keyring.Store().Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := httptest.NewRequest("GET", "/v1/", nil)
+	r.Header.Set("Authorization", "Bearer "+unknown)
+	_, ok, err := p.Authenticate(httptest.NewRecorder(), r)
+	if ok || err == nil {
+		t.Fatalf("Authenticate with a closed store = %v, %v; want an error", ok, err)
+	}
+}
+
+func TestAPIHandlerStoreFaultIs503WithoutDetail(t *testing.T) {
+	app, err := provisionApp(t, `{"store": `+storeJSON(filepath.Join(t.TempDir(), "k.db"))+`,
+		"users": [{"username": "alice", "password": "$2a$04$sJTX.IP/bwZBexMQ2lHIZOZRmaUH0rDE.7HxZoWAWCmxv8mcyDnoq"}]}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &APIHandler{app: app, PathPrefix: DefaultPathPrefix, MaxBodyBytes: DefaultMaxBodyBytes, logger: caddy.Log()}
+	if err := app.keyring.Store().Close(); err != nil {
+		t.Fatal(err)
+	}
+	w := httptest.NewRecorder()
+	r := httptest.NewRequest("POST", "/api/create_api_key", strings.NewReader(`{"auth": {"username": "alice", "password": "pw"}}`))
+	if err := h.ServeHTTP(w, r, nil); err != nil {
+		t.Fatal(err)
+	}
+	want := `{"success":false,"error":"the key store is unavailable; try again later"}`
+	if w.Code != http.StatusServiceUnavailable || w.Body.String() != want {
+		t.Fatalf("%d %s, want 503 %s", w.Code, w.Body.String(), want)
+	}
+	if strings.Contains(w.Body.String(), keystore.ErrClosed.Error()) {
+		t.Fatal("internal error leaked")
+	}
+}
