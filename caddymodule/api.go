@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
@@ -16,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-apikeys/caddy-apikeys/identity"
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
 func init() {
@@ -243,7 +243,7 @@ func (h *APIHandler) createAPIKey(r *http.Request, b *requestBody) (any, error) 
 	if err != nil {
 		return nil, err
 	}
-	m, err := h.app.keyring.Mint(r.Context(), owner, title, time.Time{})
+	m, err := h.app.keyring.Mint(r.Context(), owner, keystore.MintOptions{Title: title})
 	if err != nil {
 		return nil, err
 	}

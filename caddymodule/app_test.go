@@ -131,7 +131,7 @@ func TestAppsShareOneHandlePerFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := a1.keyring.Mint(context.Background(), "alice", "", time.Time{})
+	m, err := a1.keyring.Mint(context.Background(), "alice", keystore.MintOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

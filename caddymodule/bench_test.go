@@ -29,7 +29,7 @@ func benchProvider(b *testing.B, n int, keep bool) (*APIKeyAuth, string) {
 	b.Cleanup(func() { _ = kr.Close(); _ = s.Close() })
 	var secret string
 	for i := range n {
-		m, err := kr.Mint(context.Background(), fmt.Sprintf("user%d", i%100), "bench", time.Time{})
+		m, err := kr.Mint(context.Background(), fmt.Sprintf("user%d", i%100), keystore.MintOptions{Title: "bench"})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 
@@ -30,7 +29,7 @@ func testProvider(t *testing.T, p *APIKeyAuth) (*APIKeyAuth, *App, string) {
 	if p.MaxBodyBytes == 0 {
 		p.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	m, err := app.keyring.Mint(context.Background(), "alice", "ci", time.Time{})
+	m, err := app.keyring.Mint(context.Background(), "alice", keystore.MintOptions{Title: "ci"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -221,7 +221,7 @@ func TestStoredUserAndReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.PutUser(context.Background(), keystore.User{Name: "dave", PasswordHash: bcryptHash(t, "davepw"), Created: time.Now()}); err != nil {
+	if err := s.CreateUser(context.Background(), keystore.User{Name: "dave", PasswordHash: bcryptHash(t, "davepw"), Created: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {

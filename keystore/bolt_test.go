@@ -43,7 +43,7 @@ func TestBoltCreateLookupListDelete(t *testing.T) {
 	base := time.Now()
 	a1, a2, b1 := testKey(t, "alice", base), testKey(t, "alice", base.Add(time.Second)), testKey(t, "bob", base)
 	for _, k := range []Key{a2, b1, a1} { // inserted out of order
-		if err := s.CreateKey(ctx, k); err != nil {
+		if err := s.CreateKey(ctx, k, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -76,7 +76,7 @@ func TestBoltRefusesDuplicates(t *testing.T) {
 	s, _ := openTestBolt(t)
 	ctx := context.Background()
 	k := testKey(t, "alice", time.Now())
-	if err := s.CreateKey(ctx, k); err != nil {
+	if err := s.CreateKey(ctx, k, 0); err != nil {
 		t.Fatal(err)
 	}
 	sameID := testKey(t, "alice", time.Now())
@@ -84,7 +84,7 @@ func TestBoltRefusesDuplicates(t *testing.T) {
 	sameHash := testKey(t, "alice", time.Now())
 	sameHash.Hash = k.Hash
 	for _, dup := range []Key{sameID, sameHash} {
-		if err := s.CreateKey(ctx, dup); !errors.Is(err, ErrExists) {
+		if err := s.CreateKey(ctx, dup, 0); !errors.Is(err, ErrExists) {
 			t.Fatalf("duplicate accepted: %v", err)
 		}
 	}
@@ -94,14 +94,14 @@ func TestBoltDurableAcrossReopen(t *testing.T) {
 	s, path := openTestBolt(t)
 	ctx := context.Background()
 	k := testKey(t, "alice", time.Now())
-	if err := s.CreateKey(ctx, k); err != nil {
+	if err := s.CreateKey(ctx, k, 0); err != nil {
 		t.Fatal(err)
 	}
 	used := time.Now().Add(time.Minute).Truncate(time.Microsecond)
 	if err := s.TouchKeys(ctx, map[string]time.Time{k.ID: used, "gone": used}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.PutUser(ctx, User{Name: "bob", PasswordHash: "$2a$10$x"}); err != nil {
+	if err := s.CreateUser(ctx, User{Name: "bob", PasswordHash: "$2a$10$x"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
@@ -171,7 +171,7 @@ func TestBoltConcurrentCreates(t *testing.T) {
 		wg.Go(func() {
 			owner := fmt.Sprintf("user%d", w%4)
 			for range each {
-				errs <- s.CreateKey(ctx, testKey(t, owner, time.Now()))
+				errs <- s.CreateKey(ctx, testKey(t, owner, time.Now()), 0)
 			}
 		})
 	}
@@ -201,7 +201,7 @@ func TestBoltConcurrentDuplicatesOneWins(t *testing.T) {
 	var wg sync.WaitGroup
 	results := make(chan error, 8)
 	for range 8 {
-		wg.Go(func() { results <- s.CreateKey(context.Background(), k) })
+		wg.Go(func() { results <- s.CreateKey(context.Background(), k, 0) })
 	}
 	wg.Wait()
 	close(results)
@@ -224,7 +224,7 @@ func TestBoltClosed(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.CreateKey(context.Background(), testKey(t, "a", time.Now())); !errors.Is(err, ErrClosed) {
+	if err := s.CreateKey(context.Background(), testKey(t, "a", time.Now()), 0); !errors.Is(err, ErrClosed) {
 		t.Fatalf("create after close: %v", err)
 	}
 }
@@ -243,7 +243,7 @@ func BenchmarkCreateKeyParallel(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if _, err := kr.Mint(context.Background(), "bench", "t", time.Time{}); err != nil {
+			if _, err := kr.Mint(context.Background(), "bench", MintOptions{Title: "t"}); err != nil {
 				b.Error(err)
 				return
 			}

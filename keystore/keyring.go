@@ -93,9 +93,33 @@ type Minted struct {
 	Secret string
 }
 
+// MintOptions are the optional properties of a new key.
+type MintOptions struct {
+	// Title labels the key.
+	Title string
+	// Expires is when the key stops working; zero means never.
+	Expires time.Time
+	// Scopes the key grants.
+	Scopes []string
+	// MaxPerOwner, if positive, refuses the key with ErrLimit when the
+	// owner already has that many.
+	MaxPerOwner int
+}
+
 // Mint creates, stores and returns a new key for owner. The key is durable
-// when Mint returns. A zero expires means the key never expires.
-func (kr *Keyring) Mint(ctx context.Context, owner, title string, expires time.Time) (Minted, error) {
+// when Mint returns.
+func (kr *Keyring) Mint(ctx context.Context, owner string, opts MintOptions) (Minted, error) {
+	m, err := kr.newKey(owner, opts)
+	if err != nil {
+		return Minted{}, err
+	}
+	if err := kr.store.CreateKey(ctx, m.Key, opts.MaxPerOwner); err != nil {
+		return Minted{}, err
+	}
+	return m, nil
+}
+
+func (kr *Keyring) newKey(owner string, opts MintOptions) (Minted, error) {
 	secret, err := NewKey(kr.prefix)
 	if err != nil {
 		return Minted{}, err
@@ -108,16 +132,81 @@ func (kr *Keyring) Mint(ctx context.Context, owner, title string, expires time.T
 		ID:      id,
 		Hash:    HashKey(secret),
 		Owner:   owner,
-		Title:   title,
+		Title:   opts.Title,
 		Preview: Preview(secret, kr.prefix),
 		// Microsecond precision, the resolution the store keeps.
 		Created: kr.now().Truncate(time.Microsecond),
-		Expires: expires,
-	}
-	if err := kr.store.CreateKey(ctx, k); err != nil {
-		return Minted{}, err
+		Expires: opts.Expires.Truncate(time.Microsecond),
+		Scopes:  opts.Scopes,
 	}
 	return Minted{Key: k, Secret: secret}, nil
+}
+
+// Rotate replaces the key id with a new one of the same owner, title,
+// scopes and expiry. The old key keeps working for grace (not past its own
+// expiry), or stops at once when grace is zero.
+func (kr *Keyring) Rotate(ctx context.Context, id string, grace time.Duration) (next Minted, old Key, err error) {
+	if old, err = kr.store.KeyByID(ctx, id); err != nil {
+		return Minted{}, Key{}, err
+	}
+	next, err = kr.newKey(old.Owner, MintOptions{Title: old.Title, Expires: old.Expires, Scopes: old.Scopes})
+	if err != nil {
+		return Minted{}, Key{}, err
+	}
+	var retireAt time.Time
+	if grace > 0 {
+		retireAt = kr.now().Add(grace).Truncate(time.Microsecond)
+		if !old.Expires.IsZero() && old.Expires.Before(retireAt) {
+			retireAt = old.Expires
+		}
+	}
+	if old, err = kr.store.RotateKey(ctx, id, next.Key, retireAt); err != nil {
+		return Minted{}, Key{}, err
+	}
+	kr.cache.remove(old.Hash)
+	return next, old, nil
+}
+
+// SetDisabled disables or re-enables the key id; a disabled key is refused
+// from the next Verify on.
+func (kr *Keyring) SetDisabled(ctx context.Context, id string, disabled bool) (Key, error) {
+	k, err := kr.store.UpdateKey(ctx, id, func(k *Key) error {
+		k.Disabled = disabled
+		return nil
+	})
+	if err != nil {
+		return Key{}, err
+	}
+	kr.cache.remove(k.Hash)
+	return k, nil
+}
+
+// KeyByID returns the key id with any pending last-used time applied.
+func (kr *Keyring) KeyByID(ctx context.Context, id string) (Key, error) {
+	k, err := kr.store.KeyByID(ctx, id)
+	if err != nil {
+		return Key{}, err
+	}
+	kr.applyPendingUse(&k)
+	return k, nil
+}
+
+// Keys lists every key, oldest first, with pending last-used times.
+func (kr *Keyring) Keys(ctx context.Context) ([]Key, error) {
+	keys, err := kr.store.Keys(ctx)
+	for i := range keys {
+		kr.applyPendingUse(&keys[i])
+	}
+	return keys, err
+}
+
+// RemoveUser deletes a stored user and revokes all their keys.
+func (kr *Keyring) RemoveUser(ctx context.Context, name string) ([]Key, error) {
+	removed, err := kr.store.DeleteUser(ctx, name)
+	for _, k := range removed {
+		kr.cache.remove(k.Hash)
+	}
+	return removed, err
 }
 
 // Verify checks a presented key and returns its record, which the caller
@@ -136,7 +225,7 @@ func (kr *Keyring) Verify(ctx context.Context, presented string) (*Key, error) {
 		if err != nil {
 			return nil, err
 		}
-		stored.attributes = map[string]string{"key_id": stored.ID, "key_title": stored.Title}
+		stored.attributes = stored.buildAttributes()
 		k = &stored
 		kr.cache.put(h, k)
 	}
@@ -159,11 +248,15 @@ func (kr *Keyring) KeysByOwner(ctx context.Context, owner string) ([]Key, error)
 		return nil, err
 	}
 	for i := range keys {
-		if t, ok := kr.usage.pendingFor(keys[i].ID); ok && t.After(keys[i].LastUsed) {
-			keys[i].LastUsed = t
-		}
+		kr.applyPendingUse(&keys[i])
 	}
 	return keys, nil
+}
+
+func (kr *Keyring) applyPendingUse(k *Key) {
+	if t, ok := kr.usage.pendingFor(k.ID); ok && t.After(k.LastUsed) {
+		k.LastUsed = t
+	}
 }
 
 // Delete removes the key with the given id; the next Verify of it fails.

@@ -41,7 +41,7 @@ func newTestKeyring(t *testing.T, opts Options) (*Keyring, *countingStore) {
 func TestKeyringMintVerify(t *testing.T) {
 	kr, cs := newTestKeyring(t, Options{})
 	ctx := context.Background()
-	m, err := kr.Mint(ctx, "alice", "ci", time.Time{})
+	m, err := kr.Mint(ctx, "alice", MintOptions{Title: "ci"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func TestKeyringMintVerify(t *testing.T) {
 func TestKeyringRefusesWithoutStoreLookup(t *testing.T) {
 	kr, cs := newTestKeyring(t, Options{})
 	ctx := context.Background()
-	m, err := kr.Mint(ctx, "alice", "", time.Time{})
+	m, err := kr.Mint(ctx, "alice", MintOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func TestKeyringRefusesWithoutStoreLookup(t *testing.T) {
 func TestKeyringDeleteInvalidatesCache(t *testing.T) {
 	kr, _ := newTestKeyring(t, Options{})
 	ctx := context.Background()
-	m, _ := kr.Mint(ctx, "alice", "", time.Time{})
+	m, _ := kr.Mint(ctx, "alice", MintOptions{})
 	if _, err := kr.Verify(ctx, m.Secret); err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestKeyringExpiry(t *testing.T) {
 	var offset atomic.Int64
 	kr, _ := newTestKeyring(t, Options{Now: func() time.Time { return now.Add(time.Duration(offset.Load())) }})
 	ctx := context.Background()
-	m, _ := kr.Mint(ctx, "alice", "", now.Add(time.Hour))
+	m, _ := kr.Mint(ctx, "alice", MintOptions{Expires: now.Add(time.Hour)})
 	if _, err := kr.Verify(ctx, m.Secret); err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +115,7 @@ func TestKeyringExpiry(t *testing.T) {
 func TestKeyringCoalescesLastUsed(t *testing.T) {
 	kr, cs := newTestKeyring(t, Options{})
 	ctx := context.Background()
-	m, _ := kr.Mint(ctx, "alice", "", time.Time{})
+	m, _ := kr.Mint(ctx, "alice", MintOptions{})
 	for range 100 {
 		if _, err := kr.Verify(ctx, m.Secret); err != nil {
 			t.Fatal(err)
@@ -145,7 +145,7 @@ func TestKeyringCloseFlushes(t *testing.T) {
 	s, _ := openTestBolt(t)
 	kr := NewKeyring(s, Options{FlushInterval: time.Hour})
 	ctx := context.Background()
-	m, _ := kr.Mint(ctx, "alice", "", time.Time{})
+	m, _ := kr.Mint(ctx, "alice", MintOptions{})
 	if _, err := kr.Verify(ctx, m.Secret); err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +163,7 @@ func TestKeyringCloseFlushes(t *testing.T) {
 func TestKeyringPeriodicFlush(t *testing.T) {
 	kr, cs := newTestKeyring(t, Options{FlushInterval: 20 * time.Millisecond})
 	ctx := context.Background()
-	m, _ := kr.Mint(ctx, "alice", "", time.Time{})
+	m, _ := kr.Mint(ctx, "alice", MintOptions{})
 	if _, err := kr.Verify(ctx, m.Secret); err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +184,7 @@ func TestKeyringCacheBounded(t *testing.T) {
 	ctx := context.Background()
 	var secrets []string
 	for range 50 {
-		m, err := kr.Mint(ctx, "alice", "", time.Time{})
+		m, err := kr.Mint(ctx, "alice", MintOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -213,7 +213,7 @@ func TestKeyringConcurrentUse(t *testing.T) {
 	for w := range 8 {
 		wg.Go(func() {
 			for i := range 20 {
-				m, err := kr.Mint(ctx, "u"+strconv.Itoa(w), "", time.Time{})
+				m, err := kr.Mint(ctx, "u"+strconv.Itoa(w), MintOptions{})
 				if err != nil {
 					t.Error(err)
 					return

@@ -7,6 +7,8 @@ package keystore
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -18,6 +20,9 @@ var (
 	// ErrExists means a key id or hash, or a username, is already taken.
 	ErrExists = errors.New("already exists")
 )
+
+// ErrLimit means the owner already has the maximum number of keys.
+var ErrLimit = errors.New("key limit reached")
 
 // Key is the stored record of one API key. It never holds the key itself,
 // only its SHA-256 digest.
@@ -38,6 +43,8 @@ type Key struct {
 	LastUsed time.Time
 	// Expires is when the key stops being valid; zero means never.
 	Expires time.Time
+	// Scopes the key grants; routes may require some of them.
+	Scopes []string
 	// Disabled keys are kept but refused.
 	Disabled bool
 
@@ -45,15 +52,29 @@ type Key struct {
 	attributes map[string]string
 }
 
-// Attributes returns "key_id" and "key_title" of a key returned by
-// Keyring.Verify, for callers that expose them (as request placeholders,
-// say). The map is shared by every request using the key and must not
-// be modified.
+// Attributes returns "key_id", "key_title" and "key_scopes" (space
+// separated) of a key returned by Keyring.Verify, for callers that expose
+// them as request placeholders. The map is shared by every request using
+// the key and must not be modified.
 func (k *Key) Attributes() map[string]string {
 	if k.attributes == nil {
-		return map[string]string{"key_id": k.ID, "key_title": k.Title}
+		return k.buildAttributes()
 	}
 	return k.attributes
+}
+
+func (k *Key) buildAttributes() map[string]string {
+	return map[string]string{"key_id": k.ID, "key_title": k.Title, "key_scopes": strings.Join(k.Scopes, " ")}
+}
+
+// HasScopes reports whether the key grants every one of want.
+func (k *Key) HasScopes(want []string) bool {
+	for _, w := range want {
+		if !slices.Contains(k.Scopes, w) {
+			return false
+		}
+	}
+	return true
 }
 
 // Usable reports whether k may authenticate a request at time now.
@@ -75,12 +96,25 @@ type User struct {
 // concurrent use, copy values out of their transactions, and make every
 // write durable before returning.
 type Store interface {
-	// CreateKey stores k atomically; ErrExists if its ID or Hash is taken.
-	CreateKey(ctx context.Context, k Key) error
+	// CreateKey stores k atomically: ErrExists if its ID or Hash is taken,
+	// ErrLimit if maxPerOwner > 0 and the owner already has that many keys.
+	CreateKey(ctx context.Context, k Key, maxPerOwner int) error
 	// KeyByHash returns the key with digest h, or ErrNotFound.
 	KeyByHash(ctx context.Context, h Hash) (Key, error)
+	// KeyByID returns the key with the given id, or ErrNotFound.
+	KeyByID(ctx context.Context, id string) (Key, error)
 	// KeysByOwner returns owner's keys, oldest first.
 	KeysByOwner(ctx context.Context, owner string) ([]Key, error)
+	// Keys returns every key, oldest first.
+	Keys(ctx context.Context) ([]Key, error)
+	// UpdateKey applies fn to the key with the given id and stores the
+	// result atomically; fn may change Title, Expires, Scopes and
+	// Disabled only. ErrNotFound if there is no such key.
+	UpdateKey(ctx context.Context, id string, fn func(*Key) error) (Key, error)
+	// RotateKey stores next and, in the same transaction, makes the key
+	// oldID expire at oldExpires, or deletes it if oldExpires is zero.
+	// It returns the old key as it was.
+	RotateKey(ctx context.Context, oldID string, next Key, oldExpires time.Time) (Key, error)
 	// DeleteKey removes the key with the given id, or returns ErrNotFound.
 	DeleteKey(ctx context.Context, id string) (Key, error)
 	// TouchKeys raises last_used of each key id to the given time in one
@@ -89,8 +123,15 @@ type Store interface {
 
 	// User returns the stored user name, or ErrNotFound.
 	User(ctx context.Context, name string) (User, error)
-	// PutUser creates or replaces a user.
-	PutUser(ctx context.Context, u User) error
+	// Users returns every stored user, by name.
+	Users(ctx context.Context) ([]User, error)
+	// CreateUser adds u, or returns ErrExists.
+	CreateUser(ctx context.Context, u User) error
+	// SetPassword replaces a user's password hash, or returns ErrNotFound.
+	SetPassword(ctx context.Context, name, hash string) error
+	// DeleteUser removes a user and, in the same transaction, all their
+	// keys, which it returns. ErrNotFound if there is no such user.
+	DeleteUser(ctx context.Context, name string) ([]Key, error)
 
 	// Close releases the store. It is called once, by whoever opened it.
 	Close() error

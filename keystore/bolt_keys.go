@@ -1,0 +1,347 @@
+package keystore
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// keyRecord is the on-disk form of a Key. Times are Unix microseconds so
+// that float seconds round-trip exactly as the API reports them.
+type keyRecord struct {
+	ID       string   `json:"id"`
+	Hash     []byte   `json:"h"`
+	Owner    string   `json:"o"`
+	Title    string   `json:"t"`
+	Preview  string   `json:"p"`
+	Created  int64    `json:"c"`
+	LastUsed int64    `json:"u,omitempty"`
+	Expires  int64    `json:"e,omitempty"`
+	Scopes   []string `json:"s,omitempty"`
+	Disabled bool     `json:"d,omitempty"`
+}
+
+func toRecord(k Key) keyRecord {
+	return keyRecord{
+		ID: k.ID, Hash: k.Hash[:], Owner: k.Owner, Title: k.Title, Preview: k.Preview,
+		Created: micros(k.Created), LastUsed: micros(k.LastUsed), Expires: micros(k.Expires),
+		Scopes: k.Scopes, Disabled: k.Disabled,
+	}
+}
+
+func (r keyRecord) key() (Key, error) {
+	k := Key{
+		ID: r.ID, Owner: r.Owner, Title: r.Title, Preview: r.Preview,
+		Created: fromMicros(r.Created), LastUsed: fromMicros(r.LastUsed), Expires: fromMicros(r.Expires),
+		Scopes: r.Scopes, Disabled: r.Disabled,
+	}
+	if copy(k.Hash[:], r.Hash) != len(k.Hash) {
+		return Key{}, fmt.Errorf("corrupt key record %q", r.ID)
+	}
+	return k, nil
+}
+
+func micros(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+func fromMicros(us int64) time.Time {
+	if us == 0 {
+		return time.Time{}
+	}
+	return time.UnixMicro(us)
+}
+
+func ownerPrefix(owner string) []byte { return append([]byte(owner), 0) }
+
+func ownerIndexKey(k Key) []byte {
+	b := make([]byte, 0, len(k.Owner)+1+8+len(k.ID))
+	b = append(b, k.Owner...)
+	b = append(b, 0)
+	b = binary.BigEndian.AppendUint64(b, uint64(micros(k.Created)))
+	return append(b, k.ID...)
+}
+
+// CreateKey stores k. It returns once the transaction holding k is
+// committed and synced; concurrent calls share that transaction.
+func (s *BoltStore) CreateKey(ctx context.Context, k Key, maxPerOwner int) error {
+	val, err := json.Marshal(toRecord(k))
+	if err != nil {
+		return err
+	}
+	req := createRequest{key: k, val: val, maxPerOwner: maxPerOwner, done: make(chan error, 1)}
+	select {
+	case s.creates <- req:
+	case <-s.quit:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	// Once handed over, wait for the outcome even if ctx ends: the key may
+	// be committed, and the caller must not be told otherwise.
+	return <-req.done
+}
+
+func (s *BoltStore) writeCreates() {
+	defer close(s.writerDone)
+	for {
+		var first createRequest
+		select {
+		case <-s.quit:
+			return
+		case first = <-s.creates:
+		}
+		batch := []createRequest{first}
+	drain:
+		for len(batch) < maxCommitBatch {
+			select {
+			case req := <-s.creates:
+				batch = append(batch, req)
+			default:
+				break drain
+			}
+		}
+		s.commitCreates(batch)
+	}
+}
+
+// commitCreates writes a batch in one transaction. A duplicate or a limit
+// fails only its own request; a failed commit fails them all.
+func (s *BoltStore) commitCreates(batch []createRequest) {
+	results := make([]error, len(batch))
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for i, req := range batch {
+			if results[i] = checkCreate(tx, req.key, req.maxPerOwner); results[i] != nil {
+				continue
+			}
+			if err := putKey(tx, req.key, req.val); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	for i, req := range batch {
+		if err != nil {
+			req.done <- err
+		} else {
+			req.done <- results[i]
+		}
+	}
+}
+
+func checkCreate(tx *bolt.Tx, k Key, maxPerOwner int) error {
+	if tx.Bucket(bucketKeys).Get([]byte(k.ID)) != nil || tx.Bucket(bucketHashes).Get(k.Hash[:]) != nil {
+		return ErrExists
+	}
+	if maxPerOwner > 0 {
+		n := 0
+		prefix := ownerPrefix(k.Owner)
+		c := tx.Bucket(bucketOwners).Cursor()
+		for ik, _ := c.Seek(prefix); ik != nil && bytes.HasPrefix(ik, prefix); ik, _ = c.Next() {
+			if n++; n >= maxPerOwner {
+				return ErrLimit
+			}
+		}
+	}
+	return nil
+}
+
+func putKey(tx *bolt.Tx, k Key, val []byte) error {
+	if val == nil {
+		var err error
+		if val, err = json.Marshal(toRecord(k)); err != nil {
+			return err
+		}
+	}
+	if err := tx.Bucket(bucketKeys).Put([]byte(k.ID), val); err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketHashes).Put(k.Hash[:], []byte(k.ID)); err != nil {
+		return err
+	}
+	return tx.Bucket(bucketOwners).Put(ownerIndexKey(k), nil)
+}
+
+func deleteKey(tx *bolt.Tx, k Key) error {
+	if err := tx.Bucket(bucketKeys).Delete([]byte(k.ID)); err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketHashes).Delete(k.Hash[:]); err != nil {
+		return err
+	}
+	return tx.Bucket(bucketOwners).Delete(ownerIndexKey(k))
+}
+
+func getKey(tx *bolt.Tx, id []byte) (Key, error) {
+	v := tx.Bucket(bucketKeys).Get(id)
+	if v == nil {
+		return Key{}, ErrNotFound
+	}
+	var r keyRecord
+	if err := json.Unmarshal(v, &r); err != nil {
+		return Key{}, fmt.Errorf("corrupt key record %q: %w", id, err)
+	}
+	return r.key()
+}
+
+// KeyByHash returns the key whose digest is h.
+func (s *BoltStore) KeyByHash(_ context.Context, h Hash) (Key, error) {
+	var k Key
+	err := s.db.View(func(tx *bolt.Tx) error {
+		id := tx.Bucket(bucketHashes).Get(h[:])
+		if id == nil {
+			return ErrNotFound
+		}
+		var err error
+		k, err = getKey(tx, id)
+		return err
+	})
+	return k, err
+}
+
+// KeyByID returns the key with the given id.
+func (s *BoltStore) KeyByID(_ context.Context, id string) (Key, error) {
+	var k Key
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		k, err = getKey(tx, []byte(id))
+		return err
+	})
+	return k, err
+}
+
+// KeysByOwner returns owner's keys, oldest first.
+func (s *BoltStore) KeysByOwner(_ context.Context, owner string) ([]Key, error) {
+	var out []Key
+	prefix := ownerPrefix(owner)
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketOwners).Cursor()
+		for ik, _ := c.Seek(prefix); ik != nil && bytes.HasPrefix(ik, prefix); ik, _ = c.Next() {
+			k, err := getKey(tx, ik[len(prefix)+8:])
+			if err != nil {
+				return err
+			}
+			out = append(out, k)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Keys returns every key, oldest first.
+func (s *BoltStore) Keys(_ context.Context) ([]Key, error) {
+	var out []Key
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketKeys).ForEach(func(_, v []byte) error {
+			var r keyRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("corrupt key record: %w", err)
+			}
+			k, err := r.key()
+			out = append(out, k)
+			return err
+		})
+	})
+	slices.SortStableFunc(out, func(a, b Key) int { return a.Created.Compare(b.Created) })
+	return out, err
+}
+
+// UpdateKey applies fn to the key with the given id.
+func (s *BoltStore) UpdateKey(_ context.Context, id string, fn func(*Key) error) (Key, error) {
+	var k Key
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		if k, err = getKey(tx, []byte(id)); err != nil {
+			return err
+		}
+		fixed := k
+		if err := fn(&k); err != nil {
+			return err
+		}
+		// Identity and index fields stay as they were.
+		k.ID, k.Hash, k.Owner, k.Created, k.Preview = fixed.ID, fixed.Hash, fixed.Owner, fixed.Created, fixed.Preview
+		val, err := json.Marshal(toRecord(k))
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketKeys).Put([]byte(id), val)
+	})
+	return k, err
+}
+
+// RotateKey stores next and retires oldID in one transaction.
+func (s *BoltStore) RotateKey(_ context.Context, oldID string, next Key, oldExpires time.Time) (Key, error) {
+	var old Key
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		if old, err = getKey(tx, []byte(oldID)); err != nil {
+			return err
+		}
+		if err := checkCreate(tx, next, 0); err != nil {
+			return err
+		}
+		if err := putKey(tx, next, nil); err != nil {
+			return err
+		}
+		if oldExpires.IsZero() {
+			return deleteKey(tx, old)
+		}
+		retired := old
+		retired.Expires = oldExpires
+		return putKey(tx, retired, nil)
+	})
+	return old, err
+}
+
+// DeleteKey removes the key with the given id and returns what it was.
+func (s *BoltStore) DeleteKey(_ context.Context, id string) (Key, error) {
+	var k Key
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		if k, err = getKey(tx, []byte(id)); err != nil {
+			return err
+		}
+		return deleteKey(tx, k)
+	})
+	return k, err
+}
+
+// TouchKeys raises last_used for each id in one transaction.
+func (s *BoltStore) TouchKeys(_ context.Context, lastUsed map[string]time.Time) error {
+	if len(lastUsed) == 0 {
+		return nil
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		keys := tx.Bucket(bucketKeys)
+		for id, t := range lastUsed {
+			v := keys.Get([]byte(id))
+			if v == nil {
+				continue // deleted since it was used
+			}
+			var r keyRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("corrupt key record %q: %w", id, err)
+			}
+			if us := t.UnixMicro(); us > r.LastUsed {
+				r.LastUsed = us
+				nv, err := json.Marshal(r)
+				if err != nil {
+					return err
+				}
+				if err := keys.Put([]byte(id), nv); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
