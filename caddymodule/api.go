@@ -15,7 +15,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-apikeys/caddy-apikeys/identity"
-	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
 func init() {
@@ -83,6 +82,12 @@ func (h *APIHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	switch endpoint {
 	case "create_api_key":
 		return h.serve(w, r, h.createAPIKey)
+	case "fetch_api_keys":
+		return h.serve(w, r, h.fetchAPIKeys)
+	case "delete_api_key":
+		return h.serve(w, r, h.deleteAPIKey)
+	case "rotate_api_key":
+		return h.serve(w, r, h.rotateAPIKey)
 	}
 	return next.ServeHTTP(w, r)
 }
@@ -109,6 +114,12 @@ func (h *APIHandler) serve(w http.ResponseWriter, r *http.Request, fn func(*http
 	if err == nil {
 		var result any
 		if result, err = fn(r, body); err == nil {
+			if result == nil {
+				// QueryLake answers a bare True this way.
+				return writeJSON(w, http.StatusOK, struct {
+					Success bool `json:"success"`
+				}{true})
+			}
 			return writeJSON(w, http.StatusOK, successBody{Success: true, Result: result})
 		}
 	}
@@ -121,10 +132,15 @@ func (h *APIHandler) serve(w http.ResponseWriter, r *http.Request, fn func(*http
 }
 
 // requestBody holds the members the endpoints read; others are ignored,
-// as QueryLake ignores them.
+// as QueryLake ignores them. Members stay raw until an endpoint reads
+// them, so that a wrong type gets a message naming the member.
 type requestBody struct {
-	Auth  json.RawMessage `json:"auth"`
-	Title json.RawMessage `json:"title"`
+	Auth         json.RawMessage `json:"auth"`
+	Title        json.RawMessage `json:"title"`
+	APIKeyID     json.RawMessage `json:"api_key_id"`
+	GraceSeconds json.RawMessage `json:"grace_seconds"`
+	ExpiresIn    json.RawMessage `json:"expires_in"`
+	Scopes       json.RawMessage `json:"scopes"`
 }
 
 func (h *APIHandler) readBody(w http.ResponseWriter, r *http.Request) (*requestBody, error) {
@@ -181,6 +197,7 @@ func (h *APIHandler) owner(r *http.Request, b *requestBody, refusal string) (str
 		return "", err
 	}
 	if cred.Kind == identity.KindAPIKey {
+		h.app.metrics.credentialFailures.WithLabelValues(cred.Kind.String()).Inc()
 		return "", fail(http.StatusForbidden, refusal)
 	}
 	user, err := h.app.verifier.Authenticate(r.Context(), cred)
@@ -188,6 +205,7 @@ func (h *APIHandler) owner(r *http.Request, b *requestBody, refusal string) (str
 	case err == nil:
 		return user, nil
 	case errors.Is(err, identity.ErrBadCredentials), errors.Is(err, identity.ErrOAuth2Disabled):
+		h.app.metrics.credentialFailures.WithLabelValues(cred.Kind.String()).Inc()
 		h.logger.Info("credentials refused",
 			zap.String("method", cred.Kind.String()),
 			zap.String("remote_addr", r.RemoteAddr),
@@ -221,42 +239,6 @@ func (h *APIHandler) credential(r *http.Request, b *requestBody) (identity.Crede
 	}
 	return identity.Credential{}, fail(http.StatusUnauthorized,
 		`missing "auth": send an OAuth2 token string or {"username": ..., "password": ...}`)
-}
-
-// createdKey is the create_api_key result, field for field and in the
-// order of QueryLake's response.
-type createdKey struct {
-	APIKey     string        `json:"api_key"`
-	ID         string        `json:"id"`
-	Title      string        `json:"title"`
-	Created    epochSeconds  `json:"created"`
-	LastUsed   *epochSeconds `json:"last_used"`
-	KeyPreview string        `json:"key_preview"`
-}
-
-func (h *APIHandler) createAPIKey(r *http.Request, b *requestBody) (any, error) {
-	owner, err := h.owner(r, b, "API keys cannot be used to create API keys.")
-	if err != nil {
-		return nil, err
-	}
-	title, err := b.title()
-	if err != nil {
-		return nil, err
-	}
-	m, err := h.app.keyring.Mint(r.Context(), owner, keystore.MintOptions{Title: title})
-	if err != nil {
-		return nil, err
-	}
-	h.logger.Info("API key created",
-		zap.String("user", owner), zap.String("key_id", m.ID), zap.String("remote_addr", r.RemoteAddr))
-	return createdKey{
-		APIKey:     m.Secret,
-		ID:         m.ID,
-		Title:      m.Title,
-		Created:    epochSeconds(m.Created),
-		LastUsed:   optionalEpoch(m.LastUsed),
-		KeyPreview: m.Preview,
-	}, nil
 }
 
 // Interface guards

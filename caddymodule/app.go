@@ -43,6 +43,24 @@ type App struct {
 	// tokens are not accepted.
 	JWT *JWTConfig `json:"jwt,omitempty"`
 
+	// Lifetime of keys minted without "expires_in". Default: 0, keys do
+	// not expire.
+	DefaultKeyLifetime caddy.Duration `json:"default_key_lifetime,omitempty"`
+
+	// Longest lifetime a key may be minted with; longer "expires_in" is
+	// refused with 400. Default: 0, no limit. When set, keys minted
+	// without "expires_in" get this lifetime unless default_key_lifetime
+	// is shorter.
+	MaxKeyLifetime caddy.Duration `json:"max_key_lifetime,omitempty"`
+
+	// Most keys one user may hold; minting more is refused with 409.
+	// Default: 0, no limit.
+	MaxKeysPerUser int `json:"max_keys_per_user,omitempty"`
+
+	// Scopes keys may be minted with; others are refused with 400.
+	// Default: any scope name is allowed.
+	AllowedScopes []string `json:"allowed_scopes,omitempty"`
+
 	// How many verified keys are kept in memory so that checking a key
 	// needs no store read. Default: 100000.
 	CacheSize int `json:"cache_size,omitempty"`
@@ -56,7 +74,9 @@ type App struct {
 	release  func() error
 	keyring  *keystore.Keyring
 	verifier *identity.Verifier
+	metrics  *metrics
 	logger   *zap.Logger
+	audit    *zap.Logger
 }
 
 // User is a user declared in the configuration.
@@ -80,7 +100,23 @@ func (App) CaddyModule() caddy.ModuleInfo {
 // Provision opens the store and prepares credential checks.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
+	a.audit = a.logger.Named("audit")
 	repl := caddy.NewReplacer()
+	if a.DefaultKeyLifetime < 0 || a.MaxKeyLifetime < 0 || a.MaxKeysPerUser < 0 {
+		return errors.New("key lifetimes and max_keys_per_user must not be negative")
+	}
+	if a.MaxKeyLifetime > 0 && (a.DefaultKeyLifetime == 0 || a.DefaultKeyLifetime > a.MaxKeyLifetime) {
+		a.DefaultKeyLifetime = a.MaxKeyLifetime
+	}
+	for _, sc := range a.AllowedScopes {
+		if err := validScope(sc); err != nil {
+			return fmt.Errorf("allowed_scopes: %w", err)
+		}
+	}
+	var err error
+	if a.metrics, err = newMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
 
 	a.KeyPrefix = repl.ReplaceKnown(a.KeyPrefix, "")
 	if a.KeyPrefix == "" {
@@ -125,6 +161,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("opening key store: %w", err)
 	}
 	a.release = release
+	store = timedStore{Store: store, hist: a.metrics.storeLatency}
 	a.keyring = keystore.NewKeyring(store, keystore.Options{
 		Prefix:        a.KeyPrefix,
 		CacheSize:     a.CacheSize,

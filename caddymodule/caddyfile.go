@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"encoding/json"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
@@ -37,6 +38,10 @@ func init() {
 //	        identity_claim   <claim>
 //	        leeway           <duration>
 //	    }
+//	    default_key_lifetime     <duration>
+//	    max_key_lifetime         <duration>
+//	    max_keys_per_user        <n>
+//	    allowed_scopes           <scope...>
 //	    cache_size               <n>
 //	    last_used_flush_interval <duration>
 //	}
@@ -84,6 +89,30 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := a.JWT.unmarshalCaddyfile(d); err != nil {
 				return err
 			}
+		case "default_key_lifetime":
+			dur, err := durationArg(d)
+			if err != nil {
+				return err
+			}
+			a.DefaultKeyLifetime = dur
+		case "max_key_lifetime":
+			dur, err := durationArg(d)
+			if err != nil {
+				return err
+			}
+			a.MaxKeyLifetime = dur
+		case "max_keys_per_user":
+			n, err := intArg(d)
+			if err != nil {
+				return err
+			}
+			a.MaxKeysPerUser = n
+		case "allowed_scopes":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			a.AllowedScopes = append(a.AllowedScopes, args...)
 		case "cache_size":
 			n, err := intArg(d)
 			if err != nil {
@@ -194,13 +223,17 @@ func parseAPIHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error
 //	    body             [<max_bytes>]
 //	    keep_credentials
 //	    realm            <realm>
+//	    require_scopes   <scope...>
 //	}
+//
+// With require_scopes, keys lacking any of the scopes get 403.
 func parseAPIKeyAuth(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	h.Next() // directive name
 	if h.NextArg() {
 		return nil, h.ArgErr()
 	}
 	var p APIKeyAuth
+	var scopes []string
 	for h.NextBlock(0) {
 		switch h.Val() {
 		case "header":
@@ -231,13 +264,29 @@ func parseAPIKeyAuth(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error
 			if !h.AllArgs(&p.Realm) {
 				return nil, h.ArgErr()
 			}
+		case "require_scopes":
+			args := h.RemainingArgs()
+			if len(args) == 0 {
+				return nil, h.ArgErr()
+			}
+			scopes = append(scopes, args...)
 		default:
 			return nil, h.Errf("unrecognized apikey_auth option '%s'", h.Val())
 		}
 	}
-	return caddyauth.Authentication{
+	auth := caddyauth.Authentication{
 		ProvidersRaw: caddy.ModuleMap{"apikey": caddyconfig.JSON(p, nil)},
-	}, nil
+	}
+	if len(scopes) == 0 {
+		return auth, nil
+	}
+	// Authentication, then the scope check, as one handler in the route.
+	return &caddyhttp.Subroute{Routes: caddyhttp.RouteList{{
+		HandlersRaw: []json.RawMessage{
+			caddyconfig.JSONModuleObject(auth, "handler", "authentication", nil),
+			caddyconfig.JSONModuleObject(RequireScopes{Scopes: scopes, Realm: p.Realm}, "handler", "apikey_require_scopes", nil),
+		},
+	}}}, nil
 }
 
 func intArg(d *caddyfile.Dispenser) (int, error) {

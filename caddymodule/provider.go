@@ -25,7 +25,8 @@ const DefaultRealm = "apikeys"
 // APIKeyAuth is an authentication provider that admits requests carrying
 // a valid, unexpired, enabled API key minted by the apikeys app. On
 // success {http.auth.user.id} is the key's owner, {http.auth.user.key_id}
-// its id and {http.auth.user.key_title} its title. Use it with the
+// its id, {http.auth.user.key_title} its title and
+// {http.auth.user.key_scopes} its scopes, separated by spaces. Use it with the
 // apikey_auth directive, or as a provider of the authentication handler.
 type APIKeyAuth struct {
 	// Header fields to read a key from, besides "Authorization: Bearer",
@@ -99,10 +100,12 @@ func (p *APIKeyAuth) Authenticate(w http.ResponseWriter, r *http.Request) (caddy
 	if err != nil {
 		w.Header().Set("WWW-Authenticate", p.challenge+`, error="invalid_token"`)
 		if isRefusal(err) {
+			p.app.metrics.countRefusal(err)
 			return caddyauth.User{}, false, nil
 		}
 		return caddyauth.User{}, false, err
 	}
+	p.app.metrics.valid.Inc()
 	if strip != nil && !p.KeepCredentials {
 		strip(r)
 	}

@@ -28,6 +28,11 @@ const (
 // configured user alice, HS256 JWTs, and /v1/* proxied to an upstream
 // that echoes what it receives.
 func gatewayConfig(dbPath, aliceHash, realm string) string {
+	return gatewayConfigWith(dbPath, aliceHash, realm, "")
+}
+
+// gatewayConfigWith adds policy lines to the apikeys block.
+func gatewayConfigWith(dbPath, aliceHash, realm, policy string) string {
 	return fmt.Sprintf(`{
 	skip_install_trust
 	admin localhost:2999
@@ -42,6 +47,7 @@ func gatewayConfig(dbPath, aliceHash, realm string) string {
 			issuer https://idp.test
 		}
 		last_used_flush_interval 100ms
+		%s
 	}
 }
 
@@ -51,6 +57,10 @@ http://localhost:9080 {
 		header X-Api-Key
 		realm %q
 	}
+	apikey_auth /scoped/* {
+		require_scopes write
+	}
+	reverse_proxy /scoped/* localhost:9081
 	reverse_proxy /v1/* localhost:9081 {
 		header_up X-User {http.auth.user.id}
 		header_up X-Key-Id {http.auth.user.key_id}
@@ -61,7 +71,7 @@ http://localhost:9080 {
 http://localhost:9081 {
 	respond "user={header.X-User} key_id={header.X-Key-Id} title={header.X-Key-Title} authorization={header.Authorization} x-api-key={header.X-Api-Key}"
 }
-`, dbPath, aliceHash, jwtSecret, realm)
+`, dbPath, aliceHash, jwtSecret, policy, realm)
 }
 
 func startGateway(t *testing.T) (dbPath string) {

@@ -1,0 +1,146 @@
+package caddymodule
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
+)
+
+// metrics are the app's Prometheus collectors, registered in the Caddy
+// config's registry so that Caddy's own /metrics endpoints serve them.
+type metrics struct {
+	minted, deleted, rotated prometheus.Counter
+	validations              *prometheus.CounterVec
+	credentialFailures       *prometheus.CounterVec
+	storeLatency             *prometheus.HistogramVec
+
+	// Resolved once: the hot path then costs one atomic add.
+	valid, unknown, malformed, expired, revoked, insufficientScope prometheus.Counter
+}
+
+const metricsNamespace, metricsSubsystem = "caddy", "apikeys"
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	opts := func(name, help string) prometheus.Opts {
+		return prometheus.Opts{Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: name, Help: help}
+	}
+	m := &metrics{
+		minted:  prometheus.NewCounter(prometheus.CounterOpts(opts("keys_minted_total", "API keys created, by owners or operators."))),
+		deleted: prometheus.NewCounter(prometheus.CounterOpts(opts("keys_deleted_total", "API keys deleted or revoked."))),
+		rotated: prometheus.NewCounter(prometheus.CounterOpts(opts("keys_rotated_total", "API keys replaced by rotation."))),
+		validations: prometheus.NewCounterVec(prometheus.CounterOpts(opts("validations_total",
+			"Key checks by apikey_auth, by result: valid, unknown, malformed, expired, revoked, insufficient_scope.")), []string{"result"}),
+		credentialFailures: prometheus.NewCounterVec(prometheus.CounterOpts(opts("credential_failures_total",
+			"Refused credentials on the key-management endpoints, by method: password, oauth2, api_key.")), []string{"method"}),
+		storeLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "store_operation_duration_seconds",
+			Help:    "Time taken by key store operations, by operation.",
+			Buckets: []float64{.0001, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"operation"}),
+	}
+	for _, c := range []prometheus.Collector{m.minted, m.deleted, m.rotated, m.validations, m.credentialFailures, m.storeLatency} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	m.valid = m.validations.WithLabelValues("valid")
+	m.unknown = m.validations.WithLabelValues("unknown")
+	m.malformed = m.validations.WithLabelValues("malformed")
+	m.expired = m.validations.WithLabelValues("expired")
+	m.revoked = m.validations.WithLabelValues("revoked")
+	m.insufficientScope = m.validations.WithLabelValues("insufficient_scope")
+	return m, nil
+}
+
+// countRefusal counts a failed key check by its cause.
+func (m *metrics) countRefusal(err error) {
+	switch {
+	case errors.Is(err, keystore.ErrMalformedKey):
+		m.malformed.Inc()
+	case errors.Is(err, keystore.ErrNotFound):
+		m.unknown.Inc()
+	case errors.Is(err, keystore.ErrExpired):
+		m.expired.Inc()
+	case errors.Is(err, keystore.ErrDisabled):
+		m.revoked.Inc()
+	}
+}
+
+// timedStore records the latency of every store operation.
+type timedStore struct {
+	keystore.Store
+	hist *prometheus.HistogramVec
+}
+
+func (s timedStore) observe(op string, start time.Time) {
+	s.hist.WithLabelValues(op).Observe(time.Since(start).Seconds())
+}
+
+func (s timedStore) CreateKey(ctx context.Context, k keystore.Key, max int) error {
+	defer s.observe("create_key", time.Now())
+	return s.Store.CreateKey(ctx, k, max)
+}
+
+func (s timedStore) KeyByHash(ctx context.Context, h keystore.Hash) (keystore.Key, error) {
+	defer s.observe("key_by_hash", time.Now())
+	return s.Store.KeyByHash(ctx, h)
+}
+
+func (s timedStore) KeyByID(ctx context.Context, id string) (keystore.Key, error) {
+	defer s.observe("key_by_id", time.Now())
+	return s.Store.KeyByID(ctx, id)
+}
+
+func (s timedStore) KeysByOwner(ctx context.Context, owner string) ([]keystore.Key, error) {
+	defer s.observe("keys_by_owner", time.Now())
+	return s.Store.KeysByOwner(ctx, owner)
+}
+
+func (s timedStore) Keys(ctx context.Context) ([]keystore.Key, error) {
+	defer s.observe("keys", time.Now())
+	return s.Store.Keys(ctx)
+}
+
+func (s timedStore) UpdateKey(ctx context.Context, id string, fn func(*keystore.Key) error) (keystore.Key, error) {
+	defer s.observe("update_key", time.Now())
+	return s.Store.UpdateKey(ctx, id, fn)
+}
+
+func (s timedStore) RotateKey(ctx context.Context, id string, next keystore.Key, at time.Time) (keystore.Key, error) {
+	defer s.observe("rotate_key", time.Now())
+	return s.Store.RotateKey(ctx, id, next, at)
+}
+
+func (s timedStore) DeleteKey(ctx context.Context, id string) (keystore.Key, error) {
+	defer s.observe("delete_key", time.Now())
+	return s.Store.DeleteKey(ctx, id)
+}
+
+func (s timedStore) TouchKeys(ctx context.Context, m map[string]time.Time) error {
+	defer s.observe("touch_keys", time.Now())
+	return s.Store.TouchKeys(ctx, m)
+}
+
+func (s timedStore) User(ctx context.Context, name string) (keystore.User, error) {
+	defer s.observe("user", time.Now())
+	return s.Store.User(ctx, name)
+}
+
+func (s timedStore) CreateUser(ctx context.Context, u keystore.User) error {
+	defer s.observe("create_user", time.Now())
+	return s.Store.CreateUser(ctx, u)
+}
+
+func (s timedStore) SetPassword(ctx context.Context, name, hash string) error {
+	defer s.observe("set_password", time.Now())
+	return s.Store.SetPassword(ctx, name, hash)
+}
+
+func (s timedStore) DeleteUser(ctx context.Context, name string) ([]keystore.Key, error) {
+	defer s.observe("delete_user", time.Now())
+	return s.Store.DeleteUser(ctx, name)
+}
