@@ -122,6 +122,5 @@ func (s *BoltStore) Close() error {
 	return s.db.Close()
 }
 
-
 // Interface guard.
 var _ Store = (*BoltStore)(nil)
