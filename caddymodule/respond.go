@@ -3,6 +3,8 @@ package caddymodule
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -19,6 +21,16 @@ func (t epochSeconds) MarshalJSON() ([]byte, error) {
 		b = append(b, ".0"...)
 	}
 	return b, nil
+}
+
+// UnmarshalJSON reads float seconds, for clients of the admin API.
+func (t *epochSeconds) UnmarshalJSON(b []byte) error {
+	f, err := strconv.ParseFloat(string(b), 64)
+	if err != nil {
+		return fmt.Errorf("epoch seconds: %w", err)
+	}
+	*t = epochSeconds(time.UnixMicro(int64(math.Round(f * 1e6))))
+	return nil
 }
 
 // optionalEpoch is an epochSeconds that is null when zero.

@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
@@ -145,4 +146,25 @@ func parseArgon2id(h string) (argon2Params, []byte, error) {
 func formatArgon2id(p argon2Params, key []byte) string {
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, p.memory, p.time, p.threads,
 		base64.RawStdEncoding.EncodeToString(p.salt), base64.RawStdEncoding.EncodeToString(key))
+}
+
+// Parameters of HashPassword: Caddy's argon2id defaults (46 MiB, one pass,
+// one lane), within OWASP's recommended settings.
+const (
+	hashMemoryKiB = 46 * 1024
+	hashTime      = 1
+	hashThreads   = 1
+	hashKeyLen    = 32
+	hashSaltLen   = 16
+)
+
+// HashPassword returns an argon2id PHC hash of password, in the format
+// 'caddy hash-password --algorithm argon2id' prints.
+func HashPassword(password string) (string, error) {
+	salt := make([]byte, hashSaltLen)
+	if _, err := rand.Read(salt); err != nil {
+		return "", err
+	}
+	p := argon2Params{salt: salt, time: hashTime, memory: hashMemoryKiB, threads: hashThreads, keyLen: hashKeyLen}
+	return formatArgon2id(p, argon2.IDKey([]byte(password), salt, p.time, p.memory, p.threads, p.keyLen)), nil
 }

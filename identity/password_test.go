@@ -118,3 +118,21 @@ func TestVerifierStoreFault(t *testing.T) {
 		t.Fatalf("store fault reported as %v", err)
 	}
 }
+
+func TestHashPassword(t *testing.T) {
+	h, err := HashPassword("correct horse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := NormalizeHash(h); err != nil || n != h {
+		t.Fatalf("HashPassword output %q does not normalise: %v", h, err)
+	}
+	for pw, want := range map[string]bool{"correct horse": true, "correct horsE": false} {
+		if ok, err := ComparePassword(h, pw); err != nil || ok != want {
+			t.Errorf("ComparePassword(%q) = %v, %v", pw, ok, err)
+		}
+	}
+	if h2, _ := HashPassword("correct horse"); h2 == h {
+		t.Fatal("two hashes of one password are equal: no salt")
+	}
+}

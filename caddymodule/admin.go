@@ -1,0 +1,137 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(AdminAPI{})
+}
+
+// AdminAPI serves key and user management on Caddy's admin endpoint
+// (localhost:2019 by default) under /apikeys/, for `caddy apikeys` and
+// for scripts:
+//
+//	GET    /apikeys/keys[?user=<name>]     list keys
+//	POST   /apikeys/keys                   create a key: {"user", "title"?, "expires_in"?, "scopes"?}
+//	DELETE /apikeys/keys/<id>              revoke a key
+//	POST   /apikeys/keys/<id>/disable      disable a key
+//	POST   /apikeys/keys/<id>/enable       enable a key
+//	GET    /apikeys/users                  list stored users
+//	POST   /apikeys/users                  add a user: {"username", "password" | "password_hash"}
+//	PUT    /apikeys/users/<name>/password  set a password: {"password" | "password_hash"}
+//	DELETE /apikeys/users/<name>           remove a user and revoke their keys
+//
+// It acts on the apikeys app of the running config, and answers 503 when
+// that config has none.
+type AdminAPI struct{}
+
+// CaddyModule returns the Caddy module information.
+func (AdminAPI) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.apikeys",
+		New: func() caddy.Module { return new(AdminAPI) },
+	}
+}
+
+// Routes returns the admin routes.
+func (AdminAPI) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{{Pattern: "/apikeys/", Handler: caddy.AdminHandlerFunc(serveAdmin)}}
+}
+
+// maxAdminBody caps admin request bodies.
+const maxAdminBody = 64 << 10
+
+func serveAdmin(w http.ResponseWriter, r *http.Request) error {
+	app, err := caddy.ActiveContext().AppIfConfigured("apikeys")
+	if err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: errors.New("the running config has no apikeys app")}
+	}
+	a := app.(*App)
+	op := operator{keyring: a.keyring, audit: a.audit, metrics: a.metrics, via: "admin_api"}
+	parts := strings.Split(strings.Trim(strings.TrimPrefix(r.URL.Path, "/apikeys/"), "/"), "/")
+	ctx := r.Context()
+
+	var result any
+	switch {
+	case match(r, parts, "GET", "keys"):
+		result, err = op.listKeys(ctx, r.URL.Query().Get("user"))
+	case match(r, parts, "POST", "keys"):
+		var req newKeyRequest
+		if err = decodeAdminBody(r, &req); err == nil {
+			result, err = op.createKey(ctx, req)
+		}
+	case match(r, parts, "DELETE", "keys", "*"):
+		err = op.revokeKey(ctx, parts[1])
+	case match(r, parts, "POST", "keys", "*", "disable"):
+		result, err = op.setDisabled(ctx, parts[1], true)
+	case match(r, parts, "POST", "keys", "*", "enable"):
+		result, err = op.setDisabled(ctx, parts[1], false)
+	case match(r, parts, "GET", "users"):
+		result, err = op.listUsers(ctx)
+	case match(r, parts, "POST", "users"):
+		var req userRequest
+		if err = decodeAdminBody(r, &req); err == nil {
+			err = op.addUser(ctx, req)
+		}
+	case match(r, parts, "PUT", "users", "*", "password"):
+		var req userRequest
+		if err = decodeAdminBody(r, &req); err == nil {
+			err = op.setPassword(ctx, parts[1], req)
+		}
+	case match(r, parts, "DELETE", "users", "*"):
+		var n int
+		if n, err = op.removeUser(ctx, parts[1]); err == nil {
+			result = map[string]int{"keys_revoked": n}
+		}
+	default:
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no route %s %s", r.Method, r.URL.Path)}
+	}
+	if err != nil {
+		var ae *apiError
+		if errors.As(err, &ae) {
+			return caddy.APIError{HTTPStatus: ae.status, Err: ae}
+		}
+		a.logger.Error("admin API: key store failure", zap.Error(err))
+		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: errors.New("the key store is unavailable")}
+	}
+	if result == nil {
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	return writeJSON(w, http.StatusOK, result)
+}
+
+// match reports whether the request has the method and path segments,
+// "*" matching any one non-empty segment.
+func match(r *http.Request, parts []string, method string, pattern ...string) bool {
+	if r.Method != method || len(parts) != len(pattern) {
+		return false
+	}
+	for i, p := range pattern {
+		if parts[i] == "" || (p != "*" && p != parts[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func decodeAdminBody(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxAdminBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fail(http.StatusBadRequest, "invalid request body: "+err.Error())
+	}
+	return nil
+}
+
+// Interface guard
+var _ caddy.AdminRouter = (*AdminAPI)(nil)

@@ -1,0 +1,486 @@
+package caddymodule
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
+)
+
+func init() {
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:  "apikeys",
+		Usage: "user|key <command> [--address <admin>] [--db <file>] [--json]",
+		Short: "Manages the users and API keys of the apikeys app",
+		Long: `
+Manages the users and API keys of the apikeys app.
+
+While Caddy runs, the commands go through its admin API (the address comes
+from --address, else from --config, else localhost:2019). When it does not
+run, --db <file> opens its key store directly (the default file is
+apikeys.db in Caddy's data directory).
+
+  caddy apikeys user add <username>       password from stdin, or asked twice
+  caddy apikeys user passwd <username>    same
+  caddy apikeys user remove <username>    also revokes all the user's keys
+  caddy apikeys user list
+  caddy apikeys key create --user <name> [--title <t>] [--expires-in <duration>] [--scopes a,b]
+  caddy apikeys key list [--user <name>]
+  caddy apikeys key revoke <id>
+  caddy apikeys key disable <id>
+  caddy apikeys key enable <id>
+
+Output is a table; --json prints JSON for scripts.`,
+		CobraFunc: apikeysCommand,
+	})
+}
+
+func apikeysCommand(cmd *cobra.Command) {
+	pf := cmd.PersistentFlags()
+	pf.String("address", "", "Address of Caddy's admin API")
+	pf.StringP("config", "c", "", "Config file to read the admin address from")
+	pf.StringP("adapter", "a", "", "Adapter of the config file")
+	pf.String("db", "", "Open this key store file directly instead of using the admin API (Caddy must be stopped)")
+	pf.Bool("json", false, "Print JSON")
+
+	user := &cobra.Command{Use: "user", Short: "Manages users kept in the key store"}
+	user.AddCommand(
+		&cobra.Command{Use: "add <username>", Short: "Adds a user; the password is read from stdin or asked for", Args: cobra.ExactArgs(1), RunE: withBackend(userAdd)},
+		&cobra.Command{Use: "passwd <username>", Short: "Sets a user's password", Args: cobra.ExactArgs(1), RunE: withBackend(userPasswd)},
+		&cobra.Command{Use: "remove <username>", Short: "Removes a user and revokes all their keys", Args: cobra.ExactArgs(1), RunE: withBackend(userRemove)},
+		&cobra.Command{Use: "list", Short: "Lists stored users", Args: cobra.NoArgs, RunE: withBackend(userList)},
+	)
+
+	key := &cobra.Command{Use: "key", Short: "Manages API keys"}
+	create := &cobra.Command{Use: "create --user <name>", Short: "Creates a key and prints it once", Args: cobra.NoArgs, RunE: withBackend(keyCreate)}
+	create.Flags().String("user", "", "User the key acts for (required)")
+	create.Flags().String("title", DefaultTitle, "Title of the key")
+	create.Flags().Duration("expires-in", 0, "Lifetime of the key, e.g. 720h; 0 means no expiry")
+	create.Flags().StringSlice("scopes", nil, "Scopes the key grants, comma separated")
+	list := &cobra.Command{Use: "list", Short: "Lists keys", Args: cobra.NoArgs, RunE: withBackend(keyList)}
+	list.Flags().String("user", "", "Only this user's keys")
+	key.AddCommand(create, list,
+		&cobra.Command{Use: "revoke <id>", Short: "Deletes a key", Args: cobra.ExactArgs(1), RunE: withBackend(keyRevoke)},
+		&cobra.Command{Use: "disable <id>", Short: "Disables a key", Args: cobra.ExactArgs(1), RunE: withBackend(keyDisable)},
+		&cobra.Command{Use: "enable <id>", Short: "Enables a key", Args: cobra.ExactArgs(1), RunE: withBackend(keyEnable)},
+	)
+	cmd.AddCommand(user, key)
+}
+
+// backend is where a command's action happens: the running Caddy's admin
+// API, or the store file opened directly.
+type backend interface {
+	listKeys(user string) ([]adminKey, error)
+	createKey(req newKeyRequest) (createdKey, error)
+	revokeKey(id string) error
+	setDisabled(id string, disabled bool) (adminKey, error)
+	listUsers() ([]adminUser, error)
+	addUser(req userRequest) error
+	setPassword(name string, req userRequest) error
+	removeUser(name string) (int, error)
+	close() error
+}
+
+type cliAction func(cmd *cobra.Command, args []string, b backend, asJSON bool) error
+
+func withBackend(f cliAction) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		cmd.SilenceUsage = true
+		flags := cmd.Flags()
+		asJSON, _ := flags.GetBool("json")
+		var b backend
+		var err error
+		if db, _ := flags.GetString("db"); db != "" {
+			b, err = openOffline(db)
+		} else {
+			address, _ := flags.GetString("address")
+			config, _ := flags.GetString("config")
+			adapter, _ := flags.GetString("adapter")
+			b, err = dialAdmin(address, config, adapter)
+		}
+		if err != nil {
+			return err
+		}
+		defer b.close()
+		return f(cmd, args, b, asJSON)
+	}
+}
+
+func userAdd(cmd *cobra.Command, args []string, b backend, _ bool) error {
+	pw, err := readPassword(cmd)
+	if err != nil {
+		return err
+	}
+	if err := b.addUser(userRequest{Username: args[0], Password: pw}); err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "user %s added\n", args[0])
+	return nil
+}
+
+func userPasswd(cmd *cobra.Command, args []string, b backend, _ bool) error {
+	pw, err := readPassword(cmd)
+	if err != nil {
+		return err
+	}
+	if err := b.setPassword(args[0], userRequest{Password: pw}); err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "password of %s changed\n", args[0])
+	return nil
+}
+
+func userRemove(cmd *cobra.Command, args []string, b backend, asJSON bool) error {
+	n, err := b.removeUser(args[0])
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return printJSON(cmd, map[string]int{"keys_revoked": n})
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "user %s removed; %d keys revoked\n", args[0], n)
+	return nil
+}
+
+func userList(cmd *cobra.Command, _ []string, b backend, asJSON bool) error {
+	users, err := b.listUsers()
+	if err != nil || asJSON {
+		return errOrJSON(cmd, err, users)
+	}
+	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "USERNAME\tCREATED")
+	for _, u := range users {
+		fmt.Fprintf(tw, "%s\t%s\n", u.Username, formatTime(time.Time(u.Created)))
+	}
+	return tw.Flush()
+}
+
+func keyCreate(cmd *cobra.Command, _ []string, b backend, asJSON bool) error {
+	f := cmd.Flags()
+	user, _ := f.GetString("user")
+	title, _ := f.GetString("title")
+	expiresIn, _ := f.GetDuration("expires-in")
+	scopes, _ := f.GetStringSlice("scopes")
+	if user == "" {
+		return errors.New("--user is required")
+	}
+	if expiresIn < 0 {
+		return errors.New("--expires-in must not be negative")
+	}
+	k, err := b.createKey(newKeyRequest{User: user, Title: title, ExpiresIn: expiresIn.Seconds(), Scopes: scopes})
+	if err != nil || asJSON {
+		return errOrJSON(cmd, err, k)
+	}
+	out := cmd.OutOrStdout()
+	fmt.Fprintf(out, "%s\n\nThis is the only time the key is shown; store it now.\nid: %s  user: %s  title: %s\n", k.APIKey, k.ID, user, k.Title)
+	if k.Expires != nil {
+		fmt.Fprintf(out, "expires: %s\n", formatTime(time.Time(*k.Expires)))
+	}
+	return nil
+}
+
+func keyList(cmd *cobra.Command, _ []string, b backend, asJSON bool) error {
+	user, _ := cmd.Flags().GetString("user")
+	keys, err := b.listKeys(user)
+	if err != nil || asJSON {
+		return errOrJSON(cmd, err, keys)
+	}
+	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tUSER\tTITLE\tPREVIEW\tCREATED\tLAST USED\tEXPIRES\tSCOPES\tSTATUS")
+	for _, k := range keys {
+		status := "active"
+		switch {
+		case k.Disabled:
+			status = "disabled"
+		case k.Expires != nil && time.Now().After(time.Time(*k.Expires)):
+			status = "expired"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Owner, k.Title, k.KeyPreview,
+			formatTime(time.Time(k.Created)), formatOptional(k.LastUsed), formatOptional(k.Expires),
+			dash(strings.Join(k.Scopes, ",")), status)
+	}
+	return tw.Flush()
+}
+
+func keyRevoke(cmd *cobra.Command, args []string, b backend, _ bool) error {
+	if err := b.revokeKey(args[0]); err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "key %s revoked\n", args[0])
+	return nil
+}
+
+func keyDisable(cmd *cobra.Command, args []string, b backend, asJSON bool) error {
+	return setDisabledCmd(cmd, args[0], b, asJSON, true)
+}
+
+func keyEnable(cmd *cobra.Command, args []string, b backend, asJSON bool) error {
+	return setDisabledCmd(cmd, args[0], b, asJSON, false)
+}
+
+func setDisabledCmd(cmd *cobra.Command, id string, b backend, asJSON, disabled bool) error {
+	k, err := b.setDisabled(id, disabled)
+	if err != nil || asJSON {
+		return errOrJSON(cmd, err, k)
+	}
+	state := "enabled"
+	if disabled {
+		state = "disabled"
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "key %s %s\n", id, state)
+	return nil
+}
+
+func errOrJSON(cmd *cobra.Command, err error, v any) error {
+	if err != nil {
+		return err
+	}
+	return printJSON(cmd, v)
+}
+
+func printJSON(cmd *cobra.Command, v any) error {
+	enc := json.NewEncoder(cmd.OutOrStdout())
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func formatTime(t time.Time) string { return t.Local().Format("2006-01-02 15:04:05") }
+
+func formatOptional(t *epochSeconds) string {
+	if t == nil {
+		return "-"
+	}
+	return formatTime(time.Time(*t))
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// readPassword reads a password from stdin, or asks for it twice when
+// stdin is a terminal. It is never taken from a flag, where it would end
+// up in shell history and process listings.
+func readPassword(cmd *cobra.Command) (string, error) {
+	in := cmd.InOrStdin()
+	if f, ok := in.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		fmt.Fprint(cmd.ErrOrStderr(), "Password: ")
+		first, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(cmd.ErrOrStderr())
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprint(cmd.ErrOrStderr(), "Repeat password: ")
+		second, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(cmd.ErrOrStderr())
+		if err != nil {
+			return "", err
+		}
+		if !bytes.Equal(first, second) {
+			return "", errors.New("the passwords do not match")
+		}
+		return checkPassword(string(first))
+	}
+	data, err := io.ReadAll(io.LimitReader(in, 4096))
+	if err != nil {
+		return "", fmt.Errorf("reading the password from stdin: %w", err)
+	}
+	pw := strings.TrimSuffix(strings.TrimSuffix(string(data), "\n"), "\r")
+	return checkPassword(pw)
+}
+
+func checkPassword(pw string) (string, error) {
+	if pw == "" {
+		return "", errors.New("the password is empty (give it on stdin, e.g. `caddy apikeys user add alice < pwfile`)")
+	}
+	return pw, nil
+}
+
+// offlineBackend works on a store file opened directly.
+type offlineBackend struct {
+	op    operator
+	store *keystore.BoltStore
+}
+
+func openOffline(path string) (*offlineBackend, error) {
+	s, err := keystore.OpenBolt(path, time.Second)
+	if errors.Is(err, keystore.ErrLocked) {
+		return nil, fmt.Errorf("%s is in use, probably by a running Caddy: omit --db to go through its admin API", path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	kr := keystore.NewKeyring(s, keystore.Options{})
+	return &offlineBackend{op: operator{keyring: kr, audit: caddy.Log().Named("apikeys.audit"), via: "cli"}, store: s}, nil
+}
+
+func (o *offlineBackend) close() error {
+	return errors.Join(o.op.keyring.Close(), o.store.Close())
+}
+
+func (o *offlineBackend) listKeys(user string) ([]adminKey, error) {
+	return o.op.listKeys(context.Background(), user)
+}
+
+func (o *offlineBackend) createKey(req newKeyRequest) (createdKey, error) {
+	return o.op.createKey(context.Background(), req)
+}
+
+func (o *offlineBackend) revokeKey(id string) error { return o.op.revokeKey(context.Background(), id) }
+
+func (o *offlineBackend) setDisabled(id string, disabled bool) (adminKey, error) {
+	return o.op.setDisabled(context.Background(), id, disabled)
+}
+
+func (o *offlineBackend) listUsers() ([]adminUser, error) { return o.op.listUsers(context.Background()) }
+
+func (o *offlineBackend) addUser(req userRequest) error { return o.op.addUser(context.Background(), req) }
+
+func (o *offlineBackend) setPassword(name string, req userRequest) error {
+	return o.op.setPassword(context.Background(), name, req)
+}
+
+func (o *offlineBackend) removeUser(name string) (int, error) {
+	return o.op.removeUser(context.Background(), name)
+}
+
+// adminBackend talks to a running Caddy's admin API.
+type adminBackend struct{ address string }
+
+func dialAdmin(address, config, adapter string) (*adminBackend, error) {
+	addr, err := caddycmd.DetermineAdminAPIAddress(address, nil, config, adapter)
+	if err != nil {
+		return nil, fmt.Errorf("finding the admin API address: %w", err)
+	}
+	return &adminBackend{address: addr}, nil
+}
+
+func (a *adminBackend) close() error { return nil }
+
+// call sends a request and decodes a JSON answer into out (if not nil).
+func (a *adminBackend) call(method, uri string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	resp, err := caddycmd.AdminAPIRequest(a.address, method, uri, nil, rd)
+	if err != nil {
+		// AdminAPIRequest turns error statuses into errors that carry the
+		// admin API's message; a missing connection is the other case.
+		var opErr interface{ Timeout() bool }
+		if strings.Contains(err.Error(), "performing request") || errors.As(err, &opErr) {
+			return fmt.Errorf("cannot reach Caddy's admin API at %s (is Caddy running? use --address if its admin endpoint is elsewhere); "+
+				"to manage a stopped gateway's store, pass --db <file> (by default %s): %w", a.address, DefaultBoltPath(), err)
+		}
+		return adminError(err)
+	}
+	defer resp.Body.Close()
+	if out == nil || resp.StatusCode == http.StatusNoContent {
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("reading the admin API's answer: %w", err)
+	}
+	return nil
+}
+
+func (a *adminBackend) listKeys(user string) ([]adminKey, error) {
+	var out []adminKey
+	uri := "/apikeys/keys"
+	if user != "" {
+		uri += "?user=" + url.QueryEscape(user)
+	}
+	return out, a.call(http.MethodGet, uri, nil, &out)
+}
+
+func (a *adminBackend) createKey(req newKeyRequest) (createdKey, error) {
+	var out createdKey
+	return out, a.call(http.MethodPost, "/apikeys/keys", req, &out)
+}
+
+func (a *adminBackend) revokeKey(id string) error {
+	return a.call(http.MethodDelete, "/apikeys/keys/"+url.PathEscape(id), nil, nil)
+}
+
+func (a *adminBackend) setDisabled(id string, disabled bool) (adminKey, error) {
+	var out adminKey
+	action := "enable"
+	if disabled {
+		action = "disable"
+	}
+	return out, a.call(http.MethodPost, "/apikeys/keys/"+url.PathEscape(id)+"/"+action, nil, &out)
+}
+
+func (a *adminBackend) listUsers() ([]adminUser, error) {
+	var out []adminUser
+	return out, a.call(http.MethodGet, "/apikeys/users", nil, &out)
+}
+
+var adminErrorBody = regexp.MustCompile(`^caddy responded with error: HTTP (\d+): (\{.*\})\s*$`)
+
+// adminError turns the admin API's JSON error into its plain message.
+func adminError(err error) error {
+	m := adminErrorBody.FindStringSubmatch(err.Error())
+	if m == nil {
+		return err
+	}
+	var body struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal([]byte(m[2]), &body) != nil || body.Error == "" {
+		return err
+	}
+	return fmt.Errorf("%s (HTTP %s)", body.Error, m[1])
+}
+
+// The CLI hashes passwords itself, so that only a hash crosses the admin
+// socket.
+func hashedRequest(req userRequest) (userRequest, error) {
+	h, err := req.hash()
+	return userRequest{Username: req.Username, PasswordHash: h}, err
+}
+
+func (a *adminBackend) addUser(req userRequest) error {
+	req, err := hashedRequest(req)
+	if err != nil {
+		return err
+	}
+	return a.call(http.MethodPost, "/apikeys/users", req, nil)
+}
+
+func (a *adminBackend) setPassword(name string, req userRequest) error {
+	req, err := hashedRequest(req)
+	if err != nil {
+		return err
+	}
+	return a.call(http.MethodPut, "/apikeys/users/"+url.PathEscape(name)+"/password", req, nil)
+}
+
+func (a *adminBackend) removeUser(name string) (int, error) {
+	var out struct {
+		KeysRevoked int `json:"keys_revoked"`
+	}
+	return out.KeysRevoked, a.call(http.MethodDelete, "/apikeys/users/"+url.PathEscape(name), nil, &out)
+}
