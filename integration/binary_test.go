@@ -61,8 +61,23 @@ func caddyBinary(t *testing.T) string {
 
 // runningCaddy is a started binary; its output is kept for failures.
 type runningCaddy struct {
-	cmd *exec.Cmd
-	out *syncBuffer
+	cmd      *exec.Cmd
+	out      *syncBuffer
+	done     chan struct{}
+	stopOnce sync.Once
+}
+
+// stop interrupts Caddy and waits for it to exit (killing it after 10s).
+func (rc *runningCaddy) stop() {
+	rc.stopOnce.Do(func() {
+		_ = rc.cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-rc.done:
+		case <-time.After(10 * time.Second):
+			_ = rc.cmd.Process.Kill()
+			<-rc.done
+		}
+	})
 }
 
 type syncBuffer struct {
@@ -92,23 +107,17 @@ func startBinary(t *testing.T, config, dataDir, addr string) *runningCaddy {
 		c.Close()
 		t.Fatalf("%s is already in use; stop whatever listens there", addr)
 	}
-	rc := &runningCaddy{out: new(syncBuffer)}
+	rc := &runningCaddy{out: new(syncBuffer), done: make(chan struct{})}
 	rc.cmd = exec.Command(bin, "run", "--config", config)
 	rc.cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dataDir, "XDG_CONFIG_HOME="+dataDir, "HOME="+dataDir)
 	rc.cmd.Stdout, rc.cmd.Stderr = rc.out, rc.out
 	if err := rc.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
+	done := rc.done
 	go func() { _ = rc.cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
-		_ = rc.cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = rc.cmd.Process.Kill()
-			<-done
-		}
+		rc.stop()
 		if t.Failed() {
 			t.Logf("caddy output:\n%s", rc.out.String())
 		}
