@@ -350,9 +350,13 @@ func (o *offlineBackend) setDisabled(id string, disabled bool) (adminKey, error)
 	return o.op.setDisabled(context.Background(), id, disabled)
 }
 
-func (o *offlineBackend) listUsers() ([]adminUser, error) { return o.op.listUsers(context.Background()) }
+func (o *offlineBackend) listUsers() ([]adminUser, error) {
+	return o.op.listUsers(context.Background())
+}
 
-func (o *offlineBackend) addUser(req userRequest) error { return o.op.addUser(context.Background(), req) }
+func (o *offlineBackend) addUser(req userRequest) error {
+	return o.op.addUser(context.Background(), req)
+}
 
 func (o *offlineBackend) setPassword(name string, req userRequest) error {
 	return o.op.setPassword(context.Background(), name, req)

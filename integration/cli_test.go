@@ -158,9 +158,9 @@ http://127.0.0.1:%d {
 	works("sk-nonsense")
 	mintAs("bob", "wrong")
 	for sample, before := range map[string]float64{
-		"caddy_apikeys_keys_minted_total":                             minted,
-		`caddy_apikeys_validations_total{result="valid"}`:             valid,
-		`caddy_apikeys_validations_total{result="malformed"}`:         unknown,
+		"caddy_apikeys_keys_minted_total":                            minted,
+		`caddy_apikeys_validations_total{result="valid"}`:            valid,
+		`caddy_apikeys_validations_total{result="malformed"}`:        unknown,
 		`caddy_apikeys_credential_failures_total{method="password"}`: failures,
 	} {
 		if after := metricValue(t, metrics, sample); after != before+1 {
