@@ -56,7 +56,7 @@ func serveAdmin(w http.ResponseWriter, r *http.Request) error {
 		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: errors.New("the running config has no apikeys app")}
 	}
 	a := app.(*App)
-	op := operator{keyring: a.keyring, audit: a.audit, metrics: a.metrics, via: "admin_api"}
+	op := operator{keyring: a.keyring, audit: a.audit, metrics: a.metrics, via: "admin_api", remote: r.RemoteAddr}
 	parts := strings.Split(strings.Trim(strings.TrimPrefix(r.URL.Path, "/apikeys/"), "/"), "/")
 	ctx := r.Context()
 

@@ -21,6 +21,7 @@ type operator struct {
 	audit   *zap.Logger
 	metrics *metrics // nil when offline
 	via     string   // "admin_api" or "cli"
+	remote  string   // the admin API client's address, if any
 }
 
 // adminKey is a key as operators see it: fetch_api_keys' fields plus the
@@ -70,7 +71,11 @@ type userRequest struct {
 }
 
 func (o operator) event(msg string, fields ...zap.Field) {
-	o.audit.Info(msg, append(fields, zap.String("via", o.via))...)
+	fields = append(fields, zap.String("via", o.via))
+	if o.remote != "" {
+		fields = append(fields, zap.String("remote_addr", o.remote))
+	}
+	o.audit.Info(msg, fields...)
 }
 
 func (o operator) listKeys(ctx context.Context, user string) ([]adminKey, error) {
