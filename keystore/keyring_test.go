@@ -234,3 +234,16 @@ func TestKeyringConcurrentUse(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+func TestKeyringFlushWhileVerifying(t *testing.T) {
+	kr, _ := newTestKeyring(t, Options{FlushInterval: time.Millisecond})
+	ctx := context.Background()
+	m, _ := kr.Mint(ctx, "alice", MintOptions{})
+	deadline := time.Now().Add(200 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		if _, err := kr.Verify(ctx, m.Secret); err != nil {
+			t.Fatal(err)
+		}
+		_ = kr.Flush(ctx)
+	}
+}

@@ -25,14 +25,16 @@ func (u *usageLog) pendingFor(id string) (time.Time, bool) {
 	return t, ok
 }
 
-// take returns the pending times and starts a fresh set.
+// take returns the pending times, or nil if there are none, and starts
+// a fresh set. The caller owns the returned map.
 func (u *usageLog) take() map[string]time.Time {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	p := u.pending
-	if len(p) > 0 {
-		u.pending = make(map[string]time.Time, len(p))
+	if len(p) == 0 {
+		return nil
 	}
+	u.pending = make(map[string]time.Time, len(p))
 	return p
 }
 
