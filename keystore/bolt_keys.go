@@ -4,48 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
-	"fmt"
 	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
-
-// keyRecord is the on-disk form of a Key. Times are Unix microseconds so
-// that float seconds round-trip exactly as the API reports them.
-type keyRecord struct {
-	ID       string   `json:"id"`
-	Hash     []byte   `json:"h"`
-	Owner    string   `json:"o"`
-	Title    string   `json:"t"`
-	Preview  string   `json:"p"`
-	Created  int64    `json:"c"`
-	LastUsed int64    `json:"u,omitempty"`
-	Expires  int64    `json:"e,omitempty"`
-	Scopes   []string `json:"s,omitempty"`
-	Disabled bool     `json:"d,omitempty"`
-}
-
-func toRecord(k Key) keyRecord {
-	return keyRecord{
-		ID: k.ID, Hash: k.Hash[:], Owner: k.Owner, Title: k.Title, Preview: k.Preview,
-		Created: micros(k.Created), LastUsed: micros(k.LastUsed), Expires: micros(k.Expires),
-		Scopes: k.Scopes, Disabled: k.Disabled,
-	}
-}
-
-func (r keyRecord) key() (Key, error) {
-	k := Key{
-		ID: r.ID, Owner: r.Owner, Title: r.Title, Preview: r.Preview,
-		Created: fromMicros(r.Created), LastUsed: fromMicros(r.LastUsed), Expires: fromMicros(r.Expires),
-		Scopes: r.Scopes, Disabled: r.Disabled,
-	}
-	if copy(k.Hash[:], r.Hash) != len(k.Hash) {
-		return Key{}, fmt.Errorf("corrupt key record %q", r.ID)
-	}
-	return k, nil
-}
 
 func micros(t time.Time) int64 {
 	if t.IsZero() {
@@ -74,11 +37,7 @@ func ownerIndexKey(k Key) []byte {
 // CreateKey stores k. It returns once the transaction holding k is
 // committed and synced; concurrent calls share that transaction.
 func (s *BoltStore) CreateKey(ctx context.Context, k Key, maxPerOwner int) error {
-	val, err := json.Marshal(toRecord(k))
-	if err != nil {
-		return err
-	}
-	req := createRequest{key: k, val: val, maxPerOwner: maxPerOwner, done: make(chan error, 1)}
+	req := createRequest{key: k, val: encodeKey(k), maxPerOwner: maxPerOwner, done: make(chan error, 1)}
 	select {
 	case s.creates <- req:
 	case <-s.quit:
@@ -157,10 +116,7 @@ func checkCreate(tx *bolt.Tx, k Key, maxPerOwner int) error {
 
 func putKey(tx *bolt.Tx, k Key, val []byte) error {
 	if val == nil {
-		var err error
-		if val, err = json.Marshal(toRecord(k)); err != nil {
-			return err
-		}
+		val = encodeKey(k)
 	}
 	if err := tx.Bucket(bucketKeys).Put([]byte(k.ID), val); err != nil {
 		return err
@@ -186,11 +142,7 @@ func getKey(tx *bolt.Tx, id []byte) (Key, error) {
 	if v == nil {
 		return Key{}, ErrNotFound
 	}
-	var r keyRecord
-	if err := json.Unmarshal(v, &r); err != nil {
-		return Key{}, fmt.Errorf("corrupt key record %q: %w", id, err)
-	}
-	return r.key()
+	return decodeKey(id, v)
 }
 
 // KeyByHash returns the key whose digest is h.
@@ -241,12 +193,8 @@ func (s *BoltStore) KeysByOwner(_ context.Context, owner string) ([]Key, error) 
 func (s *BoltStore) Keys(_ context.Context) ([]Key, error) {
 	var out []Key
 	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketKeys).ForEach(func(_, v []byte) error {
-			var r keyRecord
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("corrupt key record: %w", err)
-			}
-			k, err := r.key()
+		return tx.Bucket(bucketKeys).ForEach(func(id, v []byte) error {
+			k, err := decodeKey(id, v)
 			out = append(out, k)
 			return err
 		})
@@ -269,11 +217,7 @@ func (s *BoltStore) UpdateKey(_ context.Context, id string, fn func(*Key) error)
 		}
 		// Identity and index fields stay as they were.
 		k.ID, k.Hash, k.Owner, k.Created, k.Preview = fixed.ID, fixed.Hash, fixed.Owner, fixed.Created, fixed.Preview
-		val, err := json.Marshal(toRecord(k))
-		if err != nil {
-			return err
-		}
-		return tx.Bucket(bucketKeys).Put([]byte(id), val)
+		return tx.Bucket(bucketKeys).Put([]byte(id), encodeKey(k))
 	})
 	return k, err
 }
@@ -327,17 +271,13 @@ func (s *BoltStore) TouchKeys(_ context.Context, lastUsed map[string]time.Time) 
 			if v == nil {
 				continue // deleted since it was used
 			}
-			var r keyRecord
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("corrupt key record %q: %w", id, err)
+			k, err := decodeKey([]byte(id), v)
+			if err != nil {
+				return err
 			}
-			if us := t.UnixMicro(); us > r.LastUsed {
-				r.LastUsed = us
-				nv, err := json.Marshal(r)
-				if err != nil {
-					return err
-				}
-				if err := keys.Put([]byte(id), nv); err != nil {
+			if t = t.Truncate(time.Microsecond); t.After(k.LastUsed) {
+				k.LastUsed = t
+				if err := keys.Put([]byte(id), encodeKey(k)); err != nil {
 					return err
 				}
 			}

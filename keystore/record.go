@@ -1,0 +1,123 @@
+package keystore
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// Key records are stored in a compact binary form (a key costs well under
+// 512 bytes on disk with its indexes, even at millions of keys):
+//
+//	version    byte (1)
+//	hash       32 bytes
+//	created    uvarint, Unix microseconds
+//	last used  uvarint, Unix microseconds, 0 if never
+//	expires    uvarint, Unix microseconds, 0 if never
+//	flags      byte (bit 0: disabled)
+//	owner, title, preview      uvarint length + bytes each
+//	scopes     uvarint count, then uvarint length + bytes each
+//
+// The id is the record's bucket key and is not repeated.
+const recordVersion = 1
+
+var errCorruptRecord = errors.New("corrupt key record")
+
+func encodeKey(k Key) []byte {
+	n := 1 + len(k.Hash) + 3*binary.MaxVarintLen64 + 1 + 4*binary.MaxVarintLen32 + len(k.Owner) + len(k.Title) + len(k.Preview)
+	for _, s := range k.Scopes {
+		n += binary.MaxVarintLen32 + len(s)
+	}
+	b := make([]byte, 0, n)
+	b = append(b, recordVersion)
+	b = append(b, k.Hash[:]...)
+	b = binary.AppendUvarint(b, uint64(micros(k.Created)))
+	b = binary.AppendUvarint(b, uint64(micros(k.LastUsed)))
+	b = binary.AppendUvarint(b, uint64(micros(k.Expires)))
+	var flags byte
+	if k.Disabled {
+		flags |= 1
+	}
+	b = append(b, flags)
+	for _, s := range []string{k.Owner, k.Title, k.Preview} {
+		b = appendString(b, s)
+	}
+	b = binary.AppendUvarint(b, uint64(len(k.Scopes)))
+	for _, s := range k.Scopes {
+		b = appendString(b, s)
+	}
+	return b
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// decodeKey reads a record; the result shares no memory with b, which
+// bbolt reuses after the transaction.
+func decodeKey(id, b []byte) (Key, error) {
+	d := recordDecoder{b: b}
+	if d.byte() != recordVersion {
+		return Key{}, fmt.Errorf("%w %q: unknown version", errCorruptRecord, id)
+	}
+	k := Key{ID: string(id)}
+	copy(k.Hash[:], d.bytes(len(k.Hash)))
+	k.Created = fromMicros(int64(d.uvarint()))
+	k.LastUsed = fromMicros(int64(d.uvarint()))
+	k.Expires = fromMicros(int64(d.uvarint()))
+	k.Disabled = d.byte()&1 != 0
+	k.Owner, k.Title, k.Preview = d.string(), d.string(), d.string()
+	if n := d.uvarint(); n > 0 && n <= uint64(len(b)) {
+		k.Scopes = make([]string, n)
+		for i := range k.Scopes {
+			k.Scopes[i] = d.string()
+		}
+	}
+	if d.err || len(d.b) != 0 {
+		return Key{}, fmt.Errorf("%w %q", errCorruptRecord, id)
+	}
+	return k, nil
+}
+
+// recordDecoder reads fields in order, remembering the first overrun.
+type recordDecoder struct {
+	b   []byte
+	err bool
+}
+
+func (d *recordDecoder) bytes(n int) []byte {
+	if n < 0 || n > len(d.b) {
+		d.err, d.b = true, nil
+		return nil
+	}
+	v := d.b[:n]
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *recordDecoder) byte() byte {
+	if v := d.bytes(1); v != nil {
+		return v[0]
+	}
+	return 0
+}
+
+func (d *recordDecoder) uvarint() uint64 {
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.err, d.b = true, nil
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *recordDecoder) string() string {
+	n := d.uvarint()
+	if n > uint64(len(d.b)) {
+		d.err, d.b = true, nil
+		return ""
+	}
+	return string(d.bytes(int(n)))
+}
