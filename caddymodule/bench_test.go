@@ -2,63 +2,125 @@ package caddymodule
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/caddyauth"
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
-// benchProvider returns a provider over a bbolt store holding n keys, and
-// one of those keys.
-func benchProvider(b *testing.B, n int, keep bool) (*APIKeyAuth, string) {
-	b.Helper()
-	s, err := keystore.OpenBolt(filepath.Join(b.TempDir(), "keys.db"), time.Second)
+// benchStore is a bbolt store holding n keys, and some of those keys.
+type benchStore struct {
+	path    string
+	secrets []string
+}
+
+var (
+	benchStoresMu sync.Mutex
+	benchStores   = map[int]*benchStore{}
+)
+
+// storeWithKeys returns a store with n keys, built once per process: from
+// $APIKEYS_BENCH_STORE_<n> (a file made by bench/loadkeys, with its keys
+// in <file>.keys) when set, as bench/run.sh does, else by minting.
+func storeWithKeys(b *testing.B, n int) *benchStore {
+	benchStoresMu.Lock()
+	defer benchStoresMu.Unlock()
+	if s, ok := benchStores[n]; ok {
+		return s
+	}
+	dir, err := os.MkdirTemp("", "apikeys-bench-")
 	if err != nil {
 		b.Fatal(err)
 	}
-	kr := keystore.NewKeyring(s, keystore.Options{})
-	b.Cleanup(func() { _ = kr.Close(); _ = s.Close() })
-	var secret string
-	for i := range n {
-		m, err := kr.Mint(context.Background(), fmt.Sprintf("user%d", i%100), keystore.MintOptions{Title: "bench"})
+	s := &benchStore{path: filepath.Join(dir, "keys.db")}
+	if src := os.Getenv(fmt.Sprintf("APIKEYS_BENCH_STORE_%d", n)); src != "" {
+		data, err := os.ReadFile(src)
+		if err == nil {
+			err = os.WriteFile(s.path, data, 0o600)
+		}
+		keys, err2 := os.ReadFile(src + ".keys")
+		if err = errors.Join(err, err2); err != nil {
+			b.Fatal(err)
+		}
+		s.secrets = strings.Fields(string(keys))
+	} else {
+		b.Logf("minting %d keys for the benchmark (set APIKEYS_BENCH_STORE_%d to reuse a store)", n, n)
+		st, err := keystore.OpenBolt(s.path, time.Second)
 		if err != nil {
 			b.Fatal(err)
 		}
-		secret = m.Secret
-	}
-	p := &APIKeyAuth{KeepCredentials: keep, app: &App{keyring: kr}, challenge: `Bearer realm="apikeys"`}
-	return p, secret
-}
-
-func BenchmarkAuthenticate(b *testing.B) {
-	for _, n := range []int{1_000, 10_000} {
-		for _, keep := range []bool{true, false} {
-			b.Run(fmt.Sprintf("keys=%d/keep_credentials=%v", n, keep), func(b *testing.B) {
-				p, secret := benchProvider(b, n, keep)
-				w := httptest.NewRecorder()
-				r := httptest.NewRequest(http.MethodGet, "/v1/", nil)
-				bearer := "Bearer " + secret
-				r.Header.Set("Authorization", bearer)
-				b.ReportAllocs()
-				for b.Loop() {
-					if !keep {
-						r.Header["Authorization"] = []string{bearer}
+		kr := keystore.NewKeyring(st, keystore.Options{})
+		var next atomic.Int64
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for range 256 {
+			wg.Go(func() {
+				for i := next.Add(1); i <= int64(n); i = next.Add(1) {
+					m, err := kr.Mint(context.Background(), fmt.Sprintf("user%d", i%1000), keystore.MintOptions{Title: "bench"})
+					if err != nil {
+						b.Error(err)
+						return
 					}
-					if _, ok, err := p.Authenticate(w, r); !ok || err != nil {
-						b.Fatal(ok, err)
+					if i%int64(max(n/16, 1)) == 0 {
+						mu.Lock()
+						s.secrets = append(s.secrets, m.Secret)
+						mu.Unlock()
 					}
 				}
 			})
 		}
+		wg.Wait()
+		_ = kr.Close()
+		_ = st.Close()
+	}
+	benchStores[n] = s
+	return s
+}
+
+func BenchmarkAuthenticate(b *testing.B) {
+	for _, n := range []int{1_000, 1_000_000} {
+		b.Run(fmt.Sprintf("keys=%d", n), func(b *testing.B) {
+			fixture := storeWithKeys(b, n)
+			s, err := keystore.OpenBolt(fixture.path, time.Second)
+			if err != nil {
+				b.Fatal(err)
+			}
+			kr := keystore.NewKeyring(s, keystore.Options{FlushInterval: time.Hour})
+			defer func() { _ = kr.Close(); _ = s.Close() }()
+			m, err := newMetrics(prometheus.NewRegistry())
+			if err != nil {
+				b.Fatal(err)
+			}
+			// keep_credentials: the request is reused, so the key must stay.
+			p := &APIKeyAuth{KeepCredentials: true, app: &App{keyring: kr, metrics: m}, challenge: `Bearer realm="apikeys"`}
+			w := httptest.NewRecorder()
+			r := httptest.NewRequest(http.MethodGet, "/v1/", nil)
+			r.Header.Set("Authorization", "Bearer "+fixture.secrets[0])
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, ok, err := p.Authenticate(w, r); !ok || err != nil {
+					b.Fatal(ok, err)
+				}
+			}
+		})
 	}
 }
 
@@ -91,4 +153,50 @@ func BenchmarkBasicAuthCached(b *testing.B) {
 			b.Fatal(ok, err)
 		}
 	}
+}
+
+// BenchmarkCreateAPIKey measures create_api_key through the handler with
+// HS256-JWT credentials and 64 concurrent callers; every key is committed
+// before its response.
+func BenchmarkCreateAPIKey(b *testing.B) {
+	const secret = "bench-secret-0123456789abcdef0123456789"
+	app, err := provisionAppB(b, `{"store": `+storeJSON(filepath.Join(b.TempDir(), "k.db"))+`, "jwt": {"secrets": ["`+secret+`"]}}`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	app.audit = zap.NewNop()
+	h := &APIHandler{app: app, PathPrefix: DefaultPathPrefix, MaxBodyBytes: DefaultMaxBodyBytes, logger: zap.NewNop()}
+	token, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "minter", "exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte(secret))
+	if err != nil {
+		b.Fatal(err)
+	}
+	body := `{"auth": "` + token + `", "title": "bench"}`
+	b.SetParallelism(32)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			w := httptest.NewRecorder()
+			r := httptest.NewRequest(http.MethodPost, "/api/create_api_key", strings.NewReader(body))
+			if err := h.ServeHTTP(w, r, nil); err != nil || w.Code != http.StatusOK {
+				b.Errorf("%d %s %v", w.Code, w.Body.String(), err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "keys/s")
+}
+
+// provisionAppB is provisionApp for benchmarks.
+func provisionAppB(b *testing.B, config string) (*App, error) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	var app App
+	if err := json.Unmarshal([]byte(config), &app); err != nil {
+		b.Fatal(err)
+	}
+	err := app.Provision(ctx)
+	b.Cleanup(func() {
+		cancel()
+		_ = app.Cleanup()
+	})
+	return &app, err
 }
