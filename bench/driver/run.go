@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"os"
@@ -41,6 +42,9 @@ type run struct {
 	mint    []sample
 	notes   []string // footprint and other figures, as report lines
 	goBench string
+
+	smallStore, bigStore string   // copies of the loaded stores
+	env                  []string // extra environment for commands
 }
 
 func (r *run) main() error {
@@ -54,6 +58,7 @@ func (r *run) main() error {
 	// Key stores, filled through the keystore API.
 	small := filepath.Join(r.work, "small.db")
 	big := filepath.Join(r.work, "big.db")
+	r.smallStore, r.bigStore = small+".pristine", big+".pristine"
 	log.Printf("loading 1000 keys")
 	if _, err := r.output(r.loadkeys, "-db", small, "-n", "1000", "-out", small+".keys"); err != nil {
 		return err
@@ -65,6 +70,16 @@ func (r *run) main() error {
 	}
 	r.notes = append(r.notes, fmt.Sprintf("Store with %d keys, loaded through the keystore API: `%s`", r.bigKeys, strings.TrimSpace(out)))
 	smallKey, bigKey := firstLine(small+".keys"), firstLine(big+".keys")
+	// Pristine copies for the Go benchmarks, which must not see the keys
+	// the gateway mints during the run.
+	for _, p := range [][2]string{{small, r.smallStore}, {big, r.bigStore}} {
+		if err := copyFile(p[0], p[1]); err != nil {
+			return err
+		}
+		if err := copyFile(p[0]+".keys", p[1]+".keys"); err != nil {
+			return err
+		}
+	}
 
 	// Upstream and the nginx row.
 	// Upstream: nginx answering "ok" (a Caddy without nginx). The nginx
@@ -80,6 +95,7 @@ func (r *run) main() error {
 		}
 		nginxAddr = freeAddr()
 		front := fmt.Sprintf(`	upstream backend { server %s; keepalive 64; }
+	map_hash_bucket_size 128;
 	map $http_x_api_key $api_key_ok { default 0; "%s" 1; }
 	server {
 		listen %s;
@@ -198,6 +214,7 @@ http://%s {
 
 	// Go benchmarks and the write count of validations, in-process.
 	log.Printf("running the Go benchmarks")
+	r.env = []string{fmt.Sprintf("APIKEYS_BENCH_STORE_%d=%s", r.bigKeys, r.bigStore), fmt.Sprintf("APIKEYS_BENCH_STORE_1000=%s", r.smallStore)}
 	gb, err := r.outputIn(r.repoRoot, "go", "test", "./caddymodule", "./keystore", "-run", "^$", "-bench", "Authenticate|BasicAuth|ParseKey|CreateAPIKey|CreateKeyParallel", "-benchmem", "-count", "1")
 	if err != nil {
 		return fmt.Errorf("go benchmarks: %w\n%s", err, gb)
@@ -432,6 +449,7 @@ func (r *run) outputIn(dir, name string, args ...string) (string, error) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), r.env...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -456,6 +474,23 @@ func freeAddr() string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 func firstLine(path string) string {
