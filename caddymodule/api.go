@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
@@ -42,6 +45,11 @@ type APIHandler struct {
 	// Largest request body accepted, in bytes; larger ones get 413.
 	// Default: 65536.
 	MaxBodyBytes int64 `json:"max_body_bytes,omitempty"`
+
+	// Origins whose browser pages may call the endpoints (CORS), e.g.
+	// ["https://app.example.com"]; "*" allows any origin. Default: none,
+	// so browsers refuse cross-origin calls.
+	CORSOrigins []string `json:"cors_origins,omitempty"`
 
 	app    *App
 	logger *zap.Logger
@@ -94,8 +102,9 @@ func (h *APIHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 
 // apiError is a failure with the status and message the caller sees.
 type apiError struct {
-	status int
-	msg    string
+	status     int
+	msg        string
+	retryAfter int // seconds, for 429 and 503
 }
 
 func (e *apiError) Error() string { return e.msg }
@@ -106,9 +115,21 @@ func fail(status int, msg string) error { return &apiError{status: status, msg: 
 // JSON answer. Errors that are not apiErrors are store faults: they are
 // logged and answered with 503 and no detail.
 func (h *APIHandler) serve(w http.ResponseWriter, r *http.Request, fn func(*http.Request, *requestBody) (any, error)) error {
+	corsOK := h.allowCORS(w, r)
+	if r.Method == http.MethodOptions && corsOK && r.Header.Get("Access-Control-Request-Method") != "" {
+		hdr := w.Header()
+		hdr.Set("Access-Control-Allow-Methods", http.MethodPost)
+		hdr.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
+		hdr.Set("Access-Control-Max-Age", "600")
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		return writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" is not allowed; use POST")
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" && !isJSON(ct) {
+		return writeError(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json, not "+strconv.Quote(ct))
 	}
 	body, err := h.readBody(w, r)
 	if err == nil {
@@ -125,6 +146,9 @@ func (h *APIHandler) serve(w http.ResponseWriter, r *http.Request, fn func(*http
 	}
 	var ae *apiError
 	if errors.As(err, &ae) {
+		if ae.retryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(ae.retryAfter))
+		}
 		return writeError(w, ae.status, ae.msg)
 	}
 	h.logger.Error("key store failure", zap.String("endpoint", r.URL.Path), zap.Error(err))
@@ -155,7 +179,24 @@ func (h *APIHandler) readBody(w http.ResponseWriter, r *http.Request) (*requestB
 	return decodeRequestBody(data)
 }
 
+// allowCORS adds CORS headers when the request's Origin is allowed, and
+// reports whether it is.
+func (h *APIHandler) allowCORS(w http.ResponseWriter, r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" || len(h.CORSOrigins) == 0 {
+		return false
+	}
+	w.Header().Add("Vary", "Origin")
+	if !slices.Contains(h.CORSOrigins, origin) && !slices.Contains(h.CORSOrigins, "*") {
+		return false
+	}
+	w.Header().Set("Access-Control-Allow-Origin", origin)
+	return true
+}
+
 // decodeRequestBody parses an endpoint's body: a JSON object, or nothing.
+// It is stricter than encoding/json, which would silently keep the last
+// of duplicate members and replace invalid UTF-8.
 func decodeRequestBody(data []byte) (*requestBody, error) {
 	var body requestBody
 	data = bytes.TrimSpace(data)
@@ -165,8 +206,14 @@ func decodeRequestBody(data []byte) (*requestBody, error) {
 	if data[0] != '{' {
 		return nil, fail(http.StatusBadRequest, "request body must be a JSON object")
 	}
+	if !utf8.Valid(data) {
+		return nil, fail(http.StatusBadRequest, "request body is not valid UTF-8")
+	}
 	if !json.Valid(data) {
 		return nil, fail(http.StatusBadRequest, "request body is not valid JSON")
+	}
+	if name, dup := duplicateMember(data); dup {
+		return nil, fail(http.StatusBadRequest, "request body has the member "+strconv.Quote(name)+" more than once")
 	}
 	if err := json.Unmarshal(data, &body); err != nil {
 		return nil, fail(http.StatusBadRequest, "request body is not valid JSON")
@@ -186,6 +233,9 @@ func (b *requestBody) title() (string, error) {
 	if utf8.RuneCountInString(t) > MaxTitleLen {
 		return "", fail(http.StatusBadRequest, `"title" is longer than `+strconv.Itoa(MaxTitleLen)+` characters`)
 	}
+	if strings.ContainsFunc(t, unicode.IsControl) {
+		return "", fail(http.StatusBadRequest, `"title" must not contain control characters`)
+	}
 	return t, nil
 }
 
@@ -200,10 +250,17 @@ func (h *APIHandler) owner(r *http.Request, b *requestBody, refusal string) (str
 		h.app.metrics.credentialFailures.WithLabelValues(cred.Kind.String()).Inc()
 		return "", fail(http.StatusForbidden, refusal)
 	}
-	user, err := h.app.verifier.Authenticate(r.Context(), cred)
+	user, err := h.app.verifier.Authenticate(r.Context(), cred, clientIP(r))
+	var locked *identity.LockedOutError
 	switch {
 	case err == nil:
 		return user, nil
+	case errors.As(err, &locked):
+		h.app.metrics.credentialFailures.WithLabelValues(cred.Kind.String()).Inc()
+		h.logger.Warn("sign-in refused during lockout", zap.String("remote_addr", r.RemoteAddr))
+		return "", &apiError{status: http.StatusTooManyRequests, msg: locked.Error(), retryAfter: locked.RetryAfterSeconds()}
+	case errors.Is(err, identity.ErrBusy):
+		return "", &apiError{status: http.StatusServiceUnavailable, msg: err.Error(), retryAfter: 1}
 	case errors.Is(err, identity.ErrBadCredentials), errors.Is(err, identity.ErrOAuth2Disabled):
 		h.app.metrics.credentialFailures.WithLabelValues(cred.Kind.String()).Inc()
 		h.logger.Info("credentials refused",
@@ -239,6 +296,19 @@ func (h *APIHandler) credential(r *http.Request, b *requestBody) (identity.Crede
 	}
 	return identity.Credential{}, fail(http.StatusUnauthorized,
 		`missing "auth": send an OAuth2 token string or {"username": ..., "password": ...}`)
+}
+
+// clientIP is the client's address as Caddy determined it (honouring
+// trusted_proxies), for lockouts.
+func clientIP(r *http.Request) string {
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
+		return ip
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 // Interface guards

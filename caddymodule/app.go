@@ -61,6 +61,15 @@ type App struct {
 	// Default: any scope name is allowed.
 	AllowedScopes []string `json:"allowed_scopes,omitempty"`
 
+	// Lockout after repeated password failures. Default: on, with the
+	// defaults of LockoutConfig.
+	Lockout *LockoutConfig `json:"lockout,omitempty"`
+
+	// Most password-hash comparisons run at once; further sign-ins wait
+	// (up to 5s, then 503) so that a flood of them cannot starve proxied
+	// traffic of CPU. Default: the number of CPUs.
+	MaxConcurrentPasswordChecks int `json:"max_concurrent_password_checks,omitempty"`
+
 	// How many verified keys are kept in memory so that checking a key
 	// needs no store read. Default: 100000.
 	CacheSize int `json:"cache_size,omitempty"`
@@ -77,6 +86,43 @@ type App struct {
 	metrics  *metrics
 	logger   *zap.Logger
 	audit    *zap.Logger
+}
+
+// LockoutConfig tunes the lockout that follows repeated password
+// failures, counted per username (existing or not) and per client
+// address. A locked caller gets 429 with Retry-After; a successful
+// sign-in clears its username's count.
+type LockoutConfig struct {
+	// Turns lockouts off.
+	Disabled bool `json:"disabled,omitempty"`
+	// Failures of one username within the window that lock it. Default 10.
+	AccountThreshold int `json:"account_threshold,omitempty"`
+	// Failures from one client address within the window that lock it.
+	// Default 50.
+	AddressThreshold int `json:"address_threshold,omitempty"`
+	// How long failures are counted. Default 15m.
+	Window caddy.Duration `json:"window,omitempty"`
+	// The first lockout; each further one in the window doubles it.
+	// Default 1m.
+	Duration caddy.Duration `json:"duration,omitempty"`
+	// The longest lockout. Default 15m.
+	MaxDuration caddy.Duration `json:"max_duration,omitempty"`
+}
+
+func (c *LockoutConfig) throttle() *identity.Throttle {
+	if c == nil {
+		return identity.NewThrottle(identity.LockoutPolicy{}, nil)
+	}
+	if c.Disabled {
+		return nil
+	}
+	return identity.NewThrottle(identity.LockoutPolicy{
+		AccountThreshold: c.AccountThreshold,
+		AddressThreshold: c.AddressThreshold,
+		Window:           time.Duration(c.Window),
+		Lockout:          time.Duration(c.Duration),
+		MaxLockout:       time.Duration(c.MaxDuration),
+	}, nil)
 }
 
 // User is a user declared in the configuration.
@@ -170,7 +216,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 			a.logger.Error("writing last-used times", zap.Error(err))
 		},
 	})
-	a.verifier = identity.NewVerifier(users, storedUserLookup(store), jwtVerifier)
+	a.verifier = identity.NewVerifier(users, storedUserLookup(store), jwtVerifier, identity.VerifierOptions{
+		Throttle:            a.Lockout.throttle(),
+		MaxConcurrentHashes: a.MaxConcurrentPasswordChecks,
+	})
 	return nil
 }
 

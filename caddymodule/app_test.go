@@ -70,7 +70,7 @@ func TestAppSecretsFromEnvAndFile(t *testing.T) {
 	tokens["env"], _ = jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte("a-secret-from-the-env-0123456789abcdef"))
 	tokens["pem"], _ = jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims).SignedString(priv)
 	for from, tok := range tokens {
-		user, err := app.verifier.Authenticate(context.Background(), identity.Credential{Kind: identity.KindOAuth2, Token: tok})
+		user, err := app.verifier.Authenticate(context.Background(), identity.Credential{Kind: identity.KindOAuth2, Token: tok}, "")
 		if err != nil || user != "alice" {
 			t.Errorf("token signed with the %s key: %q, %v", from, user, err)
 		}

@@ -42,6 +42,14 @@ func init() {
 //	    max_key_lifetime         <duration>
 //	    max_keys_per_user        <n>
 //	    allowed_scopes           <scope...>
+//	    lockout off | {
+//	        account_threshold <n>
+//	        address_threshold <n>
+//	        window            <duration>
+//	        duration          <duration>
+//	        max_duration      <duration>
+//	    }
+//	    max_concurrent_password_checks <n>
 //	    cache_size               <n>
 //	    last_used_flush_interval <duration>
 //	}
@@ -113,6 +121,19 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			a.AllowedScopes = append(a.AllowedScopes, args...)
+		case "lockout":
+			if a.Lockout == nil {
+				a.Lockout = new(LockoutConfig)
+			}
+			if err := a.Lockout.unmarshalCaddyfile(d); err != nil {
+				return err
+			}
+		case "max_concurrent_password_checks":
+			n, err := intArg(d)
+			if err != nil {
+				return err
+			}
+			a.MaxConcurrentPasswordChecks = n
 		case "cache_size":
 			n, err := intArg(d)
 			if err != nil {
@@ -183,11 +204,44 @@ func (c *JWTConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
+func (c *LockoutConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		if d.Val() != "off" || d.NextArg() {
+			return d.Err("lockout takes 'off' or a block")
+		}
+		c.Disabled = true
+		return nil
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		var err error
+		switch opt {
+		case "account_threshold":
+			c.AccountThreshold, err = intArg(d)
+		case "address_threshold":
+			c.AddressThreshold, err = intArg(d)
+		case "window":
+			c.Window, err = durationArg(d)
+		case "duration":
+			c.Duration, err = durationArg(d)
+		case "max_duration":
+			c.MaxDuration, err = durationArg(d)
+		default:
+			return d.Errf("unrecognized lockout option '%s'", opt)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // parseAPIHandler sets up the key-management endpoints. Syntax:
 //
 //	apikeys_api [<matcher>] {
 //	    path_prefix    <path>
 //	    max_body_bytes <n>
+//	    cors_origins   <origin...>
 //	}
 func parseAPIHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	h.Next() // directive name
@@ -207,6 +261,12 @@ func parseAPIHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error
 				return nil, err
 			}
 			handler.MaxBodyBytes = int64(n)
+		case "cors_origins":
+			args := h.RemainingArgs()
+			if len(args) == 0 {
+				return nil, h.ArgErr()
+			}
+			handler.CORSOrigins = append(handler.CORSOrigins, args...)
 		default:
 			return nil, h.Errf("unrecognized apikeys_api option '%s'", h.Val())
 		}

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"unicode"
 )
 
 // Kind says which credential a caller presented.
@@ -129,6 +130,12 @@ func decodeAuthObject(raw json.RawMessage, keyPrefix string) (Credential, error)
 	case hasUser && hasPass:
 		if user == "" || pass == "" {
 			return Credential{}, shapeError(`"auth.username" and "auth.password" must not be empty`)
+		}
+		if strings.ContainsFunc(user, unicode.IsControl) {
+			return Credential{}, shapeError(`"auth.username" must not contain control characters`)
+		}
+		if strings.ContainsRune(pass, 0) {
+			return Credential{}, shapeError(`"auth.password" must not contain NUL characters`)
 		}
 		return Credential{Kind: KindPassword, Username: user, Password: pass}, nil
 	case hasUser:

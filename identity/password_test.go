@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -83,37 +84,37 @@ func TestVerifierPasswords(t *testing.T) {
 		}
 		return "", false, nil
 	}
-	v := NewVerifier(map[string]string{"example_username": exampleArgon2id}, lookup, nil)
+	v := NewVerifier(map[string]string{"example_username": exampleArgon2id}, lookup, nil, VerifierOptions{})
 	ctx := context.Background()
 	pw := func(u, p string) Credential { return Credential{Kind: KindPassword, Username: u, Password: p} }
 
-	if u, err := v.Authenticate(ctx, pw("example_username", "example_password")); err != nil || u != "example_username" {
+	if u, err := v.Authenticate(ctx, pw("example_username", "example_password"), "192.0.2.1"); err != nil || u != "example_username" {
 		t.Fatalf("configured user: %q, %v", u, err)
 	}
-	if u, err := v.Authenticate(ctx, pw("bob", "bobpass")); err != nil || u != "bob" {
+	if u, err := v.Authenticate(ctx, pw("bob", "bobpass"), "192.0.2.1"); err != nil || u != "bob" {
 		t.Fatalf("stored user: %q, %v", u, err)
 	}
 	for _, c := range []Credential{pw("example_username", "nope"), pw("bob", "nope"), pw("nobody", "x")} {
-		if _, err := v.Authenticate(ctx, c); !errors.Is(err, ErrBadCredentials) || err.Error() != ErrBadCredentials.Error() {
+		if _, err := v.Authenticate(ctx, c, "192.0.2.1"); !errors.Is(err, ErrBadCredentials) || err.Error() != ErrBadCredentials.Error() {
 			t.Errorf("%s: %v, want the one generic message", c.Username, err)
 		}
 	}
 	before := lookups
-	if _, err := v.Authenticate(ctx, Credential{Kind: KindAPIKey}); !errors.Is(err, ErrAPIKeyRefused) {
+	if _, err := v.Authenticate(ctx, Credential{Kind: KindAPIKey}, ""); !errors.Is(err, ErrAPIKeyRefused) {
 		t.Fatalf("API key: %v", err)
 	}
 	if lookups != before {
 		t.Fatal("API key caused a user lookup")
 	}
-	if _, err := v.Authenticate(ctx, Credential{Kind: KindOAuth2, Token: "x"}); !errors.Is(err, ErrOAuth2Disabled) {
+	if _, err := v.Authenticate(ctx, Credential{Kind: KindOAuth2, Token: "x"}, ""); !errors.Is(err, ErrOAuth2Disabled) {
 		t.Fatalf("token without JWT config: %v", err)
 	}
 }
 
 func TestVerifierStoreFault(t *testing.T) {
 	boom := errors.New("disk on fire")
-	v := NewVerifier(nil, func(context.Context, string) (string, bool, error) { return "", false, boom }, nil)
-	_, err := v.Authenticate(context.Background(), Credential{Kind: KindPassword, Username: "u", Password: "p"})
+	v := NewVerifier(nil, func(context.Context, string) (string, bool, error) { return "", false, boom }, nil, VerifierOptions{})
+	_, err := v.Authenticate(context.Background(), Credential{Kind: KindPassword, Username: "u", Password: "p"}, "")
 	if !errors.Is(err, boom) || errors.Is(err, ErrBadCredentials) {
 		t.Fatalf("store fault reported as %v", err)
 	}
@@ -134,5 +135,64 @@ func TestHashPassword(t *testing.T) {
 	}
 	if h2, _ := HashPassword("correct horse"); h2 == h {
 		t.Fatal("two hashes of one password are equal: no salt")
+	}
+}
+
+func TestVerifierLockout(t *testing.T) {
+	h, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	th := NewThrottle(LockoutPolicy{AccountThreshold: 3}, nil)
+	v := NewVerifier(map[string]string{"alice": string(h)}, nil, nil, VerifierOptions{Throttle: th})
+	ctx := context.Background()
+	pw := func(u, p string) Credential { return Credential{Kind: KindPassword, Username: u, Password: p} }
+	for _, user := range []string{"alice", "nobody"} {
+		for range 3 {
+			if _, err := v.Authenticate(ctx, pw(user, "wrong"), "192.0.2.1"); !errors.Is(err, ErrBadCredentials) {
+				t.Fatalf("%s: %v", user, err)
+			}
+		}
+		var locked *LockedOutError
+		_, err := v.Authenticate(ctx, pw(user, "pw"), "192.0.2.1")
+		if !errors.As(err, &locked) || locked.RetryAfterSeconds() != 60 {
+			t.Fatalf("%s after 3 failures: %v, want a 60s lockout (same for unknown users)", user, err)
+		}
+	}
+}
+
+func TestVerifierBoundsConcurrentHashing(t *testing.T) {
+	h, _ := bcrypt.GenerateFromPassword([]byte("pw"), 10)
+	v := NewVerifier(map[string]string{"alice": string(h)}, nil, nil,
+		VerifierOptions{MaxConcurrentHashes: 1, HashWait: time.Millisecond, SuccessCacheSize: -1})
+	v.slots <- struct{}{} // the only slot is taken
+	_, err := v.Authenticate(context.Background(), Credential{Kind: KindPassword, Username: "alice", Password: "pw"}, "a")
+	if !errors.Is(err, ErrBusy) {
+		t.Fatalf("with no free slot: %v, want ErrBusy", err)
+	}
+	<-v.slots
+	if _, err := v.Authenticate(context.Background(), Credential{Kind: KindPassword, Username: "alice", Password: "pw"}, "a"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestVerifierCachesSuccessesOnly(t *testing.T) {
+	h, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	v := NewVerifier(map[string]string{"alice": string(h)}, nil, nil, VerifierOptions{})
+	ctx := context.Background()
+	cred := Credential{Kind: KindPassword, Username: "alice", Password: "pw"}
+	if _, err := v.Authenticate(ctx, cred, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if len(v.cache.m) != 1 {
+		t.Fatalf("cache holds %d entries after a success", len(v.cache.m))
+	}
+	// A cached success needs no hashing slot.
+	for range cap(v.slots) {
+		v.slots <- struct{}{}
+	}
+	v.opts.HashWait = time.Millisecond
+	if _, err := v.Authenticate(ctx, cred, "a"); err != nil {
+		t.Fatalf("cached success: %v", err)
+	}
+	if _, err := v.Authenticate(ctx, Credential{Kind: KindPassword, Username: "alice", Password: "nope"}, "a"); !errors.Is(err, ErrBusy) {
+		t.Fatalf("a wrong password must be hashed, not cached: %v", err)
 	}
 }
