@@ -78,6 +78,10 @@ func (s *BoltStore) writeCreates() {
 func (s *BoltStore) commitCreates(batch []createRequest) {
 	results := make([]error, len(batch))
 	err := s.db.Update(func(tx *bolt.Tx) error {
+		// Ids grow with time, so new records append to the keys bucket;
+		// full pages suit appends (bbolt's default, half-full, suits
+		// random inserts, as into the hash index).
+		tx.Bucket(bucketKeys).FillPercent = 0.95
 		for i, req := range batch {
 			if results[i] = checkCreate(tx, req.key, req.maxPerOwner); results[i] != nil {
 				continue

@@ -30,7 +30,7 @@ func testKey(t *testing.T, owner string, created time.Time) Key {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := NewID()
+	id, err := NewID(time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

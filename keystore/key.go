@@ -6,6 +6,7 @@ import (
 	"errors"
 	"hash/crc32"
 	"strings"
+	"time"
 	"unsafe"
 )
 
@@ -65,8 +66,28 @@ func NewKey(prefix string) (string, error) {
 	return b.String(), nil
 }
 
-// NewID returns a random 32-character base62 identifier.
-func NewID() (string, error) { return randomBase62(IDLen) }
+// idTimeLen is how many leading id characters hold the creation time.
+const idTimeLen = 9
+
+// NewID returns a 32-character base62 identifier: the creation time in
+// microseconds (9 characters, so ids sort by age) and 23 random characters
+// (136 bits). Ids that grow with time append to the store's index instead
+// of landing on random pages, which keeps commits small at millions of
+// keys; creation times are public anyway.
+func NewID(created time.Time) (string, error) {
+	random, err := randomBase62(IDLen - idTimeLen)
+	if err != nil {
+		return "", err
+	}
+	var b [IDLen]byte
+	us := uint64(max(created.UnixMicro(), 0))
+	for i := idTimeLen - 1; i >= 0; i-- {
+		b[i] = base62Alphabet[us%62]
+		us /= 62
+	}
+	copy(b[idTimeLen:], random)
+	return string(b[:]), nil
+}
 
 // ParseKey checks that s has the given prefix, the right length, only
 // base62 characters and a matching checksum. It touches no store, so typos

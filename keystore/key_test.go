@@ -4,6 +4,7 @@ import (
 	"hash/crc32"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestNewKeyFormat(t *testing.T) {
@@ -88,7 +89,7 @@ func TestPreviewAndID(t *testing.T) {
 	if got := Preview("sk-6kwHVPIcgnRtz3LE2WixpqXkvbPEyDRt4QEukkK4vZF4JfaN", "sk-"); got != "sk-...JfaN" {
 		t.Fatalf("Preview = %q, want sk-...JfaN", got)
 	}
-	id, err := NewID()
+	id, err := NewID(time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,5 +159,22 @@ func TestCRC32OfMatchesStdlib(t *testing.T) {
 		if got, want := crc32Of(s), crc32.ChecksumIEEE([]byte(s)); got != want {
 			t.Errorf("crc32Of(%q) = %x, want %x", s, got, want)
 		}
+	}
+}
+
+func TestIDsSortByCreation(t *testing.T) {
+	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	a, _ := NewID(t0)
+	b, _ := NewID(t0.Add(time.Microsecond))
+	c, _ := NewID(t0.Add(100 * 365 * 24 * time.Hour))
+	if !(a < b && b < c) {
+		t.Fatalf("ids out of creation order: %s %s %s", a, b, c)
+	}
+	if a[:idTimeLen] == b[:idTimeLen] {
+		t.Fatal("a microsecond apart, same time prefix")
+	}
+	x, _ := NewID(t0)
+	if x == a || x[:idTimeLen] != a[:idTimeLen] {
+		t.Fatalf("same-instant ids %s %s: want a shared prefix and different random parts", x, a)
 	}
 }

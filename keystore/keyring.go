@@ -124,7 +124,9 @@ func (kr *Keyring) newKey(owner string, opts MintOptions) (Minted, error) {
 	if err != nil {
 		return Minted{}, err
 	}
-	id, err := NewID()
+	// Microsecond precision, the resolution the store keeps.
+	created := kr.now().Truncate(time.Microsecond)
+	id, err := NewID(created)
 	if err != nil {
 		return Minted{}, err
 	}
@@ -134,8 +136,7 @@ func (kr *Keyring) newKey(owner string, opts MintOptions) (Minted, error) {
 		Owner:   owner,
 		Title:   opts.Title,
 		Preview: Preview(secret, kr.prefix),
-		// Microsecond precision, the resolution the store keeps.
-		Created: kr.now().Truncate(time.Microsecond),
+		Created: created,
 		Expires: opts.Expires.Truncate(time.Microsecond),
 		Scopes:  opts.Scopes,
 	}
