@@ -12,6 +12,7 @@ import (
 	"log"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 )
 
@@ -22,6 +23,7 @@ type config struct {
 	connections                 int
 	bigKeys                     int
 	outDir, repoRoot            string
+	pin                         bool
 }
 
 func main() {
@@ -36,6 +38,7 @@ func main() {
 	flag.IntVar(&c.bigKeys, "big", 1_000_000, "keys in the large store")
 	flag.StringVar(&c.outDir, "out", "bench/results", "where to write the report")
 	flag.StringVar(&c.repoRoot, "repo", ".", "repository root, for the Go benchmarks")
+	flag.BoolVar(&c.pin, "pin", runtime.NumCPU() >= 2, "run servers on CPU 0 and load and upstream on CPU 1 (taskset)")
 	flag.Parse()
 	if c.caddy == "" || c.loadkeys == "" {
 		log.Fatal("-caddy and -loadkeys are required")

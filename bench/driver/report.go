@@ -80,10 +80,16 @@ func machine() string {
 func (r *run) report() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# caddy-apikeys benchmark\n\n%s. Machine: %s.\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), machine())
-	fmt.Fprintf(&b, "Proxied GET on loopback, `wrk -t2 -c%d`, %s per run, setups alternated over %d rounds; medians. "+
+	placement := "wrk, the upstream and the servers share the cores"
+	threads := 2
+	if r.pin {
+		placement = "the measured server is pinned to CPU 0 (so Go runs it with GOMAXPROCS=1), wrk and the upstream nginx to CPU 1"
+		threads = 1
+	}
+	fmt.Fprintf(&b, "Proxied GET on loopback, `wrk -t%d -c%d`; %s; %s per run, setups alternated over %d rounds; medians. "+
 		"CPU is the serving process's user+system time per request (from /proc/<pid>/stat); "+
 		"\"CPU efficiency\" is the no-key-check route's CPU per request divided by the setup's (1.00 = no extra cost).\n\n",
-		r.connections, r.duration, r.rounds)
+		threads, r.connections, placement, r.duration, r.rounds)
 	b.WriteString("| Setup | req/s | p50 ms | p99 ms | CPU µs/req | req/s ratio | CPU efficiency |\n|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, rw := range r.rows() {
 		fmt.Fprintf(&b, "| %s | %.0f | %.3f | %.3f | %.1f | %.3f | %.3f |\n", rw.name, rw.rps, rw.p50, rw.p99, rw.cpu, rw.rpsRatio, rw.cpuEfficiency)

@@ -195,7 +195,22 @@ http://%s {
 	if err := os.WriteFile(script, []byte(lua), 0o600); err != nil {
 		return err
 	}
-	mintSetup := setup{name: "mint", url: "http://" + gw1Addr + "/api/create_api_key", procs: pidOf(gw1)}
+	// Footprint of the large store's gateway, after its runs.
+	if rss, err := rssBytes(gw2.Process.Pid); err == nil {
+		r.notes = append(r.notes, fmt.Sprintf("Resident memory of the gateway serving the %d-key store after its runs: %.1f MB", r.bigKeys, float64(rss)/1e6))
+	}
+
+	// Minting is a throughput figure: its gateway (with a fresh store)
+	// and wrk use both cores.
+	r.stopAll()
+	pin := r.pin
+	r.pin = false
+	mintDB, mintAddr := filepath.Join(r.work, "mint.db"), freeAddr()
+	gw3, err := r.startCaddy("gateway (minting)", gwConfig(mintDB, mintAddr), mintAddr)
+	if err != nil {
+		return err
+	}
+	mintSetup := setup{name: "mint", url: "http://" + mintAddr + "/api/create_api_key", procs: pidOf(gw3)}
 	for round := 1; round <= r.rounds; round++ {
 		smp, err := r.measure(mintSetup, r.duration, 64, script)
 		if err != nil {
@@ -205,11 +220,7 @@ http://%s {
 		log.Printf("mint round %d/%d  %8.0f keys/s  p50 %6.2f ms  p99 %6.2f ms  non-2xx %d", round, r.rounds, smp.rps, smp.p50, smp.p99, smp.non2xx)
 	}
 
-	// Footprint of the large store's gateway.
-	rss, err := rssBytes(gw2.Process.Pid)
-	if err == nil {
-		r.notes = append(r.notes, fmt.Sprintf("Resident memory of the gateway serving the %d-key store after its runs: %.1f MB", r.bigKeys, float64(rss)/1e6))
-	}
+	r.pin = pin
 	r.stopAll()
 
 	// Go benchmarks and the write count of validations, in-process.
@@ -234,7 +245,11 @@ http://%s {
 
 // wrk runs one measurement and reads the server's CPU time around it.
 func (r *run) measure(s setup, d time.Duration, conns int, script string) (sample, error) {
-	args := []string{"-t2", "-c" + strconv.Itoa(conns), "-d" + d.String(), "--latency", "--timeout", "5s"}
+	threads := "-t2"
+	if r.pin {
+		threads = "-t1" // one core
+	}
+	args := []string{threads, "-c" + strconv.Itoa(conns), "-d" + d.String(), "--latency", "--timeout", "5s"}
 	if s.header != "" {
 		args = append(args, "-H", s.header)
 	}
@@ -243,7 +258,7 @@ func (r *run) measure(s setup, d time.Duration, conns int, script string) (sampl
 	}
 	args = append(args, s.url)
 	before := cpuTicks(s.procs())
-	out, err := r.output(r.wrk, args...)
+	out, err := r.outputCmd(r.pinned(loadCPU, r.wrk, args...))
 	after := cpuTicks(s.procs())
 	if err != nil {
 		return sample{}, fmt.Errorf("wrk %s: %w\n%s", s.name, err, out)
@@ -346,7 +361,7 @@ func (r *run) startCaddy(name, caddyfile, addr string) (*exec.Cmd, error) {
 	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(r.caddy, "run", "--config", path, "--adapter", "caddyfile")
+	cmd := r.pinned(serverCPU, r.caddy, "run", "--config", path, "--adapter", "caddyfile")
 	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+r.work, "XDG_CONFIG_HOME="+r.work)
 	logf, err := os.Create(path + ".log")
 	if err != nil {
@@ -387,7 +402,11 @@ http {
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(r.nginx, "-c", path, "-p", dir)
+	cpu := serverCPU
+	if name == "upstream" {
+		cpu = loadCPU
+	}
+	cmd := r.pinned(cpu, r.nginx, "-c", path, "-p", dir)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -437,6 +456,26 @@ func (r *run) stopAll() {
 		}
 	}
 	r.procs = nil
+}
+
+// The measured server runs on one core, the load generator and the
+// upstream on the other, so that they do not take turns on the same core
+// and the server's CPU per request is its own.
+const serverCPU, loadCPU = "0", "1"
+
+// pinned returns the command run on the given CPU when -pin is on.
+func (r *run) pinned(cpu, name string, args ...string) *exec.Cmd {
+	if !r.pin {
+		return exec.Command(name, args...)
+	}
+	return exec.Command("taskset", append([]string{"-c", cpu, name}, args...)...)
+}
+
+func (r *run) outputCmd(cmd *exec.Cmd) (string, error) {
+	timer := time.AfterFunc(20*time.Minute, func() { _ = cmd.Process.Kill() })
+	defer timer.Stop()
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }
 
 func (r *run) output(name string, args ...string) (string, error) {
