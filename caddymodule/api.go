@@ -273,7 +273,7 @@ func (h *APIHandler) owner(r *http.Request, b *requestBody, refusal string) (str
 }
 
 func (h *APIHandler) credential(r *http.Request, b *requestBody) (identity.Credential, error) {
-	if len(b.Auth) > 0 {
+	if len(b.Auth) > 0 && string(b.Auth) != "null" {
 		cred, err := identity.DecodeAuth(b.Auth, h.app.KeyPrefix)
 		if err != nil {
 			return cred, fail(http.StatusBadRequest, err.Error())

@@ -52,7 +52,9 @@ func gatewayConfigWith(dbPath, aliceHash, realm, policy string) string {
 }
 
 http://localhost:9080 {
-	apikeys_api /api/*
+	apikeys_api /api/* {
+		cors_origins https://app.test
+	}
 	apikey_auth /v1/* {
 		header X-Api-Key
 		realm %q

@@ -93,6 +93,8 @@ func TestMain(m *testing.M) {
 	}
 	os.Setenv("XDG_DATA_HOME", dir)
 	os.Setenv("XDG_CONFIG_HOME", dir)
+	// Configs refer to the JWT secret by placeholder, as users should.
+	os.Setenv("APIKEYS_TEST_JWT_SECRET", jwtSecret)
 	code := m.Run()
 	os.RemoveAll(dir)
 	if buildDir != "" {

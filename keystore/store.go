@@ -52,8 +52,8 @@ type Key struct {
 	attributes map[string]string
 }
 
-// Attributes returns "key_id", "key_title" and "key_scopes" (space
-// separated) of a key returned by Keyring.Verify, for callers that expose
+// Attributes returns "key_id", "key_title" and, if it has any,
+// "key_scopes" (space separated) of a key returned by Keyring.Verify, for callers that expose
 // them as request placeholders. The map is shared by every request using
 // the key and must not be modified.
 func (k *Key) Attributes() map[string]string {
@@ -64,7 +64,11 @@ func (k *Key) Attributes() map[string]string {
 }
 
 func (k *Key) buildAttributes() map[string]string {
-	return map[string]string{"key_id": k.ID, "key_title": k.Title, "key_scopes": strings.Join(k.Scopes, " ")}
+	attrs := map[string]string{"key_id": k.ID, "key_title": k.Title}
+	if len(k.Scopes) > 0 { // each attribute costs a placeholder per request
+		attrs["key_scopes"] = strings.Join(k.Scopes, " ")
+	}
+	return attrs
 }
 
 // HasScopes reports whether the key grants every one of want.

@@ -46,7 +46,6 @@ type row struct {
 
 func (r *run) rows() []row {
 	base := r.results[r.order[0]]
-	baseRPS, baseCPU := field(base, func(s sample) float64 { return s.rps }), field(base, func(s sample) float64 { return s.cpuMicros })
 	var out []row
 	for _, name := range r.order {
 		ss := r.results[name]
@@ -57,8 +56,15 @@ func (r *run) rows() []row {
 			p99:  field(ss, func(s sample) float64 { return s.p99 }),
 			cpu:  field(ss, func(s sample) float64 { return s.cpuMicros }),
 		}
-		rw.rpsRatio = rw.rps / baseRPS
-		rw.cpuEfficiency = baseCPU / rw.cpu
+		// Ratios are taken within each round, where both setups ran
+		// minutes apart at most, and then their median: the machine's
+		// drift between rounds cancels out.
+		var rpsRatios, cpuRatios []float64
+		for i := range min(len(ss), len(base)) {
+			rpsRatios = append(rpsRatios, ss[i].rps/base[i].rps)
+			cpuRatios = append(cpuRatios, base[i].cpuMicros/ss[i].cpuMicros)
+		}
+		rw.rpsRatio, rw.cpuEfficiency = median(rpsRatios), median(cpuRatios)
 		out = append(out, rw)
 	}
 	return out
@@ -87,8 +93,10 @@ func (r *run) report() string {
 		threads = 1
 	}
 	fmt.Fprintf(&b, "Proxied GET on loopback, `wrk -t%d -c%d`; %s; %s per run, setups alternated over %d rounds; medians. "+
-		"CPU is the serving process's user+system time per request (from /proc/<pid>/stat); "+
-		"\"CPU efficiency\" is the no-key-check route's CPU per request divided by the setup's (1.00 = no extra cost).\n\n",
+		"CPU is the serving process's user+system time per request (from /proc/<pid>/stat). "+
+		"The ratios compare each setup with the no-key-check route of the same round, then take the median over rounds: "+
+		"\"req/s ratio\" is the setup's throughput over the route's, \"CPU efficiency\" the route's CPU per request over the setup's "+
+		"(1.00 = no extra cost).\n\n",
 		threads, r.connections, placement, r.duration, r.rounds)
 	b.WriteString("| Setup | req/s | p50 ms | p99 ms | CPU µs/req | req/s ratio | CPU efficiency |\n|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, rw := range r.rows() {

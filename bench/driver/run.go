@@ -173,7 +173,10 @@ http://%s {
 		}
 	}
 	for round := 1; round <= r.rounds; round++ {
-		for _, s := range setups {
+		// Each round starts one setup later, so that no setup always
+		// runs in the same position (after the same neighbour).
+		for i := range setups {
+			s := setups[(i+round-1)%len(setups)]
 			smp, err := r.measure(s, r.duration, r.connections, "")
 			if err != nil {
 				return err

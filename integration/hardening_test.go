@@ -1,0 +1,410 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
+)
+
+// hardenedConfig writes a Caddyfile for the real binary: the apikeys app
+// on db, admin on adminAddr, the endpoints and a protected /v1/ on
+// httpAddr answering with the caller's id. extraGlobal goes into the
+// global options, extraApp into the apikeys block.
+func hardenedConfig(t *testing.T, dir, db, adminAddr, httpAddr, extraGlobal, extraApp string) string {
+	t.Helper()
+	path := filepath.Join(dir, fmt.Sprintf("Caddyfile-%d", time.Now().UnixNano()))
+	cfg := fmt.Sprintf(`{
+	admin %s
+	%s
+	apikeys {
+		store bolt %s {
+			open_timeout 1s
+		}
+		user alice %s
+		jwt {
+			secret {env.APIKEYS_TEST_JWT_SECRET}
+		}
+		last_used_flush_interval 200ms
+		%s
+	}
+}
+
+http://%s {
+	apikeys_api /api/*
+	apikey_auth /v1/* {
+		header X-Api-Key
+		query api_key
+		body
+	}
+	respond /v1/* "user={http.auth.user.id}"
+	respond /plain "ok"
+}
+`, adminAddr, extraGlobal, db, bcryptHash(t, "alicepw"), extraApp, httpAddr)
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+type hardenedGateway struct {
+	*runningCaddy
+	dir, db, admin, base, config string
+}
+
+func startHardened(t *testing.T, extraGlobal, extraApp string) *hardenedGateway {
+	t.Helper()
+	dir := t.TempDir()
+	g := &hardenedGateway{dir: dir, db: filepath.Join(dir, "keys.db"),
+		admin: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	g.base = "http://" + httpAddr
+	g.config = hardenedConfig(t, dir, g.db, g.admin, httpAddr, extraGlobal, extraApp)
+	g.runningCaddy = startBinary(t, g.config, dir, httpAddr)
+	return g
+}
+
+func (g *hardenedGateway) mint(t *testing.T, auth string) createdKey {
+	t.Helper()
+	return decodeCreated(t, post(t, g.base+"/api/create_api_key", `{"auth": `+auth+`}`))
+}
+
+func (g *hardenedGateway) works(t *testing.T, headers ...string) bool {
+	t.Helper()
+	return do(t, http.MethodGet, g.base+"/v1/x", "", headers...).status == 200
+}
+
+// TestSecretsNeverLogged runs every credential kind through every
+// endpoint with Caddy's access log and all logs at DEBUG, and looks for
+// the secrets in everything the process printed.
+func TestSecretsNeverLogged(t *testing.T) {
+	g := startHardened(t, "log {\n\t\tlevel DEBUG\n\t}\n\tdebug", "")
+	// The site's access log, with the filter the README gives for keys
+	// in a custom header or a query parameter: Caddy logs the request as
+	// it arrived, and redacts only its own credential headers.
+	const accessLog = "\tlog {\n\t\tformat filter {\n\t\t\trequest>headers>X-Api-Key delete\n\t\t\trequest>uri query {\n\t\t\t\tdelete api_key\n\t\t\t}\n\t\t}\n\t}\n"
+	cfg, _ := os.ReadFile(g.config)
+	_ = os.WriteFile(g.config, []byte(strings.Replace(string(cfg), "\tapikeys_api /api/*", accessLog+"\tapikeys_api /api/*", 1)), 0o600)
+	if r := do(t, http.MethodPost, "http://"+g.admin+"/load", string(mustRead(t, g.config)), "Content-Type", "text/caddyfile"); r.status != 200 {
+		t.Fatalf("reload with access log: %d %s", r.status, r.body)
+	}
+
+	token, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "tokenuser", "exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte(jwtSecret))
+	secrets := []string{"alicepw", "wrong-password-123", token, jwtSecret}
+	var keys []createdKey
+	keys = append(keys, g.mint(t, `{"username": "alice", "password": "alicepw"}`))
+	keys = append(keys, g.mint(t, `"`+token+`"`))
+	keys = append(keys, decodeCreated(t, post(t, g.base+"/api/create_api_key", "", "Authorization", "Basic YWxpY2U6YWxpY2Vwdw==")))
+	keys = append(keys, decodeCreated(t, post(t, g.base+"/api/create_api_key", `{"title": "t"}`, "Authorization", "Bearer "+token)))
+	post(t, g.base+"/api/create_api_key", `{"auth": {"username": "alice", "password": "wrong-password-123"}}`)
+	post(t, g.base+"/api/create_api_key", `{"auth": {"api_key": "`+keys[0].APIKey+`"}}`)
+	post(t, g.base+"/api/fetch_api_keys", `{"auth": "`+token+`"}`)
+	rotated := decodeCreated(t, post(t, g.base+"/api/rotate_api_key", `{"auth": {"username": "alice", "password": "alicepw"}, "api_key_id": "`+keys[2].ID+`", "grace_seconds": 60}`))
+	keys = append(keys, rotated)
+	for i, k := range keys {
+		switch i % 4 {
+		case 0:
+			g.works(t, "Authorization", "Bearer "+k.APIKey)
+		case 1:
+			g.works(t, "X-Api-Key", k.APIKey)
+		case 2:
+			do(t, http.MethodGet, g.base+"/v1/x?api_key="+k.APIKey, "")
+		case 3:
+			do(t, http.MethodPost, g.base+"/v1/x", `{"auth": {"api_key": "`+k.APIKey+`"}}`)
+		}
+		g.works(t, "Authorization", "Bearer "+k.APIKey+"x") // a refused near-miss
+	}
+	post(t, g.base+"/api/delete_api_key", `{"auth": {"username": "alice", "password": "alicepw"}, "api_key_id": "`+keys[0].ID+`"}`)
+	time.Sleep(300 * time.Millisecond) // a last_used flush
+	g.stop()
+
+	logs := g.out.String()
+	if !strings.Contains(logs, `"level":"debug"`) || !strings.Contains(logs, "handled request") {
+		t.Fatalf("expected DEBUG and access logs, got:\n%.2000s", logs)
+	}
+	for _, k := range keys {
+		secrets = append(secrets, k.APIKey, k.APIKey[3:20])
+	}
+	for _, s := range secrets {
+		if strings.Contains(logs, s) {
+			i := strings.Index(logs, s)
+			t.Errorf("secret %.12s… appears in the log: …%s…", s, logs[max(0, i-200):min(len(logs), i+100)])
+		}
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestReloadsUnderLoad reloads the config 20 times through the admin API
+// while clients keep calling with a valid key: no request may fail, and
+// file descriptors and goroutines must come back to where they were.
+func TestReloadsUnderLoad(t *testing.T) {
+	g := startHardened(t, "", "")
+	key := g.mint(t, `{"username": "alice", "password": "alicepw"}`).APIKey
+	pid := g.cmd.Process.Pid
+	fds := func() int {
+		entries, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		return len(entries)
+	}
+	goroutines := func() int {
+		r := do(t, http.MethodGet, "http://"+g.admin+"/debug/pprof/goroutine?debug=1", "")
+		line, _, _ := strings.Cut(r.body, "\n")
+		n, _ := strconv.Atoi(strings.TrimPrefix(line, "goroutine profile: total "))
+		return n
+	}
+	// Settle, then take the baseline.
+	for range 50 {
+		g.works(t, "Authorization", "Bearer "+key)
+	}
+	baseFDs, baseG := fds(), goroutines()
+
+	// Clients alternate between the keyed route and a plain one on the
+	// same server: Caddy itself resets an occasional connection while it
+	// swaps servers on reload (plain Caddy, without this plugin, does the
+	// same: about one per reload on this machine), so transport errors are
+	// counted per route and compared, while every HTTP response must be a
+	// success.
+	ctx, cancel := context.WithCancel(context.Background())
+	type tally struct{ ok, httpFailed, resets atomic.Int64 }
+	var keyed, plain tally
+	var failures sync.Map
+	var wg sync.WaitGroup
+	lc := &http.Client{Timeout: 10 * time.Second}
+	for c := range 4 {
+		wg.Go(func() {
+			for i := 0; ctx.Err() == nil; i++ {
+				time.Sleep(time.Millisecond) // bounded load
+				route, tl := "/v1/x", &keyed
+				if (i+c)%2 == 1 {
+					route, tl = "/plain", &plain
+				}
+				req, _ := http.NewRequest(http.MethodGet, g.base+route, nil)
+				req.Header.Set("Authorization", "Bearer "+key)
+				res, err := lc.Do(req)
+				if err != nil {
+					tl.resets.Add(1)
+					continue
+				}
+				_, _ = bufio.NewReader(res.Body).ReadString(0)
+				res.Body.Close()
+				if res.StatusCode == 200 {
+					tl.ok.Add(1)
+				} else {
+					tl.httpFailed.Add(1)
+					failures.Store(route+": "+res.Status, true)
+				}
+			}
+		})
+	}
+	cfg := string(mustRead(t, g.config))
+	for i := range 20 {
+		// A real change each time, so that Caddy does not skip the load.
+		changed := strings.Replace(cfg, "last_used_flush_interval 200ms", fmt.Sprintf("last_used_flush_interval %dms", 200+i), 1)
+		r := do(t, http.MethodPost, "http://"+g.admin+"/load", changed, "Content-Type", "text/caddyfile")
+		if r.status != 200 {
+			t.Fatalf("reload %d: %d %s", i, r.status, r.body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	wg.Wait()
+	t.Logf("during 20 reloads: keyed route %d ok, %d HTTP failures, %d connection resets; plain route %d ok, %d HTTP failures, %d connection resets",
+		keyed.ok.Load(), keyed.httpFailed.Load(), keyed.resets.Load(), plain.ok.Load(), plain.httpFailed.Load(), plain.resets.Load())
+	if keyed.httpFailed.Load() != 0 || plain.httpFailed.Load() != 0 || keyed.ok.Load() < 100 {
+		var reasons []string
+		failures.Range(func(k, _ any) bool { reasons = append(reasons, k.(string)); return true })
+		t.Fatalf("failed responses during reloads: %v", reasons)
+	}
+	lc.CloseIdleConnections()
+	// Let connections and old servers wind down, then compare.
+	var nowFDs, nowG int
+	for range 50 {
+		time.Sleep(100 * time.Millisecond)
+		if nowFDs, nowG = fds(), goroutines(); nowFDs <= baseFDs+2 && nowG <= baseG+5 {
+			break
+		}
+	}
+	t.Logf("file descriptors %d -> %d, goroutines %d -> %d", baseFDs, nowFDs, baseG, nowG)
+	if nowFDs > baseFDs+2 || nowG > baseG+5 {
+		t.Fatalf("leak after reloads: fds %d -> %d, goroutines %d -> %d", baseFDs, nowFDs, baseG, nowG)
+	}
+}
+
+// TestKill9DuringMinting kills the gateway while 64 clients mint keys:
+// every key whose 200 arrived must work after a restart, and the file
+// must pass bbolt's consistency check.
+func TestKill9DuringMinting(t *testing.T) {
+	g := startHardened(t, "", "")
+	token, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "minter", "exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte(jwtSecret))
+	var mu sync.Mutex
+	var got []string
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(1500 * time.Millisecond)
+	mc := &http.Client{Timeout: 5 * time.Second}
+	for range 64 {
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				res, err := mc.Post(g.base+"/api/create_api_key", "application/json", strings.NewReader(`{"auth": "`+token+`"}`))
+				if err != nil {
+					return // the gateway is gone
+				}
+				var env struct {
+					Result createdKey `json:"result"`
+				}
+				err = json.NewDecoder(res.Body).Decode(&env)
+				res.Body.Close()
+				if err == nil && res.StatusCode == 200 {
+					mu.Lock()
+					got = append(got, env.Result.APIKey)
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	time.Sleep(time.Second)
+	if err := g.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	<-g.done
+	mu.Lock()
+	minted := append([]string(nil), got...)
+	mu.Unlock()
+	if len(minted) < 100 {
+		t.Fatalf("only %d keys minted before the kill", len(minted))
+	}
+
+	// The file is consistent.
+	s, err := keystore.OpenBolt(g.db, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var problems []string
+	_ = s.DB().View(func(tx *bolt.Tx) error {
+		for err := range tx.Check() {
+			problems = append(problems, err.Error())
+		}
+		return nil
+	})
+	_ = s.Close()
+	if len(problems) > 0 {
+		t.Fatalf("bbolt check after kill -9: %v", problems)
+	}
+
+	// Every answered key works after a restart.
+	restarted := startBinary(t, g.config, g.dir, strings.TrimPrefix(g.base, "http://"))
+	defer restarted.stop()
+	for _, k := range minted {
+		if !g.works(t, "Authorization", "Bearer "+k) {
+			t.Fatalf("key %.10s… was answered 200 before the kill but is unknown after it (%d minted)", k, len(minted))
+		}
+	}
+	t.Logf("%d keys answered before kill -9; all validate after restart; bbolt check clean", len(minted))
+}
+
+// TestLockedStoreFailsFast starts a second gateway on a store the first
+// one holds: it must stop with a clear error, not hang.
+func TestLockedStoreFailsFast(t *testing.T) {
+	g := startHardened(t, "", "")
+	other := hardenedConfig(t, g.dir, g.db, fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", freePort(t)), "", "")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, caddyBinary(t), "run", "--config", other)
+	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+g.dir, "XDG_CONFIG_HOME="+t.TempDir())
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	took := time.Since(start)
+	if err == nil || ctx.Err() != nil {
+		t.Fatalf("second gateway: err=%v after %v, want a prompt failure\n%s", err, took, out)
+	}
+	if !strings.Contains(string(out), "locked by another process") {
+		t.Fatalf("second gateway's error does not say the file is locked:\n%s", out)
+	}
+	t.Logf("second gateway refused in %v", took.Round(10*time.Millisecond))
+	if !g.works(t, "Authorization", "Bearer "+g.mint(t, `{"username": "alice", "password": "alicepw"}`).APIKey) {
+		t.Fatal("first gateway disturbed")
+	}
+}
+
+// TestFullDiskMinting503 runs the gateway with a file-size limit so that
+// the store cannot grow, as on a full disk: minting must answer 503 JSON
+// while keys minted before keep validating.
+func TestFullDiskMinting503(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "keys.db")
+	admin, httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	config := hardenedConfig(t, dir, db, admin, httpAddr, "", "")
+	// SIGXFSZ ignored (inherited by Go), so writes past the limit fail
+	// with EFBIG instead of killing the process. 256 KiB holds a fresh
+	// store and its first keys.
+	script := fmt.Sprintf("trap '' XFSZ; ulimit -f 256; exec %q run --config %q", caddyBinary(t), config)
+	rc := &runningCaddy{out: new(syncBuffer), done: make(chan struct{})}
+	rc.cmd = exec.Command("bash", "-c", script)
+	rc.cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	rc.cmd.Stdout, rc.cmd.Stderr = rc.out, rc.out
+	if err := rc.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = rc.cmd.Wait(); close(rc.done) }()
+	t.Cleanup(rc.stop)
+	g := &hardenedGateway{runningCaddy: rc, base: "http://" + httpAddr}
+	waitFor(t, httpAddr, rc)
+
+	first := g.mint(t, `{"username": "alice", "password": "alicepw"}`)
+	var full response
+	for i := range 5000 {
+		full = post(t, g.base+"/api/create_api_key", `{"auth": {"username": "alice", "password": "alicepw"}, "title": "`+strings.Repeat("x", 200)+`"}`)
+		if full.status != 200 {
+			t.Logf("store full after %d more keys", i)
+			break
+		}
+	}
+	if full.status != 503 || full.body != `{"success":false,"error":"the key store is unavailable; try again later"}` {
+		t.Fatalf("minting on a full disk: %d %s\n%s", full.status, full.body, rc.out.String())
+	}
+	if !g.works(t, "Authorization", "Bearer "+first.APIKey) {
+		t.Fatal("an existing key stopped working when the disk filled up")
+	}
+}
+
+// waitFor waits until addr accepts connections or the process exits.
+func waitFor(t *testing.T, addr string, rc *runningCaddy) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if r, err := http.Get("http://" + addr + "/"); err == nil {
+			r.Body.Close()
+			return
+		}
+		select {
+		case <-rc.done:
+			t.Fatalf("gateway exited:\n%s", rc.out.String())
+		default:
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("gateway did not listen on %s:\n%s", addr, rc.out.String())
+}
