@@ -24,25 +24,14 @@ type operator struct {
 	remote  string   // the admin API client's address, if any
 }
 
-// adminKey is a key as operators see it: fetch_api_keys' fields plus the
+// adminKey is a key as operators see it: fetch_api_keys' fields and the
 // owner. Never the key or its hash.
 type adminKey struct {
-	ID         string        `json:"id"`
-	Owner      string        `json:"owner"`
-	Title      string        `json:"title"`
-	Created    epochSeconds  `json:"created"`
-	LastUsed   *epochSeconds `json:"last_used"`
-	KeyPreview string        `json:"key_preview"`
-	Expires    *epochSeconds `json:"expires,omitempty"`
-	Scopes     []string      `json:"scopes,omitempty"`
-	Disabled   bool          `json:"disabled,omitempty"`
+	keyView
+	Owner string `json:"owner"`
 }
 
-func newAdminKey(k keystore.Key) adminKey {
-	v := newKeyView(k)
-	return adminKey{ID: v.ID, Owner: k.Owner, Title: v.Title, Created: v.Created, LastUsed: v.LastUsed,
-		KeyPreview: v.KeyPreview, Expires: v.Expires, Scopes: v.Scopes, Disabled: v.Disabled}
-}
+func newAdminKey(k keystore.Key) adminKey { return adminKey{keyView: newKeyView(k), Owner: k.Owner} }
 
 // adminUser is a stored user as operators see it: never the hash.
 type adminUser struct {
