@@ -39,9 +39,11 @@ type App struct {
 	// as printed by `caddy hash-password`.
 	Users []User `json:"users,omitempty"`
 
-	// How OAuth2 JWTs presented as credentials are verified. Default:
-	// tokens are not accepted.
-	JWT *JWTConfig `json:"jwt,omitempty"`
+	// The issuers whose OAuth2 JWTs prove a user's identity, each with its
+	// own keys, audience and claims; a token is checked by the issuer its
+	// "iss" names (at most one may leave issuer unset, to take the rest).
+	// Default: tokens are not accepted.
+	JWT []*JWTConfig `json:"jwt,omitempty"`
 
 	// Lifetime of keys minted without "expires_in". Default: 0, keys do
 	// not expire.
@@ -83,6 +85,7 @@ type App struct {
 	release  func() error
 	keyring  *keystore.Keyring
 	verifier *identity.Verifier
+	stopJWKS context.CancelFunc
 	metrics  *metrics
 	logger   *zap.Logger
 	audit    *zap.Logger
@@ -183,15 +186,26 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 		users[name] = hash
 	}
-	var jwtVerifier *identity.JWTVerifier
-	if a.JWT != nil {
-		cfg, err := a.JWT.resolve(repl)
+	// JWKS fetchers live as long as this config.
+	var jwksCtx context.Context
+	jwksCtx, a.stopJWKS = context.WithCancel(context.Background())
+	var issuers identity.JWTIssuers
+	unpinned := 0
+	for i, jc := range a.JWT {
+		cfg, err := jc.resolve(jwksCtx, repl, a.logger)
 		if err != nil {
-			return fmt.Errorf("jwt: %w", err)
+			return fmt.Errorf("jwt %d: %w", i, err)
 		}
-		if jwtVerifier, err = identity.NewJWTVerifier(cfg); err != nil {
-			return fmt.Errorf("jwt: %w", err)
+		v, err := identity.NewJWTVerifier(cfg)
+		if err != nil {
+			return fmt.Errorf("jwt %d: %w", i, err)
 		}
+		if cfg.Issuer == "" {
+			if unpinned++; unpinned > 1 {
+				return errors.New("jwt: at most one issuer may leave issuer unset")
+			}
+		}
+		issuers = append(issuers, v)
 	}
 
 	if a.StoreRaw == nil {
@@ -216,7 +230,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 			a.logger.Error("writing last-used times", zap.Error(err))
 		},
 	})
-	a.verifier = identity.NewVerifier(users, storedUserLookup(store), jwtVerifier, identity.VerifierOptions{
+	a.verifier = identity.NewVerifier(users, storedUserLookup(store), issuers, identity.VerifierOptions{
 		Throttle:            a.Lockout.throttle(),
 		MaxConcurrentHashes: a.MaxConcurrentPasswordChecks,
 	})
@@ -246,6 +260,9 @@ func (*App) Stop() error { return nil }
 // Cleanup writes pending last-used times and releases the store. It is
 // safe after a Provision that failed part-way.
 func (a *App) Cleanup() error {
+	if a.stopJWKS != nil {
+		a.stopJWKS()
+	}
 	var errs []error
 	if a.keyring != nil {
 		errs = append(errs, a.keyring.Close())

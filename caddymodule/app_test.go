@@ -59,7 +59,7 @@ func TestAppSecretsFromEnvAndFile(t *testing.T) {
 	}
 	app, err := provisionApp(t, `{
 		"store": `+storeJSON(filepath.Join(dir, "k.db"))+`,
-		"jwt": {"secrets": ["{file.`+secretFile+`}", "{env.APIKEYS_TEST_SECRET}"], "public_key_files": [`+jsonString(pemFile)+`]}
+		"jwt": [{"secrets": ["{file.`+secretFile+`}", "{env.APIKEYS_TEST_SECRET}"], "public_key_files": [`+jsonString(pemFile)+`]}]
 	}`)
 	if err != nil {
 		t.Fatal(err)
@@ -85,13 +85,15 @@ func jsonString(s string) string {
 func TestAppConfigErrors(t *testing.T) {
 	dir := t.TempDir()
 	cases := map[string]string{
-		"unset env secret":  `{"jwt": {"secrets": ["{env.APIKEYS_SURELY_UNSET}"]}}`,
-		"short secret":      `{"jwt": {"secrets": ["short"]}}`,
-		"missing key file":  `{"jwt": {"public_key_files": ["/nonexistent/idp.pem"]}}`,
-		"plaintext hash":    `{"users": [{"username": "a", "password": "hunter2"}]}`,
-		"duplicate user":    `{"users": [{"username": "a", "password": "$2a$14$X3ulqf/iGxnf1k6oMZ.RZeJUoqI9PX2PM4rS5lkIKJXduLGXGPrt6"}, {"username": "a", "password": "$2a$14$X3ulqf/iGxnf1k6oMZ.RZeJUoqI9PX2PM4rS5lkIKJXduLGXGPrt6"}]}`,
-		"empty username":    `{"users": [{"username": "", "password": "$2a$14$X3ulqf/iGxnf1k6oMZ.RZeJUoqI9PX2PM4rS5lkIKJXduLGXGPrt6"}]}`,
-		"unknown algorithm": `{"jwt": {"secrets": ["0123456789abcdef0123456789abcdef"], "algorithms": ["RS256"]}}`,
+		"unset env secret":   `{"jwt": [{"secrets": ["{env.APIKEYS_SURELY_UNSET}"]}]}`,
+		"short secret":       `{"jwt": [{"secrets": ["short"]}]}`,
+		"missing key file":   `{"jwt": [{"public_key_files": ["/nonexistent/idp.pem"]}]}`,
+		"plaintext hash":     `{"users": [{"username": "a", "password": "hunter2"}]}`,
+		"duplicate user":     `{"users": [{"username": "a", "password": "$2a$14$X3ulqf/iGxnf1k6oMZ.RZeJUoqI9PX2PM4rS5lkIKJXduLGXGPrt6"}, {"username": "a", "password": "$2a$14$X3ulqf/iGxnf1k6oMZ.RZeJUoqI9PX2PM4rS5lkIKJXduLGXGPrt6"}]}`,
+		"empty username":     `{"users": [{"username": "", "password": "$2a$14$X3ulqf/iGxnf1k6oMZ.RZeJUoqI9PX2PM4rS5lkIKJXduLGXGPrt6"}]}`,
+		"unknown algorithm":  `{"jwt": [{"secrets": ["0123456789abcdef0123456789abcdef"], "algorithms": ["RS256"]}]}`,
+		"two unpinned":       `{"jwt": [{"secrets": ["0123456789abcdef0123456789abcdef"]}, {"secrets": ["abcdef0123456789abcdef0123456789"]}]}`,
+		"discover no issuer": `{"jwt": [{"discover": true}]}`,
 	}
 	for name, cfg := range cases {
 		cfg = strings.Replace(cfg, "{", `{"store": `+storeJSON(filepath.Join(dir, name+".db"))+", ", 1)

@@ -160,7 +160,7 @@ func BenchmarkBasicAuthCached(b *testing.B) {
 // before its response.
 func BenchmarkCreateAPIKey(b *testing.B) {
 	const secret = "bench-secret-0123456789abcdef0123456789"
-	app, err := provisionAppB(b, `{"store": `+storeJSON(filepath.Join(b.TempDir(), "k.db"))+`, "jwt": {"secrets": ["`+secret+`"]}}`)
+	app, err := provisionAppB(b, `{"store": `+storeJSON(filepath.Join(b.TempDir(), "k.db"))+`, "jwt": [{"secrets": ["`+secret+`"]}]}`)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -37,7 +37,12 @@ func init() {
 //	        audience         <aud...>
 //	        identity_claim   <claim>
 //	        leeway           <duration>
-//	    }
+//	        jwks_url         <url>
+//	        discover
+//	        jwks_refresh     <duration>
+//	        required_scopes  <scope...>
+//	        required_claim   <name> <value>
+//	    }            (repeat jwt { … } for more issuers)
 //	    default_key_lifetime     <duration>
 //	    max_key_lifetime         <duration>
 //	    max_keys_per_user        <n>
@@ -91,12 +96,11 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			a.Users = append(a.Users, u)
 		case "jwt":
-			if a.JWT == nil {
-				a.JWT = new(JWTConfig)
-			}
-			if err := a.JWT.unmarshalCaddyfile(d); err != nil {
+			jc := new(JWTConfig)
+			if err := jc.unmarshalCaddyfile(d); err != nil {
 				return err
 			}
+			a.JWT = append(a.JWT, jc)
 		case "default_key_lifetime":
 			dur, err := durationArg(d)
 			if err != nil {
@@ -160,6 +164,13 @@ func (c *JWTConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
 		args := d.RemainingArgs()
+		if opt == "discover" {
+			if len(args) != 0 {
+				return d.ArgErr()
+			}
+			c.Discover = true
+			continue
+		}
 		if len(args) == 0 {
 			return d.ArgErr()
 		}
@@ -186,6 +197,23 @@ func (c *JWTConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			c.Audiences = append(c.Audiences, args...)
 		case "identity_claim":
 			err = one(&c.IdentityClaim)
+		case "jwks_url":
+			err = one(&c.JWKSURL)
+		case "jwks_refresh":
+			var v string
+			if err = one(&v); err == nil {
+				c.JWKSRefresh, err = parseDuration(d, v)
+			}
+		case "required_scopes":
+			c.RequiredScopes = append(c.RequiredScopes, args...)
+		case "required_claim":
+			if len(args) != 2 {
+				return d.Err("required_claim takes a claim name and a value")
+			}
+			if c.RequiredClaims == nil {
+				c.RequiredClaims = make(map[string]string)
+			}
+			c.RequiredClaims[args[0]] = args[1]
 		case "leeway":
 			var v string
 			if err = one(&v); err == nil {

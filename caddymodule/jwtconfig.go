@@ -1,11 +1,14 @@
 package caddymodule
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 
 	"github.com/caddy-apikeys/caddy-apikeys/identity"
 )
@@ -42,14 +45,52 @@ type JWTConfig struct {
 
 	// Clock skew tolerated on "exp", "nbf" and "iat". Default: 30s.
 	Leeway caddy.Duration `json:"leeway,omitempty"`
+
+	// URL of the issuer's JWK Set, fetched in the background; tokens then
+	// name their key by "kid". Requests never wait on it: a token with a
+	// key id not yet known is refused and makes the set be fetched again
+	// (at most every 30s), which picks up rotated keys.
+	JWKSURL string `json:"jwks_url,omitempty"`
+
+	// Find the JWK Set by OpenID Connect discovery from issuer
+	// (<issuer>/.well-known/openid-configuration) instead of jwks_url.
+	Discover bool `json:"discover,omitempty"`
+
+	// How often the JWK Set is fetched again. Default: 10m.
+	JWKSRefresh caddy.Duration `json:"jwks_refresh,omitempty"`
+
+	// Scopes the token must all carry (in "scope" or "scp"), e.g.
+	// ["apikeys:write"] so that only such tokens may manage keys.
+	RequiredScopes []string `json:"required_scopes,omitempty"`
+
+	// Claims the token must carry with the given value (or, for a list
+	// claim, contain it), e.g. {"azp": "my-portal"}.
+	RequiredClaims map[string]string `json:"required_claims,omitempty"`
 }
 
-func (c *JWTConfig) resolve(repl *caddy.Replacer) (identity.JWTConfig, error) {
+func (c *JWTConfig) resolve(ctx context.Context, repl *caddy.Replacer, logger *zap.Logger) (identity.JWTConfig, error) {
 	cfg := identity.JWTConfig{
-		Algorithms:    c.Algorithms,
-		Issuer:        repl.ReplaceKnown(c.Issuer, ""),
-		IdentityClaim: c.IdentityClaim,
-		Leeway:        time.Duration(c.Leeway),
+		Algorithms:     c.Algorithms,
+		Issuer:         repl.ReplaceKnown(c.Issuer, ""),
+		IdentityClaim:  c.IdentityClaim,
+		Leeway:         time.Duration(c.Leeway),
+		RequiredScopes: c.RequiredScopes,
+		RequiredClaims: c.RequiredClaims,
+	}
+	if c.JWKSURL != "" || c.Discover {
+		if c.Discover && cfg.Issuer == "" {
+			return cfg, errors.New("discover needs issuer")
+		}
+		jc := identity.JWKSConfig{URL: repl.ReplaceKnown(c.JWKSURL, ""), Refresh: time.Duration(c.JWKSRefresh),
+			OnError: func(err error) { logger.Warn("fetching JWK Set", zap.Error(err)) }}
+		if c.Discover {
+			jc.URL, jc.DiscoverFrom = "", cfg.Issuer
+		}
+		src, err := identity.NewJWKSSource(ctx, jc)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.JWKS = src
 	}
 	for _, a := range c.Audiences {
 		cfg.Audiences = append(cfg.Audiences, repl.ReplaceKnown(a, ""))

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -43,6 +44,14 @@ type JWTConfig struct {
 	IdentityClaim string
 	// Leeway for time claims. Default DefaultLeeway.
 	Leeway time.Duration
+	// JWKS, if set, supplies keys by the token's "kid".
+	JWKS *JWKSSource
+	// RequiredScopes must all appear in the "scope" (space separated) or
+	// "scp" claim.
+	RequiredScopes []string
+	// RequiredClaims maps claim names to a value the claim must equal, or
+	// contain when it is a list.
+	RequiredClaims map[string]string
 	// Now returns the current time; tests may replace it.
 	Now func() time.Time
 }
@@ -50,10 +59,18 @@ type JWTConfig struct {
 // JWTVerifier checks OAuth2 JWTs and extracts the username.
 type JWTVerifier struct {
 	keys     map[string][]any // algorithm -> candidate keys
+	allowed  map[string]bool  // algorithms accepted, from any source
+	jwks     *JWKSSource
 	parser   *jwt.Parser
 	claim    string
+	issuer   string
 	audience []string
+	scopes   []string
+	claims   map[string]string
 }
+
+// asymmetric lists the algorithms a JWKS may serve keys for.
+var asymmetric = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 
 // NewJWTVerifier validates cfg and returns a verifier. Each algorithm is
 // bound to the keys of its own family, so "none", an HS token checked
@@ -77,21 +94,30 @@ func NewJWTVerifier(cfg JWTConfig) (*JWTVerifier, error) {
 			keys[alg] = append(keys[alg], pk)
 		}
 	}
-	if len(keys) == 0 {
-		return nil, errors.New("no HMAC secret or public key configured")
+	if len(keys) == 0 && cfg.JWKS == nil {
+		return nil, errors.New("no HMAC secret, public key or JWKS configured")
+	}
+	allowed := make(map[string]bool)
+	for alg := range keys {
+		allowed[alg] = true
+	}
+	if cfg.JWKS != nil {
+		for _, alg := range asymmetric {
+			allowed[alg] = true
+		}
 	}
 	if len(cfg.Algorithms) > 0 {
-		narrowed := make(map[string][]any)
+		narrowed := make(map[string]bool)
 		for _, alg := range cfg.Algorithms {
-			if keys[alg] == nil {
+			if !allowed[alg] {
 				return nil, fmt.Errorf("algorithm %q has no configured key of its family", alg)
 			}
-			narrowed[alg] = keys[alg]
+			narrowed[alg] = true
 		}
-		keys = narrowed
+		allowed = narrowed
 	}
-	methods := make([]string, 0, len(keys))
-	for alg := range keys {
+	methods := make([]string, 0, len(allowed))
+	for alg := range allowed {
 		methods = append(methods, alg)
 	}
 	slices.Sort(methods)
@@ -116,7 +142,8 @@ func NewJWTVerifier(cfg JWTConfig) (*JWTVerifier, error) {
 	if claim == "" {
 		claim = DefaultIdentityClaim
 	}
-	return &JWTVerifier{keys: keys, parser: jwt.NewParser(opts...), claim: claim, audience: cfg.Audiences}, nil
+	return &JWTVerifier{keys: keys, allowed: allowed, jwks: cfg.JWKS, parser: jwt.NewParser(opts...), claim: claim,
+		issuer: cfg.Issuer, audience: cfg.Audiences, scopes: cfg.RequiredScopes, claims: cfg.RequiredClaims}, nil
 }
 
 func algorithmsFor(pk crypto.PublicKey) ([]string, error) {
@@ -189,6 +216,14 @@ func (v *JWTVerifier) Verify(token string) (string, error) {
 			return "", tokenError("audience is not accepted")
 		}
 	}
+	if missing := missingScope(claims, v.scopes); missing != "" {
+		return "", tokenError(fmt.Sprintf("token lacks the scope %q", missing))
+	}
+	for name, want := range v.claims {
+		if !claimHas(claims[name], want) {
+			return "", tokenError(fmt.Sprintf("claim %q does not have the required value", name))
+		}
+	}
 	user, _ := claims[v.claim].(string)
 	if user == "" {
 		return "", tokenError(fmt.Sprintf("claim %q with the username is missing", v.claim))
@@ -196,8 +231,60 @@ func (v *JWTVerifier) Verify(token string) (string, error) {
 	return user, nil
 }
 
+func missingScope(claims jwt.MapClaims, want []string) string {
+	var have []string
+	if s, ok := claims["scope"].(string); ok {
+		have = strings.Fields(s)
+	}
+	switch scp := claims["scp"].(type) {
+	case string:
+		have = append(have, strings.Fields(scp)...)
+	case []any:
+		for _, x := range scp {
+			if s, ok := x.(string); ok {
+				have = append(have, s)
+			}
+		}
+	}
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			return w
+		}
+	}
+	return ""
+}
+
+func claimHas(v any, want string) bool {
+	switch c := v.(type) {
+	case string:
+		return c == want
+	case []any:
+		for _, x := range c {
+			if s, ok := x.(string); ok && s == want {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func (v *JWTVerifier) keyFor(t *jwt.Token) (any, error) {
 	alg, _ := t.Header["alg"].(string)
+	if !v.allowed[alg] {
+		return nil, jwt.ErrTokenUnverifiable
+	}
+	if kid, ok := t.Header["kid"].(string); ok && v.jwks != nil {
+		key, pinned, err := v.jwks.Key(kid)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", jwt.ErrTokenUnverifiable, err)
+		}
+		// The key's own "alg", if any, pins it; its type must fit anyway.
+		family, err := algorithmsFor(key)
+		if err != nil || (pinned != "" && pinned != alg) || !slices.Contains(family, alg) {
+			return nil, jwt.ErrTokenUnverifiable
+		}
+		return key, nil
+	}
 	keys := v.keys[alg]
 	if len(keys) == 0 {
 		return nil, jwt.ErrTokenUnverifiable
@@ -229,4 +316,34 @@ func describeJWTError(err error) string {
 		return "audience is not accepted"
 	}
 	return "token claims are invalid"
+}
+
+// JWTIssuers verifies tokens from several issuers, each with its own keys,
+// audience and claims, choosing by the token's "iss".
+type JWTIssuers []*JWTVerifier
+
+// Verify checks token against the verifier of its issuer, or the one
+// verifier configured without an issuer.
+func (is JWTIssuers) Verify(token string) (string, error) {
+	if len(token) > MaxTokenLen {
+		return "", tokenError("token is too long")
+	}
+	var claims jwt.RegisteredClaims
+	_, _, err := jwt.NewParser().ParseUnverified(token, &claims)
+	if err != nil {
+		return "", tokenError("token is malformed")
+	}
+	var fallback *JWTVerifier
+	for _, v := range is {
+		if v.issuer == "" && fallback == nil {
+			fallback = v
+		}
+		if v.issuer != "" && v.issuer == claims.Issuer {
+			return v.Verify(token)
+		}
+	}
+	if fallback == nil {
+		return "", tokenError("issuer is not accepted")
+	}
+	return fallback.Verify(token)
 }

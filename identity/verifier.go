@@ -64,7 +64,7 @@ type VerifierOptions struct {
 type Verifier struct {
 	users  map[string]string // configured users: name -> hash
 	lookup UserLookup
-	jwt    *JWTVerifier
+	jwt    JWTIssuers
 	opts   VerifierOptions
 	slots  chan struct{}
 	cache  *successCache
@@ -76,8 +76,8 @@ type Verifier struct {
 
 // NewVerifier returns a Verifier over configured users (name -> bcrypt or
 // argon2id hash, already normalised), users found by lookup (may be nil),
-// and jwt (nil when OAuth2 is not configured).
-func NewVerifier(users map[string]string, lookup UserLookup, jwt *JWTVerifier, opts VerifierOptions) *Verifier {
+// and the trusted token issuers (none when OAuth2 is not configured).
+func NewVerifier(users map[string]string, lookup UserLookup, jwt JWTIssuers, opts VerifierOptions) *Verifier {
 	if opts.MaxConcurrentHashes <= 0 {
 		opts.MaxConcurrentHashes = runtime.NumCPU()
 	}
@@ -107,7 +107,7 @@ func (v *Verifier) Authenticate(ctx context.Context, cred Credential, addr strin
 	case KindAPIKey:
 		return "", ErrAPIKeyRefused
 	case KindOAuth2:
-		if v.jwt == nil {
+		if len(v.jwt) == 0 {
 			return "", ErrOAuth2Disabled
 		}
 		return v.jwt.Verify(cred.Token)
