@@ -1,0 +1,233 @@
+package identity
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/MicahParks/jwkset"
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// jwksServer serves a JWK Set that the test can change, and can be made
+// to hang.
+type jwksServer struct {
+	*httptest.Server
+	mu      sync.Mutex
+	keys    map[string]any // kid -> public key
+	algs    map[string]string
+	hang    chan struct{} // while non-nil, requests block on it
+	fetches int
+}
+
+func newJWKSServer(t *testing.T) *jwksServer {
+	s := &jwksServer{keys: map[string]any{}, algs: map[string]string{}}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		hang := s.hang
+		s.fetches++
+		s.mu.Unlock()
+		if hang != nil {
+			<-hang
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		var set jwkset.JWKSMarshal
+		for kid, key := range s.keys {
+			jwk, err := jwkset.NewJWKFromKey(key, jwkset.JWKOptions{Metadata: jwkset.JWKMetadataOptions{KID: kid, ALG: jwkset.ALG(s.algs[kid])}})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			set.Keys = append(set.Keys, jwk.Marshal())
+		}
+		_ = json.NewEncoder(w).Encode(set)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (s *jwksServer) set(kid string, key any, alg string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if key == nil {
+		delete(s.keys, kid)
+		return
+	}
+	s.keys[kid], s.algs[kid] = key, alg
+}
+
+func signKID(t *testing.T, m jwt.SigningMethod, key any, kid string) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(m, validClaims())
+	tok.Header["kid"] = kid
+	s, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// eventually retries f until it succeeds or 10s pass.
+func eventually(t *testing.T, what string, f func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !f(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 10s", what)
+		}
+	}
+}
+
+func TestJWKSRotation(t *testing.T) {
+	srv := newJWKSServer(t)
+	k1, _ := rsa.GenerateKey(rand.Reader, 2048)
+	k2, _ := rsa.GenerateKey(rand.Reader, 2048)
+	srv.set("k1", &k1.PublicKey, "RS256")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	src, err := NewJWKSSource(ctx, JWKSConfig{URL: srv.URL, Refresh: time.Hour, UnknownKIDRefresh: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := NewJWTVerifier(JWTConfig{JWKS: src, Issuer: "https://idp.test", Audiences: []string{"apikeys"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := signKID(t, jwt.SigningMethodRS256, k1, "k1")
+	eventually(t, "first fetch", func() bool { _, err := v.Verify(old); return err == nil })
+
+	// Rotation: k2 appears, k1 goes. A token signed with k2 is refused at
+	// first (unknown kid), then accepted once the background fetch ran;
+	// tokens signed with k1 are refused from then on.
+	srv.set("k2", &k2.PublicKey, "RS256")
+	srv.set("k1", nil, "")
+	fresh := signKID(t, jwt.SigningMethodRS256, k2, "k2")
+	eventually(t, "new key picked up", func() bool { _, err := v.Verify(fresh); return err == nil })
+	if _, err := v.Verify(old); err == nil {
+		t.Fatal("token signed with a removed key accepted")
+	}
+	cancel()
+	<-src.Done()
+}
+
+func TestJWKSDownNeverBlocks(t *testing.T) {
+	srv := newJWKSServer(t)
+	k1, _ := rsa.GenerateKey(rand.Reader, 2048)
+	srv.set("k1", &k1.PublicKey, "")
+	hang := make(chan struct{})
+	srv.mu.Lock()
+	srv.hang = hang // every fetch hangs until the test ends
+	srv.mu.Unlock()
+	defer close(hang)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	src, err := NewJWKSSource(ctx, JWKSConfig{URL: srv.URL, Timeout: time.Hour, UnknownKIDRefresh: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := NewJWTVerifier(JWTConfig{JWKS: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := signKID(t, jwt.SigningMethodRS256, k1, "k1")
+	// The JWKS host holds every request open; verification must still
+	// answer, many times over, while it does.
+	for range 100 {
+		if _, err := v.Verify(tok); err == nil || !strings.Contains(err.Error(), "signature or algorithm") {
+			t.Fatalf("with the JWKS host hanging: %v", err)
+		}
+	}
+	srv.mu.Lock()
+	fetches := srv.fetches
+	srv.mu.Unlock()
+	if fetches != 1 {
+		t.Fatalf("%d fetches in flight, want 1 (refreshes must not pile up)", fetches)
+	}
+}
+
+func TestJWKSAlgorithmPinningAndKIDs(t *testing.T) {
+	srv := newJWKSServer(t)
+	rk, _ := rsa.GenerateKey(rand.Reader, 2048)
+	ek, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	srv.set("rsa-ps", &rk.PublicKey, "PS256")
+	srv.set("ec", &ek.PublicKey, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	src, _ := NewJWKSSource(ctx, JWKSConfig{URL: srv.URL})
+	v, err := NewJWTVerifier(JWTConfig{JWKS: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := signKID(t, jwt.SigningMethodPS256, rk, "rsa-ps")
+	eventually(t, "fetch", func() bool { _, err := v.Verify(good); return err == nil })
+	hmacWithPub := jwt.NewWithClaims(jwt.SigningMethodHS256, validClaims())
+	hmacWithPub.Header["kid"] = "rsa-ps"
+	hs, _ := hmacWithPub.SignedString([]byte("anything-at-all-32-bytes-long!!!"))
+	cases := map[string]string{
+		"RS256 with a key pinned to PS256": signKID(t, jwt.SigningMethodRS256, rk, "rsa-ps"),
+		"ES256 token naming an RSA key":    signKID(t, jwt.SigningMethodES256, ek, "rsa-ps"),
+		"RS256 token naming an EC key":     signKID(t, jwt.SigningMethodRS256, rk, "ec"),
+		"HS256 naming a public key":        hs,
+		"path injection kid":               signKID(t, jwt.SigningMethodPS256, rk, "../../etc/passwd"),
+		"URL kid":                          signKID(t, jwt.SigningMethodPS256, rk, "https://evil.test/jwks.json"),
+		"oversized kid":                    signKID(t, jwt.SigningMethodPS256, rk, strings.Repeat("k", 300)),
+	}
+	for name, tok := range cases {
+		if _, err := v.Verify(tok); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if _, err := v.Verify(signKID(t, jwt.SigningMethodES256, ek, "ec")); err != nil {
+		t.Fatalf("ES256 with its EC key: %v", err)
+	}
+}
+
+func TestJWTIssuersAndRequiredClaims(t *testing.T) {
+	a, err := NewJWTVerifier(JWTConfig{HMACSecrets: [][]byte{testSecret}, Issuer: "https://a.test", RequiredScopes: []string{"apikeys:write"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := []byte("another-secret-that-is-32-bytes!")
+	b, err := NewJWTVerifier(JWTConfig{HMACSecrets: [][]byte{other}, Issuer: "https://b.test", IdentityClaim: "email", RequiredClaims: map[string]string{"azp": "portal"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	is := JWTIssuers{a, b}
+	tok := func(secret []byte, c jwt.MapClaims) string {
+		c["exp"] = time.Now().Add(time.Hour).Unix()
+		s, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
+		return s
+	}
+	ok := map[string]struct{ tok, user string }{
+		"a with scope":        {tok(testSecret, jwt.MapClaims{"iss": "https://a.test", "sub": "al", "scope": "openid apikeys:write"}), "al"},
+		"a with scp list":     {tok(testSecret, jwt.MapClaims{"iss": "https://a.test", "sub": "al", "scp": []string{"apikeys:write"}}), "al"},
+		"b with azp in email": {tok(other, jwt.MapClaims{"iss": "https://b.test", "email": "bo@b.test", "azp": "portal"}), "bo@b.test"},
+	}
+	for name, c := range ok {
+		if user, err := is.Verify(c.tok); err != nil || user != c.user {
+			t.Errorf("%s: %q, %v", name, user, err)
+		}
+	}
+	bad := map[string]string{
+		"a without scope":       tok(testSecret, jwt.MapClaims{"iss": "https://a.test", "sub": "al", "scope": "openid"}),
+		"b without azp":         tok(other, jwt.MapClaims{"iss": "https://b.test", "email": "bo@b.test"}),
+		"b token, a's secret":   tok(testSecret, jwt.MapClaims{"iss": "https://b.test", "email": "bo@b.test", "azp": "portal"}),
+		"unknown issuer":        tok(testSecret, jwt.MapClaims{"iss": "https://c.test", "sub": "x", "scope": "apikeys:write"}),
+		"no issuer, none unset": tok(testSecret, jwt.MapClaims{"sub": "x", "scope": "apikeys:write"}),
+		"garbage":               "x.y.z",
+	}
+	for name, tk := range bad {
+		if _, err := is.Verify(tk); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
