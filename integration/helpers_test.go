@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -97,8 +98,10 @@ func TestMain(m *testing.M) {
 	os.Setenv("APIKEYS_TEST_JWT_SECRET", jwtSecret)
 	code := m.Run()
 	os.RemoveAll(dir)
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
+	for _, built := range []string{buildDir, filepath.Dir(hydraPath)} {
+		if built != "" && built != "." {
+			os.RemoveAll(built)
+		}
 	}
 	os.Exit(code)
 }
