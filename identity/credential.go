@@ -88,9 +88,6 @@ func tokenCredential(s, keyPrefix string) (Credential, error) {
 	if s == "" {
 		return Credential{}, shapeError(`"auth" token is empty`)
 	}
-	if len(s) > MaxTokenLen {
-		return Credential{}, shapeError(`"auth" token is too long`)
-	}
 	return Credential{Kind: KindOAuth2, Token: s}, nil
 }
 

@@ -73,7 +73,7 @@ func TestBadInputBattery(t *testing.T) {
 		{"password NUL", "POST", createPath, "application/json", `{"auth": {"username": "alice", "password": "alice\u0000pw"}}`, nil, 400, "NUL"},
 		{"password_prehash", "POST", createPath, "application/json", `{"auth": {"username": "alice", "password_prehash": "abc"}}`, nil, 400, "not supported"},
 		{"oauth2 number", "POST", createPath, "application/json", `{"auth": {"oauth2": 1}}`, nil, 400, `"auth.oauth2" must be a string`},
-		{"oversized token", "POST", createPath, "application/json", `{"auth": "` + strings.Repeat("a", 17<<10) + `"}`, nil, 400, "too long"},
+		{"oversized token", "POST", createPath, "application/json", `{"auth": "` + strings.Repeat("a", 17<<10) + `"}`, nil, 401, "token is too long"},
 		{"garbage token", "POST", createPath, "application/json", `{"auth": "not-a-jwt"}`, nil, 401, "token is malformed"},
 		{"unknown user", "POST", createPath, "application/json", `{"auth": {"username": "nobody", "password": "x"}}`, nil, 401, "invalid username or password"},
 		{"api key object", "POST", createPath, "application/json", `{"auth": {"api_key": "sk-x"}}`, nil, 403, "API keys cannot be used"},
