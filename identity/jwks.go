@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -56,7 +55,6 @@ type JWKSSource struct {
 	kick    chan struct{}
 	done    chan struct{}
 	url     atomic.Pointer[string]
-	once    sync.Once
 }
 
 // NewJWKSSource starts fetching in the background until ctx ends. It does
