@@ -1,0 +1,50 @@
+package caddymodule
+
+import (
+	"context"
+
+	"github.com/caddyserver/caddy/v2"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func TestKeyPageServesAssetsWithHeaders(t *testing.T) {
+	p := &KeyPage{APIPrefix: `/api"><script>`}
+	if err := p.Provision(caddyContext(t)); err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]string{
+		"/keys/":          "text/html",
+		"/keys/anything":  "text/html",
+		"/keys/app.js":    "text/javascript",
+		"/keys/style.css": "text/css",
+	}
+	for path, ct := range cases {
+		w := httptest.NewRecorder()
+		if err := p.ServeHTTP(w, httptest.NewRequest(http.MethodGet, path, nil), nil); err != nil {
+			t.Fatal(err)
+		}
+		h := w.Header()
+		if w.Code != 200 || !strings.HasPrefix(h.Get("Content-Type"), ct) || h.Get("X-Frame-Options") != "DENY" ||
+			!strings.Contains(h.Get("Content-Security-Policy"), "script-src 'self'") || h.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("%s: %d %v", path, w.Code, h)
+		}
+		if ct == "text/html" && (strings.Contains(w.Body.String(), `"><script>`) || !strings.Contains(w.Body.String(), `data-api="/api&#34;&gt;&lt;script&gt;"`)) {
+			t.Errorf("api prefix not escaped in the page")
+		}
+	}
+	w := httptest.NewRecorder()
+	err := p.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/keys/", nil), nil)
+	if err == nil || w.Header().Get("Allow") != "GET, HEAD" {
+		t.Fatalf("POST: %v, Allow %q", err, w.Header().Get("Allow"))
+	}
+}
+
+func caddyContext(t *testing.T) caddy.Context {
+	t.Helper()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	return ctx
+}

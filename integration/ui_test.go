@@ -1,0 +1,170 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// chromium returns the browser the UI test drives, or fails: .ci/run
+// installs Debian's chromium.
+func chromium(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("drives a real browser")
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Fatal("no chromium on PATH (.ci/run installs Debian's chromium)")
+	return ""
+}
+
+// TestKeyPageInBrowser signs in on the key page in headless Chromium,
+// creates a key, reads it off the page, uses it, revokes it from the
+// page and sees the protected route refuse it. Screenshots of the main
+// states go to a temporary folder (or $APIKEYS_SCREENSHOTS).
+func TestKeyPageInBrowser(t *testing.T) {
+	browser := chromium(t)
+	root := repoRoot(t)
+	rc := startBinary(t, filepath.Join(root, "Caddyfile.example"), t.TempDir(), "127.0.0.1:8000")
+	const base = "http://localhost:8000"
+
+	// The page's security headers.
+	r := do(t, http.MethodGet, base+"/keys/", "")
+	csp := r.header.Get("Content-Security-Policy")
+	if r.status != 200 || !strings.Contains(csp, "script-src 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") ||
+		strings.Contains(csp, "unsafe-inline") || r.header.Get("X-Frame-Options") != "DENY" {
+		t.Fatalf("page: %d, CSP %q, X-Frame-Options %q", r.status, csp, r.header.Get("X-Frame-Options"))
+	}
+	if strings.Contains(r.body, "<script>") || strings.Contains(r.body, " on") && strings.Contains(r.body, "onclick") {
+		t.Fatal("inline script in the page")
+	}
+
+	shots := os.Getenv("APIKEYS_SCREENSHOTS")
+	if shots == "" {
+		shots = t.TempDir()
+	} else if err := os.MkdirAll(shots, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	alloc, cancelAlloc := chromedp.NewExecAllocator(ctx,
+		chromedp.ExecPath(browser), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck, chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1100, 800),
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true), chromedp.Flag("disable-quic", true))
+	defer cancelAlloc()
+	page, cancelPage := chromedp.NewContext(alloc)
+	defer cancelPage()
+	type step = chromedp.Action[chromedp.Void]
+	shot := func(name string) step {
+		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			png, err := chromedp.FullScreenshot(100)(ctx, tg)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(shots, name+".png"), png, 0o644)
+		})
+	}
+	perform := func(what string, steps ...step) {
+		t.Helper()
+		if err := chromedp.Do(page, steps...); err != nil {
+			t.Fatalf("%s: %v\ngateway output:\n%s", what, err, rc.out.String())
+		}
+	}
+	read := func(what string, a chromedp.Action[string]) string {
+		t.Helper()
+		v, err := chromedp.Run(page, a)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return v
+	}
+
+	// A wrong password is explained in words.
+	perform("wrong password",
+		chromedp.Navigate(base+"/keys/"),
+		chromedp.WaitVisible("#username"),
+		shot("1-sign-in"),
+		chromedp.SendKeys("#username", "example_username"),
+		chromedp.SendKeys("#password", "not-the-password"),
+		chromedp.Click("#sign-in-button"),
+		chromedp.WaitVisible("#message"),
+	)
+	if message := read("message", chromedp.Text("#message")); !strings.Contains(message, "Signing in failed") {
+		t.Fatalf("wrong password message: %q", message)
+	}
+
+	// Sign in, create a key, read it once.
+	perform("sign in and create",
+		chromedp.SetValue("#username", "example_username"),
+		chromedp.SendKeys("#password", "example_password"),
+		chromedp.Click("#sign-in-button"),
+		chromedp.WaitVisible("#keys"),
+		chromedp.SendKeys("#title", "from the browser"),
+		chromedp.Click("#create-button"),
+		chromedp.WaitVisible("#reveal"),
+		chromedp.WaitVisible("#key-rows tr"),
+		shot("2-key-created"),
+	)
+	key := strings.TrimSpace(read("new key", chromedp.Text("#new-key")))
+	if !strings.HasPrefix(key, "sk-") || len(key) != 51 {
+		t.Fatalf("key read from the page: %q", key)
+	}
+	if stored := read("storage", chromedp.Evaluate[string](`String(localStorage.length + sessionStorage.length) + "/" + document.cookie`)); stored != "0/" {
+		t.Fatalf("the page stored something in the browser: %q", stored)
+	}
+	if got := routeStatus(t, base, key); got != 200 {
+		t.Fatalf("the key from the page: %d", got)
+	}
+
+	// Revoke it from the page (two presses), then the route refuses it.
+	perform("done with the reveal", chromedp.Click("#done"))
+	attr, err := chromedp.Run(page, chromedp.AttributeValue("#key-rows tr", "data-id"))
+	if err != nil || attr.Value == "" {
+		t.Fatalf("key row id: %v", err)
+	}
+	row := fmt.Sprintf(`#key-rows tr[data-id=%q]`, attr.Value)
+	perform("revoke",
+		chromedp.Click(row+" button.revoke"),
+		shot("3-confirm-revoke"),
+		chromedp.Click(row+" button.revoke"),
+		chromedp.WaitNotPresent(row),
+		shot("4-revoked"),
+	)
+	if got := routeStatus(t, base, key); got != 401 {
+		t.Fatalf("revoked key: %d", got)
+	}
+
+	// Phone-sized screen, then a reload signs out.
+	perform("phone and reload",
+		chromedp.EmulateViewport(375, 740),
+		chromedp.SendKeys("#title", "phone key"),
+		chromedp.Click("#create-button"),
+		chromedp.WaitVisible("#reveal"),
+		shot("5-phone"),
+		chromedp.Reload(),
+		chromedp.WaitVisible("#sign-in"),
+	)
+	if v := read("after reload", chromedp.Evaluate[string](`String(!document.getElementById("sign-in").hidden && document.getElementById("keys").hidden)`)); v != "true" {
+		t.Fatal("reload did not sign out")
+	}
+	t.Logf("screenshots in %s", shots)
+}
+
+// routeStatus calls the protected route with key and returns the status.
+func routeStatus(t *testing.T, base, key string) int {
+	t.Helper()
+	return do(t, http.MethodGet, base+"/v1/hello", "", "Authorization", "Bearer "+key).status
+}
