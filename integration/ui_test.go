@@ -129,13 +129,36 @@ func TestKeyPageInBrowser(t *testing.T) {
 		t.Fatalf("the key from the page: %d", got)
 	}
 
+	// Rotate it from the page (two presses): a new key is revealed, the
+	// old one stops working.
+	perform("done with the reveal", chromedp.Click("#done"))
+	rowOf := func() string {
+		t.Helper()
+		attr, err := chromedp.Run(page, chromedp.AttributeValue("#key-rows tr", "data-id"))
+		if err != nil || attr.Value == "" {
+			t.Fatalf("key row id: %v", err)
+		}
+		return fmt.Sprintf(`#key-rows tr[data-id=%q]`, attr.Value)
+	}
+	row := rowOf()
+	perform("rotate",
+		chromedp.Click(row+" button.rotate"),
+		chromedp.Click(row+" button.rotate"),
+		chromedp.WaitNotPresent(row),
+		chromedp.WaitVisible("#reveal"),
+	)
+	rotated := strings.TrimSpace(read("rotated key", chromedp.Text("#new-key")))
+	if rotated == key || !strings.HasPrefix(rotated, "sk-") {
+		t.Fatalf("rotation revealed %q", rotated)
+	}
+	if routeStatus(t, base, key) != 401 || routeStatus(t, base, rotated) != 200 {
+		t.Fatal("after rotating from the page the old key must fail and the new one work")
+	}
+	key = rotated
+
 	// Revoke it from the page (two presses), then the route refuses it.
 	perform("done with the reveal", chromedp.Click("#done"))
-	attr, err := chromedp.Run(page, chromedp.AttributeValue("#key-rows tr", "data-id"))
-	if err != nil || attr.Value == "" {
-		t.Fatalf("key row id: %v", err)
-	}
-	row := fmt.Sprintf(`#key-rows tr[data-id=%q]`, attr.Value)
+	row = rowOf()
 	perform("revoke",
 		chromedp.Click(row+" button.revoke"),
 		shot("3-confirm-revoke"),
