@@ -26,31 +26,16 @@ const (
 	maxScopeLen = 64
 )
 
-// createdKey is the create_api_key (and rotate_api_key) result: field for
-// field and in the order of QueryLake's response, then the optional
-// extensions, present only when the key has them.
+// createdKey is the create_api_key (and rotate_api_key) result: the key
+// itself, then its view, which gives QueryLake's fields in QueryLake's
+// order followed by the optional extensions.
 type createdKey struct {
-	APIKey     string        `json:"api_key"`
-	ID         string        `json:"id"`
-	Title      string        `json:"title"`
-	Created    epochSeconds  `json:"created"`
-	LastUsed   *epochSeconds `json:"last_used"`
-	KeyPreview string        `json:"key_preview"`
-	Expires    *epochSeconds `json:"expires,omitempty"`
-	Scopes     []string      `json:"scopes,omitempty"`
+	APIKey string `json:"api_key"`
+	keyView
 }
 
 func newCreatedKey(m keystore.Minted) createdKey {
-	return createdKey{
-		APIKey:     m.Secret,
-		ID:         m.ID,
-		Title:      m.Title,
-		Created:    epochSeconds(m.Created),
-		LastUsed:   optionalEpoch(m.LastUsed),
-		KeyPreview: m.Preview,
-		Expires:    optionalEpoch(m.Expires),
-		Scopes:     m.Scopes,
-	}
+	return createdKey{APIKey: m.Secret, keyView: newKeyView(m.Key)}
 }
 
 // keyView is a key as fetch_api_keys lists it: never the key or its hash.

@@ -23,9 +23,9 @@ func TestEpochSecondsAlwaysHasFraction(t *testing.T) {
 
 func TestCreatedKeyShapeAndOrder(t *testing.T) {
 	rec := httptest.NewRecorder()
-	err := writeJSON(rec, 200, successBody{Success: true, Result: createdKey{
-		APIKey: "sk-x", ID: "id", Title: "<A & B>", Created: epochSeconds(time.UnixMicro(1728425378066576)), KeyPreview: "sk-...x",
-	}})
+	err := writeJSON(rec, 200, successBody{Success: true, Result: createdKey{APIKey: "sk-x", keyView: keyView{
+		ID: "id", Title: "<A & B>", Created: epochSeconds(time.UnixMicro(1728425378066576)), KeyPreview: "sk-...x",
+	}}})
 	if err != nil {
 		t.Fatal(err)
 	}

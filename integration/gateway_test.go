@@ -31,14 +31,18 @@ func gatewayConfig(dbPath, aliceHash, realm string) string {
 	return gatewayConfigWith(dbPath, aliceHash, realm, "")
 }
 
-// gatewayConfigWith adds policy lines to the apikeys block.
-func gatewayConfigWith(dbPath, aliceHash, realm, policy string) string {
-	return fmt.Sprintf(`{
-	skip_install_trust
+// caddytestGlobals are the global options every in-process config needs:
+// caddytest's admin port and its HTTP ports.
+const caddytestGlobals = `skip_install_trust
 	admin localhost:2999
 	http_port 9080
 	https_port 9443
-	grace_period 1ns
+	grace_period 1ns`
+
+// gatewayConfigWith adds policy lines to the apikeys block.
+func gatewayConfigWith(dbPath, aliceHash, realm, policy string) string {
+	return fmt.Sprintf(`{
+	%s
 	apikeys {
 		store bolt %s
 		user alice %s
@@ -73,7 +77,7 @@ http://localhost:9080 {
 http://localhost:9081 {
 	respond "user={header.X-User} key_id={header.X-Key-Id} title={header.X-Key-Title} authorization={header.Authorization} x-api-key={header.X-Api-Key}"
 }
-`, dbPath, aliceHash, jwtSecret, policy, realm)
+`, caddytestGlobals, dbPath, aliceHash, jwtSecret, policy, realm)
 }
 
 func startGateway(t *testing.T) (dbPath string) {

@@ -174,11 +174,7 @@ func TestHydraTokens(t *testing.T) {
 	h := startHydra(t)
 	h.client(t, "svc-1", "svc-1-secret-0123456789", "apikeys:write", "other")
 	cfg := fmt.Sprintf(`{
-	skip_install_trust
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	grace_period 1ns
+	%s
 	apikeys {
 		store bolt %s
 		jwt {
@@ -196,7 +192,7 @@ http://localhost:9080 {
 	apikey_auth /v1/*
 	respond /v1/* "user={http.auth.user.id}"
 }
-`, filepath.Join(t.TempDir(), "keys.db"), h.public)
+`, caddytestGlobals, filepath.Join(t.TempDir(), "keys.db"), h.public)
 	caddytest.NewTester(t).InitServer(cfg, "caddyfile")
 
 	tok := h.token(t, "svc-1", "svc-1-secret-0123456789", "apikeys:write")

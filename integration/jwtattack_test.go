@@ -30,11 +30,7 @@ func TestJWTAttackBattery(t *testing.T) {
 		t.Fatal(err)
 	}
 	caddytest.NewTester(t).InitServer(fmt.Sprintf(`{
-	skip_install_trust
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	grace_period 1ns
+	%s
 	apikeys {
 		store bolt %s
 		jwt {
@@ -48,7 +44,7 @@ func TestJWTAttackBattery(t *testing.T) {
 http://localhost:9080 {
 	apikeys_api /api/*
 }
-`, filepath.Join(dir, "keys.db"), pemPath), "caddyfile")
+`, caddytestGlobals, filepath.Join(dir, "keys.db"), pemPath), "caddyfile")
 
 	claims := func(change func(jwt.MapClaims)) jwt.MapClaims {
 		c := jwt.MapClaims{"sub": "alice", "iss": "https://idp.test", "aud": "apikeys", "exp": time.Now().Add(time.Hour).Unix()}
