@@ -24,7 +24,7 @@ func decodeUser(name, v []byte) (User, error) {
 }
 
 func putUser(tx *bolt.Tx, u User) error {
-	val, err := json.Marshal(userRecord{PasswordHash: u.PasswordHash, Created: micros(u.Created)})
+	val, err := MarshalUser(u)
 	if err != nil {
 		return err
 	}

@@ -1,44 +1,101 @@
 package keystore
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
-// keyCache is a bounded map from key digest to record. When full, it drops
-// an arbitrary tenth of its entries, as Caddy's basic_auth hash cache does:
-// no bookkeeping on the read path, and the store answers any miss.
+// keyCache is a bounded map from key digest to record, with a smaller map
+// of digests known not to exist so that a flood of unknown keys neither
+// reaches the store each time nor evicts known keys. When a map is full it
+// drops an arbitrary tenth of its entries, as Caddy's basic_auth hash
+// cache does: no bookkeeping on the read path, and the store answers any
+// miss.
+//
+// A lookup that misses reads the store and then fills the cache. So that a
+// change reported while that read is in flight cannot be overwritten by
+// the older answer, every invalidation bumps a generation counter of the
+// digest's stripe, and a fill is dropped if its stripe moved since the
+// read began.
 type keyCache struct {
-	mu   sync.RWMutex
-	max  int
-	keys map[Hash]*Key
+	mu         sync.RWMutex
+	max        int
+	maxUnknown int
+	keys       map[Hash]*Key
+	unknown    map[Hash]struct{}
+	gens       [256]atomic.Uint64
 }
 
-func newKeyCache(max int) *keyCache {
-	return &keyCache{max: max, keys: make(map[Hash]*Key)}
+func newKeyCache(size int) *keyCache {
+	return &keyCache{
+		max:        size,
+		maxUnknown: max(size/4, 1),
+		keys:       make(map[Hash]*Key),
+		unknown:    make(map[Hash]struct{}),
+	}
 }
 
-func (c *keyCache) get(h Hash) (*Key, bool) {
+// get returns the cached record for h; a nil record with ok means h is
+// known not to exist.
+func (c *keyCache) get(h Hash) (k *Key, ok bool) {
 	c.mu.RLock()
-	k, ok := c.keys[h]
+	k, ok = c.keys[h]
+	if !ok {
+		_, ok = c.unknown[h]
+	}
 	c.mu.RUnlock()
 	return k, ok
 }
 
-func (c *keyCache) put(h Hash, k *Key) {
+// generation returns the token a fill of h must present; take it before
+// reading the store.
+func (c *keyCache) generation(h Hash) uint64 { return c.gens[h[0]].Load() }
+
+// put caches k (nil: h does not exist) unless h was invalidated since gen.
+func (c *keyCache) put(h Hash, k *Key, gen uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.keys) >= c.max {
-		drop := max(c.max/10, 1)
-		for old := range c.keys {
-			delete(c.keys, old)
-			if drop--; drop == 0 {
-				break
-			}
-		}
+	if c.gens[h[0]].Load() != gen {
+		return
 	}
+	if k == nil {
+		evictSome(c.unknown, c.maxUnknown)
+		c.unknown[h] = struct{}{}
+		return
+	}
+	evictSome(c.keys, c.max)
 	c.keys[h] = k
 }
 
+func evictSome[V any](m map[Hash]V, limit int) {
+	if len(m) < limit {
+		return
+	}
+	drop := max(limit/10, 1)
+	for old := range m {
+		delete(m, old)
+		if drop--; drop == 0 {
+			return
+		}
+	}
+}
+
+// remove forgets h, and any fill of h that began before.
 func (c *keyCache) remove(h Hash) {
 	c.mu.Lock()
+	c.gens[h[0]].Add(1)
 	delete(c.keys, h)
+	delete(c.unknown, h)
+	c.mu.Unlock()
+}
+
+// clear forgets everything, and any fill in flight.
+func (c *keyCache) clear() {
+	c.mu.Lock()
+	for i := range c.gens {
+		c.gens[i].Add(1)
+	}
+	c.keys = make(map[Hash]*Key)
+	c.unknown = make(map[Hash]struct{})
 	c.mu.Unlock()
 }

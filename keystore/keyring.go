@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -31,6 +32,11 @@ type Options struct {
 	FlushInterval time.Duration
 	// OnFlushError, if set, is told when writing last-used times fails.
 	OnFlushError func(error)
+	// MaxStale applies to Watchable stores only: how long after the watch
+	// last caught up cached lookups are still trusted. Past it, every
+	// verification reads the store, and fails closed if it cannot.
+	// Default DefaultMaxStale.
+	MaxStale time.Duration
 	// Now returns the current time; tests may replace it. Default time.Now.
 	Now func() time.Time
 }
@@ -45,6 +51,14 @@ type Keyring struct {
 	now    func() time.Time
 	cache  *keyCache
 	usage  usageLog
+
+	// For Watchable stores: the watch's cancel and end, and when it last
+	// caught up (Unix nanoseconds).
+	watched   bool
+	maxStale  time.Duration
+	caughtUp  atomic.Int64
+	stopWatch context.CancelFunc
+	watchDone chan struct{}
 
 	onFlushError func(error)
 	stop         chan struct{}
@@ -66,17 +80,29 @@ func NewKeyring(store Store, opts Options) *Keyring {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.MaxStale <= 0 {
+		opts.MaxStale = DefaultMaxStale
+	}
 	kr := &Keyring{
 		store:        store,
 		prefix:       opts.Prefix,
 		now:          opts.Now,
 		cache:        newKeyCache(opts.CacheSize),
 		usage:        usageLog{pending: make(map[string]time.Time)},
+		maxStale:     opts.MaxStale,
 		onFlushError: opts.OnFlushError,
 		stop:         make(chan struct{}),
 		done:         make(chan struct{}),
 	}
 	go kr.flushLoop(opts.FlushInterval)
+	if w, ok := store.(Watchable); ok {
+		ctx, cancel := context.WithCancel(context.Background())
+		kr.watched, kr.stopWatch, kr.watchDone = true, cancel, make(chan struct{})
+		go func() {
+			defer close(kr.watchDone)
+			w.WatchKeys(ctx, keyringWatcher{kr})
+		}()
+	}
 	return kr
 }
 
@@ -116,6 +142,7 @@ func (kr *Keyring) Mint(ctx context.Context, owner string, opts MintOptions) (Mi
 	if err := kr.store.CreateKey(ctx, m.Key, opts.MaxPerOwner); err != nil {
 		return Minted{}, err
 	}
+	kr.cache.remove(m.Hash) // in case it was presented before it existed
 	return m, nil
 }
 
@@ -165,6 +192,7 @@ func (kr *Keyring) Rotate(ctx context.Context, id string, grace time.Duration) (
 		return Minted{}, Key{}, err
 	}
 	kr.cache.remove(old.Hash)
+	kr.cache.remove(next.Hash)
 	return next, old, nil
 }
 
@@ -220,17 +248,17 @@ func (kr *Keyring) Verify(ctx context.Context, presented string) (*Key, error) {
 		return nil, err
 	}
 	h := HashKey(presented)
+	now := kr.now()
 	k, ok := kr.cache.get(h)
-	if !ok {
-		stored, err := kr.store.KeyByHash(ctx, h)
-		if err != nil {
+	if !ok || !kr.cacheTrusted(now) {
+		var err error
+		if k, err = kr.lookup(ctx, h); err != nil {
 			return nil, err
 		}
-		stored.attributes = stored.buildAttributes()
-		k = &stored
-		kr.cache.put(h, k)
 	}
-	now := kr.now()
+	if k == nil {
+		return nil, ErrNotFound
+	}
 	if k.Disabled {
 		return nil, ErrDisabled
 	}
@@ -239,6 +267,29 @@ func (kr *Keyring) Verify(ctx context.Context, presented string) (*Key, error) {
 	}
 	kr.usage.record(k.ID, now)
 	return k, nil
+}
+
+// lookup reads h from the store and caches the answer, found or not.
+func (kr *Keyring) lookup(ctx context.Context, h Hash) (*Key, error) {
+	gen := kr.cache.generation(h)
+	stored, err := kr.store.KeyByHash(ctx, h)
+	if errors.Is(err, ErrNotFound) {
+		kr.cache.put(h, nil, gen)
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	stored.attributes = stored.buildAttributes()
+	kr.cache.put(h, &stored, gen)
+	return &stored, nil
+}
+
+// cacheTrusted reports whether cached lookups may answer at now: always
+// for a store only this process writes, and for a Watchable store only
+// while its watch caught up within MaxStale.
+func (kr *Keyring) cacheTrusted(now time.Time) bool {
+	return !kr.watched || now.UnixNano()-kr.caughtUp.Load() <= int64(kr.maxStale)
 }
 
 // KeysByOwner lists owner's keys, oldest first, with last-used times that
@@ -287,6 +338,10 @@ func (kr *Keyring) Flush(ctx context.Context) error {
 func (kr *Keyring) Close() error {
 	var err error
 	kr.closeOnce.Do(func() {
+		if kr.watched {
+			kr.stopWatch()
+			<-kr.watchDone
+		}
 		close(kr.stop)
 		<-kr.done
 		err = kr.Flush(context.Background())

@@ -1,0 +1,19 @@
+package keystore
+
+import "encoding/json"
+
+// MarshalKey encodes k in the store's binary record format (see record.go)
+// for backends other than bbolt. The id is not included: it names the record.
+func MarshalKey(k Key) []byte { return encodeKey(k) }
+
+// UnmarshalKey decodes a record written by MarshalKey for the key id. The
+// result shares no memory with b.
+func UnmarshalKey(id string, b []byte) (Key, error) { return decodeKey([]byte(id), b) }
+
+// MarshalUser encodes u, without its name, as every store keeps users.
+func MarshalUser(u User) ([]byte, error) {
+	return json.Marshal(userRecord{PasswordHash: u.PasswordHash, Created: micros(u.Created)})
+}
+
+// UnmarshalUser decodes a record written by MarshalUser for the user name.
+func UnmarshalUser(name string, b []byte) (User, error) { return decodeUser([]byte(name), b) }
