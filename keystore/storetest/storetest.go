@@ -1,0 +1,407 @@
+// Package storetest is the conformance suite every keystore.Store backend
+// passes, so that all backends keep the semantics the gateway relies on.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
+)
+
+// Opener returns an empty store for one subtest; the suite does not close
+// it.
+type Opener func(t *testing.T) keystore.Store
+
+// Run runs the whole suite against stores from open.
+func Run(t *testing.T, open Opener) {
+	tests := []struct {
+		name string
+		fn   func(*testing.T, keystore.Store)
+	}{
+		{"CreateAndLookup", testCreateAndLookup},
+		{"RefusesDuplicates", testRefusesDuplicates},
+		{"ConcurrentDuplicatesOneWins", testConcurrentDuplicatesOneWins},
+		{"LimitPerOwner", testLimitPerOwner},
+		{"ConcurrentLimitHolds", testConcurrentLimitHolds},
+		{"ListsOldestFirst", testListsOldestFirst},
+		{"UpdateKeepsIdentity", testUpdateKeepsIdentity},
+		{"Rotate", testRotate},
+		{"Delete", testDelete},
+		{"TouchKeysOnlyRaises", testTouchKeysOnlyRaises},
+		{"Users", testUsers},
+		{"DeleteUserTakesTheirKeys", testDeleteUserTakesTheirKeys},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
+	}
+}
+
+var ctx = context.Background()
+
+// newKey returns an unsaved key for owner created at the given time.
+func newKey(t *testing.T, owner string, created time.Time) keystore.Key {
+	t.Helper()
+	secret, err := keystore.NewKey(keystore.DefaultPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created = created.Truncate(time.Microsecond)
+	id, err := keystore.NewID(created)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keystore.Key{
+		ID: id, Hash: keystore.HashKey(secret), Owner: owner, Title: "t",
+		Preview: keystore.Preview(secret, keystore.DefaultPrefix), Created: created,
+	}
+}
+
+func create(t *testing.T, s keystore.Store, k keystore.Key) keystore.Key {
+	t.Helper()
+	if err := s.CreateKey(ctx, k, 0); err != nil {
+		t.Fatalf("CreateKey: %v", err)
+	}
+	return k
+}
+
+func sameKey(a, b keystore.Key) bool {
+	return a.ID == b.ID && a.Hash == b.Hash && a.Owner == b.Owner && a.Title == b.Title &&
+		a.Preview == b.Preview && a.Created.Equal(b.Created) && a.LastUsed.Equal(b.LastUsed) &&
+		a.Expires.Equal(b.Expires) && slices.Equal(a.Scopes, b.Scopes) && a.Disabled == b.Disabled
+}
+
+func ids(keys []keystore.Key) []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = k.ID
+	}
+	return out
+}
+
+func testCreateAndLookup(t *testing.T, s keystore.Store) {
+	k := newKey(t, "alice", time.Now())
+	k.Title, k.Scopes = "ci – déploiement", []string{"read", "write"}
+	k.Expires = time.Now().Add(time.Hour).Truncate(time.Microsecond)
+	create(t, s, k)
+	byHash, err := s.KeyByHash(ctx, k.Hash)
+	if err != nil || !sameKey(byHash, k) {
+		t.Fatalf("KeyByHash = %+v, %v; want %+v", byHash, err, k)
+	}
+	byID, err := s.KeyByID(ctx, k.ID)
+	if err != nil || !sameKey(byID, k) {
+		t.Fatalf("KeyByID = %+v, %v", byID, err)
+	}
+	other := newKey(t, "alice", time.Now())
+	if _, err := s.KeyByHash(ctx, other.Hash); !errors.Is(err, keystore.ErrNotFound) {
+		t.Fatalf("unknown hash: %v", err)
+	}
+	if _, err := s.KeyByID(ctx, other.ID); !errors.Is(err, keystore.ErrNotFound) {
+		t.Fatalf("unknown id: %v", err)
+	}
+}
+
+func testRefusesDuplicates(t *testing.T, s keystore.Store) {
+	k := create(t, s, newKey(t, "alice", time.Now()))
+	sameID := newKey(t, "alice", time.Now())
+	sameID.ID = k.ID
+	sameHash := newKey(t, "bob", time.Now())
+	sameHash.Hash = k.Hash
+	for _, dup := range []keystore.Key{sameID, sameHash} {
+		if err := s.CreateKey(ctx, dup, 0); !errors.Is(err, keystore.ErrExists) {
+			t.Fatalf("duplicate: %v, want ErrExists", err)
+		}
+	}
+	if all, _ := s.Keys(ctx); len(all) != 1 {
+		t.Fatalf("%d keys after refused duplicates, want 1", len(all))
+	}
+}
+
+func testConcurrentDuplicatesOneWins(t *testing.T, s keystore.Store) {
+	k := newKey(t, "alice", time.Now())
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Go(func() { errs <- s.CreateKey(ctx, k, 0) })
+	}
+	wg.Wait()
+	close(errs)
+	won := 0
+	for err := range errs {
+		switch {
+		case err == nil:
+			won++
+		case !errors.Is(err, keystore.ErrExists):
+			t.Fatalf("unexpected error: %v", err)
+		}
+	}
+	if won != 1 {
+		t.Fatalf("%d of 8 identical creates succeeded, want 1", won)
+	}
+}
+
+func testLimitPerOwner(t *testing.T, s keystore.Store) {
+	var first keystore.Key
+	for i := range 2 {
+		k := newKey(t, "alice", time.Now())
+		if err := s.CreateKey(ctx, k, 2); err != nil {
+			t.Fatalf("key %d: %v", i, err)
+		}
+		if i == 0 {
+			first = k
+		}
+	}
+	if err := s.CreateKey(ctx, newKey(t, "alice", time.Now()), 2); !errors.Is(err, keystore.ErrLimit) {
+		t.Fatalf("third key: %v, want ErrLimit", err)
+	}
+	if err := s.CreateKey(ctx, newKey(t, "bob", time.Now()), 2); err != nil {
+		t.Fatalf("another owner: %v", err)
+	}
+	if _, err := s.DeleteKey(ctx, first.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateKey(ctx, newKey(t, "alice", time.Now()), 2); err != nil {
+		t.Fatalf("after a delete: %v", err)
+	}
+}
+
+func testConcurrentLimitHolds(t *testing.T, s keystore.Store) {
+	const limit, tries = 5, 16
+	var wg sync.WaitGroup
+	errs := make(chan error, tries)
+	for range tries {
+		wg.Go(func() {
+			k := newKey(t, "alice", time.Now())
+			errs <- s.CreateKey(ctx, k, limit)
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil && !errors.Is(err, keystore.ErrLimit) {
+			t.Fatalf("unexpected error: %v", err)
+		}
+	}
+	if keys, _ := s.KeysByOwner(ctx, "alice"); len(keys) != limit {
+		t.Fatalf("%d keys after %d concurrent creates with limit %d", len(keys), tries, limit)
+	}
+}
+
+func testListsOldestFirst(t *testing.T, s keystore.Store) {
+	base := time.Now()
+	var want []string
+	for i, owner := range []string{"alice", "bob", "alice", "alice"} {
+		// Created out of order, listed by creation time.
+		k := create(t, s, newKey(t, owner, base.Add(time.Duration(3-i)*time.Second)))
+		if owner == "alice" {
+			want = append([]string{k.ID}, want...)
+		}
+	}
+	mine, err := s.KeysByOwner(ctx, "alice")
+	if err != nil || !slices.Equal(ids(mine), want) {
+		t.Fatalf("KeysByOwner = %v, %v; want %v", ids(mine), err, want)
+	}
+	// An owner whose name extends another's is a different owner.
+	if keys, _ := s.KeysByOwner(ctx, "ali"); len(keys) != 0 {
+		t.Fatalf("KeysByOwner(ali) = %v", ids(keys))
+	}
+	all, err := s.Keys(ctx)
+	if err != nil || len(all) != 4 {
+		t.Fatalf("Keys = %d, %v", len(all), err)
+	}
+	for i := 1; i < len(all); i++ {
+		if all[i].Created.Before(all[i-1].Created) {
+			t.Fatalf("Keys not oldest first: %v", ids(all))
+		}
+	}
+}
+
+func testUpdateKeepsIdentity(t *testing.T, s keystore.Store) {
+	k := create(t, s, newKey(t, "alice", time.Now()))
+	exp := time.Now().Add(time.Hour).Truncate(time.Microsecond)
+	got, err := s.UpdateKey(ctx, k.ID, func(k *keystore.Key) error {
+		k.Owner, k.ID, k.Hash = "mallory", "other", keystore.Hash{}
+		k.Title, k.Expires, k.Scopes, k.Disabled = "renamed", exp, []string{"read"}, true
+		return nil
+	})
+	if err != nil || got.Owner != "alice" || got.ID != k.ID || got.Hash != k.Hash || got.Title != "renamed" {
+		t.Fatalf("UpdateKey = %+v, %v", got, err)
+	}
+	stored, _ := s.KeyByHash(ctx, k.Hash)
+	if !sameKey(stored, got) || !stored.Disabled || !stored.Expires.Equal(exp) {
+		t.Fatalf("stored %+v, returned %+v", stored, got)
+	}
+	boom := errors.New("no")
+	if _, err := s.UpdateKey(ctx, k.ID, func(*keystore.Key) error { return boom }); !errors.Is(err, boom) {
+		t.Fatalf("fn error: %v", err)
+	}
+	if _, err := s.UpdateKey(ctx, "nope", func(*keystore.Key) error { return nil }); !errors.Is(err, keystore.ErrNotFound) {
+		t.Fatalf("unknown id: %v", err)
+	}
+}
+
+func testRotate(t *testing.T, s keystore.Store) {
+	old := create(t, s, newKey(t, "alice", time.Now()))
+	next := newKey(t, "alice", time.Now())
+	retire := time.Now().Add(time.Minute).Truncate(time.Microsecond)
+	was, err := s.RotateKey(ctx, old.ID, next, retire)
+	if err != nil || !sameKey(was, old) {
+		t.Fatalf("RotateKey = %+v, %v", was, err)
+	}
+	if got, _ := s.KeyByHash(ctx, old.Hash); !got.Expires.Equal(retire) {
+		t.Fatalf("old key expires %v, want %v", got.Expires, retire)
+	}
+	if _, err := s.KeyByHash(ctx, next.Hash); err != nil {
+		t.Fatalf("new key: %v", err)
+	}
+	// Without grace the old key is gone at once.
+	third := newKey(t, "alice", time.Now())
+	if _, err := s.RotateKey(ctx, next.ID, third, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.KeyByHash(ctx, next.Hash); !errors.Is(err, keystore.ErrNotFound) {
+		t.Fatalf("rotated without grace: %v", err)
+	}
+	if _, err := s.KeyByID(ctx, next.ID); !errors.Is(err, keystore.ErrNotFound) {
+		t.Fatalf("rotated without grace, by id: %v", err)
+	}
+	if keys, _ := s.KeysByOwner(ctx, "alice"); !slices.Equal(ids(keys), []string{old.ID, third.ID}) {
+		t.Fatalf("after rotations alice has %v", ids(keys))
+	}
+	if _, err := s.RotateKey(ctx, "nope", newKey(t, "alice", time.Now()), time.Time{}); !errors.Is(err, keystore.ErrNotFound) {
+		t.Fatalf("rotate unknown: %v", err)
+	}
+	// A replacement that collides is refused and changes nothing.
+	clash := newKey(t, "alice", time.Now())
+	clash.Hash = old.Hash
+	if _, err := s.RotateKey(ctx, third.ID, clash, time.Time{}); !errors.Is(err, keystore.ErrExists) {
+		t.Fatalf("colliding replacement: %v", err)
+	}
+	if _, err := s.KeyByID(ctx, third.ID); err != nil {
+		t.Fatalf("a refused rotation removed the key: %v", err)
+	}
+}
+
+func testDelete(t *testing.T, s keystore.Store) {
+	k := create(t, s, newKey(t, "alice", time.Now()))
+	keep := create(t, s, newKey(t, "alice", time.Now()))
+	got, err := s.DeleteKey(ctx, k.ID)
+	if err != nil || !sameKey(got, k) {
+		t.Fatalf("DeleteKey = %+v, %v", got, err)
+	}
+	if _, err := s.DeleteKey(ctx, k.ID); !errors.Is(err, keystore.ErrNotFound) {
+		t.Fatalf("delete twice: %v", err)
+	}
+	if _, err := s.KeyByHash(ctx, k.Hash); !errors.Is(err, keystore.ErrNotFound) {
+		t.Fatalf("deleted key by hash: %v", err)
+	}
+	if keys, _ := s.KeysByOwner(ctx, "alice"); !slices.Equal(ids(keys), []string{keep.ID}) {
+		t.Fatalf("after delete alice has %v", ids(keys))
+	}
+	// Its hash and id may be used again.
+	if err := s.CreateKey(ctx, k, 0); err != nil {
+		t.Fatalf("re-create a deleted key: %v", err)
+	}
+}
+
+func testTouchKeysOnlyRaises(t *testing.T, s keystore.Store) {
+	a := create(t, s, newKey(t, "alice", time.Now()))
+	b := create(t, s, newKey(t, "alice", time.Now()))
+	gone := create(t, s, newKey(t, "alice", time.Now()))
+	if _, err := s.DeleteKey(ctx, gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	t1 := time.Now().Truncate(time.Microsecond)
+	t0 := t1.Add(-time.Minute)
+	if err := s.TouchKeys(ctx, map[string]time.Time{a.ID: t1, b.ID: t0, gone.ID: t1}); err != nil {
+		t.Fatal(err)
+	}
+	// Another node reports an older use of a, and a newer one of b.
+	if err := s.TouchKeys(ctx, map[string]time.Time{a.ID: t0, b.ID: t1}); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []keystore.Key{a, b} {
+		got, _ := s.KeyByID(ctx, k.ID)
+		if !got.LastUsed.Equal(t1) {
+			t.Fatalf("KeyByID(%s).LastUsed = %v, want %v", k.ID, got.LastUsed, t1)
+		}
+	}
+	listed, _ := s.KeysByOwner(ctx, "alice")
+	all, _ := s.Keys(ctx)
+	for _, keys := range [][]keystore.Key{listed, all} {
+		if len(keys) != 2 || !keys[0].LastUsed.Equal(t1) || !keys[1].LastUsed.Equal(t1) {
+			t.Fatalf("listed last-used times: %+v", keys)
+		}
+	}
+	if _, err := s.KeyByID(ctx, gone.ID); !errors.Is(err, keystore.ErrNotFound) {
+		t.Fatalf("touching a deleted key brought it back: %v", err)
+	}
+	if err := s.TouchKeys(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func testUsers(t *testing.T, s keystore.Store) {
+	created := time.Now().Truncate(time.Microsecond)
+	for _, name := range []string{"bob", "alice"} {
+		if err := s.CreateUser(ctx, keystore.User{Name: name, PasswordHash: "h1", Created: created}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.CreateUser(ctx, keystore.User{Name: "bob", PasswordHash: "h"}); !errors.Is(err, keystore.ErrExists) {
+		t.Fatalf("duplicate user: %v", err)
+	}
+	if err := s.SetPassword(ctx, "bob", "h2"); err != nil {
+		t.Fatal(err)
+	}
+	if u, err := s.User(ctx, "bob"); err != nil || u.PasswordHash != "h2" || !u.Created.Equal(created) {
+		t.Fatalf("after SetPassword: %+v, %v", u, err)
+	}
+	if err := s.SetPassword(ctx, "nobody", "h"); !errors.Is(err, keystore.ErrNotFound) {
+		t.Fatalf("SetPassword unknown: %v", err)
+	}
+	if _, err := s.User(ctx, "nobody"); !errors.Is(err, keystore.ErrNotFound) {
+		t.Fatalf("unknown user: %v", err)
+	}
+	users, _ := s.Users(ctx)
+	if len(users) != 2 || users[0].Name != "alice" || users[1].Name != "bob" {
+		t.Fatalf("Users = %+v", users)
+	}
+}
+
+func testDeleteUserTakesTheirKeys(t *testing.T, s keystore.Store) {
+	for _, name := range []string{"bob", "bobby"} {
+		if err := s.CreateUser(ctx, keystore.User{Name: name, PasswordHash: "h"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// More keys than fit in one etcd transaction's default operation limit.
+	var bobs []string
+	for range 50 {
+		bobs = append(bobs, create(t, s, newKey(t, "bob", time.Now())).ID)
+	}
+	kept := create(t, s, newKey(t, "bobby", time.Now()))
+	removed, err := s.DeleteUser(ctx, "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := ids(removed)
+	slices.Sort(got)
+	slices.Sort(bobs)
+	if !slices.Equal(got, bobs) {
+		t.Fatalf("DeleteUser removed %d keys, want bob's %d", len(got), len(bobs))
+	}
+	if all, _ := s.Keys(ctx); !slices.Equal(ids(all), []string{kept.ID}) {
+		t.Fatalf("keys left: %v", ids(all))
+	}
+	if _, err := s.User(ctx, "bob"); !errors.Is(err, keystore.ErrNotFound) {
+		t.Fatalf("deleted user: %v", err)
+	}
+	if _, err := s.DeleteUser(ctx, "bob"); !errors.Is(err, keystore.ErrNotFound) {
+		t.Fatalf("delete twice: %v", err)
+	}
+}
