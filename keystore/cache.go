@@ -89,6 +89,15 @@ func (c *keyCache) remove(h Hash) {
 	c.mu.Unlock()
 }
 
+// forgetUnknown forgets that h does not exist, and any fill of h that
+// began before, but keeps a record of h.
+func (c *keyCache) forgetUnknown(h Hash) {
+	c.mu.Lock()
+	c.gens[h[0]].Add(1)
+	delete(c.unknown, h)
+	c.mu.Unlock()
+}
+
 // clear forgets everything, and any fill in flight.
 func (c *keyCache) clear() {
 	c.mu.Lock()

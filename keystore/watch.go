@@ -23,8 +23,9 @@ type Watchable interface {
 
 // KeyWatcher receives the changes of a Watchable store.
 type KeyWatcher interface {
-	// KeyChanged says the key with digest h was created, changed or
-	// deleted.
+	// KeyCreated says a key with digest h was created.
+	KeyCreated(h Hash)
+	// KeyChanged says the key with digest h was changed or deleted.
 	KeyChanged(h Hash)
 	// ChangesLost says some changes may never be reported: whatever was
 	// learnt from the store before must be forgotten.
@@ -36,6 +37,10 @@ type KeyWatcher interface {
 
 // keyringWatcher is the Keyring's side of a watch.
 type keyringWatcher struct{ kr *Keyring }
+
+// KeyCreated drops only what said the key did not exist: a record cached
+// since cannot be older than its creation.
+func (w keyringWatcher) KeyCreated(h Hash) { w.kr.cache.forgetUnknown(h) }
 
 func (w keyringWatcher) KeyChanged(h Hash) { w.kr.cache.remove(h) }
 

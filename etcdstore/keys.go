@@ -1,0 +1,387 @@
+package etcdstore
+
+import (
+	"context"
+	"encoding/hex"
+	"slices"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
+)
+
+// storedKey is a key as read, with the revision that guards changes to it.
+type storedKey struct {
+	keystore.Key
+	modRev int64
+}
+
+// putKeyOps writes k and its indexes.
+func (s *Store) putKeyOps(k keystore.Key) []clientv3.Op {
+	h := hexOf(k.Hash)
+	return []clientv3.Op{
+		clientv3.OpPut(s.keyPath(h), encodeRecord(k)),
+		clientv3.OpPut(s.idPath(k.ID), h),
+		clientv3.OpPut(s.ownerPath(k), h),
+		clientv3.OpPut(s.usedPath(h), encodeUsed(k.LastUsed)),
+	}
+}
+
+// deleteKeyOps removes k and its indexes.
+func (s *Store) deleteKeyOps(k keystore.Key) []clientv3.Op {
+	h := hexOf(k.Hash)
+	return []clientv3.Op{
+		clientv3.OpDelete(s.keyPath(h)),
+		clientv3.OpDelete(s.idPath(k.ID)),
+		clientv3.OpDelete(s.ownerPath(k)),
+		clientv3.OpDelete(s.usedPath(h)),
+	}
+}
+
+// absent is true when neither k's digest nor its id is taken.
+func (s *Store) absent(k keystore.Key) []clientv3.Cmp {
+	return []clientv3.Cmp{
+		clientv3.Compare(clientv3.CreateRevision(s.keyPath(hexOf(k.Hash))), "=", 0),
+		clientv3.Compare(clientv3.CreateRevision(s.idPath(k.ID)), "=", 0),
+	}
+}
+
+// countTaken reports, when a transaction guarded by absent fails, which
+// of k's digest and id exist.
+func (s *Store) countTaken(k keystore.Key) []clientv3.Op {
+	return []clientv3.Op{
+		clientv3.OpGet(s.keyPath(hexOf(k.Hash)), clientv3.WithCountOnly()),
+		clientv3.OpGet(s.idPath(k.ID), clientv3.WithCountOnly()),
+	}
+}
+
+func taken(resp *clientv3.TxnResponse) bool {
+	for _, r := range resp.Responses {
+		if rr := r.GetResponseRange(); rr != nil && rr.Count > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// CreateKey stores k in one transaction that fails if its digest or id is
+// taken, or, with a limit, if the owner gained a key since it was counted.
+func (s *Store) CreateKey(ctx context.Context, k keystore.Key, maxPerOwner int) error {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	for {
+		cmps := s.absent(k)
+		if maxPerOwner > 0 {
+			count, err := s.cli.Get(ctx, s.ownerPrefix(k.Owner), clientv3.WithPrefix(), clientv3.WithCountOnly())
+			if err != nil {
+				return fault(err)
+			}
+			if count.Count >= int64(maxPerOwner) {
+				return keystore.ErrLimit
+			}
+			// No entry of the owner's index changed since the count.
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.ownerPrefix(k.Owner)), "<", count.Header.Revision+1).WithPrefix())
+		}
+		resp, err := s.cli.Txn(ctx).If(cmps...).Then(s.putKeyOps(k)...).Else(s.countTaken(k)...).Commit()
+		switch {
+		case err != nil:
+			return fault(err)
+		case resp.Succeeded:
+			return nil
+		case taken(resp) || maxPerOwner <= 0:
+			return keystore.ErrExists
+		}
+		// Another key of the owner arrived meanwhile: count again.
+	}
+}
+
+// getByHex reads the record stored under a hex digest, with its last use.
+func (s *Store) getByHex(ctx context.Context, h string) (storedKey, error) {
+	resp, err := s.cli.Txn(ctx).Then(clientv3.OpGet(s.keyPath(h)), clientv3.OpGet(s.usedPath(h))).Commit()
+	if err != nil {
+		return storedKey{}, fault(err)
+	}
+	rec := resp.Responses[0].GetResponseRange().Kvs
+	if len(rec) == 0 {
+		return storedKey{}, keystore.ErrNotFound
+	}
+	k, err := decodeRecord(rec[0].Value)
+	if err != nil {
+		return storedKey{}, err
+	}
+	if used := resp.Responses[1].GetResponseRange().Kvs; len(used) > 0 {
+		k.LastUsed = decodeUsed(used[0].Value)
+	}
+	return storedKey{Key: k, modRev: rec[0].ModRevision}, nil
+}
+
+// getByID resolves an id through its index.
+func (s *Store) getByID(ctx context.Context, id string) (storedKey, error) {
+	resp, err := s.cli.Get(ctx, s.idPath(id))
+	if err != nil {
+		return storedKey{}, fault(err)
+	}
+	if len(resp.Kvs) == 0 {
+		return storedKey{}, keystore.ErrNotFound
+	}
+	return s.getByHex(ctx, string(resp.Kvs[0].Value))
+}
+
+// KeyByHash returns the key whose digest is h, in one round trip.
+func (s *Store) KeyByHash(ctx context.Context, h keystore.Hash) (keystore.Key, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	k, err := s.getByHex(ctx, hexOf(h))
+	return k.Key, err
+}
+
+// KeyByID returns the key with the given id.
+func (s *Store) KeyByID(ctx context.Context, id string) (keystore.Key, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	k, err := s.getByID(ctx, id)
+	return k.Key, err
+}
+
+// getMany reads the records under the given hex digests, in order,
+// skipping any deleted since they were listed.
+func (s *Store) getMany(ctx context.Context, hexes []string) ([]keystore.Key, error) {
+	var out []keystore.Key
+	for chunk := range slices.Chunk(hexes, maxTxnOps/2) {
+		ops := make([]clientv3.Op, 0, 2*len(chunk))
+		for _, h := range chunk {
+			ops = append(ops, clientv3.OpGet(s.keyPath(h)), clientv3.OpGet(s.usedPath(h)))
+		}
+		resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return nil, fault(err)
+		}
+		for i := 0; i < len(resp.Responses); i += 2 {
+			rec := resp.Responses[i].GetResponseRange().Kvs
+			if len(rec) == 0 {
+				continue
+			}
+			k, err := decodeRecord(rec[0].Value)
+			if err != nil {
+				return nil, err
+			}
+			if used := resp.Responses[i+1].GetResponseRange().Kvs; len(used) > 0 {
+				k.LastUsed = decodeUsed(used[0].Value)
+			}
+			out = append(out, k)
+		}
+	}
+	return out, nil
+}
+
+// KeysByOwner returns owner's keys, oldest first: the owner index sorts by
+// creation time.
+func (s *Store) KeysByOwner(ctx context.Context, owner string) ([]keystore.Key, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, s.ownerPrefix(owner), clientv3.WithPrefix())
+	if err != nil {
+		return nil, fault(err)
+	}
+	hexes := make([]string, len(resp.Kvs))
+	for i, kv := range resp.Kvs {
+		hexes[i] = string(kv.Value)
+	}
+	return s.getMany(ctx, hexes)
+}
+
+// rangeAll calls fn for every pair under prefix, in pages read at one
+// revision.
+func (s *Store) rangeAll(ctx context.Context, prefix string, fn func(*mvccpb.KeyValue) error) error {
+	const page = 1000
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	from, rev := prefix, int64(0)
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(page)}
+		if rev > 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		resp, err := s.cli.Get(ctx, from, opts...)
+		if err != nil {
+			return fault(err)
+		}
+		rev = resp.Header.Revision
+		for _, kv := range resp.Kvs {
+			if err := fn(kv); err != nil {
+				return err
+			}
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return nil
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}
+
+// Keys returns every key, oldest first.
+func (s *Store) Keys(ctx context.Context) ([]keystore.Key, error) {
+	ctx, cancel := context.WithTimeout(ctx, 4*s.timeout) // a whole listing
+	defer cancel()
+	used := make(map[string]time.Time)
+	if err := s.rangeAll(ctx, s.prefix+"used/", func(kv *mvccpb.KeyValue) error {
+		used[strings.TrimPrefix(string(kv.Key), s.prefix+"used/")] = decodeUsed(kv.Value)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	var out []keystore.Key
+	if err := s.rangeAll(ctx, s.prefix+"keys/", func(kv *mvccpb.KeyValue) error {
+		k, err := decodeRecord(kv.Value)
+		if err != nil {
+			return err
+		}
+		k.LastUsed = used[hexOf(k.Hash)]
+		out = append(out, k)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	slices.SortStableFunc(out, func(a, b keystore.Key) int { return a.Created.Compare(b.Created) })
+	return out, nil
+}
+
+// UpdateKey applies fn to the key with the given id, retrying if another
+// writer changed the key in between.
+func (s *Store) UpdateKey(ctx context.Context, id string, fn func(*keystore.Key) error) (keystore.Key, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	for {
+		cur, err := s.getByID(ctx, id)
+		if err != nil {
+			return keystore.Key{}, err
+		}
+		k := cur.Key
+		if err := fn(&k); err != nil {
+			return keystore.Key{}, err
+		}
+		// Identity and index fields stay as they were.
+		k.ID, k.Hash, k.Owner, k.Created, k.Preview, k.LastUsed = cur.ID, cur.Hash, cur.Owner, cur.Created, cur.Preview, cur.LastUsed
+		path := s.keyPath(hexOf(k.Hash))
+		resp, err := s.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(path), "=", cur.modRev)).
+			Then(clientv3.OpPut(path, encodeRecord(k))).Commit()
+		if err != nil {
+			return keystore.Key{}, fault(err)
+		}
+		if resp.Succeeded {
+			return k, nil
+		}
+	}
+}
+
+// RotateKey stores next and retires oldID in one transaction.
+func (s *Store) RotateKey(ctx context.Context, oldID string, next keystore.Key, oldExpires time.Time) (keystore.Key, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	for {
+		old, err := s.getByID(ctx, oldID)
+		if err != nil {
+			return keystore.Key{}, err
+		}
+		ops := s.putKeyOps(next)
+		if oldExpires.IsZero() {
+			ops = append(ops, s.deleteKeyOps(old.Key)...)
+		} else {
+			retired := old.Key
+			retired.Expires = oldExpires
+			ops = append(ops, clientv3.OpPut(s.keyPath(hexOf(old.Hash)), encodeRecord(retired)))
+		}
+		cmps := append(s.absent(next), clientv3.Compare(clientv3.ModRevision(s.keyPath(hexOf(old.Hash))), "=", old.modRev))
+		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(s.countTaken(next)...).Commit()
+		switch {
+		case err != nil:
+			return keystore.Key{}, fault(err)
+		case resp.Succeeded:
+			return old.Key, nil
+		case taken(resp):
+			return keystore.Key{}, keystore.ErrExists
+		}
+		// The old key changed meanwhile: read it again.
+	}
+}
+
+// DeleteKey removes the key with the given id and returns what it was.
+func (s *Store) DeleteKey(ctx context.Context, id string) (keystore.Key, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	for {
+		k, err := s.getByID(ctx, id)
+		if err != nil {
+			return keystore.Key{}, err
+		}
+		resp, err := s.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(s.keyPath(hexOf(k.Hash))), "=", k.modRev)).
+			Then(s.deleteKeyOps(k.Key)...).Commit()
+		if err != nil {
+			return keystore.Key{}, fault(err)
+		}
+		if resp.Succeeded {
+			return k.Key, nil
+		}
+	}
+}
+
+// TouchKeys raises last-used times, each only if it is newer than what any
+// gateway wrote, in a few transactions whatever the number of keys: the
+// ids are resolved in one round of reads, then each time is written by a
+// nested transaction that compares it with the stored one. Keys deleted
+// meanwhile have no last-used record left and are skipped.
+func (s *Store) TouchKeys(ctx context.Context, lastUsed map[string]time.Time) error {
+	if len(lastUsed) == 0 {
+		return nil
+	}
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	ids := make([]string, 0, len(lastUsed))
+	for id := range lastUsed {
+		ids = append(ids, id)
+	}
+	for chunk := range slices.Chunk(ids, maxTxnOps) {
+		gets := make([]clientv3.Op, len(chunk))
+		for i, id := range chunk {
+			gets[i] = clientv3.OpGet(s.idPath(id))
+		}
+		resp, err := s.cli.Txn(ctx).Then(gets...).Commit()
+		if err != nil {
+			return fault(err)
+		}
+		var touches []clientv3.Op
+		for i, r := range resp.Responses {
+			kvs := r.GetResponseRange().Kvs
+			if len(kvs) == 0 {
+				continue // deleted since it was used
+			}
+			path := s.usedPath(string(kvs[0].Value))
+			t := encodeUsed(lastUsed[chunk[i]].Truncate(time.Microsecond))
+			touches = append(touches, clientv3.OpTxn(
+				[]clientv3.Cmp{clientv3.Compare(clientv3.Value(path), "<", t)},
+				[]clientv3.Op{clientv3.OpPut(path, t)}, nil))
+		}
+		if len(touches) == 0 {
+			continue
+		}
+		if _, err := s.cli.Txn(ctx).Then(touches...).Commit(); err != nil {
+			return fault(err)
+		}
+	}
+	return nil
+}
+
+// hashFromPath returns the digest named by a path under keys/.
+func (s *Store) hashFromPath(path []byte) (keystore.Hash, bool) {
+	var h keystore.Hash
+	name := path[len(s.prefix)+len("keys/"):]
+	if len(name) != 2*len(h) {
+		return h, false
+	}
+	_, err := hex.Decode(h[:], name)
+	return h, err == nil
+}

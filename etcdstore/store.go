@@ -1,0 +1,187 @@
+// Package etcdstore keeps API keys and users in etcd v3, so that several
+// gateways share them. It implements keystore.Store with the same semantics
+// as the bbolt store, and keystore.Watchable, so that a Keyring's cache
+// follows changes made by every gateway.
+//
+// Layout under the configured prefix P:
+//
+//	P keys/<hex digest>  → uvarint id length, id, key record (keystore.MarshalKey)
+//	P ids/<id>           → hex digest
+//	P owners/<owner> 0x00 <created, 16 hex digits of Unix µs><id> → hex digest
+//	P used/<hex digest>  → last use, 8 bytes big-endian Unix µs (0: never)
+//	P users/<name>       → user record (keystore.MarshalUser)
+//
+// Last-used times live apart from the records so that writing them neither
+// rewrites a record nor wakes the watches that guard every gateway's cache.
+package etcdstore
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
+)
+
+// Defaults for Options fields left zero.
+const (
+	DefaultPrefix         = "/caddy-apikeys/"
+	DefaultRequestTimeout = 3 * time.Second
+	DefaultSyncInterval   = 500 * time.Millisecond
+)
+
+// maxTxnOps stays under etcd's default limit of operations per
+// transaction (--max-txn-ops 128).
+const maxTxnOps = 120
+
+// Options tune a Store.
+type Options struct {
+	// Prefix under which every record lives; several deployments may share
+	// a cluster under different prefixes. Default DefaultPrefix.
+	Prefix string
+	// RequestTimeout bounds every etcd request, so that an unreachable
+	// cluster turns into an error instead of a hang. Default
+	// DefaultRequestTimeout.
+	RequestTimeout time.Duration
+	// SyncInterval is how often a watch confirms that it has every change,
+	// which keeps a Keyring trusting its cache. Default DefaultSyncInterval.
+	SyncInterval time.Duration
+}
+
+// Store is a keystore.Store on etcd.
+type Store struct {
+	cli        *clientv3.Client
+	ownsClient bool
+	prefix     string
+	timeout    time.Duration
+	syncEvery  time.Duration
+}
+
+// New returns a Store that uses cli, which the caller keeps and closes.
+func New(cli *clientv3.Client, opts Options) *Store {
+	if opts.Prefix == "" {
+		opts.Prefix = DefaultPrefix
+	}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = DefaultRequestTimeout
+	}
+	if opts.SyncInterval <= 0 {
+		opts.SyncInterval = DefaultSyncInterval
+	}
+	return &Store{cli: cli, prefix: opts.Prefix, timeout: opts.RequestTimeout, syncEvery: opts.SyncInterval}
+}
+
+// Open connects to the cluster described by cfg and checks within
+// cfg.DialTimeout (default 5s) that it answers, so that a wrong endpoint
+// or credential fails at startup with a clear error. Close closes the
+// client.
+func Open(cfg clientv3.Config, opts Options) (*Store, error) {
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 5 * time.Second
+	}
+	cli, err := clientv3.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("etcd client for %v: %w", cfg.Endpoints, err)
+	}
+	s := New(cli, opts)
+	s.ownsClient = true
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.DialTimeout)
+	defer cancel()
+	if _, err := cli.Get(ctx, s.prefix+"users/", clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil {
+		_ = cli.Close()
+		return nil, fmt.Errorf("etcd at %v did not answer within %v: %w", cfg.Endpoints, cfg.DialTimeout, err)
+	}
+	return s, nil
+}
+
+// Client returns the etcd client the store uses.
+func (s *Store) Client() *clientv3.Client { return s.cli }
+
+// Close closes the client if Open created it.
+func (s *Store) Close() error {
+	if s.ownsClient {
+		return s.cli.Close()
+	}
+	return nil
+}
+
+// withTimeout bounds one store operation.
+func (s *Store) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.timeout)
+}
+
+// fault marks an etcd error as a storage fault of this backend.
+func fault(err error) error {
+	if err == nil || errors.Is(err, keystore.ErrNotFound) || errors.Is(err, keystore.ErrExists) || errors.Is(err, keystore.ErrLimit) {
+		return err
+	}
+	return fmt.Errorf("etcd: %w", err)
+}
+
+func (s *Store) keyPath(hexHash string) string { return s.prefix + "keys/" + hexHash }
+func (s *Store) idPath(id string) string       { return s.prefix + "ids/" + id }
+func (s *Store) usedPath(hexHash string) string {
+	return s.prefix + "used/" + hexHash
+}
+func (s *Store) userPath(name string) string     { return s.prefix + "users/" + name }
+func (s *Store) ownerPrefix(owner string) string { return s.prefix + "owners/" + owner + "\x00" }
+
+func (s *Store) ownerPath(k keystore.Key) string {
+	return fmt.Sprintf("%s%016x%s", s.ownerPrefix(k.Owner), uint64(micros(k.Created)), k.ID)
+}
+
+func hexOf(h keystore.Hash) string { return hex.EncodeToString(h[:]) }
+
+func micros(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+func fromMicros(us int64) time.Time {
+	if us == 0 {
+		return time.Time{}
+	}
+	return time.UnixMicro(us)
+}
+
+func encodeUsed(t time.Time) string {
+	return string(binary.BigEndian.AppendUint64(nil, uint64(micros(t))))
+}
+
+func decodeUsed(b []byte) time.Time {
+	if len(b) != 8 {
+		return time.Time{}
+	}
+	return fromMicros(int64(binary.BigEndian.Uint64(b)))
+}
+
+// encodeRecord prefixes the key record with the id, which names the
+// record in bbolt but not here.
+func encodeRecord(k keystore.Key) string {
+	k.LastUsed = time.Time{} // kept under used/
+	b := binary.AppendUvarint(nil, uint64(len(k.ID)))
+	b = append(b, k.ID...)
+	return string(append(b, keystore.MarshalKey(k)...))
+}
+
+func decodeRecord(b []byte) (keystore.Key, error) {
+	n, w := binary.Uvarint(b)
+	if w <= 0 || n > uint64(len(b)-w) {
+		return keystore.Key{}, errors.New("etcd: corrupt key record")
+	}
+	id := string(b[w : w+int(n)])
+	return keystore.UnmarshalKey(id, b[w+int(n):])
+}
+
+// Interface guards
+var (
+	_ keystore.Store     = (*Store)(nil)
+	_ keystore.Watchable = (*Store)(nil)
+)

@@ -1,0 +1,257 @@
+package etcdstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/caddy-apikeys/caddy-apikeys/internal/etcdtest"
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
+	"github.com/caddy-apikeys/caddy-apikeys/keystore/storetest"
+)
+
+var prefixes atomic.Int64
+
+// openStore returns a store under a prefix of its own on cluster c.
+func openStore(t *testing.T, c *etcdtest.Cluster, opts Options) *Store {
+	t.Helper()
+	if opts.Prefix == "" {
+		opts.Prefix = fmt.Sprintf("/test-%d/", prefixes.Add(1))
+	}
+	s, err := Open(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	storetest.Run(t, func(t *testing.T) keystore.Store { return openStore(t, c, Options{}) })
+}
+
+func TestOpenFailsClearlyWhenNoEtcdAnswers(t *testing.T) {
+	start := time.Now()
+	_, err := Open(clientv3.Config{Endpoints: []string{"127.0.0.1:1"}, DialTimeout: 500 * time.Millisecond, Logger: zap.NewNop()}, Options{})
+	if err == nil {
+		t.Fatal("Open succeeded with no etcd to talk to")
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("Open took %v to fail", took)
+	}
+	t.Logf("error: %v", err)
+}
+
+// recorder is a KeyWatcher that keeps what it was told.
+type recorder struct {
+	mu       sync.Mutex
+	created  map[keystore.Hash]int
+	changed  map[keystore.Hash]int
+	lost     int
+	caughtUp time.Time
+}
+
+func newRecorder() *recorder {
+	return &recorder{created: make(map[keystore.Hash]int), changed: make(map[keystore.Hash]int)}
+}
+
+func (r *recorder) KeyCreated(h keystore.Hash) { r.mu.Lock(); r.created[h]++; r.mu.Unlock() }
+func (r *recorder) KeyChanged(h keystore.Hash) { r.mu.Lock(); r.changed[h]++; r.mu.Unlock() }
+func (r *recorder) ChangesLost()               { r.mu.Lock(); r.lost++; r.mu.Unlock() }
+func (r *recorder) CaughtUp(at time.Time) {
+	r.mu.Lock()
+	if at.After(r.caughtUp) {
+		r.caughtUp = at
+	}
+	r.mu.Unlock()
+}
+
+func (r *recorder) state() (changed map[keystore.Hash]int, lost int, caughtUp time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	changed = make(map[keystore.Hash]int, len(r.changed))
+	for _, m := range []map[keystore.Hash]int{r.created, r.changed} {
+		for h, n := range m {
+			changed[h] += n
+		}
+	}
+	return changed, r.lost, r.caughtUp
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func watch(t *testing.T, s *Store) *recorder {
+	t.Helper()
+	r := newRecorder()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.WatchKeys(ctx, r)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return r
+}
+
+func TestWatchReportsChangesFromAnotherStore(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	a := openStore(t, c, Options{SyncInterval: 50 * time.Millisecond})
+	b := New(a.Client(), Options{Prefix: a.prefix, SyncInterval: 50 * time.Millisecond})
+	r := watch(t, b)
+	eventually(t, "the watch has caught up", func() bool { _, _, at := r.state(); return !at.IsZero() })
+	if _, lost, _ := r.state(); lost != 1 {
+		t.Fatalf("ChangesLost called %d times on start, want 1", lost)
+	}
+
+	ctx := context.Background()
+	kr := keystore.NewKeyring(a, keystore.Options{FlushInterval: time.Hour})
+	defer kr.Close()
+	m, err := kr.Mint(ctx, "alice", keystore.MintOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kr.SetDisabled(ctx, m.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kr.Delete(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "create, disable and delete were reported", func() bool {
+		changed, _, _ := r.state()
+		return changed[m.Hash] == 3
+	})
+	// Last-used writes are not changes of the key.
+	other, _ := kr.Mint(ctx, "alice", keystore.MintOptions{})
+	if err := a.TouchKeys(ctx, map[string]time.Time{other.ID: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	before, _, _ := r.state()
+	caughtUp := time.Now()
+	eventually(t, "the watch caught up past the last-used write", func() bool { _, _, at := r.state(); return at.After(caughtUp) })
+	if changed, _, _ := r.state(); changed[other.Hash] != before[other.Hash] {
+		t.Fatal("a last-used write was reported as a change of the key")
+	}
+}
+
+func TestWatchResumesWhereItStopped(t *testing.T) {
+	c := etcdtest.Start(t, 3)
+	ctx := context.Background()
+	// The watching store talks to the first member only; changes are made
+	// through the others while it is down.
+	watcher, err := Open(clientv3.Config{Endpoints: c.Endpoints()[:1], Logger: zap.NewNop()}, Options{Prefix: "/resume/", SyncInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watcher.Close()
+	writer, err := Open(clientv3.Config{Endpoints: c.Endpoints()[1:], Logger: zap.NewNop()}, Options{Prefix: "/resume/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Close()
+	k := storeKey(t, writer)
+	r := watch(t, watcher)
+	eventually(t, "the watch has caught up", func() bool { _, _, at := r.state(); return !at.IsZero() })
+
+	c.Members[0].Kill()
+	if _, err := writer.DeleteKey(ctx, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	c.Members[0].Restart(t)
+	eventually(t, "the delete made while the watch was down is reported", func() bool {
+		changed, _, _ := r.state()
+		return changed[k.Hash] > 0
+	})
+	if _, lost, _ := r.state(); lost != 1 {
+		t.Fatalf("ChangesLost called %d times, want only the first start: the watch should resume", lost)
+	}
+}
+
+func TestWatchStartsAfreshWhenItsRevisionIsCompacted(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	s := openStore(t, c, Options{})
+	ctx := context.Background()
+	storeKey(t, s)
+	resp, err := s.cli.Put(ctx, s.prefix+"filler", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.cli.Compact(ctx, resp.Header.Revision); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan int64, 1)
+	go func() { done <- s.follow(ctx, newRecorder(), 2, make(chan syncPoint)) }()
+	select {
+	case next := <-done:
+		if next != 0 {
+			t.Fatalf("resuming from a compacted revision returned %d, want 0 (start afresh)", next)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a watch from a compacted revision did not end")
+	}
+}
+
+// storeKey creates a key in s.
+func storeKey(t *testing.T, s *Store) keystore.Key {
+	t.Helper()
+	secret, _ := keystore.NewKey(keystore.DefaultPrefix)
+	id, _ := keystore.NewID(time.Now())
+	k := keystore.Key{ID: id, Hash: keystore.HashKey(secret), Owner: "alice", Created: time.Now().Truncate(time.Microsecond)}
+	if err := s.CreateKey(context.Background(), k, 0); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func TestKeyringFailsClosedWhenEtcdIsGone(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	s := openStore(t, c, Options{SyncInterval: 50 * time.Millisecond, RequestTimeout: 300 * time.Millisecond})
+	ctx := context.Background()
+	kr := keystore.NewKeyring(s, keystore.Options{FlushInterval: time.Hour, MaxStale: time.Second})
+	defer kr.Close()
+	m, err := kr.Mint(ctx, "alice", keystore.MintOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the key verifies", func() bool { _, err := kr.Verify(ctx, m.Secret); return err == nil })
+	time.Sleep(200 * time.Millisecond) // the creation arrives, the watch catches up
+
+	c.Members[0].Kill()
+	stopped := time.Now()
+	if _, err := kr.Verify(ctx, m.Secret); err != nil {
+		t.Fatalf("a recently seen key was refused right after etcd went away: %v", err)
+	}
+	unknown, _ := keystore.NewKey(keystore.DefaultPrefix)
+	if _, err := kr.Verify(ctx, unknown); err == nil || errors.Is(err, keystore.ErrNotFound) {
+		t.Fatalf("unknown key with etcd gone: %v, want a store error", err)
+	}
+	if _, err := kr.Mint(ctx, "alice", keystore.MintOptions{}); err == nil {
+		t.Fatal("minted with etcd gone")
+	}
+	eventually(t, "the recently seen key is refused", func() bool { _, err := kr.Verify(ctx, m.Secret); return err != nil })
+	if took := time.Since(stopped); took < 900*time.Millisecond {
+		t.Fatalf("the cached key was refused after %v, before MaxStale", took)
+	}
+
+	c.Members[0].Restart(t)
+	eventually(t, "the key verifies again", func() bool { _, err := kr.Verify(ctx, m.Secret); return err == nil })
+}

@@ -1,0 +1,245 @@
+// Package etcdtest runs real etcd clusters on loopback for tests. The
+// server is built once per test binary from the integration/tools/etcd
+// module, so a fresh machine needs nothing but the Go module proxy.
+package etcdtest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// Binary returns the path of an etcd server built for this run. Tests that
+// need it are skipped with -short.
+func Binary(t testing.TB) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs an etcd cluster")
+	}
+	buildOnce.Do(func() {
+		_, file, _, _ := runtime.Caller(0)
+		toolDir := filepath.Join(filepath.Dir(file), "..", "..", "integration", "tools", "etcd")
+		dir, err := os.MkdirTemp("", "apikeys-etcd-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "etcd")
+		cmd := exec.Command("go", "build", "-o", binPath, "go.etcd.io/etcd/server/v3")
+		cmd.Dir = toolDir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("building etcd: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// Cluster is a running etcd cluster whose members listen on loopback.
+type Cluster struct {
+	// Members in the order of Endpoints.
+	Members []*Member
+}
+
+// Endpoints returns every member's client URL.
+func (c *Cluster) Endpoints() []string {
+	out := make([]string, len(c.Members))
+	for i, m := range c.Members {
+		out[i] = m.ClientURL
+	}
+	return out
+}
+
+// Member is one etcd process.
+type Member struct {
+	// Name of the member in the cluster.
+	Name string
+	// ClientURL is where clients connect, e.g. http://127.0.0.1:23790.
+	ClientURL string
+
+	args []string
+	log  *os.File
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// Start runs a cluster of n members and stops it when the test ends. Its
+// data lives in the test's temporary directory.
+func Start(t testing.TB, n int) *Cluster {
+	t.Helper()
+	bin := Binary(t)
+	dir := t.TempDir()
+	ports := freePorts(t, 2*n)
+	var initial []string
+	for i := range n {
+		initial = append(initial, fmt.Sprintf("m%d=http://127.0.0.1:%d", i, ports[2*i+1]))
+	}
+	c := &Cluster{}
+	for i := range n {
+		client := fmt.Sprintf("http://127.0.0.1:%d", ports[2*i])
+		peer := fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1])
+		name := fmt.Sprintf("m%d", i)
+		log, err := os.Create(filepath.Join(dir, name+".log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := &Member{Name: name, ClientURL: client, log: log, args: []string{
+			bin,
+			"--name", name,
+			"--data-dir", filepath.Join(dir, name),
+			"--listen-client-urls", client, "--advertise-client-urls", client,
+			"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+			"--initial-cluster", strings.Join(initial, ","),
+			"--initial-cluster-state", "new", "--initial-cluster-token", "apikeys-test",
+			// Fast elections, so a stopped leader is replaced within a second.
+			"--heartbeat-interval", "50", "--election-timeout", "500",
+			"--log-level", "warn",
+		}}
+		c.Members = append(c.Members, m)
+	}
+	t.Cleanup(func() {
+		for _, m := range c.Members {
+			m.Stop()
+			_ = m.log.Close()
+		}
+		if t.Failed() {
+			for _, m := range c.Members {
+				if b, err := os.ReadFile(m.log.Name()); err == nil {
+					t.Logf("etcd %s log (tail):\n%s", m.Name, tail(string(b), 3000))
+				}
+			}
+		}
+	})
+	for _, m := range c.Members {
+		if err := m.start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, m := range c.Members {
+		if err := m.WaitHealthy(30 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
+}
+
+func (m *Member) start() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cmd := exec.Command(m.args[0], m.args[1:]...)
+	cmd.Stdout, cmd.Stderr = m.log, m.log
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting etcd %s: %w", m.Name, err)
+	}
+	m.cmd, m.done = cmd, make(chan struct{})
+	go func(done chan struct{}) {
+		_ = cmd.Wait()
+		close(done)
+	}(m.done)
+	return nil
+}
+
+// Restart starts a stopped member again on its data directory; it rejoins
+// the cluster and catches up.
+func (m *Member) Restart(t testing.TB) {
+	t.Helper()
+	if err := m.start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.WaitHealthy(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Stop ends the member gracefully and waits for it to exit; etcd may take
+// seconds while it closes client streams. Stopping a stopped member does
+// nothing.
+func (m *Member) Stop() { m.end(syscall.SIGTERM) }
+
+// Kill ends the member at once, as a crash or a cut cable would, and waits
+// for it to exit.
+func (m *Member) Kill() { m.end(syscall.SIGKILL) }
+
+func (m *Member) end(sig syscall.Signal) {
+	m.mu.Lock()
+	cmd, done := m.cmd, m.done
+	m.cmd = nil
+	m.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+// WaitHealthy waits until the member reports itself healthy: it is part of
+// a cluster with a leader and can serve requests.
+func (m *Member) WaitHealthy(timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, m.ClientURL+"/health", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("etcd %s not healthy after %v (last error: %v)", m.Name, timeout, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var ports []int
+	var listeners []net.Listener
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		listeners = append(listeners, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range listeners {
+		_ = l.Close()
+	}
+	return ports
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
