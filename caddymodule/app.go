@@ -221,16 +221,20 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("opening key store: %w", err)
 	}
 	a.release = release
-	store = timedStore{Store: store, hist: a.metrics.storeLatency}
-	a.keyring = keystore.NewKeyring(store, keystore.Options{
+	var maxStale time.Duration
+	if b, ok := a.store.(interface{ StaleBound() time.Duration }); ok {
+		maxStale = b.StaleBound()
+	}
+	a.keyring = keystore.NewKeyring(a.timed(store), keystore.Options{
 		Prefix:        a.KeyPrefix,
 		CacheSize:     a.CacheSize,
 		FlushInterval: time.Duration(a.LastUsedFlushInterval),
+		MaxStale:      maxStale,
 		OnFlushError: func(err error) {
 			a.logger.Error("writing last-used times", zap.Error(err))
 		},
 	})
-	a.verifier = identity.NewVerifier(users, storedUserLookup(store), issuers, identity.VerifierOptions{
+	a.verifier = identity.NewVerifier(users, storedUserLookup(a.keyring.Store()), issuers, identity.VerifierOptions{
 		Throttle:            a.Lockout.throttle(),
 		MaxConcurrentHashes: a.MaxConcurrentPasswordChecks,
 	})

@@ -62,20 +62,23 @@ func TestAdapt(t *testing.T) {
 
 func TestAdaptErrors(t *testing.T) {
 	cases := map[string]string{
-		"unknown global option":  "{\n apikeys {\n  colour blue\n }\n}\n:80 {\n}",
-		"global takes no args":   "{\n apikeys extra\n}\n:80 {\n}",
-		"user without hash":      "{\n apikeys {\n  user alice\n }\n}\n:80 {\n}",
-		"unknown store":          "{\n apikeys {\n  store nosuch\n }\n}\n:80 {\n}",
-		"unknown bolt option":    "{\n apikeys {\n  store bolt {\n   colour blue\n  }\n }\n}\n:80 {\n}",
-		"bad open_timeout":       "{\n apikeys {\n  store bolt {\n   open_timeout soon\n  }\n }\n}\n:80 {\n}",
-		"unknown jwt option":     "{\n apikeys {\n  jwt {\n   colour blue\n  }\n }\n}\n:80 {\n}",
-		"jwt option without arg": "{\n apikeys {\n  jwt {\n   issuer\n  }\n }\n}\n:80 {\n}",
-		"bad cache_size":         "{\n apikeys {\n  cache_size many\n }\n}\n:80 {\n}",
-		"unknown auth option":    ":80 {\n apikey_auth {\n  colour blue\n }\n}",
-		"auth takes no args":     ":80 {\n apikey_auth /v1/* extra\n}",
-		"bad body size":          ":80 {\n apikey_auth {\n  body -5\n }\n}",
-		"unknown api option":     ":80 {\n apikeys_api {\n  colour blue\n }\n}",
-		"bad max_body_bytes":     ":80 {\n apikeys_api {\n  max_body_bytes 0\n }\n}",
+		"unknown global option":   "{\n apikeys {\n  colour blue\n }\n}\n:80 {\n}",
+		"global takes no args":    "{\n apikeys extra\n}\n:80 {\n}",
+		"user without hash":       "{\n apikeys {\n  user alice\n }\n}\n:80 {\n}",
+		"unknown store":           "{\n apikeys {\n  store nosuch\n }\n}\n:80 {\n}",
+		"unknown bolt option":     "{\n apikeys {\n  store bolt {\n   colour blue\n  }\n }\n}\n:80 {\n}",
+		"bad open_timeout":        "{\n apikeys {\n  store bolt {\n   open_timeout soon\n  }\n }\n}\n:80 {\n}",
+		"unknown etcd option":     "{\n apikeys {\n  store etcd http://e:2379 {\n   colour blue\n  }\n }\n}\n:80 {\n}",
+		"bad etcd max_stale":      "{\n apikeys {\n  store etcd http://e:2379 {\n   max_stale -1s\n  }\n }\n}\n:80 {\n}",
+		"unknown etcd tls option": "{\n apikeys {\n  store etcd http://e:2379 {\n   tls {\n    colour blue\n   }\n  }\n }\n}\n:80 {\n}",
+		"unknown jwt option":      "{\n apikeys {\n  jwt {\n   colour blue\n  }\n }\n}\n:80 {\n}",
+		"jwt option without arg":  "{\n apikeys {\n  jwt {\n   issuer\n  }\n }\n}\n:80 {\n}",
+		"bad cache_size":          "{\n apikeys {\n  cache_size many\n }\n}\n:80 {\n}",
+		"unknown auth option":     ":80 {\n apikey_auth {\n  colour blue\n }\n}",
+		"auth takes no args":      ":80 {\n apikey_auth /v1/* extra\n}",
+		"bad body size":           ":80 {\n apikey_auth {\n  body -5\n }\n}",
+		"unknown api option":      ":80 {\n apikeys_api {\n  colour blue\n }\n}",
+		"bad max_body_bytes":      ":80 {\n apikeys_api {\n  max_body_bytes 0\n }\n}",
 	}
 	for name, cf := range cases {
 		if _, err := adapt(t, cf); err == nil {

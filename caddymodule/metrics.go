@@ -76,6 +76,21 @@ type timedStore struct {
 	hist *prometheus.HistogramVec
 }
 
+// timedWatchableStore keeps a shared store's watch visible to the Keyring.
+type timedWatchableStore struct {
+	timedStore
+	keystore.Watchable
+}
+
+// timed wraps store so that its operations are measured.
+func (a *App) timed(store keystore.Store) keystore.Store {
+	t := timedStore{Store: store, hist: a.metrics.storeLatency}
+	if w, ok := store.(keystore.Watchable); ok {
+		return timedWatchableStore{t, w}
+	}
+	return t
+}
+
 func (s timedStore) observe(op string, start time.Time) {
 	s.hist.WithLabelValues(op).Observe(time.Since(start).Seconds())
 }

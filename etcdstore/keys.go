@@ -3,6 +3,7 @@ package etcdstore
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"slices"
 	"strings"
 	"time"
@@ -72,10 +73,14 @@ func taken(resp *clientv3.TxnResponse) bool {
 func (s *Store) CreateKey(ctx context.Context, k keystore.Key, maxPerOwner int) error {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	for {
+	uncertain := false // a try failed in a way that may have been applied
+	for n := 1; ; n++ {
+		if uncertain && s.isOurs(ctx, k) {
+			return nil
+		}
 		cmps := s.absent(k)
 		if maxPerOwner > 0 {
-			count, err := s.cli.Get(ctx, s.ownerPrefix(k.Owner), clientv3.WithPrefix(), clientv3.WithCountOnly())
+			count, err := s.get(ctx, s.ownerPrefix(k.Owner), clientv3.WithPrefix(), clientv3.WithCountOnly())
 			if err != nil {
 				return fault(err)
 			}
@@ -87,9 +92,14 @@ func (s *Store) CreateKey(ctx context.Context, k keystore.Key, maxPerOwner int) 
 		}
 		resp, err := s.cli.Txn(ctx).If(cmps...).Then(s.putKeyOps(k)...).Else(s.countTaken(k)...).Commit()
 		switch {
+		case err != nil && transient(err) && backoff(ctx, n):
+			uncertain = true
+			continue
 		case err != nil:
 			return fault(err)
 		case resp.Succeeded:
+			return nil
+		case uncertain && s.isOurs(ctx, k):
 			return nil
 		case taken(resp) || maxPerOwner <= 0:
 			return keystore.ErrExists
@@ -100,7 +110,7 @@ func (s *Store) CreateKey(ctx context.Context, k keystore.Key, maxPerOwner int) 
 
 // getByHex reads the record stored under a hex digest, with its last use.
 func (s *Store) getByHex(ctx context.Context, h string) (storedKey, error) {
-	resp, err := s.cli.Txn(ctx).Then(clientv3.OpGet(s.keyPath(h)), clientv3.OpGet(s.usedPath(h))).Commit()
+	resp, err := s.readTxn(ctx, clientv3.OpGet(s.keyPath(h)), clientv3.OpGet(s.usedPath(h)))
 	if err != nil {
 		return storedKey{}, fault(err)
 	}
@@ -120,7 +130,7 @@ func (s *Store) getByHex(ctx context.Context, h string) (storedKey, error) {
 
 // getByID resolves an id through its index.
 func (s *Store) getByID(ctx context.Context, id string) (storedKey, error) {
-	resp, err := s.cli.Get(ctx, s.idPath(id))
+	resp, err := s.get(ctx, s.idPath(id))
 	if err != nil {
 		return storedKey{}, fault(err)
 	}
@@ -155,7 +165,7 @@ func (s *Store) getMany(ctx context.Context, hexes []string) ([]keystore.Key, er
 		for _, h := range chunk {
 			ops = append(ops, clientv3.OpGet(s.keyPath(h)), clientv3.OpGet(s.usedPath(h)))
 		}
-		resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+		resp, err := s.readTxn(ctx, ops...)
 		if err != nil {
 			return nil, fault(err)
 		}
@@ -182,7 +192,7 @@ func (s *Store) getMany(ctx context.Context, hexes []string) ([]keystore.Key, er
 func (s *Store) KeysByOwner(ctx context.Context, owner string) ([]keystore.Key, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	resp, err := s.cli.Get(ctx, s.ownerPrefix(owner), clientv3.WithPrefix())
+	resp, err := s.get(ctx, s.ownerPrefix(owner), clientv3.WithPrefix())
 	if err != nil {
 		return nil, fault(err)
 	}
@@ -204,7 +214,7 @@ func (s *Store) rangeAll(ctx context.Context, prefix string, fn func(*mvccpb.Key
 		if rev > 0 {
 			opts = append(opts, clientv3.WithRev(rev))
 		}
-		resp, err := s.cli.Get(ctx, from, opts...)
+		resp, err := s.get(ctx, from, opts...)
 		if err != nil {
 			return fault(err)
 		}
@@ -253,7 +263,7 @@ func (s *Store) Keys(ctx context.Context) ([]keystore.Key, error) {
 func (s *Store) UpdateKey(ctx context.Context, id string, fn func(*keystore.Key) error) (keystore.Key, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	for {
+	for n := 1; ; n++ {
 		cur, err := s.getByID(ctx, id)
 		if err != nil {
 			return keystore.Key{}, err
@@ -268,6 +278,9 @@ func (s *Store) UpdateKey(ctx context.Context, id string, fn func(*keystore.Key)
 		resp, err := s.cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.ModRevision(path), "=", cur.modRev)).
 			Then(clientv3.OpPut(path, encodeRecord(k))).Commit()
+		if err != nil && transient(err) && backoff(ctx, n) {
+			continue // applying fn again to what is stored is harmless
+		}
 		if err != nil {
 			return keystore.Key{}, fault(err)
 		}
@@ -281,8 +294,12 @@ func (s *Store) UpdateKey(ctx context.Context, id string, fn func(*keystore.Key)
 func (s *Store) RotateKey(ctx context.Context, oldID string, next keystore.Key, oldExpires time.Time) (keystore.Key, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	for {
+	var tried storedKey // the old key as the last failed try saw it
+	for n := 1; ; n++ {
 		old, err := s.getByID(ctx, oldID)
+		if errors.Is(err, keystore.ErrNotFound) && n > 1 && s.isOurs(ctx, next) {
+			return tried.Key, nil // an earlier try was applied
+		}
 		if err != nil {
 			return keystore.Key{}, err
 		}
@@ -297,10 +314,15 @@ func (s *Store) RotateKey(ctx context.Context, oldID string, next keystore.Key, 
 		cmps := append(s.absent(next), clientv3.Compare(clientv3.ModRevision(s.keyPath(hexOf(old.Hash))), "=", old.modRev))
 		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(s.countTaken(next)...).Commit()
 		switch {
+		case err != nil && transient(err) && backoff(ctx, n):
+			tried = old
+			continue
 		case err != nil:
 			return keystore.Key{}, fault(err)
 		case resp.Succeeded:
 			return old.Key, nil
+		case n > 1 && tried.ID != "" && s.isOurs(ctx, next):
+			return tried.Key, nil
 		case taken(resp):
 			return keystore.Key{}, keystore.ErrExists
 		}
@@ -312,14 +334,22 @@ func (s *Store) RotateKey(ctx context.Context, oldID string, next keystore.Key, 
 func (s *Store) DeleteKey(ctx context.Context, id string) (keystore.Key, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	for {
+	var tried storedKey // the key as the last failed try saw it
+	for n := 1; ; n++ {
 		k, err := s.getByID(ctx, id)
+		if errors.Is(err, keystore.ErrNotFound) && tried.ID != "" {
+			return tried.Key, nil // an earlier try was applied
+		}
 		if err != nil {
 			return keystore.Key{}, err
 		}
 		resp, err := s.cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.ModRevision(s.keyPath(hexOf(k.Hash))), "=", k.modRev)).
 			Then(s.deleteKeyOps(k.Key)...).Commit()
+		if err != nil && transient(err) && backoff(ctx, n) {
+			tried = k
+			continue
+		}
 		if err != nil {
 			return keystore.Key{}, fault(err)
 		}
@@ -349,7 +379,7 @@ func (s *Store) TouchKeys(ctx context.Context, lastUsed map[string]time.Time) er
 		for i, id := range chunk {
 			gets[i] = clientv3.OpGet(s.idPath(id))
 		}
-		resp, err := s.cli.Txn(ctx).Then(gets...).Commit()
+		resp, err := s.readTxn(ctx, gets...)
 		if err != nil {
 			return fault(err)
 		}
@@ -368,7 +398,8 @@ func (s *Store) TouchKeys(ctx context.Context, lastUsed map[string]time.Time) er
 		if len(touches) == 0 {
 			continue
 		}
-		if _, err := s.cli.Txn(ctx).Then(touches...).Commit(); err != nil {
+		// Raising to the same time again is harmless, so retry freely.
+		if _, err := retry(ctx, func() (*clientv3.TxnResponse, error) { return s.cli.Txn(ctx).Then(touches...).Commit() }); err != nil {
 			return fault(err)
 		}
 	}

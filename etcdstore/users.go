@@ -16,7 +16,7 @@ import (
 const userKeysPerTxn = (maxTxnOps - 1) / 4
 
 func (s *Store) getUser(ctx context.Context, name string) (keystore.User, int64, error) {
-	resp, err := s.cli.Get(ctx, s.userPath(name))
+	resp, err := s.get(ctx, s.userPath(name))
 	if err != nil {
 		return keystore.User{}, 0, fault(err)
 	}
@@ -61,23 +61,33 @@ func (s *Store) CreateUser(ctx context.Context, u keystore.User) error {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	path := s.userPath(u.Name)
-	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(path), "=", 0)).
-		Then(clientv3.OpPut(path, string(val))).Commit()
-	if err != nil {
-		return fault(err)
-	}
-	if !resp.Succeeded {
+	for n := 1; ; n++ {
+		resp, err := s.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(path), "=", 0)).
+			Then(clientv3.OpPut(path, string(val))).
+			Else(clientv3.OpGet(path)).Commit()
+		switch {
+		case err != nil && transient(err) && backoff(ctx, n):
+			continue
+		case err != nil:
+			return fault(err)
+		case resp.Succeeded:
+			return nil
+		}
+		// After a failed try, finding exactly what it wrote means it was
+		// applied.
+		if kvs := resp.Responses[0].GetResponseRange().Kvs; n > 1 && len(kvs) > 0 && string(kvs[0].Value) == string(val) {
+			return nil
+		}
 		return keystore.ErrExists
 	}
-	return nil
 }
 
 // SetPassword replaces a user's password hash.
 func (s *Store) SetPassword(ctx context.Context, name, hash string) error {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	for {
+	for n := 1; ; n++ {
 		u, rev, err := s.getUser(ctx, name)
 		if err != nil {
 			return err
@@ -91,6 +101,9 @@ func (s *Store) SetPassword(ctx context.Context, name, hash string) error {
 		resp, err := s.cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.ModRevision(path), "=", rev)).
 			Then(clientv3.OpPut(path, string(val))).Commit()
+		if err != nil && transient(err) && backoff(ctx, n) {
+			continue
+		}
 		if err != nil {
 			return fault(err)
 		}
@@ -108,13 +121,16 @@ func (s *Store) SetPassword(ctx context.Context, name, hash string) error {
 func (s *Store) DeleteUser(ctx context.Context, name string) ([]keystore.Key, error) {
 	ctx, cancel := context.WithTimeout(ctx, 4*s.timeout)
 	defer cancel()
-	var removed []keystore.Key
-	for {
+	var removed, tried []keystore.Key // tried: keys of a last try that failed
+	for n := 1; ; n++ {
 		_, userRev, err := s.getUser(ctx, name)
+		if errors.Is(err, keystore.ErrNotFound) && tried != nil {
+			return append(removed, tried...), nil // the last try was applied
+		}
 		if err != nil {
 			return removed, err
 		}
-		index, err := s.cli.Get(ctx, s.ownerPrefix(name), clientv3.WithPrefix(), clientv3.WithLimit(userKeysPerTxn))
+		index, err := s.get(ctx, s.ownerPrefix(name), clientv3.WithPrefix(), clientv3.WithLimit(userKeysPerTxn))
 		if err != nil {
 			return removed, fault(err)
 		}
@@ -141,9 +157,16 @@ func (s *Store) DeleteUser(ctx context.Context, name string) ([]keystore.Key, er
 			ops = append(ops, clientv3.OpDelete(s.userPath(name)))
 		}
 		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		if err != nil && transient(err) && backoff(ctx, n) {
+			if last {
+				tried = keys
+			}
+			continue
+		}
 		if err != nil {
 			return removed, fault(err)
 		}
+		tried = nil
 		if !resp.Succeeded {
 			continue
 		}

@@ -102,6 +102,12 @@ func (s *syncBuffer) String() string {
 // test ends.
 func startBinary(t *testing.T, config, dataDir, addr string) *runningCaddy {
 	t.Helper()
+	return startBinaryEnv(t, config, dataDir, addr)
+}
+
+// startBinaryEnv is startBinary with extra environment variables.
+func startBinaryEnv(t *testing.T, config, dataDir, addr string, env ...string) *runningCaddy {
+	t.Helper()
 	bin := caddyBinary(t)
 	if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
 		c.Close()
@@ -110,6 +116,7 @@ func startBinary(t *testing.T, config, dataDir, addr string) *runningCaddy {
 	rc := &runningCaddy{out: new(syncBuffer), done: make(chan struct{})}
 	rc.cmd = exec.Command(bin, "run", "--config", config)
 	rc.cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dataDir, "XDG_CONFIG_HOME="+dataDir, "HOME="+dataDir)
+	rc.cmd.Env = append(rc.cmd.Env, env...)
 	rc.cmd.Stdout, rc.cmd.Stderr = rc.out, rc.out
 	if err := rc.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -37,7 +37,13 @@ type listedKey struct {
 
 func fetchKeys(t *testing.T, auth string) []listedKey {
 	t.Helper()
-	r := post(t, fetchPath, `{"auth": `+auth+`}`)
+	return fetchKeysAt(t, gateway, auth)
+}
+
+// fetchKeysAt lists the caller's keys through the gateway at base.
+func fetchKeysAt(t *testing.T, base, auth string) []listedKey {
+	t.Helper()
+	r := post(t, base+"/api/fetch_api_keys", `{"auth": `+auth+`}`)
 	var env struct {
 		Success bool `json:"success"`
 		Result  struct {

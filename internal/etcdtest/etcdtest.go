@@ -171,6 +171,28 @@ func (m *Member) Restart(t testing.TB) {
 	}
 }
 
+// Restart starts every stopped member again and waits until all are
+// healthy; use it when the whole cluster was down, as a member cannot be
+// healthy without a quorum.
+func (c *Cluster) Restart(t testing.TB) {
+	t.Helper()
+	for _, m := range c.Members {
+		m.mu.Lock()
+		stopped := m.cmd == nil
+		m.mu.Unlock()
+		if stopped {
+			if err := m.start(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, m := range c.Members {
+		if err := m.WaitHealthy(30 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // Stop ends the member gracefully and waits for it to exit; etcd may take
 // seconds while it closes client streams. Stopping a stopped member does
 // nothing.

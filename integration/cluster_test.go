@@ -1,0 +1,371 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/caddy-apikeys/caddy-apikeys/internal/etcdtest"
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
+)
+
+// clusterGateway is the real binary running Caddyfile.cluster.
+type clusterGateway struct {
+	*runningCaddy
+	name, base, admin string
+}
+
+func startClusterGateway(t *testing.T, name string, c *etcdtest.Cluster, upstream string) *clusterGateway {
+	t.Helper()
+	dir := t.TempDir()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	g := &clusterGateway{name: name, base: "http://" + addr, admin: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	g.runningCaddy = startBinaryEnv(t, filepath.Join(repoRoot(t), "Caddyfile.cluster"), dir, addr,
+		"ETCD_ENDPOINTS="+strings.Join(c.Endpoints(), " "),
+		"UPSTREAM="+strings.TrimPrefix(upstream, "http://"),
+		"GATEWAY_ADDR="+addr,
+		"CADDY_ADMIN="+g.admin,
+	)
+	return g
+}
+
+func (g *clusterGateway) mint(t *testing.T, auth string) createdKey {
+	t.Helper()
+	return decodeCreated(t, post(t, g.base+"/api/create_api_key", `{"auth": `+auth+`}`))
+}
+
+func (g *clusterGateway) status(t *testing.T, key string) int {
+	t.Helper()
+	return do(t, http.MethodGet, g.base+"/v1/x", "", "X-Api-Key", key).status
+}
+
+func (g *clusterGateway) revoke(t *testing.T, auth, id string) {
+	t.Helper()
+	r := post(t, g.base+"/api/delete_api_key", `{"auth": `+auth+`, "api_key_id": "`+id+`"}`)
+	if r.status != http.StatusOK {
+		t.Fatalf("delete on %s: %d %s", g.name, r.status, r.body)
+	}
+}
+
+// untilRefused polls g with key until it answers 401 and returns how long
+// after start that was; it fails the test after 5s.
+func (g *clusterGateway) untilRefused(key string, start time.Time) (time.Duration, error) {
+	for {
+		req, _ := http.NewRequest(http.MethodGet, g.base+"/v1/x", nil)
+		req.Header.Set("X-Api-Key", key)
+		res, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		res.Body.Close()
+		if res.StatusCode == http.StatusUnauthorized {
+			return time.Since(start), nil
+		}
+		if res.StatusCode != http.StatusOK {
+			return 0, fmt.Errorf("%s answered %d", g.name, res.StatusCode)
+		}
+		if time.Since(start) > 5*time.Second {
+			return 0, fmt.Errorf("%s still accepts a key revoked %v ago", g.name, time.Since(start))
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	return sorted[min(len(sorted)-1, int(p*float64(len(sorted))))]
+}
+
+// TestGatewaysShareAnEtcdCluster runs the README's Caddyfile.cluster on
+// three gateways over a three-member etcd cluster on loopback.
+func TestGatewaysShareAnEtcdCluster(t *testing.T) {
+	c := etcdtest.Start(t, 3)
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `{"user": %q}`, r.Header.Get("X-Apikeys-User"))
+	}))
+	defer upstream.Close()
+	var gws []*clusterGateway
+	for _, name := range []string{"A", "B", "C"} {
+		gws = append(gws, startClusterGateway(t, name, c, upstream.URL))
+	}
+	a, b, cg := gws[0], gws[1], gws[2]
+
+	// A user added through one gateway signs in on the others.
+	mustCLI(t, "alicepw\n", "--address", a.admin, "user", "add", "alice")
+	auth := `{"username": "alice", "password": "alicepw"}`
+
+	t.Run("minted anywhere, valid everywhere", func(t *testing.T) {
+		for _, minter := range gws {
+			k := minter.mint(t, auth)
+			for _, g := range gws {
+				r := do(t, http.MethodGet, g.base+"/v1/x", "", "X-Api-Key", k.APIKey)
+				if r.status != http.StatusOK || !strings.Contains(r.body, `"alice"`) {
+					t.Fatalf("key minted on %s, used on %s: %d %s", minter.name, g.name, r.status, r.body)
+				}
+			}
+		}
+	})
+
+	t.Run("revocation reaches every gateway", func(t *testing.T) {
+		const trials = 100
+		var lat []time.Duration
+		for range trials {
+			k := a.mint(t, auth)
+			for _, g := range []*clusterGateway{b, cg} {
+				if s := g.status(t, k.APIKey); s != http.StatusOK { // now cached there
+					t.Fatalf("fresh key on %s: %d", g.name, s)
+				}
+			}
+			start := time.Now()
+			a.revoke(t, auth, k.ID)
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			for _, g := range []*clusterGateway{b, cg} {
+				wg.Go(func() {
+					d, err := g.untilRefused(k.APIKey, start)
+					mu.Lock()
+					defer mu.Unlock()
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					lat = append(lat, d)
+				})
+			}
+			wg.Wait()
+			if t.Failed() {
+				return
+			}
+		}
+		slices.Sort(lat)
+		t.Logf("revoke on A until refused on B and C, from sending the delete, %d trials × 2 gateways: p50 %v, p90 %v, p99 %v, max %v",
+			trials, percentile(lat, 0.50), percentile(lat, 0.90), percentile(lat, 0.99), lat[len(lat)-1])
+	})
+
+	t.Run("last use recorded on other gateways", func(t *testing.T) {
+		k := a.mint(t, auth)
+		if b.status(t, k.APIKey) != http.StatusOK || cg.status(t, k.APIKey) != http.StatusOK {
+			t.Fatal("key refused")
+		}
+		eventuallyIT(t, "A lists the use made on B and C", func() bool {
+			for _, lk := range fetchKeysAt(t, a.base, auth) {
+				if lk.ID == k.ID {
+					return lk.LastUsed != nil
+				}
+			}
+			return false
+		})
+	})
+
+	t.Run("the leader stops and comes back", func(t *testing.T) {
+		leader := leaderIndex(t, c)
+		stable := a.mint(t, auth)
+		var requests, failures atomic.Int64
+		var failMu sync.Mutex
+		var failed []string
+		record := func(what string, ok bool) {
+			requests.Add(1)
+			if !ok {
+				failures.Add(1)
+				failMu.Lock()
+				failed = append(failed, what)
+				failMu.Unlock()
+			}
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		for _, g := range gws { // steady validations on every gateway
+			wg.Go(func() {
+				for ctx.Err() == nil {
+					r := do(t, http.MethodGet, g.base+"/v1/x", "", "X-Api-Key", stable.APIKey)
+					record("validate on "+g.name, r.status == http.StatusOK)
+					time.Sleep(5 * time.Millisecond)
+				}
+			})
+		}
+		wg.Go(func() { // minting on each in turn, each key used on the next
+			for i := 0; ctx.Err() == nil; i++ {
+				minter, user := gws[i%3], gws[(i+1)%3]
+				r := post(t, minter.base+"/api/create_api_key", `{"auth": `+auth+`}`)
+				record("mint on "+minter.name+": "+r.body, r.status == http.StatusOK)
+				if r.status == http.StatusOK {
+					k := decodeCreated(t, r)
+					record("fresh key on "+user.name, user.status(t, k.APIKey) == http.StatusOK)
+				}
+			}
+		})
+		time.Sleep(time.Second)
+		c.Members[leader].Stop()
+		time.Sleep(2 * time.Second)
+		// Still everything works with two members.
+		k := b.mint(t, auth)
+		if a.status(t, k.APIKey) != http.StatusOK {
+			t.Error("a key minted with a member down is refused")
+		}
+		start := time.Now()
+		b.revoke(t, auth, k.ID)
+		if _, err := a.untilRefused(k.APIKey, start); err != nil {
+			t.Error(err)
+		}
+		c.Members[leader].Restart(t)
+		time.Sleep(time.Second)
+		cancel()
+		wg.Wait()
+		t.Logf("%d requests while the leader (%s) stopped and restarted, %d failed", requests.Load(), c.Members[leader].Name, failures.Load())
+		if len(failed) > 0 {
+			t.Errorf("failed requests: %v", failed[:min(len(failed), 10)])
+		}
+
+		// The restarted member has caught up: its own copy, read without
+		// asking the leader, holds every key the others do.
+		others := slices.Delete(slices.Clone(c.Endpoints()), leader, leader+1)
+		want := countKeys(t, others, false)
+		eventuallyIT(t, "the restarted member holds every key", func() bool {
+			return countKeys(t, c.Endpoints()[leader:leader+1], true) == want
+		})
+	})
+}
+
+// leaderIndex returns the index of the cluster's current leader.
+func leaderIndex(t *testing.T, c *etcdtest.Cluster) int {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i, ep := range c.Endpoints() {
+		st, err := cli.Status(ctx, ep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Leader == st.Header.MemberId {
+			return i
+		}
+	}
+	t.Fatal("the cluster has no leader")
+	return -1
+}
+
+// countKeys counts the stored keys through the given endpoints; a
+// serializable read answers from the member's own copy.
+func countKeys(t *testing.T, endpoints []string, serializable bool) int64 {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithCountOnly()}
+	if serializable {
+		opts = append(opts, clientv3.WithSerializable())
+	}
+	resp, err := cli.Get(ctx, "/caddy-apikeys/keys/", opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Count
+}
+
+// TestGatewayWhenEtcdIsUnreachable shows what a gateway on etcd does when
+// the whole cluster is gone: minting answers 503 JSON, unknown keys are
+// refused, keys it verified recently keep working for max_stale and are
+// refused after it, and everything works again once etcd is back.
+func TestGatewayWhenEtcdIsUnreachable(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	dir := t.TempDir()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	config := filepath.Join(dir, "Caddyfile")
+	const maxStale = 3 * time.Second
+	cfg := fmt.Sprintf(`{
+	admin off
+	apikeys {
+		store etcd %s {
+			request_timeout 1s
+			max_stale %v
+		}
+		user alice %s
+	}
+}
+
+http://%s {
+	apikeys_api /api/*
+	apikey_auth /v1/* {
+		header X-Api-Key
+	}
+	respond /v1/* "ok"
+}
+`, c.Endpoints()[0], maxStale, bcryptHash(t, "alicepw"), addr)
+	if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	startBinary(t, config, dir, addr)
+	g := &clusterGateway{name: "A", base: "http://" + addr}
+	auth := `{"username": "alice", "password": "alicepw"}`
+	seen := g.mint(t, auth)
+	eventuallyIT(t, "the key works", func() bool { return g.status(t, seen.APIKey) == http.StatusOK })
+	// Once the key's creation has arrived (it drops lookups in flight) and
+	// the watch has caught up, use the key again so that it is cached.
+	time.Sleep(500 * time.Millisecond)
+	if s := g.status(t, seen.APIKey); s != http.StatusOK {
+		t.Fatalf("the key: %d", s)
+	}
+
+	c.Members[0].Kill()
+	gone := time.Now()
+	if s := g.status(t, seen.APIKey); s != http.StatusOK {
+		t.Fatalf("a key seen recently: %d right after etcd went away, want 200", s)
+	}
+	r := post(t, g.base+"/api/create_api_key", `{"auth": `+auth+`}`)
+	var failure struct {
+		Success *bool  `json:"success"`
+		Error   string `json:"error"`
+	}
+	if r.status != http.StatusServiceUnavailable || json.Unmarshal([]byte(r.body), &failure) != nil ||
+		failure.Success == nil || *failure.Success || failure.Error == "" {
+		t.Fatalf("minting with etcd gone: %d %s, want 503 JSON", r.status, r.body)
+	}
+	unknown, _ := keystore.NewKey(keystore.DefaultPrefix) // well formed, never seen
+	if s := g.status(t, unknown); s != http.StatusUnauthorized {
+		t.Fatalf("an unknown key with etcd gone: %d, want 401", s)
+	}
+	if s := g.status(t, seen.APIKey); s != http.StatusOK && time.Since(gone) < maxStale-time.Second {
+		t.Fatalf("a key seen recently: %d %v after etcd went away, want 200 within max_stale", s, time.Since(gone))
+	}
+	time.Sleep(time.Until(gone.Add(maxStale + 200*time.Millisecond)))
+	if s := g.status(t, seen.APIKey); s != http.StatusUnauthorized {
+		t.Fatalf("a key seen recently: %d past max_stale with etcd gone, want 401 (fail closed)", s)
+	}
+
+	c.Restart(t)
+	eventuallyIT(t, "the key works again", func() bool { return g.status(t, seen.APIKey) == http.StatusOK })
+	eventuallyIT(t, "minting works again", func() bool {
+		return post(t, g.base+"/api/create_api_key", `{"auth": `+auth+`}`).status == http.StatusOK
+	})
+}
+
+// TestREADMEShowsTheTestedClusterCaddyfile keeps the README's "Running
+// several gateways" example the file the cluster test runs.
+func TestREADMEShowsTheTestedClusterCaddyfile(t *testing.T) {
+	readme := string(mustRead(t, filepath.Join(repoRoot(t), "README.md")))
+	file := string(mustRead(t, filepath.Join(repoRoot(t), "Caddyfile.cluster")))
+	if !strings.Contains(readme, "```caddyfile\n"+file+"```") {
+		t.Fatal("README.md does not show Caddyfile.cluster verbatim")
+	}
+}
