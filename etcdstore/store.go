@@ -16,6 +16,7 @@
 package etcdstore
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/hex"
@@ -23,6 +24,7 @@ import (
 	"fmt"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
@@ -84,9 +86,9 @@ func Open(cfg clientv3.Config, opts Options) (*Store, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 5 * time.Second
 	}
-	cli, err := clientv3.New(cfg)
+	cli, err := clientv3.New(cfg) // signs in, if a username is set
 	if err != nil {
-		return nil, fmt.Errorf("etcd client for %v: %w", cfg.Endpoints, err)
+		return nil, explainOpen(err, cfg, cmp.Or(opts.Prefix, DefaultPrefix))
 	}
 	s := New(cli, opts)
 	s.ownsClient = true
@@ -94,9 +96,23 @@ func Open(cfg clientv3.Config, opts Options) (*Store, error) {
 	defer cancel()
 	if _, err := cli.Get(ctx, s.prefix+"users/", clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil {
 		_ = cli.Close()
-		return nil, fmt.Errorf("etcd at %v did not answer within %v: %w", cfg.Endpoints, cfg.DialTimeout, err)
+		return nil, explainOpen(err, cfg, s.prefix)
 	}
 	return s, nil
+}
+
+// explainOpen says what an operator should check when Open fails.
+func explainOpen(err error, cfg clientv3.Config, prefix string) error {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("etcd at %v did not answer within %v: check that the endpoints are up, and that their scheme (http/https) and the TLS settings match the cluster's: %w",
+			cfg.Endpoints, cfg.DialTimeout, err)
+	case errors.Is(err, rpctypes.ErrAuthFailed):
+		return fmt.Errorf("etcd at %v refused the username or password: %w", cfg.Endpoints, err)
+	case errors.Is(err, rpctypes.ErrPermissionDenied):
+		return fmt.Errorf("etcd at %v refused access under %q: grant the user read-write on that prefix: %w", cfg.Endpoints, prefix, err)
+	}
+	return fmt.Errorf("etcd at %v: %w", cfg.Endpoints, err)
 }
 
 // Client returns the etcd client the store uses.

@@ -77,18 +77,33 @@ type Member struct {
 
 	args []string
 	log  *os.File
+	tls  *TLSFiles
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
 }
 
+// Options vary the cluster Start runs.
+type Options struct {
+	// TLS, if set, makes members serve clients over TLS with these files
+	// and require a client certificate signed by its CA.
+	TLS *TLSFiles
+}
+
 // Start runs a cluster of n members and stops it when the test ends. Its
 // data lives in the test's temporary directory.
-func Start(t testing.TB, n int) *Cluster {
+func Start(t testing.TB, n int) *Cluster { return StartWith(t, n, Options{}) }
+
+// StartWith is Start with options.
+func StartWith(t testing.TB, n int, opts Options) *Cluster {
 	t.Helper()
 	bin := Binary(t)
 	dir := t.TempDir()
+	scheme := "http"
+	if opts.TLS != nil {
+		scheme = "https"
+	}
 	ports := freePorts(t, 2*n)
 	var initial []string
 	for i := range n {
@@ -96,7 +111,7 @@ func Start(t testing.TB, n int) *Cluster {
 	}
 	c := &Cluster{}
 	for i := range n {
-		client := fmt.Sprintf("http://127.0.0.1:%d", ports[2*i])
+		client := fmt.Sprintf("%s://127.0.0.1:%d", scheme, ports[2*i])
 		peer := fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1])
 		name := fmt.Sprintf("m%d", i)
 		log, err := os.Create(filepath.Join(dir, name+".log"))
@@ -115,6 +130,11 @@ func Start(t testing.TB, n int) *Cluster {
 			"--heartbeat-interval", "50", "--election-timeout", "500",
 			"--log-level", "warn",
 		}}
+		if opts.TLS != nil {
+			m.args = append(m.args, "--cert-file", opts.TLS.ServerCert, "--key-file", opts.TLS.ServerKey,
+				"--client-cert-auth", "--trusted-ca-file", opts.TLS.CA)
+			m.tls = opts.TLS
+		}
 		c.Members = append(c.Members, m)
 	}
 	t.Cleanup(func() {
@@ -226,7 +246,7 @@ func (m *Member) WaitHealthy(timeout time.Duration) error {
 	defer cancel()
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, m.ClientURL+"/health", nil)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := m.healthClient().Do(req)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -239,6 +259,19 @@ func (m *Member) WaitHealthy(timeout time.Duration) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// healthClient can reach the member's health endpoint, presenting the
+// client certificate if the member requires one.
+func (m *Member) healthClient() *http.Client {
+	if m.tls == nil {
+		return http.DefaultClient
+	}
+	tc, err := m.tls.ClientConfig()
+	if err != nil {
+		return http.DefaultClient // the health check fails and says so
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}
 }
 
 func freePorts(t testing.TB, n int) []int {
