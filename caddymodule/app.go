@@ -234,6 +234,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 			a.logger.Error("writing last-used times", zap.Error(err))
 		},
 	})
+	if err := registerStaleness(ctx.GetMetricsRegistry(), a.keyring); err != nil {
+		return err
+	}
 	a.verifier = identity.NewVerifier(users, storedUserLookup(a.keyring.Store()), issuers, identity.VerifierOptions{
 		Throttle:            a.Lockout.throttle(),
 		MaxConcurrentHashes: a.MaxConcurrentPasswordChecks,

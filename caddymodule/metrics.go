@@ -56,6 +56,30 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	return m, nil
 }
 
+// registerStaleness exports, for a shared store, how far behind the
+// gateway's key cache may be: the alert to set when a gateway is cut off
+// from the cluster.
+func registerStaleness(reg prometheus.Registerer, kr *keystore.Keyring) error {
+	if _, _, ok := kr.Staleness(); !ok {
+		return nil
+	}
+	opts := func(name, help string) prometheus.Opts {
+		return prometheus.Opts{Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: name, Help: help}
+	}
+	staleness := prometheus.NewGaugeFunc(prometheus.GaugeOpts(opts("cache_staleness_seconds",
+		"Seconds since the key cache last confirmed it had every change of the shared store; past max_stale, cached keys are no longer trusted.")),
+		func() float64 { since, _, _ := kr.Staleness(); return since.Seconds() })
+	resets := prometheus.NewCounterFunc(prometheus.CounterOpts(opts("cache_resets_total",
+		"Times the key cache was emptied because changes of the shared store may have been missed (including at start).")),
+		func() float64 { _, n, _ := kr.Staleness(); return float64(n) })
+	for _, c := range []prometheus.Collector{staleness, resets} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // countRefusal counts a failed key check by its cause.
 func (m *metrics) countRefusal(err error) {
 	switch {

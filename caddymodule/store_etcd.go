@@ -67,7 +67,7 @@ type EtcdStore struct {
 	// still be accepted here during an outage. Default: 15s.
 	MaxStale caddy.Duration `json:"max_stale,omitempty"`
 
-	logger *zap.Logger
+	logger, clientLogger *zap.Logger
 }
 
 // EtcdTLS configures TLS to etcd.
@@ -95,9 +95,10 @@ func (EtcdStore) CaddyModule() caddy.ModuleInfo {
 
 // Provision keeps the logger for the etcd client.
 func (e *EtcdStore) Provision(ctx caddy.Context) error {
+	e.logger = ctx.Logger()
 	// The client logs every retry at warn level; while the cluster is
 	// down that would flood the log with one line per request.
-	e.logger = ctx.Logger().Named("etcd").WithOptions(zap.IncreaseLevel(zapcore.ErrorLevel))
+	e.clientLogger = e.logger.Named("client").WithOptions(zap.IncreaseLevel(zapcore.ErrorLevel))
 	return nil
 }
 
@@ -127,7 +128,7 @@ func (e *EtcdStore) Open() (keystore.Store, func() error, error) {
 		Username:    repl.ReplaceKnown(e.Username, ""),
 		Password:    repl.ReplaceKnown(e.Password, ""),
 		DialTimeout: time.Duration(e.DialTimeout),
-		Logger:      e.logger,
+		Logger:      e.clientLogger,
 	}
 	for _, ep := range e.Endpoints {
 		cfg.Endpoints = append(cfg.Endpoints, repl.ReplaceKnown(ep, ""))
@@ -142,6 +143,7 @@ func (e *EtcdStore) Open() (keystore.Store, func() error, error) {
 	s, err := etcdstore.Open(cfg, etcdstore.Options{
 		Prefix:         e.Prefix,
 		RequestTimeout: time.Duration(e.RequestTimeout),
+		Logger:         e.logger,
 	})
 	if err != nil {
 		return nil, nil, err

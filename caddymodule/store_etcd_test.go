@@ -62,7 +62,7 @@ func TestEtcdStoreWithTLSAndAuthentication(t *testing.T) {
 		Username:  "caddy",
 		Password:  "{env.APIKEYS_TEST_ETCD_PASSWORD}",
 		TLS:       &EtcdTLS{CAFile: files.CA, CertFile: files.ClientCert, KeyFile: files.ClientKey},
-		logger:    zap.NewNop(),
+		logger:    zap.NewNop(), clientLogger: zap.NewNop(),
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -99,7 +99,7 @@ func TestEtcdStoreWithTLSAndAuthentication(t *testing.T) {
 	for name, tc := range refused {
 		t.Run(name, func(t *testing.T) {
 			tc.cfg.DialTimeout = caddy.Duration(2 * time.Second)
-			tc.cfg.logger = zap.NewNop()
+			tc.cfg.logger, tc.cfg.clientLogger = zap.NewNop(), zap.NewNop()
 			_, release, err := tc.cfg.Open()
 			if err == nil {
 				_ = release()

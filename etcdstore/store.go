@@ -26,6 +26,7 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
@@ -53,6 +54,9 @@ type Options struct {
 	// SyncInterval is how often a watch confirms that it has every change,
 	// which keeps a Keyring trusting its cache. Default DefaultSyncInterval.
 	SyncInterval time.Duration
+	// Logger is told when the watch breaks, resumes or starts afresh.
+	// Default: no logging.
+	Logger *zap.Logger
 }
 
 // Store is a keystore.Store on etcd.
@@ -62,6 +66,7 @@ type Store struct {
 	prefix     string
 	timeout    time.Duration
 	syncEvery  time.Duration
+	logger     *zap.Logger
 }
 
 // New returns a Store that uses cli, which the caller keeps and closes.
@@ -75,7 +80,10 @@ func New(cli *clientv3.Client, opts Options) *Store {
 	if opts.SyncInterval <= 0 {
 		opts.SyncInterval = DefaultSyncInterval
 	}
-	return &Store{cli: cli, prefix: opts.Prefix, timeout: opts.RequestTimeout, syncEvery: opts.SyncInterval}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	return &Store{cli: cli, prefix: opts.Prefix, timeout: opts.RequestTimeout, syncEvery: opts.SyncInterval, logger: opts.Logger}
 }
 
 // Open connects to the cluster described by cfg and checks within

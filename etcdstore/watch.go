@@ -5,6 +5,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
@@ -45,7 +46,17 @@ func (s *Store) WatchKeys(ctx context.Context, w keystore.KeyWatcher) {
 			w.ChangesLost()
 			next = rev + 1
 		}
+		from := next
 		next = s.follow(ctx, w, next, points)
+		if ctx.Err() != nil {
+			return
+		}
+		if next == 0 {
+			s.logger.Warn("key changes since the watch broke were compacted away; cache dropped, watching afresh",
+				zap.Int64("resume_revision", from))
+		} else {
+			s.logger.Warn("key watch broken; resuming from the last change seen", zap.Int64("revision", next))
+		}
 		sleep(ctx, s.syncEvery/5) // before resuming a broken watch
 	}
 }
@@ -71,7 +82,8 @@ func (s *Store) follow(ctx context.Context, w keystore.KeyWatcher, from int64, p
 			if resp.CompactRevision != 0 {
 				return 0 // changes we never saw were compacted away
 			}
-			if resp.Err() != nil {
+			if err := resp.Err(); err != nil {
+				s.logger.Debug("key watch ended", zap.Error(err))
 				return from
 			}
 			for _, ev := range resp.Events {

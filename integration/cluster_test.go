@@ -118,6 +118,18 @@ func TestGatewaysShareAnEtcdCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("each gateway exports how current its cache is", func(t *testing.T) {
+		for _, g := range gws {
+			metrics := "http://" + g.admin + "/metrics"
+			if v := metricValue(t, metrics, "caddy_apikeys_cache_staleness_seconds"); v <= 0 || v > 2 {
+				t.Errorf("%s: cache staleness %vs, want a fraction of a second", g.name, v)
+			}
+			if v := metricValue(t, metrics, "caddy_apikeys_cache_resets_total"); v != 1 {
+				t.Errorf("%s: %v cache resets, want 1 (the start)", g.name, v)
+			}
+		}
+	})
+
 	t.Run("revocation reaches every gateway", func(t *testing.T) {
 		const trials = 100
 		var lat []time.Duration

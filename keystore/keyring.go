@@ -54,11 +54,13 @@ type Keyring struct {
 
 	// For Watchable stores: the watch's cancel and end, and when it last
 	// caught up (Unix nanoseconds).
-	watched   bool
-	maxStale  time.Duration
-	caughtUp  atomic.Int64
-	stopWatch context.CancelFunc
-	watchDone chan struct{}
+	watched     bool
+	maxStale    time.Duration
+	started     time.Time
+	caughtUp    atomic.Int64
+	cacheResets atomic.Uint64
+	stopWatch   context.CancelFunc
+	watchDone   chan struct{}
 
 	onFlushError func(error)
 	stop         chan struct{}
@@ -90,6 +92,7 @@ func NewKeyring(store Store, opts Options) *Keyring {
 		cache:        newKeyCache(opts.CacheSize),
 		usage:        usageLog{pending: make(map[string]time.Time)},
 		maxStale:     opts.MaxStale,
+		started:      opts.Now(),
 		onFlushError: opts.OnFlushError,
 		stop:         make(chan struct{}),
 		done:         make(chan struct{}),
