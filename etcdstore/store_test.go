@@ -25,12 +25,17 @@ func openStore(t *testing.T, c *etcdtest.Cluster, opts Options) *Store {
 	if opts.Prefix == "" {
 		opts.Prefix = fmt.Sprintf("/test-%d/", prefixes.Add(1))
 	}
-	s, err := Open(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()}, opts)
+	s, err := Open(clientConfig(c), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	return s
+}
+
+// clientConfig connects to every member of c, quietly.
+func clientConfig(c *etcdtest.Cluster) clientv3.Config {
+	return clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()}
 }
 
 func TestConformance(t *testing.T) {
