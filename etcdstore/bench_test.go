@@ -47,7 +47,7 @@ func BenchmarkVerifyCached(b *testing.B) {
 func BenchmarkKeyByHash(b *testing.B) {
 	c := etcdtest.Start(b, 1)
 	s := openBenchStore(b, c)
-	k := storeKeyB(b, s)
+	k := storeKey(b, s)
 	ctx := context.Background()
 	for b.Loop() {
 		if _, err := s.KeyByHash(ctx, k.Hash); err != nil {
@@ -62,7 +62,7 @@ func BenchmarkCreateKey(b *testing.B) {
 	c := etcdtest.Start(b, 1)
 	s := openBenchStore(b, c)
 	for b.Loop() {
-		storeKeyB(b, s)
+		storeKey(b, s)
 	}
 }
 
@@ -74,15 +74,4 @@ func openBenchStore(b *testing.B, c *etcdtest.Cluster) *Store {
 	}
 	b.Cleanup(func() { _ = s.Close() })
 	return s
-}
-
-func storeKeyB(b *testing.B, s *Store) keystore.Key {
-	b.Helper()
-	secret, _ := keystore.NewKey(keystore.DefaultPrefix)
-	id, _ := keystore.NewID(time.Now())
-	k := keystore.Key{ID: id, Hash: keystore.HashKey(secret), Owner: "alice", Created: time.Now().Truncate(time.Microsecond)}
-	if err := s.CreateKey(context.Background(), k, 0); err != nil {
-		b.Fatal(err)
-	}
-	return k
 }

@@ -156,34 +156,20 @@ func (s *Store) userPath(name string) string     { return s.prefix + "users/" + 
 func (s *Store) ownerPrefix(owner string) string { return s.prefix + "owners/" + owner + "\x00" }
 
 func (s *Store) ownerPath(k keystore.Key) string {
-	return fmt.Sprintf("%s%016x%s", s.ownerPrefix(k.Owner), uint64(micros(k.Created)), k.ID)
+	return fmt.Sprintf("%s%016x%s", s.ownerPrefix(k.Owner), uint64(keystore.UnixMicros(k.Created)), k.ID)
 }
 
 func hexOf(h keystore.Hash) string { return hex.EncodeToString(h[:]) }
 
-func micros(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixMicro()
-}
-
-func fromMicros(us int64) time.Time {
-	if us == 0 {
-		return time.Time{}
-	}
-	return time.UnixMicro(us)
-}
-
 func encodeUsed(t time.Time) string {
-	return string(binary.BigEndian.AppendUint64(nil, uint64(micros(t))))
+	return string(binary.BigEndian.AppendUint64(nil, uint64(keystore.UnixMicros(t))))
 }
 
 func decodeUsed(b []byte) time.Time {
 	if len(b) != 8 {
 		return time.Time{}
 	}
-	return fromMicros(int64(binary.BigEndian.Uint64(b)))
+	return keystore.FromUnixMicros(int64(binary.BigEndian.Uint64(b)))
 }
 
 // encodeRecord prefixes the key record with the id, which names the

@@ -216,7 +216,7 @@ func TestWatchStartsAfreshWhenItsRevisionIsCompacted(t *testing.T) {
 }
 
 // storeKey creates a key in s.
-func storeKey(t *testing.T, s *Store) keystore.Key {
+func storeKey(t testing.TB, s *Store) keystore.Key {
 	t.Helper()
 	secret, _ := keystore.NewKey(keystore.DefaultPrefix)
 	id, _ := keystore.NewID(time.Now())

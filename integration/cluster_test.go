@@ -16,7 +16,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/caddy-apikeys/caddy-apikeys/internal/etcdtest"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
@@ -168,7 +167,7 @@ func TestGatewaysShareAnEtcdCluster(t *testing.T) {
 
 	t.Run("last use recorded on other gateways, without a write per request", func(t *testing.T) {
 		k := a.mint(t, auth)
-		before := revision(t, c)
+		before := c.Revision(t)
 		const uses = 300
 		for i := range uses {
 			if s := gws[1+i%2].status(t, k.APIKey); s != http.StatusOK {
@@ -185,7 +184,7 @@ func TestGatewaysShareAnEtcdCluster(t *testing.T) {
 		})
 		// Each write to etcd adds one revision; the gateways flush
 		// last-used times every 5s, one transaction each.
-		writes := revision(t, c) - before
+		writes := c.Revision(t) - before
 		t.Logf("%d uses on B and C made %d etcd writes", uses, writes)
 		if writes > 10 {
 			t.Fatalf("%d uses made %d etcd writes", uses, writes)
@@ -193,7 +192,7 @@ func TestGatewaysShareAnEtcdCluster(t *testing.T) {
 	})
 
 	t.Run("the leader stops and comes back", func(t *testing.T) {
-		leader := leaderIndex(t, c)
+		leader := c.Leader(t)
 		stable := a.mint(t, auth)
 		var requests, failures atomic.Int64
 		var failMu sync.Mutex
@@ -254,70 +253,24 @@ func TestGatewaysShareAnEtcdCluster(t *testing.T) {
 		// The restarted member has caught up: its own copy, read without
 		// asking the leader, holds every key the others do.
 		others := slices.Delete(slices.Clone(c.Endpoints()), leader, leader+1)
-		want := countKeys(t, others, false)
+		want := countKeys(t, c, others, false)
 		eventuallyIT(t, "the restarted member holds every key", func() bool {
-			return countKeys(t, c.Endpoints()[leader:leader+1], true) == want
+			return countKeys(t, c, c.Endpoints()[leader:leader+1], true) == want
 		})
 	})
 }
 
-// revision returns the cluster's current revision, which every write
-// raises by one.
-func revision(t *testing.T, c *etcdtest.Cluster) int64 {
-	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	resp, err := cli.Get(ctx, "/caddy-apikeys/", clientv3.WithPrefix(), clientv3.WithCountOnly())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.Header.Revision
-}
-
-// leaderIndex returns the index of the cluster's current leader.
-func leaderIndex(t *testing.T, c *etcdtest.Cluster) int {
-	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	for i, ep := range c.Endpoints() {
-		st, err := cli.Status(ctx, ep)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st.Leader == st.Header.MemberId {
-			return i
-		}
-	}
-	t.Fatal("the cluster has no leader")
-	return -1
-}
-
 // countKeys counts the stored keys through the given endpoints; a
 // serializable read answers from the member's own copy.
-func countKeys(t *testing.T, endpoints []string, serializable bool) int64 {
+func countKeys(t *testing.T, c *etcdtest.Cluster, endpoints []string, serializable bool) int64 {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithCountOnly()}
 	if serializable {
 		opts = append(opts, clientv3.WithSerializable())
 	}
-	resp, err := cli.Get(ctx, "/caddy-apikeys/keys/", opts...)
+	resp, err := c.Client(t, endpoints...).Get(ctx, "/caddy-apikeys/keys/", opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
