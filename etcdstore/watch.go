@@ -2,6 +2,7 @@ package etcdstore
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -31,7 +32,9 @@ func (s *Store) WatchKeys(ctx context.Context, w keystore.KeyWatcher) {
 	// A member that loses its leader ends the watch rather than go quiet.
 	ctx = clientv3.WithRequireLeader(ctx)
 	points := make(chan syncPoint, 1)
-	go s.requestSyncPoints(ctx, points)
+	var syncer sync.WaitGroup
+	syncer.Go(func() { s.requestSyncPoints(ctx, points) })
+	defer syncer.Wait()
 	next := int64(0) // revision to resume from; 0: start afresh
 	for ctx.Err() == nil {
 		if next == 0 {
