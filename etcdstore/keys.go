@@ -297,7 +297,7 @@ func (s *Store) RotateKey(ctx context.Context, oldID string, next keystore.Key, 
 	var tried storedKey // the old key as the last failed try saw it
 	for n := 1; ; n++ {
 		old, err := s.getByID(ctx, oldID)
-		if errors.Is(err, keystore.ErrNotFound) && n > 1 && s.isOurs(ctx, next) {
+		if errors.Is(err, keystore.ErrNotFound) && tried.ID != "" && s.isOurs(ctx, next) {
 			return tried.Key, nil // an earlier try was applied
 		}
 		if err != nil {
@@ -321,7 +321,7 @@ func (s *Store) RotateKey(ctx context.Context, oldID string, next keystore.Key, 
 			return keystore.Key{}, fault(err)
 		case resp.Succeeded:
 			return old.Key, nil
-		case n > 1 && tried.ID != "" && s.isOurs(ctx, next):
+		case tried.ID != "" && s.isOurs(ctx, next):
 			return tried.Key, nil
 		case taken(resp):
 			return keystore.Key{}, keystore.ErrExists
