@@ -26,7 +26,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "apikeys",
-		Usage: "user|key <command> [--address <admin>] [--db <file>] [--json]",
+		Usage: "user|key|migrate <command> [--address <admin>] [--db <file>] [--json]",
 		Short: "Manages the users and API keys of the apikeys app",
 		Long: `
 Manages the users and API keys of the apikeys app.
@@ -45,6 +45,8 @@ apikeys.db in Caddy's data directory).
   caddy apikeys key revoke <id>
   caddy apikeys key disable <id>
   caddy apikeys key enable <id>
+  caddy apikeys migrate (--db <file> | --from <config>) --to <config>
+                                          copies users and keys into another store
 
 Output is a table; --json prints JSON for scripts.`,
 		CobraFunc: apikeysCommand,
@@ -80,7 +82,7 @@ func apikeysCommand(cmd *cobra.Command) {
 		&cobra.Command{Use: "disable <id>", Short: "Disables a key", Args: cobra.ExactArgs(1), RunE: withBackend(keyDisable)},
 		&cobra.Command{Use: "enable <id>", Short: "Enables a key", Args: cobra.ExactArgs(1), RunE: withBackend(keyEnable)},
 	)
-	cmd.AddCommand(user, key)
+	cmd.AddCommand(user, key, migrateCommand())
 }
 
 // backend is where a command's action happens: the running Caddy's admin

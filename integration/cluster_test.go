@@ -363,3 +363,38 @@ func TestREADMEShowsTheTestedClusterCaddyfile(t *testing.T) {
 		t.Fatal("README.md does not show Caddyfile.cluster verbatim")
 	}
 }
+
+// TestMigrateFromBoltToCluster moves a single gateway's bbolt store into
+// etcd with `caddy apikeys migrate`, then runs Caddyfile.cluster on it:
+// the old keys and stored users work there.
+func TestMigrateFromBoltToCluster(t *testing.T) {
+	single := startHardened(t, "", "")
+	mustCLI(t, "bobpw\n", "--address", single.admin, "user", "add", "bob")
+	keys := []string{
+		single.mint(t, `{"username": "alice", "password": "alicepw"}`).APIKey,
+		single.mint(t, `{"username": "bob", "password": "bobpw"}`).APIKey,
+	}
+	single.stop()
+
+	c := etcdtest.Start(t, 1)
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer upstream.Close()
+	t.Setenv("ETCD_ENDPOINTS", c.Endpoints()[0])
+	t.Setenv("UPSTREAM", strings.TrimPrefix(upstream.URL, "http://"))
+	clusterFile := filepath.Join(repoRoot(t), "Caddyfile.cluster")
+	out := mustCLI(t, "", "migrate", "--db", single.db, "--to", clusterFile)
+	if !strings.Contains(out, "users: 1 copied, 0 already there") || !strings.Contains(out, "keys: 2 copied, 0 already there") {
+		t.Fatalf("migrate said:\n%s", out)
+	}
+	if out := mustCLI(t, "", "migrate", "--db", single.db, "--to", clusterFile); !strings.Contains(out, "keys: 0 copied, 2 already there") {
+		t.Fatalf("migrating again said:\n%s", out)
+	}
+
+	g := startClusterGateway(t, "A", c, upstream.URL)
+	for i, k := range keys {
+		if s := g.status(t, k); s != http.StatusOK {
+			t.Fatalf("key %d minted on the single gateway: %d on the cluster", i, s)
+		}
+	}
+	g.mint(t, `{"username": "bob", "password": "bobpw"}`) // a stored user came along
+}

@@ -1,0 +1,218 @@
+package caddymodule
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
+
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
+)
+
+// migrateCommand copies a key store into another, as when a gateway on a
+// bbolt file grows into several on etcd.
+func migrateCommand() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "migrate (--db <file> | --from <config>) --to <config>",
+		Short: "Copies stored users and keys into the store another config uses",
+		Long: `
+Copies every stored user (with its password hash) and every key (digest,
+owner, title, scopes, expiry, disabled, created and last-used times) from a
+source store into the store configured by the apikeys app of the --to
+config, e.g. from a gateway's bbolt file into the etcd cluster that several
+gateways will share. Keys keep working: only their digests are copied.
+
+The source is a bbolt file (--db; the Caddy using it must be stopped) or the
+store of another config (--from). Users and keys already in the destination
+are left as they are, so the copy can be run again.
+
+  caddy apikeys migrate --db /var/lib/caddy/.local/share/caddy/apikeys.db --to Caddyfile.cluster`,
+		Args: cobra.NoArgs,
+		RunE: runMigrate,
+	}
+	c.Flags().String("from", "", "Config file whose apikeys store is the source")
+	c.Flags().String("to", "", "Config file whose apikeys store receives the copy (required)")
+	return c
+}
+
+// migration counts what a copy did.
+type migration struct {
+	UsersCopied  int `json:"users_copied"`
+	UsersPresent int `json:"users_already_present"`
+	KeysCopied   int `json:"keys_copied"`
+	KeysPresent  int `json:"keys_already_present"`
+}
+
+func runMigrate(cmd *cobra.Command, _ []string) error {
+	cmd.SilenceUsage = true
+	f := cmd.Flags()
+	db, _ := f.GetString("db")
+	from, _ := f.GetString("from")
+	to, _ := f.GetString("to")
+	adapter, _ := f.GetString("adapter")
+	asJSON, _ := f.GetBool("json")
+	switch {
+	case to == "":
+		return errors.New("--to <config> is required: the config whose store receives the copy")
+	case (db == "") == (from == ""):
+		return errors.New("give the source as either --db <file> or --from <config>")
+	}
+
+	var src keystore.Store
+	if db != "" {
+		s, err := keystore.OpenBolt(db, time.Second)
+		if errors.Is(err, keystore.ErrLocked) {
+			return fmt.Errorf("%s is in use, probably by a running Caddy: stop it first", db)
+		}
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		src = s
+	} else {
+		s, release, err := openConfiguredStore(from, adapter)
+		if err != nil {
+			return fmt.Errorf("source %s: %w", from, err)
+		}
+		defer release()
+		src = s
+	}
+	dst, release, err := openConfiguredStore(to, adapter)
+	if err != nil {
+		return fmt.Errorf("destination %s: %w", to, err)
+	}
+	defer release()
+
+	m, err := copyStore(context.Background(), src, dst)
+	if err != nil {
+		return fmt.Errorf("after copying %d users and %d keys: %w", m.UsersCopied, m.KeysCopied, err)
+	}
+	if asJSON {
+		return printJSON(cmd, m)
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "users: %d copied, %d already there\nkeys: %d copied, %d already there\n",
+		m.UsersCopied, m.UsersPresent, m.KeysCopied, m.KeysPresent)
+	return nil
+}
+
+// openConfiguredStore opens the store that the apikeys app of a config
+// file uses (bbolt in Caddy's data directory if it names none), without
+// running the config.
+func openConfiguredStore(file, adapter string) (keystore.Store, func() error, error) {
+	cfgJSON, _, _, err := caddycmd.LoadConfig(file, adapter)
+	if err != nil {
+		return nil, nil, err
+	}
+	var cfg struct {
+		Apps struct {
+			APIKeys *struct {
+				Store map[string]json.RawMessage `json:"store"`
+			} `json:"apikeys"`
+		} `json:"apps"`
+	}
+	if err := json.Unmarshal(cfgJSON, &cfg); err != nil {
+		return nil, nil, err
+	}
+	if cfg.Apps.APIKeys == nil {
+		return nil, nil, errors.New("the config has no apikeys app")
+	}
+	raw := cfg.Apps.APIKeys.Store
+	backend := "bolt"
+	if b, ok := raw["backend"]; ok {
+		if err := json.Unmarshal(b, &backend); err != nil {
+			return nil, nil, fmt.Errorf("store backend: %w", err)
+		}
+		delete(raw, "backend") // the inline key is not a field of the module
+	}
+	modJSON, err := json.Marshal(raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	mod, err := ctx.LoadModuleByID("apikeys.stores."+backend, modJSON)
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	opener, ok := mod.(StoreOpener)
+	if !ok {
+		cancel()
+		return nil, nil, fmt.Errorf("apikeys.stores.%s is not a key store", backend)
+	}
+	store, release, err := opener.Open()
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	return store, func() error { defer cancel(); return release() }, nil
+}
+
+// copyWorkers is how many keys are copied at once: a remote store answers
+// each write in a round trip.
+const copyWorkers = 16
+
+// copyStore copies every stored user and key of src into dst, leaving
+// those dst already has.
+func copyStore(ctx context.Context, src, dst keystore.Store) (migration, error) {
+	var m migration
+	users, err := src.Users(ctx)
+	if err != nil {
+		return m, fmt.Errorf("reading users: %w", err)
+	}
+	for _, u := range users {
+		switch err := dst.CreateUser(ctx, u); {
+		case errors.Is(err, keystore.ErrExists):
+			m.UsersPresent++
+		case err != nil:
+			return m, fmt.Errorf("user %s: %w", u.Name, err)
+		default:
+			m.UsersCopied++
+		}
+	}
+	keys, err := src.Keys(ctx)
+	if err != nil {
+		return m, fmt.Errorf("reading keys: %w", err)
+	}
+	var (
+		mu       sync.Mutex
+		firstErr error
+		wg       sync.WaitGroup
+		next     = make(chan keystore.Key)
+	)
+	for range copyWorkers {
+		wg.Go(func() {
+			for k := range next {
+				err := dst.CreateKey(ctx, k, 0)
+				mu.Lock()
+				switch {
+				case errors.Is(err, keystore.ErrExists):
+					m.KeysPresent++
+				case err != nil:
+					firstErr = cmp.Or(firstErr, fmt.Errorf("key %s: %w", k.ID, err))
+				default:
+					m.KeysCopied++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	for _, k := range keys {
+		mu.Lock()
+		failed := firstErr != nil
+		mu.Unlock()
+		if failed {
+			break
+		}
+		next <- k
+	}
+	close(next)
+	wg.Wait()
+	return m, firstErr
+}

@@ -1,0 +1,119 @@
+package caddymodule
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddy-apikeys/caddy-apikeys/internal/etcdtest"
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
+)
+
+func TestMigrateBoltToEtcd(t *testing.T) {
+	ctx := context.Background()
+	src, err := keystore.OpenBolt(filepath.Join(t.TempDir(), "keys.db"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	kr := keystore.NewKeyring(src, keystore.Options{})
+	if err := src.CreateUser(ctx, keystore.User{Name: "alice", PasswordHash: "$argon2id$x", Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	var minted []keystore.Minted
+	for i := range 40 {
+		m, err := kr.Mint(ctx, fmt.Sprintf("user%d", i%3), keystore.MintOptions{
+			Title: fmt.Sprintf("key %d", i), Scopes: []string{"read"}, Expires: time.Now().Add(time.Hour),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		minted = append(minted, m)
+	}
+	if _, err := kr.SetDisabled(ctx, minted[0].ID, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kr.Verify(ctx, minted[1].Secret); err != nil {
+		t.Fatal(err)
+	}
+	if err := kr.Close(); err != nil { // writes minted[1]'s last use
+		t.Fatal(err)
+	}
+
+	// The destination is the store of a Caddyfile, as the command reads it.
+	c := etcdtest.Start(t, 1)
+	cfgPath := filepath.Join(t.TempDir(), "Caddyfile")
+	cfg := fmt.Sprintf("{\n\tapikeys {\n\t\tstore etcd %s {\n\t\t\tprefix /migrated/\n\t\t}\n\t}\n}\n:0 {\n\trespond ok\n}\n", c.Endpoints()[0])
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dst, release, err := openConfiguredStore(cfgPath, "caddyfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = release() }()
+
+	m, err := copyStore(ctx, src, dst)
+	if err != nil || m != (migration{UsersCopied: 1, KeysCopied: 40}) {
+		t.Fatalf("first copy: %+v, %v", m, err)
+	}
+	m, err = copyStore(ctx, src, dst)
+	if err != nil || m != (migration{UsersPresent: 1, KeysPresent: 40}) {
+		t.Fatalf("second copy: %+v, %v", m, err)
+	}
+
+	want, _ := src.Keys(ctx)
+	got, err := dst.Keys(ctx)
+	if err != nil || len(got) != len(want) {
+		t.Fatalf("destination holds %d keys (%v), want %d", len(got), err, len(want))
+	}
+	for i := range want {
+		w, g := want[i], got[i]
+		if w.ID != g.ID || w.Hash != g.Hash || w.Owner != g.Owner || w.Title != g.Title || w.Preview != g.Preview ||
+			!w.Created.Equal(g.Created) || !w.LastUsed.Equal(g.LastUsed) || !w.Expires.Equal(g.Expires) ||
+			!slices.Equal(w.Scopes, g.Scopes) || w.Disabled != g.Disabled {
+			t.Fatalf("key %d differs:\n src %+v\n dst %+v", i, w, g)
+		}
+	}
+	if got[1].LastUsed.IsZero() || !got[0].Disabled {
+		t.Fatal("last use or disabled state was not copied")
+	}
+	// The copied keys verify against the destination.
+	dkr := keystore.NewKeyring(dst, keystore.Options{})
+	defer dkr.Close()
+	if k, err := dkr.Verify(ctx, minted[5].Secret); err != nil || k.ID != minted[5].ID {
+		t.Fatalf("a copied key: %v", err)
+	}
+	if u, err := dst.User(ctx, "alice"); err != nil || u.PasswordHash != "$argon2id$x" {
+		t.Fatalf("copied user: %+v, %v", u, err)
+	}
+}
+
+func TestOpenConfiguredStoreErrors(t *testing.T) {
+	dir := t.TempDir()
+	for name, tc := range map[string]struct{ cfg, want string }{
+		"no apikeys app":  {":0 {\n\trespond ok\n}\n", "no apikeys app"},
+		"unknown backend": {`{"apps": {"apikeys": {"store": {"backend": "nosuch"}}}}`, "nosuch"},
+		"etcd unreachable": {`{"apps": {"apikeys": {"store": {"backend": "etcd", "endpoints": ["http://127.0.0.1:1"], "dial_timeout": "300ms"}}}}`,
+			"did not answer"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			path, adapter := filepath.Join(dir, "Caddyfile"), "caddyfile"
+			if strings.HasPrefix(tc.cfg, "{\"") {
+				path, adapter = filepath.Join(dir, "caddy.json"), ""
+			}
+			if err := os.WriteFile(path, []byte(tc.cfg), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, _, err := openConfiguredStore(path, adapter)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("openConfiguredStore = %v, want an error mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
