@@ -16,6 +16,7 @@ targets=(
 	"./identity FuzzJWTVerify"
 	"./keystore FuzzParseKey"
 	"./keystore FuzzDecodeKey"
+	"./etcdstore FuzzDecodeRecord"
 	"./caddymodule FuzzDecodeRequestBody"
 	"./caddymodule FuzzBearerToken"
 )
