@@ -77,3 +77,18 @@ func openBenchStore(b *testing.B, c *etcdtest.Cluster) *Store {
 	b.Cleanup(func() { _ = s.Close() })
 	return s
 }
+
+// BenchmarkCreateKeyParallel mints from 64 goroutines at once, as a busy
+// gateway does; etcd batches their commits.
+func BenchmarkCreateKeyParallel(b *testing.B) {
+	c := etcdtest.Start(b, 1)
+	s := openBenchStore(b, c)
+	b.SetParallelism(32) // × GOMAXPROCS (2 here) = 64 clients
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			storeKey(b, s)
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "keys/s")
+}
