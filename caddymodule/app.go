@@ -222,7 +222,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.release = release
 	var maxStale time.Duration
-	if b, ok := a.store.(interface{ StaleBound() time.Duration }); ok {
+	if b, ok := a.store.(staleBounder); ok {
 		maxStale = b.StaleBound()
 	}
 	a.keyring = keystore.NewKeyring(a.timed(store), keystore.Options{

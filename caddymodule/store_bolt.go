@@ -22,6 +22,13 @@ type StoreOpener interface {
 	Open() (store keystore.Store, release func() error, err error)
 }
 
+// staleBounder is implemented by openers of stores shared with other
+// gateways: how long a gateway may trust its cache of the store without
+// word from it.
+type staleBounder interface {
+	StaleBound() time.Duration
+}
+
 // boltPool shares one bbolt handle per file across overlapping configs:
 // on reload Caddy provisions the new config before it cleans up the old
 // one, and a second bolt.Open of a locked file would block.

@@ -286,6 +286,7 @@ func (e *EtcdStore) unmarshalTLS(d *caddyfile.Dispenser) error {
 // Interface guards
 var (
 	_ StoreOpener           = (*EtcdStore)(nil)
+	_ staleBounder          = (*EtcdStore)(nil)
 	_ caddy.Provisioner     = (*EtcdStore)(nil)
 	_ caddy.Validator       = (*EtcdStore)(nil)
 	_ caddyfile.Unmarshaler = (*EtcdStore)(nil)
