@@ -136,7 +136,8 @@ func TestJWTRefusesAttacks(t *testing.T) {
 		"no identity claim":      {v, sign(t, jwt.SigningMethodRS256, k.rsa, with(func(c jwt.MapClaims) { delete(c, "sub") }))},
 		"identity not a string":  {v, sign(t, jwt.SigningMethodRS256, k.rsa, with(func(c jwt.MapClaims) { c["sub"] = 42 }))},
 		"tampered payload":       {v, parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"admin","exp":9999999999}`)) + "." + parts[2]},
-		"tampered signature":     {v, parts[0] + "." + parts[1] + "." + strings.ToUpper(parts[2][:8]) + parts[2][8:]},
+		"tampered signature":     {v, parts[0] + "." + parts[1] + "." + otherFirstChar(parts[2])},
+		"signature respelt":      {v, parts[0] + "." + parts[1] + "." + respelt(parts[2])},
 		"garbage":                {v, "not.a.jwt"},
 		"two segments":           {v, parts[0] + "." + parts[1]},
 		"oversized":              {v, strings.Repeat("a", MaxTokenLen+1)},
@@ -215,4 +216,23 @@ func FuzzJWTVerify(f *testing.F) {
 			t.Fatalf("error %v does not wrap ErrInvalidToken", err)
 		}
 	})
+}
+
+const base64URLAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+// otherFirstChar changes the first character of a base64url string, which
+// always changes the decoded bytes.
+func otherFirstChar(s string) string {
+	if s[0] == 'A' {
+		return "B" + s[1:]
+	}
+	return "A" + s[1:]
+}
+
+// respelt sets an unused low bit of the last character of an unpadded
+// base64url string whose length leaves some (an RS256 signature's 342
+// characters leave four): a lenient decoder reads the same bytes.
+func respelt(s string) string {
+	i := strings.IndexByte(base64URLAlphabet, s[len(s)-1])
+	return s[:len(s)-1] + string(base64URLAlphabet[i^1])
 }
