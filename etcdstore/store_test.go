@@ -266,3 +266,47 @@ func TestKeyringFailsClosedWhenEtcdIsGone(t *testing.T) {
 	c.Members[0].Restart(t)
 	eventually(t, "the key verifies again", func() bool { _, err := kr.Verify(ctx, m.Secret); return err == nil })
 }
+
+// TestMemberWithoutQuorumIsNotTrusted connects a Keyring to one member of
+// three and stops the other two: the member still runs but has no leader,
+// so it cannot confirm the watch is complete. Keys seen recently keep
+// working for MaxStale, then are refused, until quorum returns.
+func TestMemberWithoutQuorumIsNotTrusted(t *testing.T) {
+	c := etcdtest.Start(t, 3)
+	s, err := Open(clientv3.Config{Endpoints: c.Endpoints()[:1], DialTimeout: 5 * time.Second, Logger: zap.NewNop()},
+		Options{Prefix: "/quorum/", SyncInterval: 50 * time.Millisecond, RequestTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	const maxStale = 2 * time.Second
+	kr := keystore.NewKeyring(s, keystore.Options{FlushInterval: time.Hour, MaxStale: maxStale})
+	defer kr.Close()
+	m, err := kr.Mint(ctx, "alice", keystore.MintOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the key verifies", func() bool { _, err := kr.Verify(ctx, m.Secret); return err == nil })
+	time.Sleep(200 * time.Millisecond)
+	if _, err := kr.Verify(ctx, m.Secret); err != nil {
+		t.Fatal(err)
+	}
+
+	c.Members[1].Kill()
+	c.Members[2].Kill()
+	cut := time.Now()
+	if _, err := kr.Verify(ctx, m.Secret); err != nil {
+		t.Fatalf("right after quorum was lost: %v", err)
+	}
+	eventually(t, "the key is refused without quorum", func() bool { _, err := kr.Verify(ctx, m.Secret); return err != nil })
+	if took := time.Since(cut); took < maxStale-100*time.Millisecond {
+		t.Fatalf("refused after %v, before MaxStale", took)
+	}
+	if since, _, _ := kr.Staleness(); since < maxStale {
+		t.Fatalf("staleness %v while refusing", since)
+	}
+
+	c.Restart(t)
+	eventually(t, "the key verifies with quorum back", func() bool { _, err := kr.Verify(ctx, m.Secret); return err == nil })
+}
