@@ -90,7 +90,9 @@ func (s *Store) CreateKey(ctx context.Context, k keystore.Key, maxPerOwner int) 
 			// No entry of the owner's index changed since the count.
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.ownerPrefix(k.Owner)), "<", count.Header.Revision+1).WithPrefix())
 		}
-		resp, err := s.cli.Txn(ctx).If(cmps...).Then(s.putKeyOps(k)...).Else(s.countTaken(k)...).Commit()
+		resp, err := s.commit(ctx, func(t clientv3.Txn) clientv3.Txn {
+			return t.If(cmps...).Then(s.putKeyOps(k)...).Else(s.countTaken(k)...)
+		})
 		switch {
 		case err != nil && transient(err) && backoff(ctx, n):
 			uncertain = true
@@ -275,9 +277,10 @@ func (s *Store) UpdateKey(ctx context.Context, id string, fn func(*keystore.Key)
 		// Identity and index fields stay as they were.
 		k.ID, k.Hash, k.Owner, k.Created, k.Preview, k.LastUsed = cur.ID, cur.Hash, cur.Owner, cur.Created, cur.Preview, cur.LastUsed
 		path := s.keyPath(hexOf(k.Hash))
-		resp, err := s.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.ModRevision(path), "=", cur.modRev)).
-			Then(clientv3.OpPut(path, encodeRecord(k))).Commit()
+		resp, err := s.commit(ctx, func(t clientv3.Txn) clientv3.Txn {
+			return t.If(clientv3.Compare(clientv3.ModRevision(path), "=", cur.modRev)).
+				Then(clientv3.OpPut(path, encodeRecord(k)))
+		})
 		if err != nil && transient(err) && backoff(ctx, n) {
 			continue // applying fn again to what is stored is harmless
 		}
@@ -312,7 +315,9 @@ func (s *Store) RotateKey(ctx context.Context, oldID string, next keystore.Key, 
 			ops = append(ops, clientv3.OpPut(s.keyPath(hexOf(old.Hash)), encodeRecord(retired)))
 		}
 		cmps := append(s.absent(next), clientv3.Compare(clientv3.ModRevision(s.keyPath(hexOf(old.Hash))), "=", old.modRev))
-		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(s.countTaken(next)...).Commit()
+		resp, err := s.commit(ctx, func(t clientv3.Txn) clientv3.Txn {
+			return t.If(cmps...).Then(ops...).Else(s.countTaken(next)...)
+		})
 		switch {
 		case err != nil && transient(err) && backoff(ctx, n):
 			tried = old
@@ -343,9 +348,10 @@ func (s *Store) DeleteKey(ctx context.Context, id string) (keystore.Key, error) 
 		if err != nil {
 			return keystore.Key{}, err
 		}
-		resp, err := s.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.ModRevision(s.keyPath(hexOf(k.Hash))), "=", k.modRev)).
-			Then(s.deleteKeyOps(k.Key)...).Commit()
+		resp, err := s.commit(ctx, func(t clientv3.Txn) clientv3.Txn {
+			return t.If(clientv3.Compare(clientv3.ModRevision(s.keyPath(hexOf(k.Hash))), "=", k.modRev)).
+				Then(s.deleteKeyOps(k.Key)...)
+		})
 		if err != nil && transient(err) && backoff(ctx, n) {
 			tried = k
 			continue
@@ -399,7 +405,9 @@ func (s *Store) TouchKeys(ctx context.Context, lastUsed map[string]time.Time) er
 			continue
 		}
 		// Raising to the same time again is harmless, so retry freely.
-		if _, err := retry(ctx, func() (*clientv3.TxnResponse, error) { return s.cli.Txn(ctx).Then(touches...).Commit() }); err != nil {
+		if _, err := retry(ctx, func() (*clientv3.TxnResponse, error) {
+			return s.commit(ctx, func(t clientv3.Txn) clientv3.Txn { return t.Then(touches...) })
+		}); err != nil {
 			return fault(err)
 		}
 	}

@@ -62,10 +62,11 @@ func (s *Store) CreateUser(ctx context.Context, u keystore.User) error {
 	defer cancel()
 	path := s.userPath(u.Name)
 	for n := 1; ; n++ {
-		resp, err := s.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.CreateRevision(path), "=", 0)).
-			Then(clientv3.OpPut(path, string(val))).
-			Else(clientv3.OpGet(path)).Commit()
+		resp, err := s.commit(ctx, func(t clientv3.Txn) clientv3.Txn {
+			return t.If(clientv3.Compare(clientv3.CreateRevision(path), "=", 0)).
+				Then(clientv3.OpPut(path, string(val))).
+				Else(clientv3.OpGet(path))
+		})
 		switch {
 		case err != nil && transient(err) && backoff(ctx, n):
 			continue
@@ -98,9 +99,10 @@ func (s *Store) SetPassword(ctx context.Context, name, hash string) error {
 			return err
 		}
 		path := s.userPath(name)
-		resp, err := s.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.ModRevision(path), "=", rev)).
-			Then(clientv3.OpPut(path, string(val))).Commit()
+		resp, err := s.commit(ctx, func(t clientv3.Txn) clientv3.Txn {
+			return t.If(clientv3.Compare(clientv3.ModRevision(path), "=", rev)).
+				Then(clientv3.OpPut(path, string(val)))
+		})
 		if err != nil && transient(err) && backoff(ctx, n) {
 			continue
 		}
@@ -156,7 +158,7 @@ func (s *Store) DeleteUser(ctx context.Context, name string) ([]keystore.Key, er
 		if last {
 			ops = append(ops, clientv3.OpDelete(s.userPath(name)))
 		}
-		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		resp, err := s.commit(ctx, func(t clientv3.Txn) clientv3.Txn { return t.If(cmps...).Then(ops...) })
 		if err != nil && transient(err) && backoff(ctx, n) {
 			if last {
 				tried = keys
