@@ -227,13 +227,10 @@ func storeKey(t testing.TB, s *Store) keystore.Key {
 	return k
 }
 
-func TestKeyringFailsClosedWhenEtcdIsGone(t *testing.T) {
-	c := etcdtest.Start(t, 1)
-	s := openStore(t, c, Options{SyncInterval: 50 * time.Millisecond, RequestTimeout: 300 * time.Millisecond})
+// mintCached mints a key and uses it until kr has it cached and trusted.
+func mintCached(t *testing.T, kr *keystore.Keyring) keystore.Minted {
+	t.Helper()
 	ctx := context.Background()
-	const maxStale = 2 * time.Second
-	kr := keystore.NewKeyring(s, keystore.Options{FlushInterval: time.Hour, MaxStale: maxStale})
-	defer kr.Close()
 	m, err := kr.Mint(ctx, "alice", keystore.MintOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -245,6 +242,17 @@ func TestKeyringFailsClosedWhenEtcdIsGone(t *testing.T) {
 	if _, err := kr.Verify(ctx, m.Secret); err != nil {
 		t.Fatal(err)
 	}
+	return m
+}
+
+func TestKeyringFailsClosedWhenEtcdIsGone(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	s := openStore(t, c, Options{SyncInterval: 50 * time.Millisecond, RequestTimeout: 300 * time.Millisecond})
+	ctx := context.Background()
+	const maxStale = 2 * time.Second
+	kr := keystore.NewKeyring(s, keystore.Options{FlushInterval: time.Hour, MaxStale: maxStale})
+	defer kr.Close()
+	m := mintCached(t, kr)
 
 	c.Members[0].Kill()
 	stopped := time.Now()
@@ -283,15 +291,7 @@ func TestMemberWithoutQuorumIsNotTrusted(t *testing.T) {
 	const maxStale = 2 * time.Second
 	kr := keystore.NewKeyring(s, keystore.Options{FlushInterval: time.Hour, MaxStale: maxStale})
 	defer kr.Close()
-	m, err := kr.Mint(ctx, "alice", keystore.MintOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "the key verifies", func() bool { _, err := kr.Verify(ctx, m.Secret); return err == nil })
-	time.Sleep(200 * time.Millisecond)
-	if _, err := kr.Verify(ctx, m.Secret); err != nil {
-		t.Fatal(err)
-	}
+	m := mintCached(t, kr)
 
 	c.Members[1].Kill()
 	c.Members[2].Kill()
