@@ -50,7 +50,8 @@ type EtcdStore struct {
 	Password string `json:"password,omitempty"`
 
 	// TLS to the cluster: a CA to trust and a client certificate to
-	// present. Required when the endpoints are https.
+	// present. Default: none for http:// endpoints; for https:// ones,
+	// the system's roots and no client certificate.
 	TLS *EtcdTLS `json:"tls,omitempty"`
 
 	// How long startup waits for the cluster to answer before failing
