@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -20,15 +21,22 @@ func init() {
 // (localhost:2019 by default) under /apikeys/, for `caddy apikeys` and
 // for scripts:
 //
-//	GET    /apikeys/keys[?user=<name>]     list keys
-//	POST   /apikeys/keys                   create a key: {"user", "title"?, "expires_in"?, "scopes"?}
+//	GET    /apikeys/keys[?<owner>]         list keys (of one owner)
+//	POST   /apikeys/keys                   create a key: {<owner>, "title"?, "expires_in"?, "scopes"?}
+//	DELETE /apikeys/keys?<owner>           revoke every key of an owner
 //	DELETE /apikeys/keys/<id>              revoke a key
 //	POST   /apikeys/keys/<id>/disable      disable a key
 //	POST   /apikeys/keys/<id>/enable       enable a key
 //	GET    /apikeys/users                  list stored users
-//	POST   /apikeys/users                  add a user: {"username", "password" | "password_hash"}
+//	POST   /apikeys/users                  add a user: {"username", "password" | "password_hash", "scopes"?}
 //	PUT    /apikeys/users/<name>/password  set a password: {"password" | "password_hash"}
+//	PUT    /apikeys/users/<name>/scopes    set the scopes a user may give keys: {"scopes"}
 //	DELETE /apikeys/users/<name>           remove a user and revoke their keys
+//
+// An owner is "user" (a password user), "service" (an operator-made
+// owner), or "user" with "source" (e.g. a token identity, "source":
+// "jwt:https://idp.example"), as JSON members or query parameters. Path
+// segments are URL-escaped, so any user name can be managed.
 //
 // It acts on the apikeys app of the running config, and answers 503 when
 // that config has none.
@@ -57,13 +65,23 @@ func serveAdmin(w http.ResponseWriter, r *http.Request) error {
 	}
 	a := app.(*App)
 	op := operator{keyring: a.keyring, audit: a.audit, metrics: a.metrics, via: "admin_api", remote: r.RemoteAddr}
-	parts := strings.Split(strings.Trim(strings.TrimPrefix(r.URL.Path, "/apikeys/"), "/"), "/")
+	parts, err := pathSegments(r)
+	if err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
+	}
 	ctx := r.Context()
+	q := r.URL.Query()
+	queried := ownerRef{User: q.Get("user"), Service: q.Get("service"), Source: q.Get("source")}
 
 	var result any
 	switch {
 	case match(r, parts, "GET", "keys"):
-		result, err = op.listKeys(ctx, r.URL.Query().Get("user"))
+		result, err = op.listKeys(ctx, queried)
+	case match(r, parts, "DELETE", "keys"):
+		var n int
+		if n, err = op.revokeOwner(ctx, queried); err == nil {
+			result = map[string]int{"keys_revoked": n}
+		}
 	case match(r, parts, "POST", "keys"):
 		var req newKeyRequest
 		if err = decodeAdminBody(r, &req); err == nil {
@@ -87,6 +105,13 @@ func serveAdmin(w http.ResponseWriter, r *http.Request) error {
 		if err = decodeAdminBody(r, &req); err == nil {
 			err = op.setPassword(ctx, parts[1], req)
 		}
+	case match(r, parts, "PUT", "users", "*", "scopes"):
+		var req struct {
+			Scopes []string `json:"scopes"`
+		}
+		if err = decodeAdminBody(r, &req); err == nil {
+			result, err = op.setScopes(ctx, parts[1], req.Scopes)
+		}
 	case match(r, parts, "DELETE", "users", "*"):
 		var n int
 		if n, err = op.removeUser(ctx, parts[1]); err == nil {
@@ -108,6 +133,20 @@ func serveAdmin(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	return writeJSON(w, http.StatusOK, result)
+}
+
+// pathSegments splits the path after /apikeys/ into its segments,
+// unescaped one by one, so that a user name may contain "/".
+func pathSegments(r *http.Request) ([]string, error) {
+	rest := strings.Trim(strings.TrimPrefix(r.URL.EscapedPath(), "/apikeys/"), "/")
+	parts := strings.Split(rest, "/")
+	for i, p := range parts {
+		var err error
+		if parts[i], err = url.PathUnescape(p); err != nil {
+			return nil, fmt.Errorf("invalid path segment %q", p)
+		}
+	}
+	return parts, nil
 }
 
 // match reports whether the request has the method and path segments,

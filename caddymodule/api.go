@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
@@ -18,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-apikeys/caddy-apikeys/identity"
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
 func init() {
@@ -28,13 +28,11 @@ func init() {
 const (
 	DefaultPathPrefix   = "/api"
 	DefaultMaxBodyBytes = 64 << 10
-	DefaultTitle        = "API Key"
-	MaxTitleLen         = 256
 )
 
-// APIHandler serves the key-management endpoints, QueryLake-compatible:
-// POST <path_prefix>/create_api_key. Requests for other paths go to the
-// next handler. The caller proves who it is with "auth" in the JSON body
+// APIHandler serves the key owners' endpoints, QueryLake-compatible:
+// POST <path_prefix>/create_api_key, fetch_api_keys, delete_api_key and
+// rotate_api_key. Requests for other paths go to the next handler. The caller proves who it is with "auth" in the JSON body
 // (an OAuth2 JWT string, or {"username", "password"}), or, when the body
 // has none, with an Authorization header (Basic or Bearer JWT). API keys
 // are refused here: a leaked key must not be able to mint more.
@@ -221,55 +219,43 @@ func decodeRequestBody(data []byte) (*requestBody, error) {
 	return &body, nil
 }
 
-// title returns the requested title, or the default.
+// title returns the requested title, or "" for the default.
 func (b *requestBody) title() (string, error) {
-	if len(b.Title) == 0 || string(b.Title) == "null" {
-		return DefaultTitle, nil
-	}
-	var t string
-	if err := json.Unmarshal(b.Title, &t); err != nil {
-		return "", fail(http.StatusBadRequest, `"title" must be a string`)
-	}
-	if utf8.RuneCountInString(t) > MaxTitleLen {
-		return "", fail(http.StatusBadRequest, `"title" is longer than `+strconv.Itoa(MaxTitleLen)+` characters`)
-	}
-	if strings.ContainsFunc(t, unicode.IsControl) {
-		return "", fail(http.StatusBadRequest, `"title" must not contain control characters`)
-	}
-	return t, nil
+	t, _, err := stringField("title", b.Title)
+	return t, err
 }
 
-// owner authenticates the caller and returns the username it acts for.
-// A body "auth" wins over an Authorization header.
-func (h *APIHandler) owner(r *http.Request, b *requestBody, refusal string) (string, error) {
+// caller authenticates the caller and returns who it is. A body "auth"
+// wins over an Authorization header.
+func (h *APIHandler) caller(r *http.Request, b *requestBody, refusal string) (identity.Identity, error) {
 	cred, err := h.credential(r, b)
 	if err != nil {
-		return "", err
+		return identity.Identity{}, err
 	}
 	if cred.Kind == identity.KindAPIKey {
 		h.app.metrics.credentialFailures.WithLabelValues(cred.Kind.String()).Inc()
-		return "", fail(http.StatusForbidden, refusal)
+		return identity.Identity{}, fail(http.StatusForbidden, refusal)
 	}
-	user, err := h.app.verifier.Authenticate(r.Context(), cred, clientIP(r))
+	id, err := h.app.verifier.Authenticate(r.Context(), cred, clientIP(r))
 	var locked *identity.LockedOutError
 	switch {
 	case err == nil:
-		return user, nil
+		return id, nil
 	case errors.As(err, &locked):
 		h.app.metrics.credentialFailures.WithLabelValues(cred.Kind.String()).Inc()
 		h.logger.Warn("sign-in refused during lockout", zap.String("remote_addr", r.RemoteAddr))
-		return "", &apiError{status: http.StatusTooManyRequests, msg: locked.Error(), retryAfter: locked.RetryAfterSeconds()}
+		return identity.Identity{}, &apiError{status: http.StatusTooManyRequests, msg: locked.Error(), retryAfter: locked.RetryAfterSeconds()}
 	case errors.Is(err, identity.ErrBusy):
-		return "", &apiError{status: http.StatusServiceUnavailable, msg: err.Error(), retryAfter: 1}
+		return identity.Identity{}, &apiError{status: http.StatusServiceUnavailable, msg: err.Error(), retryAfter: 1}
 	case errors.Is(err, identity.ErrBadCredentials), errors.Is(err, identity.ErrOAuth2Disabled):
 		h.app.metrics.credentialFailures.WithLabelValues(cred.Kind.String()).Inc()
 		h.logger.Info("credentials refused",
 			zap.String("method", cred.Kind.String()),
 			zap.String("remote_addr", r.RemoteAddr),
 			zap.String("reason", err.Error()))
-		return "", fail(http.StatusUnauthorized, err.Error())
+		return identity.Identity{}, fail(http.StatusUnauthorized, err.Error())
 	}
-	return "", err
+	return identity.Identity{}, err
 }
 
 func (h *APIHandler) credential(r *http.Request, b *requestBody) (identity.Credential, error) {
@@ -283,6 +269,9 @@ func (h *APIHandler) credential(r *http.Request, b *requestBody) (identity.Crede
 	if user, pass, ok := r.BasicAuth(); ok {
 		if user == "" || pass == "" {
 			return identity.Credential{}, fail(http.StatusBadRequest, "Basic credentials need a username and a password")
+		}
+		if err := keystore.CheckName(user); err != nil {
+			return identity.Credential{}, fail(http.StatusBadRequest, "Basic credentials: username: "+err.Error())
 		}
 		return identity.Credential{Kind: identity.KindPassword, Username: user, Password: pass}, nil
 	}

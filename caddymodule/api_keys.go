@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -16,15 +13,8 @@ import (
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
-// Limits on what callers may ask for.
-const (
-	// MaxGrace is the longest rotation grace period.
-	MaxGrace = 30 * 24 * time.Hour
-	// MaxScopes is the most scopes one key may carry.
-	MaxScopes = 32
-	// maxScopeLen is the longest scope name.
-	maxScopeLen = 64
-)
+// MaxGrace is the longest rotation grace period.
+const MaxGrace = 30 * 24 * time.Hour
 
 // createdKey is the create_api_key (and rotate_api_key) result: the key
 // itself, then its view, which gives QueryLake's fields in QueryLake's
@@ -48,6 +38,11 @@ type keyView struct {
 	Expires    *epochSeconds `json:"expires,omitempty"`
 	Scopes     []string      `json:"scopes,omitempty"`
 	Disabled   bool          `json:"disabled,omitempty"`
+	// Rotated keys work only until "expires", the end of their grace.
+	Rotated bool `json:"rotated,omitempty"`
+	// Orphaned keys belong to a password user who no longer exists and
+	// are refused.
+	Orphaned bool `json:"orphaned,omitempty"`
 }
 
 func newKeyView(k keystore.Key) keyView {
@@ -60,37 +55,36 @@ func newKeyView(k keystore.Key) keyView {
 		Expires:    optionalEpoch(k.Expires),
 		Scopes:     k.Scopes,
 		Disabled:   k.Disabled,
+		Rotated:    k.Rotated,
+		Orphaned:   k.Orphaned,
 	}
 }
 
 func (h *APIHandler) createAPIKey(r *http.Request, b *requestBody) (any, error) {
-	owner, err := h.owner(r, b, "API keys cannot be used to create API keys.")
+	id, err := h.caller(r, b, "API keys cannot be used to create API keys.")
 	if err != nil {
 		return nil, err
 	}
-	opts, err := h.app.mintOptions(b)
+	req, err := keyRequest(b)
 	if err != nil {
 		return nil, err
 	}
-	m, err := h.app.keyring.Mint(r.Context(), owner, opts)
-	if errors.Is(err, keystore.ErrLimit) {
-		return nil, fail(http.StatusConflict, fmt.Sprintf("key limit reached: a user may hold at most %d keys; delete one first", h.app.MaxKeysPerUser))
-	}
+	m, err := h.app.keyring.Mint(r.Context(), id.Actor(), req)
 	if err != nil {
-		return nil, err
+		return nil, h.app.policyRefusal(err, false)
 	}
 	h.app.metrics.minted.Inc()
-	h.app.audit.Info("key created", zap.String("user", owner), zap.String("key_id", m.ID),
-		zap.String("via", "api"), zap.String("remote_addr", r.RemoteAddr))
+	h.app.audit.Info("key created", ownerFields(m.Owner, zap.String("key_id", m.ID),
+		zap.String("via", "api"), zap.String("remote_addr", r.RemoteAddr))...)
 	return newCreatedKey(m), nil
 }
 
 func (h *APIHandler) fetchAPIKeys(r *http.Request, b *requestBody) (any, error) {
-	owner, err := h.owner(r, b, "API keys cannot be used to fetch API keys.")
+	id, err := h.caller(r, b, "API keys cannot be used to fetch API keys.")
 	if err != nil {
 		return nil, err
 	}
-	keys, err := h.app.keyring.KeysByOwner(r.Context(), owner)
+	keys, err := h.app.keyring.KeysByOwner(r.Context(), id.Owner)
 	if err != nil {
 		return nil, err
 	}
@@ -104,28 +98,25 @@ func (h *APIHandler) fetchAPIKeys(r *http.Request, b *requestBody) (any, error) 
 }
 
 func (h *APIHandler) deleteAPIKey(r *http.Request, b *requestBody) (any, error) {
-	owner, err := h.owner(r, b, "API keys cannot be used to delete API keys.")
+	id, err := h.caller(r, b, "API keys cannot be used to delete API keys.")
 	if err != nil {
 		return nil, err
 	}
-	id, err := h.ownedKeyID(r, b, owner)
+	keyID, err := keyIDField(b)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := h.app.keyring.Delete(r.Context(), id); err != nil {
-		if errors.Is(err, keystore.ErrNotFound) {
-			return nil, errKeyNotFound
-		}
-		return nil, err
+	if _, err := h.app.keyring.Delete(r.Context(), id.Actor(), keyID); err != nil {
+		return nil, h.app.policyRefusal(err, false)
 	}
 	h.app.metrics.deleted.Inc()
-	h.app.audit.Info("key deleted", zap.String("user", owner), zap.String("key_id", id),
-		zap.String("via", "api"), zap.String("remote_addr", r.RemoteAddr))
+	h.app.audit.Info("key deleted", ownerFields(id.Owner, zap.String("key_id", keyID),
+		zap.String("via", "api"), zap.String("remote_addr", r.RemoteAddr))...)
 	return nil, nil
 }
 
 func (h *APIHandler) rotateAPIKey(r *http.Request, b *requestBody) (any, error) {
-	owner, err := h.owner(r, b, "API keys cannot be used to rotate API keys.")
+	id, err := h.caller(r, b, "API keys cannot be used to rotate API keys.")
 	if err != nil {
 		return nil, err
 	}
@@ -133,31 +124,71 @@ func (h *APIHandler) rotateAPIKey(r *http.Request, b *requestBody) (any, error) 
 	if err != nil {
 		return nil, err
 	}
-	id, err := h.ownedKeyID(r, b, owner)
+	keyID, err := keyIDField(b)
 	if err != nil {
 		return nil, err
 	}
-	next, _, err := h.app.keyring.Rotate(r.Context(), id, grace)
+	next, _, err := h.app.keyring.Rotate(r.Context(), id.Actor(), keyID, grace)
 	if err != nil {
-		if errors.Is(err, keystore.ErrNotFound) {
-			return nil, errKeyNotFound
-		}
-		return nil, err
+		return nil, h.app.policyRefusal(err, true)
 	}
 	h.app.metrics.rotated.Inc()
 	h.app.metrics.minted.Inc()
-	h.app.audit.Info("key rotated", zap.String("user", owner), zap.String("key_id", id),
+	h.app.audit.Info("key rotated", ownerFields(id.Owner, zap.String("key_id", keyID),
 		zap.String("new_key_id", next.ID), zap.Duration("grace", grace),
-		zap.String("via", "api"), zap.String("remote_addr", r.RemoteAddr))
+		zap.String("via", "api"), zap.String("remote_addr", r.RemoteAddr))...)
 	return newCreatedKey(next), nil
 }
 
+// ownerFields are the audit log's fields for owner: the name and, apart,
+// its source, followed by fields.
+func ownerFields(o keystore.Owner, fields ...zap.Field) []zap.Field {
+	return append([]zap.Field{zap.String("user", o.Name), zap.String("source", o.Source)}, fields...)
+}
+
 // errKeyNotFound is the one answer for an unknown id and for another
-// user's key, so that ids cannot be probed.
+// owner's key, so that ids cannot be probed.
 var errKeyNotFound = fail(http.StatusNotFound, "API key not found")
 
-// ownedKeyID reads "api_key_id" and checks that owner holds that key.
-func (h *APIHandler) ownedKeyID(r *http.Request, b *requestBody, owner string) (string, error) {
+// policyRefusal turns what the key policy refused into the answer the
+// caller sees; other errors (store faults) pass through. A scope refused
+// in a rotation is 403 whatever the cause: the caller did not ask for it.
+func (a *App) policyRefusal(err error, rotating bool) error {
+	var re *keystore.RequestError
+	var se *keystore.ScopeError
+	switch {
+	case errors.As(err, &re):
+		return fail(http.StatusBadRequest, re.Msg)
+	case errors.As(err, &se) && se.Unknown && !rotating:
+		return fail(http.StatusBadRequest, `"scopes": `+se.Error())
+	case errors.As(err, &se) && se.Unknown:
+		return fail(http.StatusForbidden, fmt.Sprintf("the key has the scope %q, which is no longer allowed; it cannot be rotated", se.Scope))
+	case errors.As(err, &se) && rotating:
+		return fail(http.StatusForbidden, fmt.Sprintf("the key has the scope %q, which you may no longer give keys; it cannot be rotated", se.Scope))
+	case errors.As(err, &se):
+		return fail(http.StatusForbidden, se.Error())
+	case errors.Is(err, keystore.ErrBadName):
+		return fail(http.StatusBadRequest, err.Error())
+	case errors.Is(err, keystore.ErrLimit) && rotating:
+		return fail(http.StatusConflict, fmt.Sprintf("key limit reached: an owner may hold at most %d keys, counting keys in a rotation's grace period; rotate without grace_seconds, or delete a key first", a.MaxKeysPerUser))
+	case errors.Is(err, keystore.ErrLimit):
+		return fail(http.StatusConflict, fmt.Sprintf("key limit reached: an owner may hold at most %d keys; delete one first", a.MaxKeysPerUser))
+	case errors.Is(err, keystore.ErrDisabled):
+		return fail(http.StatusForbidden, "the key is disabled; a disabled key cannot be rotated")
+	case errors.Is(err, keystore.ErrExpired):
+		return fail(http.StatusConflict, "the key has expired; an expired key cannot be rotated")
+	case errors.Is(err, keystore.ErrRotated):
+		return fail(http.StatusConflict, "the key was already rotated and is in its grace period; rotate the key that replaced it")
+	case errors.Is(err, keystore.ErrUnknownOwner):
+		return fail(http.StatusUnauthorized, "no such user")
+	case errors.Is(err, keystore.ErrNotFound):
+		return errKeyNotFound
+	}
+	return err
+}
+
+// keyIDField reads the required "api_key_id".
+func keyIDField(b *requestBody) (string, error) {
 	id, ok, err := stringField("api_key_id", b.APIKeyID)
 	if err != nil {
 		return "", err
@@ -165,81 +196,31 @@ func (h *APIHandler) ownedKeyID(r *http.Request, b *requestBody, owner string) (
 	if !ok || id == "" {
 		return "", fail(http.StatusBadRequest, `"api_key_id" is required`)
 	}
-	k, err := h.app.keyring.KeyByID(r.Context(), id)
-	if errors.Is(err, keystore.ErrNotFound) || (err == nil && k.Owner != owner) {
-		return "", errKeyNotFound
-	}
-	return id, err
+	return id, nil
 }
 
-// mintOptions applies the app's key policy to a create request.
-func (a *App) mintOptions(b *requestBody) (keystore.MintOptions, error) {
-	title, err := b.title()
-	if err != nil {
-		return keystore.MintOptions{}, err
+// keyRequest reads what a create request asks for; the key policy
+// decides whether it may have it.
+func keyRequest(b *requestBody) (keystore.KeyRequest, error) {
+	var req keystore.KeyRequest
+	var err error
+	if req.Title, err = b.title(); err != nil {
+		return req, err
 	}
-	opts := keystore.MintOptions{Title: title, MaxPerOwner: a.MaxKeysPerUser}
-	lifetime := time.Duration(a.DefaultKeyLifetime)
 	if len(b.ExpiresIn) > 0 && string(b.ExpiresIn) != "null" {
-		limit := time.Duration(a.MaxKeyLifetime)
-		if limit == 0 {
-			limit = math.MaxInt64
+		if req.Lifetime, err = secondsField("expires_in", b.ExpiresIn, math.MaxInt64); err != nil {
+			return req, err
 		}
-		if lifetime, err = secondsField("expires_in", b.ExpiresIn, limit); err != nil {
-			return opts, err
-		}
-		if lifetime == 0 {
-			return opts, fail(http.StatusBadRequest, `"expires_in" must be a positive number of seconds`)
+		if req.Lifetime == 0 {
+			return req, fail(http.StatusBadRequest, `"expires_in" must be a positive number of seconds`)
 		}
 	}
-	if lifetime > 0 {
-		opts.Expires = time.Now().Add(lifetime)
-	}
-	if opts.Scopes, err = a.scopesField(b.Scopes); err != nil {
-		return opts, err
-	}
-	return opts, nil
-}
-
-func (a *App) scopesField(raw json.RawMessage) ([]string, error) {
-	if len(raw) == 0 || string(raw) == "null" {
-		return nil, nil
-	}
-	var scopes []string
-	if err := json.Unmarshal(raw, &scopes); err != nil {
-		return nil, fail(http.StatusBadRequest, `"scopes" must be a list of strings`)
-	}
-	if len(scopes) > MaxScopes {
-		return nil, fail(http.StatusBadRequest, `"scopes" may list at most `+strconv.Itoa(MaxScopes)+` scopes`)
-	}
-	seen := make(map[string]bool, len(scopes))
-	out := scopes[:0]
-	for _, s := range scopes {
-		if err := validScope(s); err != nil {
-			return nil, fail(http.StatusBadRequest, `"scopes": `+err.Error())
-		}
-		if len(a.AllowedScopes) > 0 && !slices.Contains(a.AllowedScopes, s) {
-			return nil, fail(http.StatusBadRequest, fmt.Sprintf(`"scopes": %q is not an allowed scope (allowed: %s)`, s, strings.Join(a.AllowedScopes, ", ")))
-		}
-		if !seen[s] {
-			seen[s] = true
-			out = append(out, s)
+	if len(b.Scopes) > 0 && string(b.Scopes) != "null" {
+		if err := json.Unmarshal(b.Scopes, &req.Scopes); err != nil {
+			return req, fail(http.StatusBadRequest, `"scopes" must be a list of strings`)
 		}
 	}
-	return out, nil
-}
-
-// validScope accepts RFC 6749 scope tokens of reasonable length.
-func validScope(s string) error {
-	if s == "" || len(s) > maxScopeLen {
-		return fmt.Errorf("scope names must be 1 to %d characters", maxScopeLen)
-	}
-	for _, c := range []byte(s) {
-		if c <= 0x20 || c == '"' || c == '\\' || c >= 0x7f {
-			return fmt.Errorf("scope %q may contain only printable ASCII without spaces, quotes or backslashes", s)
-		}
-	}
-	return nil
+	return req, nil
 }
 
 func stringField(name string, raw json.RawMessage) (string, bool, error) {

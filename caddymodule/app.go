@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -36,7 +37,9 @@ type App struct {
 
 	// Users who may mint keys with a username and password, in addition
 	// to users kept in the store. Passwords are bcrypt or argon2id hashes,
-	// as printed by `caddy hash-password`.
+	// as printed by `caddy hash-password`. Removing a user refuses their
+	// keys from the next request on (they work again if the user is
+	// declared again).
 	Users []User `json:"users,omitempty"`
 
 	// The issuers whose OAuth2 JWTs prove a user's identity, each with its
@@ -55,12 +58,16 @@ type App struct {
 	// is shorter.
 	MaxKeyLifetime caddy.Duration `json:"max_key_lifetime,omitempty"`
 
-	// Most keys one user may hold; minting more is refused with 409.
-	// Default: 0, no limit.
+	// Most keys one owner may hold, counting keys in a rotation's grace
+	// period; minting more, or rotating with a grace period at the limit,
+	// is refused with 409. Operators (the admin API and the CLI) are not
+	// held to it. Default: 0, no limit.
 	MaxKeysPerUser int `json:"max_keys_per_user,omitempty"`
 
-	// Scopes keys may be minted with; others are refused with 400.
-	// Default: any scope name is allowed.
+	// The scope vocabulary: the only scope names keys may have; others are
+	// refused with 400, and every grant (of users, stored users and
+	// issuers) must be among them. Which of them a given key may have
+	// depends on what its minter was granted. Default: any scope name.
 	AllowedScopes []string `json:"allowed_scopes,omitempty"`
 
 	// Lockout after repeated password failures. Default: on, with the
@@ -81,6 +88,7 @@ type App struct {
 	// and reload. Default: 5s.
 	LastUsedFlushInterval caddy.Duration `json:"last_used_flush_interval,omitempty"`
 
+	policy   keystore.Policy
 	store    StoreOpener
 	release  func() error
 	keyring  *keystore.Keyring
@@ -130,12 +138,16 @@ func (c *LockoutConfig) throttle() *identity.Throttle {
 
 // User is a user declared in the configuration.
 type User struct {
-	// The username. Placeholders are expanded.
+	// The username: 1 to 128 bytes of UTF-8 without control characters.
+	// Placeholders are expanded.
 	Username string `json:"username"`
 	// The bcrypt or argon2id hash of the password, as printed by
 	// `caddy hash-password`. Placeholders are expanded, so the hash can
 	// come from {env.*} or {file.*}.
 	Password string `json:"password"`
+	// Scopes the user may give their keys; a mint asking for another is
+	// refused with 403. Default: none, so the user's keys have no scopes.
+	Scopes []string `json:"scopes,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -151,16 +163,15 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	a.audit = a.logger.Named("audit")
 	repl := caddy.NewReplacer()
-	if a.DefaultKeyLifetime < 0 || a.MaxKeyLifetime < 0 || a.MaxKeysPerUser < 0 {
-		return errors.New("key lifetimes and max_keys_per_user must not be negative")
+	a.policy = keystore.Policy{
+		DefaultLifetime: time.Duration(a.DefaultKeyLifetime),
+		MaxLifetime:     time.Duration(a.MaxKeyLifetime),
+		MaxKeysPerOwner: a.MaxKeysPerUser,
+		Scopes:          a.AllowedScopes,
+		ConfigUsers:     make(map[string][]string, len(a.Users)),
 	}
-	if a.MaxKeyLifetime > 0 && (a.DefaultKeyLifetime == 0 || a.DefaultKeyLifetime > a.MaxKeyLifetime) {
-		a.DefaultKeyLifetime = a.MaxKeyLifetime
-	}
-	for _, sc := range a.AllowedScopes {
-		if err := validScope(sc); err != nil {
-			return fmt.Errorf("allowed_scopes: %w", err)
-		}
+	if err := a.policy.Check(); err != nil {
+		return fmt.Errorf("key policy: %w", err)
 	}
 	var err error
 	if a.metrics, err = newMetrics(ctx.GetMetricsRegistry()); err != nil {
@@ -174,8 +185,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 	users := make(map[string]string, len(a.Users))
 	for i, u := range a.Users {
 		name := repl.ReplaceKnown(u.Username, "")
-		if name == "" {
-			return fmt.Errorf("user %d: username is empty", i)
+		if err := keystore.CheckName(name); err != nil {
+			return fmt.Errorf("user %d (%q): %w", i, name, err)
 		}
 		if _, dup := users[name]; dup {
 			return fmt.Errorf("user %q is declared twice", name)
@@ -185,6 +196,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("user %q: %w", name, err)
 		}
 		users[name] = hash
+		a.policy.ConfigUsers[name] = u.Scopes
+	}
+	if err := a.policy.Check(); err != nil {
+		return fmt.Errorf("users: %w", err)
 	}
 	// JWKS fetchers live as long as this config.
 	var jwksCtx context.Context
@@ -195,6 +210,13 @@ func (a *App) Provision(ctx caddy.Context) error {
 		cfg, err := jc.resolve(jwksCtx, repl, a.logger)
 		if err != nil {
 			return fmt.Errorf("jwt %d: %w", i, err)
+		}
+		if len(a.AllowedScopes) > 0 {
+			for _, sc := range cfg.AllowedScopes {
+				if !slices.Contains(a.AllowedScopes, sc) {
+					return fmt.Errorf("jwt %d: allowed_scopes: %q is not in the apikeys allowed_scopes", i, sc)
+				}
+			}
 		}
 		v, err := identity.NewJWTVerifier(cfg)
 		if err != nil {
@@ -230,6 +252,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		CacheSize:     a.CacheSize,
 		FlushInterval: time.Duration(a.LastUsedFlushInterval),
 		MaxStale:      maxStale,
+		Policy:        a.policy,
 		OnFlushError: func(err error) {
 			a.logger.Error("writing last-used times", zap.Error(err))
 		},

@@ -74,7 +74,7 @@ func storeWithKeys(b *testing.B, n int) *benchStore {
 		for range 256 {
 			wg.Go(func() {
 				for i := next.Add(1); i <= int64(n); i = next.Add(1) {
-					m, err := kr.Mint(context.Background(), fmt.Sprintf("user%d", i%1000), keystore.MintOptions{Title: "bench"})
+					m, err := kr.Mint(context.Background(), keystore.Actor{Owner: keystore.Service(fmt.Sprintf("user%d", i%1000)), Operator: true}, keystore.KeyRequest{Title: "bench"})
 					if err != nil {
 						b.Error(err)
 						return

@@ -27,7 +27,9 @@ func init() {
 //	apikeys {
 //	    key_prefix               <prefix>
 //	    store                    <backend> { … }
-//	    user                     <username> <password_hash>
+//	    user                     <username> <password_hash> [{
+//	        scopes <scope...>
+//	    }]
 //	    jwt {
 //	        secret           <secret>
 //	        public_key       <pem>
@@ -35,7 +37,12 @@ func init() {
 //	        algorithms       <alg...>
 //	        issuer           <iss>
 //	        audience         <aud...>
+//	        accept_any_audience
+//	        token_type       <typ>
 //	        identity_claim   <claim>
+//	        namespace        <name>
+//	        allowed_scopes   <scope...>
+//	        max_key_lifetime <duration> | off
 //	        leeway           <duration>
 //	        jwks_url         <url>
 //	        discover
@@ -90,9 +97,22 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			a.StoreRaw = caddyconfig.JSONModuleObject(mod, "backend", name, nil)
 		case "user":
-			var u User
-			if !d.AllArgs(&u.Username, &u.Password) {
+			args := d.RemainingArgs()
+			if len(args) != 2 {
 				return d.Err("user needs a username and a password hash (from 'caddy hash-password')")
+			}
+			u := User{Username: args[0], Password: args[1]}
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				switch d.Val() {
+				case "scopes":
+					scopes := d.RemainingArgs()
+					if len(scopes) == 0 {
+						return d.ArgErr()
+					}
+					u.Scopes = append(u.Scopes, scopes...)
+				default:
+					return d.Errf("unrecognized user option '%s'", d.Val())
+				}
 			}
 			a.Users = append(a.Users, u)
 		case "jwt":
@@ -164,11 +184,16 @@ func (c *JWTConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
 		args := d.RemainingArgs()
-		if opt == "discover" {
+		switch opt {
+		case "discover", "accept_any_audience":
 			if len(args) != 0 {
 				return d.ArgErr()
 			}
-			c.Discover = true
+			if opt == "discover" {
+				c.Discover = true
+			} else {
+				c.AcceptAnyAudience = true
+			}
 			continue
 		}
 		if len(args) == 0 {
@@ -197,6 +222,21 @@ func (c *JWTConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			c.Audiences = append(c.Audiences, args...)
 		case "identity_claim":
 			err = one(&c.IdentityClaim)
+		case "token_type":
+			err = one(&c.TokenType)
+		case "namespace":
+			err = one(&c.Namespace)
+		case "allowed_scopes":
+			c.AllowedScopes = append(c.AllowedScopes, args...)
+		case "max_key_lifetime":
+			var v string
+			if err = one(&v); err == nil {
+				var dur caddy.Duration
+				if v != "off" {
+					dur, err = parseDuration(d, v)
+				}
+				c.MaxKeyLifetime = &dur
+			}
 		case "jwks_url":
 			err = one(&c.JWKSURL)
 		case "jwks_refresh":

@@ -36,15 +36,25 @@ from --address, else from --config, else localhost:2019). When it does not
 run, --db <file> opens its key store directly (the default file is
 apikeys.db in Caddy's data directory).
 
-  caddy apikeys user add <username>       password from stdin, or asked twice
+  caddy apikeys user add <username> [--scopes a,b]
+                                          password from stdin, or asked twice
   caddy apikeys user passwd <username>    same
+  caddy apikeys user scopes <username> [scope...]
+                                          sets the scopes the user may give keys
   caddy apikeys user remove <username>    also revokes all the user's keys
   caddy apikeys user list
-  caddy apikeys key create --user <name> [--title <t>] [--expires-in <duration>] [--scopes a,b]
-  caddy apikeys key list [--user <name>]
+  caddy apikeys key create (--user <name> [--source <s>] | --service <name>)
+                           [--title <t>] [--expires-in <duration>] [--scopes a,b]
+  caddy apikeys key list [--user <name> [--source <s>] | --service <name>]
   caddy apikeys key revoke <id>
+  caddy apikeys key revoke (--user <name> [--source <s>] | --service <name>)
+                                          revokes every key of that owner
   caddy apikeys key disable <id>
   caddy apikeys key enable <id>
+
+An owner is a password user (--user), an owner that operators make for
+programs (--service), or a token identity (--user with --source as key
+listings show it, e.g. --source jwt:https://idp.example).
   caddy apikeys migrate (--db <file> | --from <config>) --to <config>
                                           copies users and keys into another store
 
@@ -62,23 +72,27 @@ func apikeysCommand(cmd *cobra.Command) {
 	pf.Bool("json", false, "Print JSON")
 
 	user := &cobra.Command{Use: "user", Short: "Manages users kept in the key store"}
+	add := &cobra.Command{Use: "add <username>", Short: "Adds a user; the password is read from stdin or asked for", Args: cobra.ExactArgs(1), RunE: withBackend(userAdd)}
+	add.Flags().StringSlice("scopes", nil, "Scopes the user may give keys, comma separated")
 	user.AddCommand(
-		&cobra.Command{Use: "add <username>", Short: "Adds a user; the password is read from stdin or asked for", Args: cobra.ExactArgs(1), RunE: withBackend(userAdd)},
+		add,
 		&cobra.Command{Use: "passwd <username>", Short: "Sets a user's password", Args: cobra.ExactArgs(1), RunE: withBackend(userPasswd)},
+		&cobra.Command{Use: "scopes <username> [scope...]", Short: "Sets the scopes a user may give keys (none: no scopes)", Args: cobra.MinimumNArgs(1), RunE: withBackend(userScopes)},
 		&cobra.Command{Use: "remove <username>", Short: "Removes a user and revokes all their keys", Args: cobra.ExactArgs(1), RunE: withBackend(userRemove)},
 		&cobra.Command{Use: "list", Short: "Lists stored users", Args: cobra.NoArgs, RunE: withBackend(userList)},
 	)
 
 	key := &cobra.Command{Use: "key", Short: "Manages API keys"}
-	create := &cobra.Command{Use: "create --user <name>", Short: "Creates a key and prints it once", Args: cobra.NoArgs, RunE: withBackend(keyCreate)}
-	create.Flags().String("user", "", "User the key acts for (required)")
-	create.Flags().String("title", DefaultTitle, "Title of the key")
-	create.Flags().Duration("expires-in", 0, "Lifetime of the key, e.g. 720h; 0 means no expiry")
+	create := &cobra.Command{Use: "create (--user <name> | --service <name>)", Short: "Creates a key and prints it once", Args: cobra.NoArgs, RunE: withBackend(keyCreate)}
+	ownerFlags(create, "The key's owner: a password user (which must exist), or with --source a user of that source")
+	create.Flags().String("title", keystore.DefaultTitle, "Title of the key")
+	create.Flags().Duration("expires-in", 0, "Lifetime of the key, e.g. 720h; 0 means the policy's default")
 	create.Flags().StringSlice("scopes", nil, "Scopes the key grants, comma separated")
 	list := &cobra.Command{Use: "list", Short: "Lists keys", Args: cobra.NoArgs, RunE: withBackend(keyList)}
-	list.Flags().String("user", "", "Only this user's keys")
-	key.AddCommand(create, list,
-		&cobra.Command{Use: "revoke <id>", Short: "Deletes a key", Args: cobra.ExactArgs(1), RunE: withBackend(keyRevoke)},
+	ownerFlags(list, "Only this password user's keys, or with --source this user's of that source")
+	revoke := &cobra.Command{Use: "revoke (<id> | --user <name> | --service <name>)", Short: "Deletes a key, or every key of an owner", Args: cobra.MaximumNArgs(1), RunE: withBackend(keyRevoke)}
+	ownerFlags(revoke, "Revoke every key of this password user, or with --source of this user of that source")
+	key.AddCommand(create, list, revoke,
 		&cobra.Command{Use: "disable <id>", Short: "Disables a key", Args: cobra.ExactArgs(1), RunE: withBackend(keyDisable)},
 		&cobra.Command{Use: "enable <id>", Short: "Enables a key", Args: cobra.ExactArgs(1), RunE: withBackend(keyEnable)},
 	)
@@ -88,15 +102,33 @@ func apikeysCommand(cmd *cobra.Command) {
 // backend is where a command's action happens: the running Caddy's admin
 // API, or the store file opened directly.
 type backend interface {
-	listKeys(user string) ([]adminKey, error)
+	listKeys(owner ownerRef) ([]adminKey, error)
 	createKey(req newKeyRequest) (createdKey, error)
 	revokeKey(id string) error
+	revokeOwner(owner ownerRef) (int, error)
 	setDisabled(id string, disabled bool) (adminKey, error)
 	listUsers() ([]adminUser, error)
 	addUser(req userRequest) error
 	setPassword(name string, req userRequest) error
+	setScopes(name string, scopes []string) (adminUser, error)
 	removeUser(name string) (int, error)
 	close() error
+}
+
+// ownerFlags adds --user, --source and --service to a command.
+func ownerFlags(cmd *cobra.Command, userHelp string) {
+	cmd.Flags().String("user", "", userHelp)
+	cmd.Flags().String("source", "", `Source of --user when it is not a password user, e.g. "jwt:https://idp.example"`)
+	cmd.Flags().String("service", "", "An owner that operators make for programs, instead of --user")
+}
+
+func ownerFromFlags(cmd *cobra.Command) ownerRef {
+	f := cmd.Flags()
+	var r ownerRef
+	r.User, _ = f.GetString("user")
+	r.Source, _ = f.GetString("source")
+	r.Service, _ = f.GetString("service")
+	return r
 }
 
 type cliAction func(cmd *cobra.Command, args []string, b backend, asJSON bool) error
@@ -129,10 +161,20 @@ func userAdd(cmd *cobra.Command, args []string, b backend, _ bool) error {
 	if err != nil {
 		return err
 	}
-	if err := b.addUser(userRequest{Username: args[0], Password: pw}); err != nil {
+	scopes, _ := cmd.Flags().GetStringSlice("scopes")
+	if err := b.addUser(userRequest{Username: args[0], Password: pw, Scopes: scopes}); err != nil {
 		return err
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "user %s added\n", args[0])
+	return nil
+}
+
+func userScopes(cmd *cobra.Command, args []string, b backend, asJSON bool) error {
+	u, err := b.setScopes(args[0], args[1:])
+	if err != nil || asJSON {
+		return errOrJSON(cmd, err, u)
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "user %s may give keys the scopes: %s\n", u.Username, dash(strings.Join(u.Scopes, " ")))
 	return nil
 }
 
@@ -166,31 +208,32 @@ func userList(cmd *cobra.Command, _ []string, b backend, asJSON bool) error {
 		return errOrJSON(cmd, err, users)
 	}
 	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "USERNAME\tCREATED")
+	fmt.Fprintln(tw, "USERNAME\tCREATED\tSCOPES")
 	for _, u := range users {
-		fmt.Fprintf(tw, "%s\t%s\n", u.Username, formatTime(time.Time(u.Created)))
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", u.Username, formatTime(time.Time(u.Created)), dash(strings.Join(u.Scopes, ",")))
 	}
 	return tw.Flush()
 }
 
 func keyCreate(cmd *cobra.Command, _ []string, b backend, asJSON bool) error {
 	f := cmd.Flags()
-	user, _ := f.GetString("user")
+	owner := ownerFromFlags(cmd)
 	title, _ := f.GetString("title")
 	expiresIn, _ := f.GetDuration("expires-in")
 	scopes, _ := f.GetStringSlice("scopes")
-	if user == "" {
-		return errors.New("--user is required")
+	if owner.User == "" && owner.Service == "" {
+		return errors.New("--user or --service is required")
 	}
 	if expiresIn < 0 {
 		return errors.New("--expires-in must not be negative")
 	}
-	k, err := b.createKey(newKeyRequest{User: user, Title: title, ExpiresIn: expiresIn.Seconds(), Scopes: scopes})
+	k, err := b.createKey(newKeyRequest{ownerRef: owner, Title: title, ExpiresIn: expiresIn.Seconds(), Scopes: scopes})
 	if err != nil || asJSON {
 		return errOrJSON(cmd, err, k)
 	}
+	o, _, _ := owner.owner()
 	out := cmd.OutOrStdout()
-	fmt.Fprintf(out, "%s\n\nThis is the only time the key is shown; store it now.\nid: %s  user: %s  title: %s\n", k.APIKey, k.ID, user, k.Title)
+	fmt.Fprintf(out, "%s\n\nThis is the only time the key is shown; store it now.\nid: %s  owner: %s  title: %s\n", k.APIKey, k.ID, o, k.Title)
 	if k.Expires != nil {
 		fmt.Fprintf(out, "expires: %s\n", formatTime(time.Time(*k.Expires)))
 	}
@@ -198,29 +241,48 @@ func keyCreate(cmd *cobra.Command, _ []string, b backend, asJSON bool) error {
 }
 
 func keyList(cmd *cobra.Command, _ []string, b backend, asJSON bool) error {
-	user, _ := cmd.Flags().GetString("user")
-	keys, err := b.listKeys(user)
+	keys, err := b.listKeys(ownerFromFlags(cmd))
 	if err != nil || asJSON {
 		return errOrJSON(cmd, err, keys)
 	}
 	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tUSER\tTITLE\tPREVIEW\tCREATED\tLAST USED\tEXPIRES\tSCOPES\tSTATUS")
+	fmt.Fprintln(tw, "ID\tOWNER\tSOURCE\tTITLE\tPREVIEW\tCREATED\tLAST USED\tEXPIRES\tSCOPES\tSTATUS")
 	for _, k := range keys {
 		status := "active"
 		switch {
+		case k.Orphaned:
+			status = "orphaned"
 		case k.Disabled:
 			status = "disabled"
 		case k.Expires != nil && time.Now().After(time.Time(*k.Expires)):
 			status = "expired"
+		case k.Rotated:
+			status = "rotated"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Owner, k.Title, k.KeyPreview,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Owner, k.Source, k.Title, k.KeyPreview,
 			formatTime(time.Time(k.Created)), formatOptional(k.LastUsed), formatOptional(k.Expires),
 			dash(strings.Join(k.Scopes, ",")), status)
 	}
 	return tw.Flush()
 }
 
-func keyRevoke(cmd *cobra.Command, args []string, b backend, _ bool) error {
+func keyRevoke(cmd *cobra.Command, args []string, b backend, asJSON bool) error {
+	owner := ownerFromFlags(cmd)
+	named := owner != (ownerRef{})
+	switch {
+	case named && len(args) == 1:
+		return errors.New("give a key id or an owner, not both")
+	case named:
+		n, err := b.revokeOwner(owner)
+		if err != nil || asJSON {
+			return errOrJSON(cmd, err, map[string]int{"keys_revoked": n})
+		}
+		o, _, _ := owner.owner()
+		fmt.Fprintf(cmd.OutOrStdout(), "%d keys of %s revoked\n", n, o)
+		return nil
+	case len(args) == 0:
+		return errors.New("give a key id, or --user or --service to revoke every key of an owner")
+	}
 	if err := b.revokeKey(args[0]); err != nil {
 		return err
 	}
@@ -331,15 +393,23 @@ func openOffline(path string) (*offlineBackend, error) {
 		return nil, err
 	}
 	kr := keystore.NewKeyring(s, keystore.Options{})
-	return &offlineBackend{op: operator{keyring: kr, audit: caddy.Log().Named("apikeys.audit"), via: "cli"}, store: s}, nil
+	return &offlineBackend{op: operator{keyring: kr, audit: caddy.Log().Named("apikeys.audit"), via: "cli", offline: true}, store: s}, nil
 }
 
 func (o *offlineBackend) close() error {
 	return errors.Join(o.op.keyring.Close(), o.store.Close())
 }
 
-func (o *offlineBackend) listKeys(user string) ([]adminKey, error) {
-	return o.op.listKeys(context.Background(), user)
+func (o *offlineBackend) listKeys(owner ownerRef) ([]adminKey, error) {
+	return o.op.listKeys(context.Background(), owner)
+}
+
+func (o *offlineBackend) revokeOwner(owner ownerRef) (int, error) {
+	return o.op.revokeOwner(context.Background(), owner)
+}
+
+func (o *offlineBackend) setScopes(name string, scopes []string) (adminUser, error) {
+	return o.op.setScopes(context.Background(), name, scopes)
 }
 
 func (o *offlineBackend) createKey(req newKeyRequest) (createdKey, error) {
@@ -412,13 +482,38 @@ func (a *adminBackend) call(method, uri string, body, out any) error {
 	return nil
 }
 
-func (a *adminBackend) listKeys(user string) ([]adminKey, error) {
+func (a *adminBackend) listKeys(owner ownerRef) ([]adminKey, error) {
 	var out []adminKey
-	uri := "/apikeys/keys"
-	if user != "" {
-		uri += "?user=" + url.QueryEscape(user)
+	return out, a.call(http.MethodGet, "/apikeys/keys"+owner.query(), nil, &out)
+}
+
+func (a *adminBackend) revokeOwner(owner ownerRef) (int, error) {
+	var out struct {
+		KeysRevoked int `json:"keys_revoked"`
 	}
-	return out, a.call(http.MethodGet, uri, nil, &out)
+	return out.KeysRevoked, a.call(http.MethodDelete, "/apikeys/keys"+owner.query(), nil, &out)
+}
+
+func (a *adminBackend) setScopes(name string, scopes []string) (adminUser, error) {
+	var out adminUser
+	body := struct {
+		Scopes []string `json:"scopes"`
+	}{scopes}
+	return out, a.call(http.MethodPut, "/apikeys/users/"+url.PathEscape(name)+"/scopes", body, &out)
+}
+
+// query is the reference as admin API query parameters, "" for none.
+func (r ownerRef) query() string {
+	q := url.Values{}
+	for name, v := range map[string]string{"user": r.User, "service": r.Service, "source": r.Source} {
+		if v != "" {
+			q.Set(name, v)
+		}
+	}
+	if len(q) == 0 {
+		return ""
+	}
+	return "?" + q.Encode()
 }
 
 func (a *adminBackend) createKey(req newKeyRequest) (createdKey, error) {
@@ -465,7 +560,7 @@ func adminError(err error) error {
 // socket.
 func hashedRequest(req userRequest) (userRequest, error) {
 	h, err := req.hash()
-	return userRequest{Username: req.Username, PasswordHash: h}, err
+	return userRequest{Username: req.Username, PasswordHash: h, Scopes: req.Scopes}, err
 }
 
 func (a *adminBackend) addUser(req userRequest) error {

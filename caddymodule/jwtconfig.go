@@ -11,11 +11,21 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-apikeys/caddy-apikeys/identity"
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
+
+// DefaultJWTKeyLifetime caps the keys that token identities mint unless a
+// jwt block sets max_key_lifetime: the gateway cannot see a user disabled
+// at the issuer, so their keys expire instead.
+const DefaultJWTKeyLifetime = 90 * 24 * time.Hour
 
 // JWTConfig says which OAuth2 JWTs prove a user's identity. Every token
 // must carry "exp"; algorithms are bound to the family of the configured
 // keys, so "none" and HS tokens checked against a public key are refused.
+//
+// A token's identity is an owner in the issuer's own namespace: the
+// issuer's "alice" is not the password user "alice" and cannot see or
+// manage their keys, unless namespace is "password".
 type JWTConfig struct {
 	// HMAC secrets for HS256, HS384 and HS512 tokens, at least 32 bytes
 	// each. Use placeholders such as {env.JWT_SECRET} or
@@ -37,8 +47,42 @@ type JWTConfig struct {
 	// If set, the "iss" claim must equal it.
 	Issuer string `json:"issuer,omitempty"`
 
-	// If set, the "aud" claim must contain one of these.
+	// The "aud" claim must contain one of these: the identifiers this
+	// gateway is known by at the issuer. Required (RFC 9068 §4: a token
+	// the issuer made for another client must not be accepted here)
+	// unless accept_any_audience is set.
 	Audiences []string `json:"audiences,omitempty"`
+
+	// Accept tokens whatever their audience. Only for issuers that make
+	// tokens for this gateway alone, such as a shared secret used by one
+	// application. Default: false.
+	AcceptAnyAudience bool `json:"accept_any_audience,omitempty"`
+
+	// If set, the token's "typ" header must be this (compared without
+	// case and an "application/" prefix), e.g. "at+jwt" (RFC 9068) so
+	// that ID tokens cannot be used as access tokens. Default: any.
+	TokenType string `json:"token_type,omitempty"`
+
+	// The owner namespace of the identities: keys are owned by the
+	// identity within it. "password" makes a token's identity the
+	// password user (config or store) of that name, which must then
+	// exist: only for an issuer that vouches for exactly those users.
+	// Another name may be shared by several jwt blocks on purpose.
+	// Default: "jwt:" followed by issuer ("jwt" without one).
+	Namespace string `json:"namespace,omitempty"`
+
+	// Scopes this issuer's tokens may pass on to keys: a key may have a
+	// scope that the token carries (in "scope" or "scp") and that is
+	// listed here; a mint asking for another is refused with 403.
+	// Default: none, so the keys of token identities have no scopes.
+	AllowedScopes []string `json:"allowed_scopes,omitempty"`
+
+	// Longest lifetime of keys minted with this issuer's tokens, also
+	// when rotated (and the default lifetime of keys minted without one):
+	// the gateway cannot see an identity disabled at the issuer, so its
+	// keys expire instead. 0 means no cap beyond the app's
+	// max_key_lifetime. Default: 2160h (90 days).
+	MaxKeyLifetime *caddy.Duration `json:"max_key_lifetime,omitempty"`
 
 	// The claim holding the username. Default: "sub".
 	IdentityClaim string `json:"identity_claim,omitempty"`
@@ -47,9 +91,12 @@ type JWTConfig struct {
 	Leeway caddy.Duration `json:"leeway,omitempty"`
 
 	// URL of the issuer's JWK Set, fetched in the background; tokens then
-	// name their key by "kid". Requests never wait on it: a token with a
-	// key id not yet known is refused and makes the set be fetched again
-	// (at most every 30s), which picks up rotated keys.
+	// name their key by "kid". A token with a key id not yet known waits
+	// (at most 1s) for the set to be fetched again, which picks up keys
+	// rotated at the issuer; such fetches happen at most every 30s, so
+	// made-up key ids cannot make the gateway fetch more. Must be https
+	// (plain http only to a loopback address); redirects to http are not
+	// followed.
 	JWKSURL string `json:"jwks_url,omitempty"`
 
 	// Find the JWK Set by OpenID Connect discovery from issuer
@@ -76,6 +123,19 @@ func (c *JWTConfig) resolve(ctx context.Context, repl *caddy.Replacer, logger *z
 		Leeway:         time.Duration(c.Leeway),
 		RequiredScopes: c.RequiredScopes,
 		RequiredClaims: c.RequiredClaims,
+		AnyAudience:    c.AcceptAnyAudience,
+		TokenType:      c.TokenType,
+		Namespace:      c.Namespace,
+		AllowedScopes:  c.AllowedScopes,
+		MaxKeyLifetime: DefaultJWTKeyLifetime,
+	}
+	if c.MaxKeyLifetime != nil {
+		cfg.MaxKeyLifetime = time.Duration(*c.MaxKeyLifetime)
+	}
+	for _, sc := range c.AllowedScopes {
+		if err := keystore.CheckScope(sc); err != nil {
+			return cfg, fmt.Errorf("allowed_scopes: %w", err)
+		}
 	}
 	if c.JWKSURL != "" || c.Discover {
 		if c.Discover && cfg.Issuer == "" {

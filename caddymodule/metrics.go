@@ -19,7 +19,7 @@ type metrics struct {
 	storeLatency             *prometheus.HistogramVec
 
 	// Resolved once: the hot path then costs one atomic add.
-	valid, unknown, malformed, expired, revoked, insufficientScope prometheus.Counter
+	valid, unknown, malformed, expired, revoked, orphaned, insufficientScope prometheus.Counter
 }
 
 const metricsNamespace, metricsSubsystem = "caddy", "apikeys"
@@ -33,7 +33,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		deleted: prometheus.NewCounter(prometheus.CounterOpts(opts("keys_deleted_total", "API keys deleted or revoked."))),
 		rotated: prometheus.NewCounter(prometheus.CounterOpts(opts("keys_rotated_total", "API keys replaced by rotation."))),
 		validations: prometheus.NewCounterVec(prometheus.CounterOpts(opts("validations_total",
-			"Key checks by apikey_auth, by result: valid, unknown, malformed, expired, revoked, insufficient_scope.")), []string{"result"}),
+			"Key checks by apikey_auth, by result: valid, unknown, malformed, expired, revoked, orphaned, insufficient_scope.")), []string{"result"}),
 		credentialFailures: prometheus.NewCounterVec(prometheus.CounterOpts(opts("credential_failures_total",
 			"Refused credentials on the key-management endpoints, by method: password, oauth2, api_key.")), []string{"method"}),
 		storeLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -52,6 +52,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.malformed = m.validations.WithLabelValues("malformed")
 	m.expired = m.validations.WithLabelValues("expired")
 	m.revoked = m.validations.WithLabelValues("revoked")
+	m.orphaned = m.validations.WithLabelValues("orphaned")
 	m.insufficientScope = m.validations.WithLabelValues("insufficient_scope")
 	return m, nil
 }
@@ -91,6 +92,8 @@ func (m *metrics) countRefusal(err error) {
 		m.expired.Inc()
 	case errors.Is(err, keystore.ErrDisabled):
 		m.revoked.Inc()
+	case errors.Is(err, keystore.ErrOrphaned):
+		m.orphaned.Inc()
 	}
 }
 
@@ -134,7 +137,7 @@ func (s timedStore) KeyByID(ctx context.Context, id string) (keystore.Key, error
 	return s.Store.KeyByID(ctx, id)
 }
 
-func (s timedStore) KeysByOwner(ctx context.Context, owner string) ([]keystore.Key, error) {
+func (s timedStore) KeysByOwner(ctx context.Context, owner keystore.Owner) ([]keystore.Key, error) {
 	defer s.observe("keys_by_owner", time.Now())
 	return s.Store.KeysByOwner(ctx, owner)
 }
@@ -149,14 +152,19 @@ func (s timedStore) UpdateKey(ctx context.Context, id string, fn func(*keystore.
 	return s.Store.UpdateKey(ctx, id, fn)
 }
 
-func (s timedStore) RotateKey(ctx context.Context, id string, next keystore.Key, at time.Time) (keystore.Key, error) {
+func (s timedStore) RotateKey(ctx context.Context, id string, next keystore.Key, at time.Time, max int) (keystore.Key, error) {
 	defer s.observe("rotate_key", time.Now())
-	return s.Store.RotateKey(ctx, id, next, at)
+	return s.Store.RotateKey(ctx, id, next, at, max)
 }
 
 func (s timedStore) DeleteKey(ctx context.Context, id string) (keystore.Key, error) {
 	defer s.observe("delete_key", time.Now())
 	return s.Store.DeleteKey(ctx, id)
+}
+
+func (s timedStore) DeleteKeysOf(ctx context.Context, owner keystore.Owner) ([]keystore.Key, error) {
+	defer s.observe("delete_keys_of", time.Now())
+	return s.Store.DeleteKeysOf(ctx, owner)
 }
 
 func (s timedStore) TouchKeys(ctx context.Context, m map[string]time.Time) error {
@@ -174,9 +182,9 @@ func (s timedStore) CreateUser(ctx context.Context, u keystore.User) error {
 	return s.Store.CreateUser(ctx, u)
 }
 
-func (s timedStore) SetPassword(ctx context.Context, name, hash string) error {
-	defer s.observe("set_password", time.Now())
-	return s.Store.SetPassword(ctx, name, hash)
+func (s timedStore) UpdateUser(ctx context.Context, name string, fn func(*keystore.User) error) (keystore.User, error) {
+	defer s.observe("update_user", time.Now())
+	return s.Store.UpdateUser(ctx, name, fn)
 }
 
 func (s timedStore) DeleteUser(ctx context.Context, name string) ([]keystore.Key, error) {

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -48,6 +50,11 @@ type migration struct {
 	UsersPresent int `json:"users_already_present"`
 	KeysCopied   int `json:"keys_copied"`
 	KeysPresent  int `json:"keys_already_present"`
+	// KeysOrphaned counts keys of password users that the destination
+	// has neither in its config nor in its store: they are refused there
+	// until those users exist.
+	KeysOrphaned int      `json:"keys_orphaned,omitempty"`
+	Orphans      []string `json:"orphaned_users,omitempty"`
 }
 
 func runMigrate(cmd *cobra.Command, _ []string) error {
@@ -66,6 +73,7 @@ func runMigrate(cmd *cobra.Command, _ []string) error {
 	}
 
 	var src keystore.Store
+	var srcUsers []string
 	if db != "" {
 		s, err := keystore.OpenBolt(db, time.Second)
 		if errors.Is(err, keystore.ErrLocked) {
@@ -77,53 +85,73 @@ func runMigrate(cmd *cobra.Command, _ []string) error {
 		defer s.Close()
 		src = s
 	} else {
-		s, release, err := openConfiguredStore(from, adapter)
+		s, users, release, err := openConfiguredStore(from, adapter)
 		if err != nil {
 			return fmt.Errorf("source %s: %w", from, err)
 		}
 		defer release()
-		src = s
+		src, srcUsers = s, users
 	}
-	dst, release, err := openConfiguredStore(to, adapter)
+	dst, dstUsers, release, err := openConfiguredStore(to, adapter)
 	if err != nil {
 		return fmt.Errorf("destination %s: %w", to, err)
 	}
 	defer release()
 
-	m, err := copyStore(context.Background(), src, dst)
+	m, err := copyStore(context.Background(), src, dst, dstUsers)
 	if err != nil {
 		return fmt.Errorf("after copying %d users and %d keys: %w", m.UsersCopied, m.KeysCopied, err)
 	}
 	if asJSON {
 		return printJSON(cmd, m)
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "users: %d copied, %d already there\nkeys: %d copied, %d already there\n",
+	out := cmd.OutOrStdout()
+	fmt.Fprintf(out, "users: %d copied, %d already there\nkeys: %d copied, %d already there\n",
 		m.UsersCopied, m.UsersPresent, m.KeysCopied, m.KeysPresent)
+	if m.KeysOrphaned > 0 {
+		fmt.Fprintf(out, "warning: %d keys belong to password users that %s has neither in its config nor in its store: %s.\n"+
+			"They are refused there until those users exist: declare them in its config, or add them with `caddy apikeys user add`.\n",
+			m.KeysOrphaned, to, strings.Join(m.Orphans, ", "))
+		if len(srcUsers) > 0 {
+			fmt.Fprintf(out, "(users declared in %s: %s)\n", from, strings.Join(srcUsers, ", "))
+		}
+	}
 	return nil
 }
 
 // openConfiguredStore opens the store that the apikeys app of a config
 // file uses (bbolt in Caddy's data directory if it names none), without
-// running the config.
-func openConfiguredStore(file, adapter string) (keystore.Store, func() error, error) {
+// running the config, and lists the users the config declares.
+func openConfiguredStore(file, adapter string) (keystore.Store, []string, func() error, error) {
 	cfgJSON, _, _, err := caddycmd.LoadConfig(file, adapter)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	var cfg struct {
 		Apps struct {
 			APIKeys *struct {
 				Store map[string]json.RawMessage `json:"store"`
+				Users []User                     `json:"users"`
 			} `json:"apikeys"`
 		} `json:"apps"`
 	}
 	if err := json.Unmarshal(cfgJSON, &cfg); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if cfg.Apps.APIKeys == nil {
-		return nil, nil, errors.New("the config has no apikeys app")
+		return nil, nil, nil, errors.New("the config has no apikeys app")
 	}
-	raw := cfg.Apps.APIKeys.Store
+	repl := caddy.NewReplacer()
+	var users []string
+	for _, u := range cfg.Apps.APIKeys.Users {
+		users = append(users, repl.ReplaceKnown(u.Username, ""))
+	}
+	store, release, err := openStore(cfg.Apps.APIKeys.Store)
+	return store, users, release, err
+}
+
+// openStore opens the store module configured by raw.
+func openStore(raw map[string]json.RawMessage) (keystore.Store, func() error, error) {
 	backend := "bolt"
 	if b, ok := raw["backend"]; ok {
 		if err := json.Unmarshal(b, &backend); err != nil {
@@ -159,8 +187,9 @@ func openConfiguredStore(file, adapter string) (keystore.Store, func() error, er
 const copyWorkers = 16
 
 // copyStore copies every stored user and key of src into dst, leaving
-// those dst already has.
-func copyStore(ctx context.Context, src, dst keystore.Store) (migration, error) {
+// those dst already has, and counts the keys of password users that dst
+// has neither in dstUsers (its config) nor in its store.
+func copyStore(ctx context.Context, src, dst keystore.Store, dstUsers []string) (migration, error) {
 	var m migration
 	users, err := src.Users(ctx)
 	if err != nil {
@@ -214,5 +243,32 @@ func copyStore(ctx context.Context, src, dst keystore.Store) (migration, error) 
 	}
 	close(next)
 	wg.Wait()
-	return m, firstErr
+	if firstErr != nil {
+		return m, firstErr
+	}
+	known := make(map[string]bool)
+	for _, name := range dstUsers {
+		known[name] = true
+	}
+	for _, k := range keys {
+		if k.Owner.Source != keystore.SourcePassword {
+			continue
+		}
+		name := k.Owner.Name
+		if _, checked := known[name]; !checked {
+			_, err := dst.User(ctx, name)
+			if err != nil && !errors.Is(err, keystore.ErrNotFound) {
+				return m, fmt.Errorf("looking up user %s: %w", name, err)
+			}
+			known[name] = err == nil
+			if err != nil {
+				m.Orphans = append(m.Orphans, name)
+			}
+		}
+		if !known[name] {
+			m.KeysOrphaned++
+		}
+	}
+	slices.Sort(m.Orphans)
+	return m, nil
 }

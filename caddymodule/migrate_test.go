@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -22,13 +23,15 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 	}
 	defer src.Close()
 	kr := keystore.NewKeyring(src, keystore.Options{})
-	if err := src.CreateUser(ctx, keystore.User{Name: "alice", PasswordHash: "$argon2id$x", Created: time.Now()}); err != nil {
+	if err := src.CreateUser(ctx, keystore.User{Name: "alice", PasswordHash: "$argon2id$x", Scopes: []string{"read"}, Created: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
+	// The same name from three sources: three owners, which must stay apart.
+	owners := []keystore.Owner{keystore.PasswordUser("alice"), keystore.Service("alice"), {Source: "jwt:https://idp.example", Name: "alice"}}
 	var minted []keystore.Minted
 	for i := range 40 {
-		m, err := kr.Mint(ctx, fmt.Sprintf("user%d", i%3), keystore.MintOptions{
-			Title: fmt.Sprintf("key %d", i), Scopes: []string{"read"}, Expires: time.Now().Add(time.Hour),
+		m, err := kr.Mint(ctx, keystore.Actor{Owner: owners[i%3], Operator: true}, keystore.KeyRequest{
+			Title: fmt.Sprintf("key %d", i), Scopes: []string{"read"}, Lifetime: time.Hour,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -36,6 +39,21 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 		minted = append(minted, m)
 	}
 	if _, err := kr.SetDisabled(ctx, minted[0].ID, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := kr.Rotate(ctx, keystore.Actor{Operator: true}, minted[2].ID, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	// A key of a user declared in the source's config, not its store.
+	carol, err := kr.Mint(ctx, keystore.Actor{Owner: keystore.Service("x"), Operator: true}, keystore.KeyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.DeleteKey(ctx, carol.ID); err != nil {
+		t.Fatal(err)
+	}
+	carol.Owner = keystore.PasswordUser("carol")
+	if err := src.CreateKey(ctx, carol.Key, 0); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := kr.Verify(ctx, minted[1].Secret); err != nil {
@@ -52,18 +70,19 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	dst, release, err := openConfiguredStore(cfgPath, "caddyfile")
+	dst, dstUsers, release, err := openConfiguredStore(cfgPath, "caddyfile")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = release() }()
 
-	m, err := copyStore(ctx, src, dst)
-	if err != nil || m != (migration{UsersCopied: 1, KeysCopied: 40}) {
+	m, err := copyStore(ctx, src, dst, dstUsers)
+	if err != nil || !reflect.DeepEqual(m, migration{UsersCopied: 1, KeysCopied: 42, KeysOrphaned: 1, Orphans: []string{"carol"}}) {
 		t.Fatalf("first copy: %+v, %v", m, err)
 	}
-	m, err = copyStore(ctx, src, dst)
-	if err != nil || m != (migration{UsersPresent: 1, KeysPresent: 40}) {
+	// carol is declared in the config of the destination.
+	m, err = copyStore(ctx, src, dst, []string{"carol"})
+	if err != nil || !reflect.DeepEqual(m, migration{UsersPresent: 1, KeysPresent: 42}) {
 		t.Fatalf("second copy: %+v, %v", m, err)
 	}
 
@@ -76,12 +95,17 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 		w, g := want[i], got[i]
 		if w.ID != g.ID || w.Hash != g.Hash || w.Owner != g.Owner || w.Title != g.Title || w.Preview != g.Preview ||
 			!w.Created.Equal(g.Created) || !w.LastUsed.Equal(g.LastUsed) || !w.Expires.Equal(g.Expires) ||
-			!slices.Equal(w.Scopes, g.Scopes) || w.Disabled != g.Disabled {
+			!slices.Equal(w.Scopes, g.Scopes) || w.Disabled != g.Disabled || w.Rotated != g.Rotated {
 			t.Fatalf("key %d differs:\n src %+v\n dst %+v", i, w, g)
 		}
 	}
-	if got[1].LastUsed.IsZero() || !got[0].Disabled {
-		t.Fatal("last use or disabled state was not copied")
+	if got[1].LastUsed.IsZero() || !got[0].Disabled || !got[2].Rotated {
+		t.Fatal("last use, disabled or rotated state was not copied")
+	}
+	for _, o := range owners {
+		if keys, _ := dst.KeysByOwner(ctx, o); len(keys) != 14 && len(keys) != 13 {
+			t.Fatalf("%v holds %d keys after the copy", o, len(keys))
+		}
 	}
 	// The copied keys verify against the destination.
 	dkr := keystore.NewKeyring(dst, keystore.Options{})
@@ -89,7 +113,7 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 	if k, err := dkr.Verify(ctx, minted[5].Secret); err != nil || k.ID != minted[5].ID {
 		t.Fatalf("a copied key: %v", err)
 	}
-	if u, err := dst.User(ctx, "alice"); err != nil || u.PasswordHash != "$argon2id$x" {
+	if u, err := dst.User(ctx, "alice"); err != nil || u.PasswordHash != "$argon2id$x" || !slices.Equal(u.Scopes, []string{"read"}) {
 		t.Fatalf("copied user: %+v, %v", u, err)
 	}
 }
@@ -110,7 +134,7 @@ func TestOpenConfiguredStoreErrors(t *testing.T) {
 			if err := os.WriteFile(path, []byte(tc.cfg), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			_, _, err := openConfiguredStore(path, adapter)
+			_, _, _, err := openConfiguredStore(path, adapter)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("openConfiguredStore = %v, want an error mentioning %q", err, tc.want)
 			}

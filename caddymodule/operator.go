@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"net/http"
@@ -15,48 +16,90 @@ import (
 // operator carries out the operator's actions on a keyring. The admin API
 // uses it on the running app's keyring, and `caddy apikeys --db` on a
 // keyring over a database file opened directly, so both behave the same.
-// Operators are trusted: the app's key policy does not apply to them.
+// Operators are trusted: they act on any owner's keys and may give keys
+// any scope of the vocabulary, and the per-owner cap does not hold them;
+// the rest of the key policy (lifetimes, vocabulary, titles) does.
 type operator struct {
 	keyring *keystore.Keyring
 	audit   *zap.Logger
 	metrics *metrics // nil when offline
 	via     string   // "admin_api" or "cli"
 	remote  string   // the admin API client's address, if any
+	offline bool     // a store opened directly: config users are unknown
 }
 
 // adminKey is a key as operators see it: fetch_api_keys' fields and the
-// owner. Never the key or its hash.
+// owner with its source. Never the key or its hash.
 type adminKey struct {
 	keyView
-	Owner string `json:"owner"`
+	Owner  string `json:"owner"`
+	Source string `json:"source"`
 }
 
-func newAdminKey(k keystore.Key) adminKey { return adminKey{keyView: newKeyView(k), Owner: k.Owner} }
+func newAdminKey(k keystore.Key) adminKey {
+	return adminKey{keyView: newKeyView(k), Owner: k.Owner.Name, Source: k.Owner.Source}
+}
 
 // adminUser is a stored user as operators see it: never the hash.
 type adminUser struct {
 	Username string       `json:"username"`
 	Created  epochSeconds `json:"created"`
+	Scopes   []string     `json:"scopes,omitempty"`
 }
 
-// newKeyRequest asks for a service key.
+// ownerRef names an owner in admin requests and CLI flags: a password
+// user by default, a service, or a user of another source.
+type ownerRef struct {
+	// User is a password user's name, or, with Source, a token identity.
+	User string `json:"user,omitempty"`
+	// Service is an operator-made owner, instead of User.
+	Service string `json:"service,omitempty"`
+	// Source of User when it is not a password user, e.g.
+	// "jwt:https://idp.example" (as key listings show it).
+	Source string `json:"source,omitempty"`
+}
+
+// owner resolves the reference; set reports whether it names anyone.
+func (r ownerRef) owner() (o keystore.Owner, set bool, err error) {
+	switch {
+	case r.User == "" && r.Service == "" && r.Source == "":
+		return keystore.Owner{}, false, nil
+	case r.User != "" && r.Service != "":
+		return keystore.Owner{}, true, fail(http.StatusBadRequest, "give either a user or a service, not both")
+	case r.Service != "" && r.Source != "" && r.Source != keystore.SourceService:
+		return keystore.Owner{}, true, fail(http.StatusBadRequest, "a service has no other source")
+	case r.Service != "":
+		o = keystore.Service(r.Service)
+	case r.User == "":
+		return keystore.Owner{}, true, fail(http.StatusBadRequest, "a source needs a user")
+	default:
+		o = keystore.Owner{Source: cmp.Or(r.Source, keystore.SourcePassword), Name: r.User}
+	}
+	if err := o.Check(); err != nil {
+		return o, true, fail(http.StatusBadRequest, err.Error())
+	}
+	return o, true, nil
+}
+
+// newKeyRequest asks for a key for a user or a service.
 type newKeyRequest struct {
-	// User the key acts for. Required.
-	User string `json:"user"`
+	ownerRef
 	// Title of the key. Default "API Key".
 	Title string `json:"title,omitempty"`
-	// Seconds until the key expires; 0 means never.
+	// Seconds until the key expires; 0 means the policy's default.
 	ExpiresIn float64 `json:"expires_in,omitempty"`
 	// Scopes the key grants.
 	Scopes []string `json:"scopes,omitempty"`
 }
 
-// userRequest adds a user or sets a password. Exactly one of Password
-// (hashed here) and PasswordHash (bcrypt or argon2id) is given.
+// userRequest adds a user, sets a password or sets scopes. To add a user
+// or set a password, exactly one of Password (hashed here) and
+// PasswordHash (bcrypt or argon2id) is given.
 type userRequest struct {
-	Username     string `json:"username,omitempty"`
-	Password     string `json:"password,omitempty"`
-	PasswordHash string `json:"password_hash,omitempty"`
+	Username     string   `json:"username,omitempty"`
+	Password     string   `json:"password,omitempty"`
+	PasswordHash string   `json:"password_hash,omitempty"`
+	Scopes       []string `json:"scopes,omitempty"`
 }
 
 func (o operator) event(msg string, fields ...zap.Field) {
@@ -67,11 +110,14 @@ func (o operator) event(msg string, fields ...zap.Field) {
 	o.audit.Info(msg, fields...)
 }
 
-func (o operator) listKeys(ctx context.Context, user string) ([]adminKey, error) {
+func (o operator) listKeys(ctx context.Context, ref ownerRef) ([]adminKey, error) {
+	owner, set, err := ref.owner()
+	if err != nil {
+		return nil, err
+	}
 	var keys []keystore.Key
-	var err error
-	if user != "" {
-		keys, err = o.keyring.KeysByOwner(ctx, user)
+	if set {
+		keys, err = o.keyring.KeysByOwner(ctx, owner)
 	} else {
 		keys, err = o.keyring.Keys(ctx)
 	}
@@ -86,46 +132,83 @@ func (o operator) listKeys(ctx context.Context, user string) ([]adminKey, error)
 }
 
 func (o operator) createKey(ctx context.Context, req newKeyRequest) (createdKey, error) {
-	if req.User == "" {
-		return createdKey{}, fail(http.StatusBadRequest, "a user is required")
+	owner, set, err := req.owner()
+	if err != nil {
+		return createdKey{}, err
+	}
+	if !set {
+		return createdKey{}, fail(http.StatusBadRequest, "a user or a service is required")
 	}
 	if req.ExpiresIn < 0 {
 		return createdKey{}, fail(http.StatusBadRequest, "expires_in must not be negative")
 	}
-	opts := keystore.MintOptions{Title: req.Title}
-	if opts.Title == "" {
-		opts.Title = DefaultTitle
+	m, err := o.keyring.Mint(ctx, keystore.Actor{Owner: owner, Operator: true}, keystore.KeyRequest{
+		Title:    req.Title,
+		Lifetime: time.Duration(req.ExpiresIn * float64(time.Second)),
+		Scopes:   req.Scopes,
+	})
+	if errors.Is(err, keystore.ErrUnknownOwner) && o.offline {
+		return createdKey{}, fail(http.StatusNotFound, "no stored user "+owner.Name+"; with --db, users declared in the config are not known: "+
+			"use the running Caddy's admin API instead, or make a service key (--service) for a program")
 	}
-	if req.ExpiresIn > 0 {
-		opts.Expires = time.Now().Add(time.Duration(req.ExpiresIn * float64(time.Second)))
+	if errors.Is(err, keystore.ErrUnknownOwner) {
+		return createdKey{}, fail(http.StatusNotFound, "no user "+owner.Name+" in the config or the store; for a program, make a service key (service instead of user)")
 	}
-	for _, s := range req.Scopes {
-		if err := validScope(s); err != nil {
-			return createdKey{}, fail(http.StatusBadRequest, err.Error())
-		}
-	}
-	opts.Scopes = req.Scopes
-	m, err := o.keyring.Mint(ctx, req.User, opts)
 	if err != nil {
-		return createdKey{}, err
+		return createdKey{}, o.policyRefusal(err)
 	}
 	if o.metrics != nil {
 		o.metrics.minted.Inc()
 	}
-	o.event("key created", zap.String("user", req.User), zap.String("key_id", m.ID))
+	o.event("key created", ownerFields(owner, zap.String("key_id", m.ID))...)
 	return newCreatedKey(m), nil
 }
 
+// policyRefusal is the answer to what the key policy refused.
+func (o operator) policyRefusal(err error) error {
+	var re *keystore.RequestError
+	var se *keystore.ScopeError
+	switch {
+	case errors.As(err, &re):
+		return fail(http.StatusBadRequest, re.Msg)
+	case errors.As(err, &se):
+		return fail(http.StatusBadRequest, se.Error())
+	case errors.Is(err, keystore.ErrBadName):
+		return fail(http.StatusBadRequest, err.Error())
+	}
+	return err
+}
+
 func (o operator) revokeKey(ctx context.Context, id string) error {
-	k, err := o.keyring.Delete(ctx, id)
+	k, err := o.keyring.Delete(ctx, keystore.Actor{Operator: true}, id)
 	if err != nil {
 		return notFoundAs(err, "no API key with id "+id)
 	}
 	if o.metrics != nil {
 		o.metrics.deleted.Inc()
 	}
-	o.event("key deleted", zap.String("user", k.Owner), zap.String("key_id", id))
+	o.event("key deleted", ownerFields(k.Owner, zap.String("key_id", id))...)
 	return nil
+}
+
+// revokeOwner deletes every key of an owner of any source.
+func (o operator) revokeOwner(ctx context.Context, ref ownerRef) (int, error) {
+	owner, set, err := ref.owner()
+	if err != nil {
+		return 0, err
+	}
+	if !set {
+		return 0, fail(http.StatusBadRequest, "a user or a service is required")
+	}
+	removed, err := o.keyring.RevokeOwner(ctx, owner)
+	if err != nil {
+		return 0, err
+	}
+	if o.metrics != nil {
+		o.metrics.deleted.Add(float64(len(removed)))
+	}
+	o.event("keys of an owner revoked", ownerFields(owner, zap.Int("keys_revoked", len(removed)))...)
+	return len(removed), nil
 }
 
 func (o operator) setDisabled(ctx context.Context, id string, disabled bool) (adminKey, error) {
@@ -137,7 +220,7 @@ func (o operator) setDisabled(ctx context.Context, id string, disabled bool) (ad
 	if disabled {
 		msg = "key disabled"
 	}
-	o.event(msg, zap.String("user", k.Owner), zap.String("key_id", id))
+	o.event(msg, ownerFields(k.Owner, zap.String("key_id", id))...)
 	return newAdminKey(k), nil
 }
 
@@ -148,27 +231,27 @@ func (o operator) listUsers(ctx context.Context) ([]adminUser, error) {
 	}
 	out := make([]adminUser, len(users))
 	for i, u := range users {
-		out[i] = adminUser{Username: u.Name, Created: epochSeconds(u.Created)}
+		out[i] = adminUser{Username: u.Name, Created: epochSeconds(u.Created), Scopes: u.Scopes}
 	}
 	return out, nil
 }
 
 func (o operator) addUser(ctx context.Context, req userRequest) error {
-	if err := validUsername(req.Username); err != nil {
-		return err
+	if err := keystore.CheckName(req.Username); err != nil {
+		return fail(http.StatusBadRequest, "username: "+err.Error())
 	}
 	hash, err := req.hash()
 	if err != nil {
 		return err
 	}
-	err = o.keyring.Store().CreateUser(ctx, keystore.User{Name: req.Username, PasswordHash: hash, Created: time.Now()})
+	err = o.keyring.AddUser(ctx, keystore.User{Name: req.Username, PasswordHash: hash, Scopes: req.Scopes, Created: time.Now()})
 	if errors.Is(err, keystore.ErrExists) {
 		return fail(http.StatusConflict, "user "+req.Username+" already exists")
 	}
 	if err != nil {
-		return err
+		return o.policyRefusal(err)
 	}
-	o.event("user added", zap.String("user", req.Username))
+	o.event("user added", zap.String("user", req.Username), zap.Strings("scopes", req.Scopes))
 	return nil
 }
 
@@ -177,11 +260,25 @@ func (o operator) setPassword(ctx context.Context, name string, req userRequest)
 	if err != nil {
 		return err
 	}
-	if err := o.keyring.Store().SetPassword(ctx, name, hash); err != nil {
+	if err := o.keyring.SetPassword(ctx, name, hash); err != nil {
 		return notFoundAs(err, "no stored user "+name)
 	}
 	o.event("password changed", zap.String("user", name))
 	return nil
+}
+
+// setScopes replaces what a stored user may give keys; keys minted
+// before keep their scopes.
+func (o operator) setScopes(ctx context.Context, name string, scopes []string) (adminUser, error) {
+	u, err := o.keyring.SetUserScopes(ctx, name, scopes)
+	if errors.Is(err, keystore.ErrNotFound) {
+		return adminUser{}, fail(http.StatusNotFound, "no stored user "+name+" (the scopes of users in the config are set there)")
+	}
+	if err != nil {
+		return adminUser{}, o.policyRefusal(err)
+	}
+	o.event("user scopes changed", zap.String("user", name), zap.Strings("scopes", scopes))
+	return adminUser{Username: u.Name, Created: epochSeconds(u.Created), Scopes: u.Scopes}, nil
 }
 
 func (o operator) removeUser(ctx context.Context, name string) (int, error) {
@@ -210,19 +307,6 @@ func (r userRequest) hash() (string, error) {
 		return identity.HashPassword(r.Password)
 	}
 	return "", fail(http.StatusBadRequest, "a password (or password_hash) is required")
-}
-
-// validUsername keeps names printable and free of the store's separator.
-func validUsername(name string) error {
-	if name == "" || len(name) > 128 {
-		return fail(http.StatusBadRequest, "usernames must be 1 to 128 bytes")
-	}
-	for _, c := range name {
-		if c < 0x20 || c == 0x7f {
-			return fail(http.StatusBadRequest, "usernames must not contain control characters")
-		}
-	}
-	return nil
 }
 
 func notFoundAs(err error, msg string) error {

@@ -23,9 +23,13 @@ func init() {
 const DefaultRealm = "apikeys"
 
 // APIKeyAuth is an authentication provider that admits requests carrying
-// a valid, unexpired, enabled API key minted by the apikeys app. On
-// success {http.auth.user.id} is the key's owner, {http.auth.user.key_id}
-// its id, {http.auth.user.key_title} its title and
+// a valid, unexpired, enabled API key minted by the apikeys app, whose
+// owner still exists. On success {http.auth.user.id} is the name of the
+// key's owner and {http.auth.user.source} where that name comes from
+// ("password" for password users, "service" for operator-made owners, or
+// a token issuer's namespace, "jwt:<issuer>" by default): the same name
+// from two sources is two different owners. {http.auth.user.key_id} is
+// the key's id, {http.auth.user.key_title} its title and
 // {http.auth.user.key_scopes} its scopes, separated by spaces. Use it with the
 // apikey_auth directive, or as a provider of the authentication handler.
 type APIKeyAuth struct {
@@ -110,14 +114,15 @@ func (p *APIKeyAuth) Authenticate(w http.ResponseWriter, r *http.Request) (caddy
 		strip(r)
 	}
 	return caddyauth.User{
-		ID:       k.Owner,
+		ID:       k.Owner.Name,
 		Metadata: k.Attributes(),
 	}, true, nil
 }
 
 func isRefusal(err error) bool {
 	return errors.Is(err, keystore.ErrMalformedKey) || errors.Is(err, keystore.ErrNotFound) ||
-		errors.Is(err, keystore.ErrExpired) || errors.Is(err, keystore.ErrDisabled)
+		errors.Is(err, keystore.ErrExpired) || errors.Is(err, keystore.ErrDisabled) ||
+		errors.Is(err, keystore.ErrOrphaned)
 }
 
 // findKey returns the presented key, and a function that removes it from

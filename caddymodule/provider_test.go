@@ -29,7 +29,7 @@ func testProvider(t *testing.T, p *APIKeyAuth) (*APIKeyAuth, *App, string) {
 	if p.MaxBodyBytes == 0 {
 		p.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	m, err := app.keyring.Mint(context.Background(), "alice", keystore.MintOptions{Title: "ci"})
+	m, err := app.keyring.Mint(context.Background(), keystore.Actor{Owner: keystore.Service("alice"), Operator: true}, keystore.KeyRequest{Title: "ci"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
 func init() {
@@ -46,7 +48,7 @@ func (rs *RequireScopes) Provision(ctx caddy.Context) error {
 		return errors.New("no scopes to require")
 	}
 	for _, s := range rs.Scopes {
-		if err := validScope(s); err != nil {
+		if err := keystore.CheckScope(s); err != nil {
 			return err
 		}
 	}

@@ -75,7 +75,7 @@ func TestEtcdStoreWithTLSAndAuthentication(t *testing.T) {
 	ctx := context.Background()
 	kr := keystore.NewKeyring(store, keystore.Options{FlushInterval: time.Hour})
 	defer kr.Close()
-	m, err := kr.Mint(ctx, "alice", keystore.MintOptions{})
+	m, err := kr.Mint(ctx, keystore.Actor{Owner: keystore.Service("alice"), Operator: true}, keystore.KeyRequest{})
 	if err != nil {
 		t.Fatalf("Mint over TLS with authentication: %v", err)
 	}

@@ -17,7 +17,7 @@ func BenchmarkVerifyCached(b *testing.B) {
 	kr := keystore.NewKeyring(s, keystore.Options{FlushInterval: time.Hour})
 	defer kr.Close()
 	ctx := context.Background()
-	m, err := kr.Mint(ctx, "alice", keystore.MintOptions{})
+	m, err := kr.Mint(ctx, keystore.Actor{Owner: keystore.Service("alice"), Operator: true}, keystore.KeyRequest{})
 	if err != nil {
 		b.Fatal(err)
 	}

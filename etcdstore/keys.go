@@ -80,15 +80,11 @@ func (s *Store) CreateKey(ctx context.Context, k keystore.Key, maxPerOwner int) 
 		}
 		cmps := s.absent(k)
 		if maxPerOwner > 0 {
-			count, err := s.get(ctx, s.ownerPrefix(k.Owner), clientv3.WithPrefix(), clientv3.WithCountOnly())
+			guard, err := s.underLimit(ctx, k.Owner, maxPerOwner)
 			if err != nil {
-				return fault(err)
+				return err
 			}
-			if count.Count >= int64(maxPerOwner) {
-				return keystore.ErrLimit
-			}
-			// No entry of the owner's index changed since the count.
-			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.ownerPrefix(k.Owner)), "<", count.Header.Revision+1).WithPrefix())
+			cmps = append(cmps, guard)
 		}
 		resp, err := s.commit(ctx, func(t clientv3.Txn) clientv3.Txn {
 			return t.If(cmps...).Then(s.putKeyOps(k)...).Else(s.countTaken(k)...)
@@ -191,7 +187,7 @@ func (s *Store) getMany(ctx context.Context, hexes []string) ([]keystore.Key, er
 
 // KeysByOwner returns owner's keys, oldest first: the owner index sorts by
 // creation time.
-func (s *Store) KeysByOwner(ctx context.Context, owner string) ([]keystore.Key, error) {
+func (s *Store) KeysByOwner(ctx context.Context, owner keystore.Owner) ([]keystore.Key, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	resp, err := s.get(ctx, s.ownerPrefix(owner), clientv3.WithPrefix())
@@ -293,28 +289,38 @@ func (s *Store) UpdateKey(ctx context.Context, id string, fn func(*keystore.Key)
 	}
 }
 
-// RotateKey stores next and retires oldID in one transaction.
-func (s *Store) RotateKey(ctx context.Context, oldID string, next keystore.Key, oldExpires time.Time) (keystore.Key, error) {
+// RotateKey stores next and retires oldID in one transaction, which
+// fails if the old key changed since it was checked or, with a grace
+// period and a limit, if the owner gained a key since they were counted.
+func (s *Store) RotateKey(ctx context.Context, oldID string, next keystore.Key, retireAt time.Time, maxPerOwner int) (keystore.Key, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	var tried storedKey // the old key as the last failed try saw it
 	for n := 1; ; n++ {
 		old, err := s.getByID(ctx, oldID)
-		if errors.Is(err, keystore.ErrNotFound) && tried.ID != "" && s.isOurs(ctx, next) {
+		if tried.ID != "" && (errors.Is(err, keystore.ErrNotFound) || err == nil && old.Rotated) && s.isOurs(ctx, next) {
 			return tried.Key, nil // an earlier try was applied
 		}
 		if err != nil {
 			return keystore.Key{}, err
 		}
-		ops := s.putKeyOps(next)
-		if oldExpires.IsZero() {
-			ops = append(ops, s.deleteKeyOps(old.Key)...)
-		} else {
-			retired := old.Key
-			retired.Expires = oldExpires
-			ops = append(ops, clientv3.OpPut(s.keyPath(hexOf(old.Hash)), encodeRecord(retired)))
+		if err := keystore.CheckRotatable(old.Key); err != nil {
+			return keystore.Key{}, err
 		}
 		cmps := append(s.absent(next), clientv3.Compare(clientv3.ModRevision(s.keyPath(hexOf(old.Hash))), "=", old.modRev))
+		ops := s.putKeyOps(next)
+		if retireAt.IsZero() {
+			ops = append(ops, s.deleteKeyOps(old.Key)...)
+		} else {
+			ops = append(ops, clientv3.OpPut(s.keyPath(hexOf(old.Hash)), encodeRecord(keystore.Retired(old.Key, retireAt))))
+			if maxPerOwner > 0 {
+				guard, err := s.underLimit(ctx, old.Owner, maxPerOwner)
+				if err != nil {
+					return keystore.Key{}, err
+				}
+				cmps = append(cmps, guard)
+			}
+		}
 		resp, err := s.commit(ctx, func(t clientv3.Txn) clientv3.Txn {
 			return t.If(cmps...).Then(ops...).Else(s.countTaken(next)...)
 		})
@@ -331,8 +337,22 @@ func (s *Store) RotateKey(ctx context.Context, oldID string, next keystore.Key, 
 		case taken(resp):
 			return keystore.Key{}, keystore.ErrExists
 		}
-		// The old key changed meanwhile: read it again.
+		// The old key or the owner's index changed meanwhile: read again.
 	}
+}
+
+// underLimit counts owner's keys and returns ErrLimit if there are
+// maxPerOwner already, or else a comparison that holds only while no
+// entry of the owner's index changed since the count.
+func (s *Store) underLimit(ctx context.Context, owner keystore.Owner, maxPerOwner int) (clientv3.Cmp, error) {
+	count, err := s.get(ctx, s.ownerPrefix(owner), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return clientv3.Cmp{}, fault(err)
+	}
+	if count.Count >= int64(maxPerOwner) {
+		return clientv3.Cmp{}, keystore.ErrLimit
+	}
+	return clientv3.Compare(clientv3.ModRevision(s.ownerPrefix(owner)), "<", count.Header.Revision+1).WithPrefix(), nil
 }
 
 // DeleteKey removes the key with the given id and returns what it was.

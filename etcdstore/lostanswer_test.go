@@ -40,7 +40,10 @@ func writes(txn *pb.TxnRequest) bool {
 	return false
 }
 
-func TestWritesWhoseAnswerIsLostAreNotReportedAsConflicts(t *testing.T) {
+// openWithAnswerLoser opens a store on a fresh one-member cluster whose
+// client loses the answer of a write whenever the loser is armed.
+func openWithAnswerLoser(t *testing.T, prefix string) (*Store, *answerLoser) {
+	t.Helper()
 	c := etcdtest.Start(t, 1)
 	loser := &answerLoser{}
 	s, err := Open(clientv3.Config{
@@ -48,16 +51,21 @@ func TestWritesWhoseAnswerIsLostAreNotReportedAsConflicts(t *testing.T) {
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
 		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(loser.intercept)},
-	}, Options{Prefix: "/lost/"})
+	}, Options{Prefix: prefix})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(func() { _ = s.Close() })
+	return s, loser
+}
+
+func TestWritesWhoseAnswerIsLostAreNotReportedAsConflicts(t *testing.T) {
+	s, loser := openWithAnswerLoser(t, "/lost/")
 	ctx := context.Background()
 	newKey := func() keystore.Key {
 		secret, _ := keystore.NewKey(keystore.DefaultPrefix)
 		id, _ := keystore.NewID(time.Now())
-		return keystore.Key{ID: id, Hash: keystore.HashKey(secret), Owner: "alice", Created: time.Now().Truncate(time.Microsecond)}
+		return keystore.Key{ID: id, Hash: keystore.HashKey(secret), Owner: keystore.PasswordUser("alice"), Created: time.Now().Truncate(time.Microsecond)}
 	}
 
 	loser.armed.Store(true)
@@ -68,19 +76,32 @@ func TestWritesWhoseAnswerIsLostAreNotReportedAsConflicts(t *testing.T) {
 	if loser.armed.Load() {
 		t.Fatal("no answer was lost: the test did not test anything")
 	}
-	if keys, _ := s.KeysByOwner(ctx, "alice"); len(keys) != 1 {
+	if keys, _ := s.KeysByOwner(ctx, keystore.PasswordUser("alice")); len(keys) != 1 {
 		t.Fatalf("%d keys after one create, want 1", len(keys))
 	}
 
 	loser.armed.Store(true)
 	next := newKey()
-	old, err := s.RotateKey(ctx, k.ID, next, time.Time{})
+	old, err := s.RotateKey(ctx, k.ID, next, time.Time{}, 0)
 	if err != nil || old.ID != k.ID {
 		t.Fatalf("RotateKey whose answer was lost: %+v, %v", old, err)
 	}
 	if _, err := s.KeyByID(ctx, k.ID); !errors.Is(err, keystore.ErrNotFound) {
 		t.Fatalf("rotated key: %v", err)
 	}
+
+	// With grace the old key stays, marked rotated: the retry must see
+	// its own work there, not a key rotated by someone else.
+	loser.armed.Store(true)
+	graced := newKey()
+	old, err = s.RotateKey(ctx, next.ID, graced, time.Now().Add(time.Hour), 3)
+	if err != nil || old.ID != next.ID {
+		t.Fatalf("RotateKey with grace whose answer was lost: %+v, %v", old, err)
+	}
+	if got, _ := s.KeyByID(ctx, next.ID); !got.Rotated {
+		t.Fatalf("key rotated with grace: %+v", got)
+	}
+	next = graced
 
 	loser.armed.Store(true)
 	if got, err := s.DeleteKey(ctx, next.ID); err != nil || got.ID != next.ID {
@@ -96,7 +117,7 @@ func TestWritesWhoseAnswerIsLostAreNotReportedAsConflicts(t *testing.T) {
 	}
 
 	b := newKey()
-	b.Owner = "bob"
+	b.Owner = keystore.PasswordUser("bob")
 	if err := s.CreateKey(ctx, b, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -104,5 +125,31 @@ func TestWritesWhoseAnswerIsLostAreNotReportedAsConflicts(t *testing.T) {
 	removed, err := s.DeleteUser(ctx, "bob")
 	if err != nil || len(removed) != 1 || removed[0].ID != b.ID {
 		t.Fatalf("DeleteUser whose answer was lost: %+v, %v", removed, err)
+	}
+}
+
+func TestDeleteKeysOfWhoseAnswerIsLostCountsEveryKey(t *testing.T) {
+	s, loser := openWithAnswerLoser(t, "/lost-owner/")
+	ctx := context.Background()
+	svc := keystore.Service("backup-job")
+	const n = 2*userKeysPerTxn + 5 // three transactions
+	for range n {
+		secret, _ := keystore.NewKey(keystore.DefaultPrefix)
+		id, _ := keystore.NewID(time.Now())
+		k := keystore.Key{ID: id, Hash: keystore.HashKey(secret), Owner: svc, Created: time.Now().Truncate(time.Microsecond)}
+		if err := s.CreateKey(ctx, k, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	loser.armed.Store(true)
+	removed, err := s.DeleteKeysOf(ctx, svc)
+	if err != nil || len(removed) != n {
+		t.Fatalf("DeleteKeysOf whose first answer was lost: %d keys, %v; want %d", len(removed), err, n)
+	}
+	if loser.armed.Load() {
+		t.Fatal("no answer was lost: the test did not test anything")
+	}
+	if keys, _ := s.KeysByOwner(ctx, svc); len(keys) != 0 {
+		t.Fatalf("%d keys left", len(keys))
 	}
 }

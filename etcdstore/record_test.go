@@ -10,7 +10,7 @@ import (
 
 func TestRecordRoundTrip(t *testing.T) {
 	k := keystore.Key{
-		ID: "0123456789abcdefghijklmnopqrstuv", Owner: "alice", Title: "ci", Preview: "sk-...abcd",
+		ID: "0123456789abcdefghijklmnopqrstuv", Owner: keystore.PasswordUser("alice"), Title: "ci", Preview: "sk-...abcd",
 		Created: time.Now().Truncate(time.Microsecond), Expires: time.Now().Add(time.Hour).Truncate(time.Microsecond),
 		Scopes: []string{"read", "write"}, Disabled: true, LastUsed: time.Now(),
 	}
@@ -32,7 +32,7 @@ func TestRecordRoundTrip(t *testing.T) {
 // under keys/ would be, to the record decoder: it must refuse or decode,
 // never panic, and what it decodes must survive being written back.
 func FuzzDecodeRecord(f *testing.F) {
-	k := keystore.Key{ID: "id", Owner: "o", Created: time.UnixMicro(1), Scopes: []string{"s"}}
+	k := keystore.Key{ID: "id", Owner: keystore.Service("o"), Created: time.UnixMicro(1), Scopes: []string{"s"}}
 	f.Add([]byte(encodeRecord(k)))
 	f.Add([]byte{})
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})

@@ -7,7 +7,7 @@
 //
 //	P keys/<hex digest>  → uvarint id length, id, key record (keystore.MarshalKey)
 //	P ids/<id>           → hex digest
-//	P owners/<owner> 0x00 <created, 16 hex digits of Unix µs><id> → hex digest
+//	P owners/<owner (keystore.Owner.Encode)> 0x00 <created, 16 hex digits of Unix µs><id> → hex digest
 //	P used/<hex digest>  → last use, 8 bytes big-endian Unix µs (0: never)
 //	P users/<name>       → user record (keystore.MarshalUser)
 //
@@ -152,8 +152,10 @@ func (s *Store) idPath(id string) string       { return s.prefix + "ids/" + id }
 func (s *Store) usedPath(hexHash string) string {
 	return s.prefix + "used/" + hexHash
 }
-func (s *Store) userPath(name string) string     { return s.prefix + "users/" + name }
-func (s *Store) ownerPrefix(owner string) string { return s.prefix + "owners/" + owner + "\x00" }
+func (s *Store) userPath(name string) string { return s.prefix + "users/" + name }
+func (s *Store) ownerPrefix(owner keystore.Owner) string {
+	return s.prefix + "owners/" + owner.Encode() + "\x00"
+}
 
 func (s *Store) ownerPath(k keystore.Key) string {
 	return fmt.Sprintf("%s%016x%s", s.ownerPrefix(k.Owner), uint64(keystore.UnixMicros(k.Created)), k.ID)

@@ -131,14 +131,14 @@ func TestWatchReportsChangesFromAnotherStore(t *testing.T) {
 	ctx := context.Background()
 	kr := keystore.NewKeyring(a, keystore.Options{FlushInterval: time.Hour})
 	defer kr.Close()
-	m, err := kr.Mint(ctx, "alice", keystore.MintOptions{})
+	m, err := kr.Mint(ctx, keystore.Actor{Owner: keystore.Service("alice"), Operator: true}, keystore.KeyRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := kr.SetDisabled(ctx, m.ID, true); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kr.Delete(ctx, m.ID); err != nil {
+	if _, err := kr.Delete(ctx, keystore.Actor{Operator: true}, m.ID); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "create, disable and delete were reported", func() bool {
@@ -146,7 +146,7 @@ func TestWatchReportsChangesFromAnotherStore(t *testing.T) {
 		return changed[m.Hash] == 3
 	})
 	// Last-used writes are not changes of the key.
-	other, _ := kr.Mint(ctx, "alice", keystore.MintOptions{})
+	other, _ := kr.Mint(ctx, keystore.Actor{Owner: keystore.Service("alice"), Operator: true}, keystore.KeyRequest{})
 	if err := a.TouchKeys(ctx, map[string]time.Time{other.ID: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +220,7 @@ func storeKey(t testing.TB, s *Store) keystore.Key {
 	t.Helper()
 	secret, _ := keystore.NewKey(keystore.DefaultPrefix)
 	id, _ := keystore.NewID(time.Now())
-	k := keystore.Key{ID: id, Hash: keystore.HashKey(secret), Owner: "alice", Created: time.Now().Truncate(time.Microsecond)}
+	k := keystore.Key{ID: id, Hash: keystore.HashKey(secret), Owner: keystore.PasswordUser("alice"), Created: time.Now().Truncate(time.Microsecond)}
 	if err := s.CreateKey(context.Background(), k, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +231,7 @@ func storeKey(t testing.TB, s *Store) keystore.Key {
 func mintCached(t *testing.T, kr *keystore.Keyring) keystore.Minted {
 	t.Helper()
 	ctx := context.Background()
-	m, err := kr.Mint(ctx, "alice", keystore.MintOptions{})
+	m, err := kr.Mint(ctx, keystore.Actor{Owner: keystore.Service("alice"), Operator: true}, keystore.KeyRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +263,7 @@ func TestKeyringFailsClosedWhenEtcdIsGone(t *testing.T) {
 	if _, err := kr.Verify(ctx, unknown); err == nil || errors.Is(err, keystore.ErrNotFound) {
 		t.Fatalf("unknown key with etcd gone: %v, want a store error", err)
 	}
-	if _, err := kr.Mint(ctx, "alice", keystore.MintOptions{}); err == nil {
+	if _, err := kr.Mint(ctx, keystore.Actor{Owner: keystore.Service("alice"), Operator: true}, keystore.KeyRequest{}); err == nil {
 		t.Fatal("minted with etcd gone")
 	}
 	eventually(t, "the recently seen key is refused", func() bool { _, err := kr.Verify(ctx, m.Secret); return err != nil })

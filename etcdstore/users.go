@@ -3,6 +3,7 @@ package etcdstore
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -51,8 +52,8 @@ func (s *Store) Users(ctx context.Context) ([]keystore.User, error) {
 
 // CreateUser adds a user, or returns ErrExists.
 func (s *Store) CreateUser(ctx context.Context, u keystore.User) error {
-	if u.Name == "" {
-		return errors.New("username is empty")
+	if err := keystore.CheckName(u.Name); err != nil {
+		return err
 	}
 	val, err := keystore.MarshalUser(u)
 	if err != nil {
@@ -84,19 +85,24 @@ func (s *Store) CreateUser(ctx context.Context, u keystore.User) error {
 	}
 }
 
-// SetPassword replaces a user's password hash.
-func (s *Store) SetPassword(ctx context.Context, name, hash string) error {
+// UpdateUser applies fn to the stored user name, retrying if another
+// writer changed the user in between.
+func (s *Store) UpdateUser(ctx context.Context, name string, fn func(*keystore.User) error) (keystore.User, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	for n := 1; ; n++ {
 		u, rev, err := s.getUser(ctx, name)
 		if err != nil {
-			return err
+			return keystore.User{}, err
 		}
-		u.PasswordHash = hash
+		fixed := u
+		if err := fn(&u); err != nil {
+			return keystore.User{}, err
+		}
+		u.Name, u.Created = fixed.Name, fixed.Created
 		val, err := keystore.MarshalUser(u)
 		if err != nil {
-			return err
+			return keystore.User{}, err
 		}
 		path := s.userPath(name)
 		resp, err := s.commit(ctx, func(t clientv3.Txn) clientv3.Txn {
@@ -104,13 +110,13 @@ func (s *Store) SetPassword(ctx context.Context, name, hash string) error {
 				Then(clientv3.OpPut(path, string(val)))
 		})
 		if err != nil && transient(err) && backoff(ctx, n) {
-			continue
+			continue // applying fn again to what is stored is harmless
 		}
 		if err != nil {
-			return fault(err)
+			return keystore.User{}, fault(err)
 		}
 		if resp.Succeeded {
-			return nil
+			return u, nil
 		}
 	}
 }
@@ -121,24 +127,54 @@ func (s *Store) SetPassword(ctx context.Context, name, hash string) error {
 // midway the user still exists, with fewer keys, and deleting again
 // finishes the job.
 func (s *Store) DeleteUser(ctx context.Context, name string) ([]keystore.Key, error) {
+	return s.deleteKeysOf(ctx, keystore.PasswordUser(name), true)
+}
+
+// DeleteKeysOf removes every key of owner, over several transactions if
+// there are more than fit in one, until it finds none left.
+func (s *Store) DeleteKeysOf(ctx context.Context, owner keystore.Owner) ([]keystore.Key, error) {
+	return s.deleteKeysOf(ctx, owner, false)
+}
+
+// deleteKeysOf removes owner's keys a transaction's worth at a time, each
+// transaction guarded by the owner's index not having changed since it was
+// read; with withUser, the password user named by owner goes in the
+// transaction that finds no key left, and must exist.
+func (s *Store) deleteKeysOf(ctx context.Context, owner keystore.Owner, withUser bool) ([]keystore.Key, error) {
 	ctx, cancel := context.WithTimeout(ctx, 4*s.timeout)
 	defer cancel()
-	var removed, tried []keystore.Key // tried: keys of a last try that failed
+	var removed, tried []keystore.Key // tried: keys of a try that failed
 	for n := 1; ; n++ {
-		_, userRev, err := s.getUser(ctx, name)
-		if errors.Is(err, keystore.ErrNotFound) && tried != nil {
-			return append(removed, tried...), nil // the last try was applied
+		var userRev int64
+		if withUser {
+			var err error
+			_, userRev, err = s.getUser(ctx, owner.Name)
+			if errors.Is(err, keystore.ErrNotFound) && tried != nil {
+				return append(removed, tried...), nil // the last try was applied
+			}
+			if err != nil {
+				return removed, err
+			}
 		}
-		if err != nil {
-			return removed, err
-		}
-		index, err := s.get(ctx, s.ownerPrefix(name), clientv3.WithPrefix(), clientv3.WithLimit(userKeysPerTxn))
+		index, err := s.get(ctx, s.ownerPrefix(owner), clientv3.WithPrefix(), clientv3.WithLimit(userKeysPerTxn))
 		if err != nil {
 			return removed, fault(err)
 		}
 		hexes := make([]string, len(index.Kvs))
 		for i, kv := range index.Kvs {
 			hexes[i] = string(kv.Value)
+		}
+		// Keys of a try whose answer was lost and that are gone now were
+		// removed by it (or by someone else: gone either way).
+		for _, k := range tried {
+			if !slices.Contains(hexes, hexOf(k.Hash)) {
+				removed = append(removed, k)
+			}
+		}
+		tried = nil
+		last := !index.More
+		if !withUser && len(hexes) == 0 {
+			return removed, nil
 		}
 		keys, err := s.getMany(ctx, hexes)
 		if err != nil {
@@ -148,32 +184,30 @@ func (s *Store) DeleteUser(ctx context.Context, name string) ([]keystore.Key, er
 		for _, k := range keys {
 			ops = append(ops, s.deleteKeyOps(k)...)
 		}
-		// Nothing changed in the user's index since it was read, so the
+		// Nothing changed in the owner's index since it was read, so the
 		// keys deleted are all there were, or the first of them.
 		cmps := []clientv3.Cmp{
-			clientv3.Compare(clientv3.ModRevision(s.userPath(name)), "=", userRev),
-			clientv3.Compare(clientv3.ModRevision(s.ownerPrefix(name)), "<", index.Header.Revision+1).WithPrefix(),
+			clientv3.Compare(clientv3.ModRevision(s.ownerPrefix(owner)), "<", index.Header.Revision+1).WithPrefix(),
 		}
-		last := !index.More
-		if last {
-			ops = append(ops, clientv3.OpDelete(s.userPath(name)))
+		if withUser {
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.userPath(owner.Name)), "=", userRev))
+			if last {
+				ops = append(ops, clientv3.OpDelete(s.userPath(owner.Name)))
+			}
 		}
 		resp, err := s.commit(ctx, func(t clientv3.Txn) clientv3.Txn { return t.If(cmps...).Then(ops...) })
 		if err != nil && transient(err) && backoff(ctx, n) {
-			if last {
-				tried = keys
-			}
+			tried = keys
 			continue
 		}
 		if err != nil {
 			return removed, fault(err)
 		}
-		tried = nil
 		if !resp.Succeeded {
 			continue
 		}
 		removed = append(removed, keys...)
-		if last {
+		if withUser && last {
 			return removed, nil
 		}
 	}

@@ -8,7 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
-	"unicode"
+
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
 // Kind says which credential a caller presented.
@@ -128,8 +129,8 @@ func decodeAuthObject(raw json.RawMessage, keyPrefix string) (Credential, error)
 		if user == "" || pass == "" {
 			return Credential{}, shapeError(`"auth.username" and "auth.password" must not be empty`)
 		}
-		if strings.ContainsFunc(user, unicode.IsControl) {
-			return Credential{}, shapeError(`"auth.username" must not contain control characters`)
+		if err := keystore.CheckName(user); err != nil {
+			return Credential{}, shapeError(`"auth.username": ` + err.Error())
 		}
 		if strings.ContainsRune(pass, 0) {
 			return Credential{}, shapeError(`"auth.password" must not contain NUL characters`)

@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -17,11 +20,12 @@ import (
 
 // JWKS defaults.
 const (
-	DefaultJWKSRefresh   = 10 * time.Minute
-	DefaultJWKSTimeout   = 5 * time.Second
-	DefaultUnknownKIDGap = 30 * time.Second
-	maxKIDLen            = 256
-	maxDiscoveryBytes    = 1 << 20
+	DefaultJWKSRefresh    = 10 * time.Minute
+	DefaultJWKSTimeout    = 5 * time.Second
+	DefaultUnknownKIDGap  = 30 * time.Second
+	DefaultUnknownKIDWait = time.Second
+	maxKIDLen             = 256
+	maxDiscoveryBytes     = 1 << 20
 )
 
 // JWKSConfig says where a JWK Set comes from.
@@ -35,6 +39,10 @@ type JWKSConfig struct {
 	// UnknownKIDRefresh is the shortest time between the extra fetches that
 	// tokens with an unknown key id cause. Default 30 seconds.
 	UnknownKIDRefresh time.Duration
+	// UnknownKIDWait is the longest a token with an unknown key id waits
+	// for the fetch it caused (or the one in flight) before it is
+	// refused. Default 1 second.
+	UnknownKIDWait time.Duration
 	// Timeout bounds each fetch. Default 5 seconds.
 	Timeout time.Duration
 	// Client makes the requests. Default: a client with Timeout.
@@ -43,10 +51,13 @@ type JWKSConfig struct {
 	OnError func(error)
 }
 
-// JWKSSource keeps a JWK Set fetched in the background. Requests never
-// wait for the network: a token whose key id is not known yet is refused
-// at once, and starts (at most every UnknownKIDRefresh) a fetch in the
-// background, so that the signing keys of a rotation are picked up.
+// JWKSSource keeps a JWK Set fetched in the background. A token whose key
+// id is not known yet waits, at most UnknownKIDWait, for a fresh copy of
+// the set: the fetch already in flight if there is one, else a new one,
+// of which there is at most one per UnknownKIDRefresh, so that the first
+// tokens signed after a key rotation at the issuer are accepted while
+// made-up key ids cannot make the gateway fetch more often. A set that
+// cannot be fetched never holds a request longer than UnknownKIDWait.
 type JWKSSource struct {
 	cfg     JWKSConfig
 	ctx     context.Context
@@ -55,6 +66,13 @@ type JWKSSource struct {
 	kick    chan struct{}
 	done    chan struct{}
 	url     atomic.Pointer[string]
+
+	// Waiters for a fresh set: next is closed when the fetch after the
+	// one in flight ends, inflight when the one in flight ends; nil when
+	// there is none.
+	mu       sync.Mutex
+	next     chan struct{}
+	inflight chan struct{}
 }
 
 // NewJWKSSource starts fetching in the background until ctx ends. It does
@@ -69,12 +87,26 @@ func NewJWKSSource(ctx context.Context, cfg JWKSConfig) (*JWKSSource, error) {
 	if cfg.UnknownKIDRefresh <= 0 {
 		cfg.UnknownKIDRefresh = DefaultUnknownKIDGap
 	}
+	if cfg.UnknownKIDWait <= 0 {
+		cfg.UnknownKIDWait = DefaultUnknownKIDWait
+	}
+	for _, u := range []string{cfg.URL, cfg.DiscoverFrom} {
+		if u != "" {
+			if err := checkFetchURL(u); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultJWKSTimeout
 	}
-	if cfg.Client == nil {
-		cfg.Client = &http.Client{Timeout: cfg.Timeout}
+	client := &http.Client{Timeout: cfg.Timeout}
+	if cfg.Client != nil {
+		client = new(http.Client)
+		*client = *cfg.Client
 	}
+	client.CheckRedirect = refuseDowngrade
+	cfg.Client = client
 	s := &JWKSSource{cfg: cfg, ctx: ctx,
 		limiter: rate.NewLimiter(rate.Every(cfg.UnknownKIDRefresh), 1),
 		kick:    make(chan struct{}, 1), done: make(chan struct{})}
@@ -84,6 +116,7 @@ func NewJWKSSource(ctx context.Context, cfg JWKSConfig) (*JWKSSource, error) {
 	}
 	empty := jwkset.NewMemoryStorage()
 	s.current.Store(empty)
+	s.next = make(chan struct{}) // the first fetch is due now
 	go s.run()
 	return s, nil
 }
@@ -92,25 +125,55 @@ func NewJWKSSource(ctx context.Context, cfg JWKSConfig) (*JWKSSource, error) {
 func (s *JWKSSource) Done() <-chan struct{} { return s.done }
 
 // Key returns the key with the given id and its "alg" ("" if the set
-// does not pin one). An unknown id is an error and schedules a fetch.
-func (s *JWKSSource) Key(kid string) (any, string, error) {
+// does not pin one). An unknown id waits for a fresh set as JWKSSource
+// describes, and is an error if that set does not have it either.
+func (s *JWKSSource) Key(ctx context.Context, kid string) (any, string, error) {
 	if kid == "" || len(kid) > maxKIDLen {
 		return nil, "", errors.New("token has no usable key id")
 	}
 	jwk, err := s.current.Load().KeyRead(s.ctx, kid)
 	if errors.Is(err, jwkset.ErrKeyNotFound) {
-		if s.limiter.Allow() {
+		if fresh := s.freshSet(); fresh != nil {
+			timer := time.NewTimer(s.cfg.UnknownKIDWait)
 			select {
-			case s.kick <- struct{}{}:
-			default:
+			case <-fresh:
+			case <-timer.C:
+			case <-ctx.Done():
 			}
+			timer.Stop()
+			jwk, err = s.current.Load().KeyRead(s.ctx, kid)
 		}
+	}
+	if errors.Is(err, jwkset.ErrKeyNotFound) {
 		return nil, "", errors.New("token signed with an unknown key")
 	}
 	if err != nil {
 		return nil, "", err
 	}
 	return jwk.Key(), string(jwk.Marshal().ALG), nil
+}
+
+// freshSet returns a channel closed when a fetch that began after this
+// call (or is in flight now) ends: one already due, the one in flight, or
+// a new one if none ran within UnknownKIDRefresh. It returns nil when no
+// fetch is allowed.
+func (s *JWKSSource) freshSet() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.next != nil:
+		return s.next
+	case s.inflight != nil:
+		return s.inflight
+	case !s.limiter.Allow():
+		return nil
+	}
+	s.next = make(chan struct{})
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+	return s.next
 }
 
 func (s *JWKSSource) run() {
@@ -127,7 +190,18 @@ func (s *JWKSSource) run() {
 		case <-s.kick:
 		case <-retry.C:
 		}
-		if err := s.fetch(); err != nil {
+		s.mu.Lock()
+		s.inflight, s.next = s.next, nil
+		if s.inflight == nil {
+			s.inflight = make(chan struct{})
+		}
+		s.mu.Unlock()
+		err := s.fetch()
+		s.mu.Lock()
+		close(s.inflight)
+		s.inflight = nil
+		s.mu.Unlock()
+		if err != nil {
 			if s.cfg.OnError != nil {
 				s.cfg.OnError(err)
 			}
@@ -186,6 +260,9 @@ func (s *JWKSSource) discover() (string, error) {
 	if strings.TrimSuffix(doc.Issuer, "/") != base {
 		return "", fmt.Errorf("OIDC discovery at %s names another issuer, %q", base, doc.Issuer)
 	}
+	if err := checkFetchURL(doc.JWKSURI); err != nil {
+		return "", fmt.Errorf("OIDC discovery at %s: jwks_uri: %w", base, err)
+	}
 	return doc.JWKSURI, nil
 }
 
@@ -205,4 +282,42 @@ func (s *JWKSSource) get(url string) ([]byte, error) {
 		return nil, fmt.Errorf("fetching %s: %s", url, res.Status)
 	}
 	return io.ReadAll(io.LimitReader(res.Body, maxDiscoveryBytes))
+}
+
+// checkFetchURL accepts https URLs, and http ones only to a loopback
+// host: keys fetched in the clear could be swapped by anyone on the path.
+func checkFetchURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("invalid URL %q: %v", raw, err)
+	}
+	switch {
+	case u.Host == "":
+		return fmt.Errorf("URL %q has no host", raw)
+	case u.Scheme == "https":
+		return nil
+	case u.Scheme == "http" && isLoopback(u.Hostname()):
+		return nil
+	}
+	return fmt.Errorf("URL %q must use https (plain http is allowed only to a loopback address)", raw)
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// refuseDowngrade follows redirects only to URLs checkFetchURL accepts,
+// and never from https to http.
+func refuseDowngrade(req *http.Request, via []*http.Request) error {
+	if len(via) >= 5 {
+		return errors.New("too many redirects")
+	}
+	if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
+		return fmt.Errorf("refusing a redirect from https to %s", req.URL.Redacted())
+	}
+	return checkFetchURL(req.URL.String())
 }

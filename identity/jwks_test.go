@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -94,7 +95,7 @@ func TestJWKSRotation(t *testing.T) {
 	srv.set("k1", &k1.PublicKey, "RS256")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	src, err := NewJWKSSource(ctx, JWKSConfig{URL: srv.URL, Refresh: time.Hour, UnknownKIDRefresh: 50 * time.Millisecond})
+	src, err := NewJWKSSource(ctx, JWKSConfig{URL: srv.URL, Refresh: time.Hour, UnknownKIDRefresh: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,20 +104,59 @@ func TestJWKSRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	old := signKID(t, jwt.SigningMethodRS256, k1, "k1")
-	eventually(t, "first fetch", func() bool { _, err := v.Verify(old); return err == nil })
+	eventually(t, "first fetch", func() bool { _, err := v.Verify(context.Background(), old); return err == nil })
 
-	// Rotation: k2 appears, k1 goes. A token signed with k2 is refused at
-	// first (unknown kid), then accepted once the background fetch ran;
-	// tokens signed with k1 are refused from then on.
+	// Rotation at the issuer: k2 appears, k1 goes. The very first token
+	// signed with k2 is accepted: it waits for the fetch it causes.
 	srv.set("k2", &k2.PublicKey, "RS256")
 	srv.set("k1", nil, "")
 	fresh := signKID(t, jwt.SigningMethodRS256, k2, "k2")
-	eventually(t, "new key picked up", func() bool { _, err := v.Verify(fresh); return err == nil })
-	if _, err := v.Verify(old); err == nil {
+	if _, err := v.Verify(context.Background(), fresh); err != nil {
+		t.Fatalf("first token signed with the new key: %v", err)
+	}
+	if _, err := v.Verify(context.Background(), old); err == nil {
 		t.Fatal("token signed with a removed key accepted")
 	}
 	cancel()
 	<-src.Done()
+}
+
+// Tokens with made-up key ids, many at once, cause at most one fetch per
+// UnknownKIDRefresh, and every one of them waits for that same fetch.
+func TestJWKSForgedKIDsFetchOncePerInterval(t *testing.T) {
+	srv := newJWKSServer(t)
+	k1, _ := rsa.GenerateKey(rand.Reader, 2048)
+	srv.set("k1", &k1.PublicKey, "RS256")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	src, err := NewJWKSSource(ctx, JWKSConfig{URL: srv.URL, Refresh: time.Hour, UnknownKIDRefresh: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := NewJWTVerifier(JWTConfig{JWKS: src, AnyAudience: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "first fetch", func() bool {
+		_, err := v.Verify(context.Background(), signKID(t, jwt.SigningMethodRS256, k1, "k1"))
+		return err == nil
+	})
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Go(func() {
+			forged := signKID(t, jwt.SigningMethodRS256, k1, "forged-"+strconv.Itoa(i))
+			if _, err := v.Verify(context.Background(), forged); err == nil {
+				t.Error("token with a made-up kid accepted")
+			}
+		})
+	}
+	wg.Wait()
+	srv.mu.Lock()
+	fetches := srv.fetches
+	srv.mu.Unlock()
+	if fetches != 2 {
+		t.Fatalf("%d fetches for the start and 200 made-up kids, want 2", fetches)
+	}
 }
 
 func TestJWKSDownNeverBlocks(t *testing.T) {
@@ -130,28 +170,101 @@ func TestJWKSDownNeverBlocks(t *testing.T) {
 	defer close(hang)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	src, err := NewJWKSSource(ctx, JWKSConfig{URL: srv.URL, Timeout: time.Hour, UnknownKIDRefresh: time.Millisecond})
+	const wait = 50 * time.Millisecond
+	src, err := NewJWKSSource(ctx, JWKSConfig{URL: srv.URL, Timeout: time.Hour, UnknownKIDRefresh: time.Millisecond, UnknownKIDWait: wait})
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := NewJWTVerifier(JWTConfig{JWKS: src})
+	v, err := NewJWTVerifier(JWTConfig{AnyAudience: true, JWKS: src})
 	if err != nil {
 		t.Fatal(err)
 	}
 	tok := signKID(t, jwt.SigningMethodRS256, k1, "k1")
-	// The JWKS host holds every request open; verification must still
-	// answer, many times over, while it does.
+	// The JWKS host holds every request open; verifications, 100 at
+	// once, must still answer, each after at most the bounded wait.
+	var wg sync.WaitGroup
 	for range 100 {
-		if _, err := v.Verify(tok); err == nil || !strings.Contains(err.Error(), "signature or algorithm") {
-			t.Fatalf("with the JWKS host hanging: %v", err)
-		}
+		wg.Go(func() {
+			if _, err := v.Verify(context.Background(), tok); err == nil || !strings.Contains(err.Error(), "signature or algorithm") {
+				t.Errorf("with the JWKS host hanging: %v", err)
+			}
+		})
 	}
+	wg.Wait()
 	srv.mu.Lock()
 	fetches := srv.fetches
 	srv.mu.Unlock()
 	if fetches != 1 {
 		t.Fatalf("%d fetches in flight, want 1 (refreshes must not pile up)", fetches)
 	}
+}
+
+func TestJWKSURLsMustBeHTTPS(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, u := range []string{"http://idp.example.com/jwks.json", "ftp://127.0.0.1/x", "http:///x", "https://"} {
+		if _, err := NewJWKSSource(ctx, JWKSConfig{URL: u}); err == nil {
+			t.Errorf("JWKS URL %q accepted", u)
+		}
+		if _, err := NewJWKSSource(ctx, JWKSConfig{DiscoverFrom: u}); err == nil {
+			t.Errorf("issuer %q accepted for discovery", u)
+		}
+	}
+	for _, u := range []string{"https://idp.example.com/jwks.json", "http://127.0.0.1:4444/jwks", "http://[::1]/jwks", "http://localhost/jwks"} {
+		if _, err := NewJWKSSource(ctx, JWKSConfig{URL: u}); err != nil {
+			t.Errorf("JWKS URL %q refused: %v", u, err)
+		}
+	}
+}
+
+// A redirect from https to http is never followed, nor one from a
+// loopback http URL to a remote one.
+func TestJWKSRedirectsNeverDowngrade(t *testing.T) {
+	for _, tc := range []struct{ from, to string }{
+		{"https://idp.example/jwks", "http://idp.example/jwks"},
+		{"https://idp.example/jwks", "http://127.0.0.1/jwks"},
+		{"http://127.0.0.1/jwks", "http://idp.example/jwks"},
+	} {
+		from, _ := http.NewRequest("GET", tc.from, nil)
+		to, _ := http.NewRequest("GET", tc.to, nil)
+		if err := refuseDowngrade(to, []*http.Request{from}); err == nil {
+			t.Errorf("redirect from %s to %s followed", tc.from, tc.to)
+		}
+	}
+	from, _ := http.NewRequest("GET", "https://idp.example/jwks", nil)
+	to, _ := http.NewRequest("GET", "https://cdn.idp.example/jwks", nil)
+	if err := refuseDowngrade(to, []*http.Request{from}); err != nil {
+		t.Errorf("https to https redirect refused: %v", err)
+	}
+
+	// And through a real client: a JWKS host on loopback redirecting to
+	// a plain-http remote host is not followed.
+	redirecting := httptest.NewServer(http.RedirectHandler("http://jwks.invalid/keys", http.StatusFound))
+	defer redirecting.Close()
+	var errs []error
+	var mu sync.Mutex
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	src, err := NewJWKSSource(ctx, JWKSConfig{URL: redirecting.URL, OnError: func(err error) {
+		mu.Lock()
+		errs = append(errs, err)
+		mu.Unlock()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the refused redirect reported", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(errs) > 0
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(errs[0].Error(), "must use https") {
+		t.Fatalf("fetch error %v, want the redirect refused", errs[0])
+	}
+	cancel()
+	<-src.Done()
 }
 
 func TestJWKSAlgorithmPinningAndKIDs(t *testing.T) {
@@ -163,12 +276,12 @@ func TestJWKSAlgorithmPinningAndKIDs(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	src, _ := NewJWKSSource(ctx, JWKSConfig{URL: srv.URL})
-	v, err := NewJWTVerifier(JWTConfig{JWKS: src})
+	v, err := NewJWTVerifier(JWTConfig{AnyAudience: true, JWKS: src})
 	if err != nil {
 		t.Fatal(err)
 	}
 	good := signKID(t, jwt.SigningMethodPS256, rk, "rsa-ps")
-	eventually(t, "fetch", func() bool { _, err := v.Verify(good); return err == nil })
+	eventually(t, "fetch", func() bool { _, err := v.Verify(context.Background(), good); return err == nil })
 	hmacWithPub := jwt.NewWithClaims(jwt.SigningMethodHS256, validClaims())
 	hmacWithPub.Header["kid"] = "rsa-ps"
 	hs, _ := hmacWithPub.SignedString([]byte("anything-at-all-32-bytes-long!!!"))
@@ -182,22 +295,22 @@ func TestJWKSAlgorithmPinningAndKIDs(t *testing.T) {
 		"oversized kid":                    signKID(t, jwt.SigningMethodPS256, rk, strings.Repeat("k", 300)),
 	}
 	for name, tok := range cases {
-		if _, err := v.Verify(tok); err == nil {
+		if _, err := v.Verify(context.Background(), tok); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	if _, err := v.Verify(signKID(t, jwt.SigningMethodES256, ek, "ec")); err != nil {
+	if _, err := v.Verify(context.Background(), signKID(t, jwt.SigningMethodES256, ek, "ec")); err != nil {
 		t.Fatalf("ES256 with its EC key: %v", err)
 	}
 }
 
 func TestJWTIssuersAndRequiredClaims(t *testing.T) {
-	a, err := NewJWTVerifier(JWTConfig{HMACSecrets: [][]byte{testSecret}, Issuer: "https://a.test", RequiredScopes: []string{"apikeys:write"}})
+	a, err := NewJWTVerifier(JWTConfig{AnyAudience: true, HMACSecrets: [][]byte{testSecret}, Issuer: "https://a.test", RequiredScopes: []string{"apikeys:write"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	other := []byte("another-secret-that-is-32-bytes!")
-	b, err := NewJWTVerifier(JWTConfig{HMACSecrets: [][]byte{other}, Issuer: "https://b.test", IdentityClaim: "email", RequiredClaims: map[string]string{"azp": "portal"}})
+	b, err := NewJWTVerifier(JWTConfig{AnyAudience: true, HMACSecrets: [][]byte{other}, Issuer: "https://b.test", IdentityClaim: "email", RequiredClaims: map[string]string{"azp": "portal"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,8 +326,8 @@ func TestJWTIssuersAndRequiredClaims(t *testing.T) {
 		"b with azp in email": {tok(other, jwt.MapClaims{"iss": "https://b.test", "email": "bo@b.test", "azp": "portal"}), "bo@b.test"},
 	}
 	for name, c := range ok {
-		if user, err := is.Verify(c.tok); err != nil || user != c.user {
-			t.Errorf("%s: %q, %v", name, user, err)
+		if user, err := is.Verify(context.Background(), c.tok); err != nil || user.Owner.Name != c.user {
+			t.Errorf("%s: %+v, %v", name, user, err)
 		}
 	}
 	bad := map[string]string{
@@ -226,7 +339,7 @@ func TestJWTIssuersAndRequiredClaims(t *testing.T) {
 		"garbage":               "x.y.z",
 	}
 	for name, tk := range bad {
-		if _, err := is.Verify(tk); err == nil {
+		if _, err := is.Verify(context.Background(), tk); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}

@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
 // DefaultLeeway is the clock skew tolerated on exp, nbf and iat.
@@ -38,8 +41,29 @@ type JWTConfig struct {
 	Algorithms []string
 	// Issuer, if set, must equal the "iss" claim.
 	Issuer string
-	// Audiences, if set, must contain one of the "aud" values.
+	// Audiences: the "aud" claim must contain one of them. Required
+	// unless AnyAudience: RFC 9068 §4 has a resource server check that
+	// an access token was issued for it, or a token the issuer made for
+	// any other client would do.
 	Audiences []string
+	// AnyAudience accepts tokens whatever their "aud", when Audiences is
+	// empty.
+	AnyAudience bool
+	// TokenType, if set, must equal the header's "typ" (case-insensitive,
+	// with or without "application/"), e.g. "at+jwt" to refuse ID tokens.
+	TokenType string
+	// Namespace is the owner source of the issuer's identities: "password"
+	// (keystore.SourcePassword) makes them the password users of the same
+	// names. Default: "jwt:" and the issuer, or "jwt" without one.
+	Namespace string
+	// AllowedScopes are the scopes the issuer's tokens may pass on to
+	// keys: a key may have a scope that its token carries ("scope" or
+	// "scp") and that is listed here. Default: none.
+	AllowedScopes []string
+	// MaxKeyLifetime caps the keys minted with the issuer's tokens, so
+	// that an identity disabled at the issuer does not keep working keys
+	// for ever; 0 means no cap.
+	MaxKeyLifetime time.Duration
 	// IdentityClaim holds the username. Default DefaultIdentityClaim.
 	IdentityClaim string
 	// Leeway for time claims. Default DefaultLeeway.
@@ -58,15 +82,19 @@ type JWTConfig struct {
 
 // JWTVerifier checks OAuth2 JWTs and extracts the username.
 type JWTVerifier struct {
-	keys     map[string][]any // algorithm -> candidate keys
-	allowed  map[string]bool  // algorithms accepted, from any source
-	jwks     *JWKSSource
-	parser   *jwt.Parser
-	claim    string
-	issuer   string
-	audience []string
-	scopes   []string
-	claims   map[string]string
+	keys      map[string][]any // algorithm -> candidate keys
+	allowed   map[string]bool  // algorithms accepted, from any source
+	jwks      *JWKSSource
+	parser    *jwt.Parser
+	claim     string
+	issuer    string
+	audience  []string
+	typ       string
+	scopes    []string
+	claims    map[string]string
+	namespace string
+	grantable []string
+	lifetime  time.Duration
 }
 
 // asymmetric lists the algorithms a JWKS may serve keys for.
@@ -96,6 +124,26 @@ func NewJWTVerifier(cfg JWTConfig) (*JWTVerifier, error) {
 	}
 	if len(keys) == 0 && cfg.JWKS == nil {
 		return nil, errors.New("no HMAC secret, public key or JWKS configured")
+	}
+	if len(cfg.Audiences) == 0 && !cfg.AnyAudience {
+		return nil, errors.New("no audience: name this gateway's audience (the \"aud\" its tokens carry), " +
+			"since without it a token the issuer made for any other client would be accepted (RFC 9068 §4); " +
+			"to accept every audience anyway, say so with accept_any_audience")
+	}
+	namespace := cfg.Namespace
+	switch {
+	case namespace == "" && cfg.Issuer != "":
+		namespace = "jwt:" + cfg.Issuer
+	case namespace == "":
+		namespace = "jwt"
+	case namespace == keystore.SourceService:
+		return nil, errors.New(`namespace "service" is for owners that operators make`)
+	}
+	if err := keystore.CheckSource(namespace); err != nil {
+		return nil, fmt.Errorf("namespace: %w", err)
+	}
+	if cfg.MaxKeyLifetime < 0 {
+		return nil, errors.New("max_key_lifetime must not be negative")
 	}
 	allowed := make(map[string]bool)
 	for alg := range keys {
@@ -146,7 +194,8 @@ func NewJWTVerifier(cfg JWTConfig) (*JWTVerifier, error) {
 		claim = DefaultIdentityClaim
 	}
 	return &JWTVerifier{keys: keys, allowed: allowed, jwks: cfg.JWKS, parser: jwt.NewParser(opts...), claim: claim,
-		issuer: cfg.Issuer, audience: cfg.Audiences, scopes: cfg.RequiredScopes, claims: cfg.RequiredClaims}, nil
+		issuer: cfg.Issuer, audience: cfg.Audiences, typ: cfg.TokenType, scopes: cfg.RequiredScopes, claims: cfg.RequiredClaims,
+		namespace: namespace, grantable: cfg.AllowedScopes, lifetime: cfg.MaxKeyLifetime}, nil
 }
 
 func algorithmsFor(pk crypto.PublicKey) ([]string, error) {
@@ -203,38 +252,70 @@ type tokenError string
 func (e tokenError) Error() string   { return "invalid OAuth2 token: " + string(e) }
 func (tokenError) Is(err error) bool { return err == ErrInvalidToken || err == ErrBadCredentials }
 
-// Verify checks the token's signature and claims and returns the username.
-func (v *JWTVerifier) Verify(token string) (string, error) {
+// TokenIdentity is who a verified token says the caller is.
+type TokenIdentity struct {
+	// Owner is the identity claim within the issuer's namespace.
+	Owner keystore.Owner
+	// Scopes the token carries that its issuer may pass on to keys.
+	Scopes []string
+	// MaxKeyLifetime caps the keys minted with the token; 0: no cap.
+	MaxKeyLifetime time.Duration
+}
+
+// Verify checks the token's signature and claims and returns who it is
+// for. A token signed with a key id not known yet waits for the JWK Set
+// as JWKSSource describes, within ctx.
+func (v *JWTVerifier) Verify(ctx context.Context, token string) (TokenIdentity, error) {
 	if len(token) > MaxTokenLen {
-		return "", tokenError("token is too long")
+		return TokenIdentity{}, tokenError("token is too long")
 	}
 	claims := jwt.MapClaims{}
-	_, err := v.parser.ParseWithClaims(token, claims, v.keyFor)
+	parsed, err := v.parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) { return v.keyFor(ctx, t) })
 	if err != nil {
-		return "", tokenError(describeJWTError(err))
+		return TokenIdentity{}, tokenError(describeJWTError(err))
+	}
+	if v.typ != "" {
+		typ, _ := parsed.Header["typ"].(string)
+		if !strings.EqualFold(strings.TrimPrefix(strings.ToLower(typ), "application/"), v.typ) {
+			return TokenIdentity{}, tokenError(fmt.Sprintf("token type %q is not accepted (want %q)", typ, v.typ))
+		}
 	}
 	if len(v.audience) > 0 {
 		auds, err := claims.GetAudience()
 		if err != nil || !slices.ContainsFunc(auds, func(a string) bool { return slices.Contains(v.audience, a) }) {
-			return "", tokenError("audience is not accepted")
+			return TokenIdentity{}, tokenError("audience is not accepted")
 		}
 	}
-	if missing := missingScope(claims, v.scopes); missing != "" {
-		return "", tokenError(fmt.Sprintf("token lacks the scope %q", missing))
+	carried := tokenScopes(claims)
+	for _, want := range v.scopes {
+		if !slices.Contains(carried, want) {
+			return TokenIdentity{}, tokenError(fmt.Sprintf("token lacks the scope %q", want))
+		}
 	}
 	for name, want := range v.claims {
 		if !claimHas(claims[name], want) {
-			return "", tokenError(fmt.Sprintf("claim %q does not have the required value", name))
+			return TokenIdentity{}, tokenError(fmt.Sprintf("claim %q does not have the required value", name))
 		}
 	}
 	user, _ := claims[v.claim].(string)
 	if user == "" {
-		return "", tokenError(fmt.Sprintf("claim %q with the username is missing", v.claim))
+		return TokenIdentity{}, tokenError(fmt.Sprintf("claim %q with the username is missing", v.claim))
 	}
-	return user, nil
+	if err := keystore.CheckName(user); err != nil {
+		return TokenIdentity{}, tokenError(fmt.Sprintf("claim %q is not a valid user name: %v", v.claim, err))
+	}
+	id := TokenIdentity{Owner: keystore.Owner{Source: v.namespace, Name: user}, MaxKeyLifetime: v.lifetime}
+	for _, s := range carried {
+		if slices.Contains(v.grantable, s) && !slices.Contains(id.Scopes, s) {
+			id.Scopes = append(id.Scopes, s)
+		}
+	}
+	return id, nil
 }
 
-func missingScope(claims jwt.MapClaims, want []string) string {
+// tokenScopes lists the scopes in the "scope" (space separated) and "scp"
+// (string or list) claims.
+func tokenScopes(claims jwt.MapClaims) []string {
 	var have []string
 	if s, ok := claims["scope"].(string); ok {
 		have = strings.Fields(s)
@@ -249,12 +330,7 @@ func missingScope(claims jwt.MapClaims, want []string) string {
 			}
 		}
 	}
-	for _, w := range want {
-		if !slices.Contains(have, w) {
-			return w
-		}
-	}
-	return ""
+	return have
 }
 
 func claimHas(v any, want string) bool {
@@ -271,13 +347,13 @@ func claimHas(v any, want string) bool {
 	return false
 }
 
-func (v *JWTVerifier) keyFor(t *jwt.Token) (any, error) {
+func (v *JWTVerifier) keyFor(ctx context.Context, t *jwt.Token) (any, error) {
 	alg, _ := t.Header["alg"].(string)
 	if !v.allowed[alg] {
 		return nil, jwt.ErrTokenUnverifiable
 	}
 	if kid, ok := t.Header["kid"].(string); ok && v.jwks != nil {
-		key, pinned, err := v.jwks.Key(kid)
+		key, pinned, err := v.jwks.Key(ctx, kid)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", jwt.ErrTokenUnverifiable, err)
 		}
@@ -327,14 +403,14 @@ type JWTIssuers []*JWTVerifier
 
 // Verify checks token against the verifier of its issuer, or the one
 // verifier configured without an issuer.
-func (is JWTIssuers) Verify(token string) (string, error) {
+func (is JWTIssuers) Verify(ctx context.Context, token string) (TokenIdentity, error) {
 	if len(token) > MaxTokenLen {
-		return "", tokenError("token is too long")
+		return TokenIdentity{}, tokenError("token is too long")
 	}
 	var claims jwt.RegisteredClaims
 	_, _, err := jwt.NewParser().ParseUnverified(token, &claims)
 	if err != nil {
-		return "", tokenError("token is malformed")
+		return TokenIdentity{}, tokenError("token is malformed")
 	}
 	var fallback *JWTVerifier
 	for _, v := range is {
@@ -342,11 +418,11 @@ func (is JWTIssuers) Verify(token string) (string, error) {
 			fallback = v
 		}
 		if v.issuer != "" && v.issuer == claims.Issuer {
-			return v.Verify(token)
+			return v.Verify(ctx, token)
 		}
 	}
 	if fallback == nil {
-		return "", tokenError("issuer is not accepted")
+		return TokenIdentity{}, tokenError("issuer is not accepted")
 	}
-	return fallback.Verify(token)
+	return fallback.Verify(ctx, token)
 }

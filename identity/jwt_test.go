@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
 var testSecret = []byte("0123456789abcdef0123456789abcdef")
@@ -75,7 +78,7 @@ func TestJWTAcceptsEachKeyFamily(t *testing.T) {
 		}
 		pubs = append(pubs, pk)
 	}
-	v, err := NewJWTVerifier(JWTConfig{HMACSecrets: [][]byte{testSecret}, PublicKeys: pubs})
+	v, err := NewJWTVerifier(JWTConfig{AnyAudience: true, HMACSecrets: [][]byte{testSecret}, PublicKeys: pubs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +91,7 @@ func TestJWTAcceptsEachKeyFamily(t *testing.T) {
 		"EdDSA": sign(t, jwt.SigningMethodEdDSA, k.ed, validClaims()),
 	}
 	for alg, tok := range tokens {
-		if user, err := v.Verify(tok); err != nil || user != "alice" {
+		if user, err := v.Verify(context.Background(), tok); err != nil || user.Owner.Name != "alice" {
 			t.Errorf("%s: Verify = %q, %v", alg, user, err)
 		}
 	}
@@ -105,7 +108,7 @@ func TestJWTRefusesAttacks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hsV, err := NewJWTVerifier(JWTConfig{HMACSecrets: [][]byte{testSecret}})
+	hsV, err := NewJWTVerifier(JWTConfig{AnyAudience: true, HMACSecrets: [][]byte{testSecret}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,6 +138,9 @@ func TestJWTRefusesAttacks(t *testing.T) {
 		"no audience":            {v, sign(t, jwt.SigningMethodRS256, k.rsa, with(func(c jwt.MapClaims) { delete(c, "aud") }))},
 		"no identity claim":      {v, sign(t, jwt.SigningMethodRS256, k.rsa, with(func(c jwt.MapClaims) { delete(c, "sub") }))},
 		"identity not a string":  {v, sign(t, jwt.SigningMethodRS256, k.rsa, with(func(c jwt.MapClaims) { c["sub"] = 42 }))},
+		"identity with NUL":      {v, sign(t, jwt.SigningMethodRS256, k.rsa, with(func(c jwt.MapClaims) { c["sub"] = "carol\x00x" }))},
+		"identity with a source": {v, sign(t, jwt.SigningMethodRS256, k.rsa, with(func(c jwt.MapClaims) { c["sub"] = "service\x1falice" }))},
+		"identity too long":      {v, sign(t, jwt.SigningMethodRS256, k.rsa, with(func(c jwt.MapClaims) { c["sub"] = strings.Repeat("a", 129) }))},
 		"tampered payload":       {v, parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"admin","exp":9999999999}`)) + "." + parts[2]},
 		"tampered signature":     {v, parts[0] + "." + parts[1] + "." + otherFirstChar(parts[2])},
 		"signature respelt":      {v, parts[0] + "." + parts[1] + "." + respelt(parts[2])},
@@ -144,9 +150,9 @@ func TestJWTRefusesAttacks(t *testing.T) {
 		"HS token, wrong secret": {hsV, sign(t, jwt.SigningMethodHS256, []byte("another-secret-of-32-bytes-long!"), validClaims())},
 	}
 	for name, c := range cases {
-		user, err := c.v.Verify(c.tok)
+		user, err := c.v.Verify(context.Background(), c.tok)
 		if err == nil {
-			t.Errorf("%s: accepted as %q", name, user)
+			t.Errorf("%s: accepted as %+v", name, user)
 			continue
 		}
 		if !errors.Is(err, ErrInvalidToken) || !errors.Is(err, ErrBadCredentials) {
@@ -156,15 +162,15 @@ func TestJWTRefusesAttacks(t *testing.T) {
 }
 
 func TestJWTIdentityClaimAndLeeway(t *testing.T) {
-	v, err := NewJWTVerifier(JWTConfig{HMACSecrets: [][]byte{testSecret}, IdentityClaim: "username", Leeway: time.Minute})
+	v, err := NewJWTVerifier(JWTConfig{AnyAudience: true, HMACSecrets: [][]byte{testSecret}, IdentityClaim: "username", Leeway: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// QueryLake-style token: the username claim, exp just passed but
 	// within leeway.
 	tok := sign(t, jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"username": "ql-user", "exp": time.Now().Add(-30 * time.Second).Unix()})
-	if user, err := v.Verify(tok); err != nil || user != "ql-user" {
-		t.Fatalf("Verify = %q, %v", user, err)
+	if user, err := v.Verify(context.Background(), tok); err != nil || user.Owner.Name != "ql-user" {
+		t.Fatalf("Verify = %+v, %v", user, err)
 	}
 }
 
@@ -178,18 +184,26 @@ func TestJWTConfigErrors(t *testing.T) {
 		"alg without key":     {HMACSecrets: [][]byte{testSecret}, Algorithms: []string{"RS256"}},
 		"none as algorithm":   {HMACSecrets: [][]byte{testSecret}, Algorithms: []string{"none"}},
 		"unsupported keytype": {PublicKeys: []crypto.PublicKey{"not a key"}},
+		"no audience":         {HMACSecrets: [][]byte{testSecret}},
+		"service namespace":   {HMACSecrets: [][]byte{testSecret}, AnyAudience: true, Namespace: "service"},
 	}
 	for name, cfg := range cases {
+		if name != "no audience" && name != "service namespace" {
+			cfg.AnyAudience = true // so that each case fails for its own reason
+		}
 		if _, err := NewJWTVerifier(cfg); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
+	if _, err := NewJWTVerifier(JWTConfig{HMACSecrets: [][]byte{testSecret}}); err == nil || !strings.Contains(err.Error(), "accept_any_audience") || !strings.Contains(err.Error(), "RFC 9068") {
+		t.Fatalf("a config without audience: %v; the error must say why and how to opt out", err)
+	}
 	// Narrowing the algorithms refuses the others.
-	v, err := NewJWTVerifier(JWTConfig{HMACSecrets: [][]byte{testSecret}, PublicKeys: []crypto.PublicKey{&k.rsa.PublicKey}, Algorithms: []string{"RS256"}})
+	v, err := NewJWTVerifier(JWTConfig{AnyAudience: true, HMACSecrets: [][]byte{testSecret}, PublicKeys: []crypto.PublicKey{&k.rsa.PublicKey}, Algorithms: []string{"RS256"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := v.Verify(sign(t, jwt.SigningMethodHS256, testSecret, validClaims())); err == nil {
+	if _, err := v.Verify(context.Background(), sign(t, jwt.SigningMethodHS256, testSecret, validClaims())); err == nil {
 		t.Fatal("HS256 accepted though only RS256 is allowed")
 	}
 	if _, err := ParsePublicKeyPEM([]byte("junk")); err == nil {
@@ -203,14 +217,14 @@ func FuzzJWTVerify(f *testing.F) {
 	f.Add(tok)
 	f.Add("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.")
 	f.Add("")
-	v, err := NewJWTVerifier(JWTConfig{HMACSecrets: [][]byte{testSecret}})
+	v, err := NewJWTVerifier(JWTConfig{AnyAudience: true, HMACSecrets: [][]byte{testSecret}})
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		user, err := v.Verify(s)
-		if err == nil && user == "" {
-			t.Fatal("accepted with an empty user")
+		user, err := v.Verify(context.Background(), s)
+		if err == nil && keystore.CheckName(user.Owner.Name) != nil {
+			t.Fatalf("accepted with an invalid user %q", user.Owner.Name)
 		}
 		if err != nil && !errors.Is(err, ErrInvalidToken) {
 			t.Fatalf("error %v does not wrap ErrInvalidToken", err)

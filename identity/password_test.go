@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
 // Produced by 'caddy hash-password --algorithm argon2id' for "example_password".
@@ -88,11 +90,11 @@ func TestVerifierPasswords(t *testing.T) {
 	ctx := context.Background()
 	pw := func(u, p string) Credential { return Credential{Kind: KindPassword, Username: u, Password: p} }
 
-	if u, err := v.Authenticate(ctx, pw("example_username", "example_password"), "192.0.2.1"); err != nil || u != "example_username" {
-		t.Fatalf("configured user: %q, %v", u, err)
+	if u, err := v.Authenticate(ctx, pw("example_username", "example_password"), "192.0.2.1"); err != nil || u.Owner != keystore.PasswordUser("example_username") {
+		t.Fatalf("configured user: %+v, %v", u, err)
 	}
-	if u, err := v.Authenticate(ctx, pw("bob", "bobpass"), "192.0.2.1"); err != nil || u != "bob" {
-		t.Fatalf("stored user: %q, %v", u, err)
+	if u, err := v.Authenticate(ctx, pw("bob", "bobpass"), "192.0.2.1"); err != nil || u.Owner != keystore.PasswordUser("bob") {
+		t.Fatalf("stored user: %+v, %v", u, err)
 	}
 	for _, c := range []Credential{pw("example_username", "nope"), pw("bob", "nope"), pw("nobody", "x")} {
 		if _, err := v.Authenticate(ctx, c, "192.0.2.1"); !errors.Is(err, ErrBadCredentials) || err.Error() != ErrBadCredentials.Error() {

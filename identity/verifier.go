@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"sync"
 	"time"
+
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
 // Errors returned by Verifier.Authenticate. Their messages are safe to
@@ -99,22 +101,50 @@ func NewVerifier(users map[string]string, lookup UserLookup, jwt JWTIssuers, opt
 	return v
 }
 
-// Authenticate returns the username that cred proves; addr is the
+// Identity is who a credential proves the caller to be.
+type Identity struct {
+	// Owner is the password user, or the token's identity within its
+	// issuer's namespace.
+	Owner keystore.Owner
+	// FromToken says the credential was an OAuth2 token; its Scopes,
+	// narrowed to what the issuer may pass on, bound the scopes of the
+	// keys it mints.
+	FromToken bool
+	Scopes    []string
+	// MaxKeyLifetime caps the keys minted with the credential; 0: no cap
+	// beyond the key policy's.
+	MaxKeyLifetime time.Duration
+}
+
+// Actor is the identity acting on its own keys.
+func (id Identity) Actor() keystore.Actor {
+	return keystore.Actor{Owner: id.Owner, FromToken: id.FromToken, TokenScopes: id.Scopes, MaxLifetime: id.MaxKeyLifetime}
+}
+
+// Authenticate returns who cred proves the caller to be; addr is the
 // client's address, for lockouts. API keys are refused before anything is
 // looked up.
-func (v *Verifier) Authenticate(ctx context.Context, cred Credential, addr string) (string, error) {
+func (v *Verifier) Authenticate(ctx context.Context, cred Credential, addr string) (Identity, error) {
 	switch cred.Kind {
 	case KindAPIKey:
-		return "", ErrAPIKeyRefused
+		return Identity{}, ErrAPIKeyRefused
 	case KindOAuth2:
 		if len(v.jwt) == 0 {
-			return "", ErrOAuth2Disabled
+			return Identity{}, ErrOAuth2Disabled
 		}
-		return v.jwt.Verify(cred.Token)
+		tok, err := v.jwt.Verify(ctx, cred.Token)
+		if err != nil {
+			return Identity{}, err
+		}
+		return Identity{Owner: tok.Owner, FromToken: true, Scopes: tok.Scopes, MaxKeyLifetime: tok.MaxKeyLifetime}, nil
 	case KindPassword:
-		return v.checkPassword(ctx, cred.Username, cred.Password, addr)
+		name, err := v.checkPassword(ctx, cred.Username, cred.Password, addr)
+		if err != nil {
+			return Identity{}, err
+		}
+		return Identity{Owner: keystore.PasswordUser(name)}, nil
 	}
-	return "", ErrBadCredentials
+	return Identity{}, ErrBadCredentials
 }
 
 func (v *Verifier) checkPassword(ctx context.Context, name, password, addr string) (string, error) {

@@ -81,7 +81,7 @@ func TestBadInputBattery(t *testing.T) {
 		// The title.
 		{"title number", "POST", createPath, "application/json", `{"auth": ` + pw + `, "title": 1}`, nil, 400, `"title" must be a string`},
 		{"title object", "POST", createPath, "application/json", `{"auth": ` + pw + `, "title": {}}`, nil, 400, `"title" must be a string`},
-		{"title too long", "POST", createPath, "application/json", `{"auth": ` + pw + `, "title": "` + strings.Repeat("é", 257) + `"}`, nil, 400, "longer than 256 characters"},
+		{"title too long", "POST", createPath, "application/json", `{"auth": ` + pw + `, "title": "` + strings.Repeat("é", 257) + `"}`, nil, 400, "at most 256 characters"},
 		{"title control char", "POST", createPath, "application/json", `{"auth": ` + pw + `, "title": "a\u0007b"}`, nil, 400, "control characters"},
 		{"title escape", "POST", createPath, "application/json", `{"auth": ` + pw + `, "title": "\u001b[31mred"}`, nil, 400, "control characters"},
 		{"expires_in string", "POST", createPath, "application/json", `{"auth": ` + pw + `, "expires_in": "1h"}`, nil, 400, "non-negative number of seconds"},

@@ -111,15 +111,18 @@ http://127.0.0.1:%d {
 	}
 
 	var svc createdKey
-	out := mustCLI(t, "", "--address", admin, "--json", "key", "create", "--user", "svc", "--title", "backup", "--scopes", "read,write", "--expires-in", "24h")
+	out := mustCLI(t, "", "--address", admin, "--json", "key", "create", "--service", "svc", "--title", "backup", "--scopes", "read,write", "--expires-in", "24h")
 	if err := json.Unmarshal([]byte(out), &svc); err != nil || !works(svc.APIKey) {
 		t.Fatalf("key create --json: %v\n%s", err, out)
 	}
-	out = mustCLI(t, "", "--address", admin, "key", "create", "--user", "svc")
+	out = mustCLI(t, "", "--address", admin, "key", "create", "--service", "svc")
 	if !strings.Contains(out, "only time the key is shown") || !strings.HasPrefix(out, "sk-") {
 		t.Fatalf("key create:\n%s", out)
 	}
-	out = mustCLI(t, "", "--address", admin, "key", "list", "--user", "svc")
+	if out, ok := cli(t, "", "--address", admin, "key", "create", "--user", "svc"); ok || !strings.Contains(out, "no user svc") {
+		t.Fatalf("key create for a password user that does not exist: ok=%v\n%s", ok, out)
+	}
+	out = mustCLI(t, "", "--address", admin, "key", "list", "--service", "svc")
 	if !strings.Contains(out, svc.ID) || !strings.Contains(out, "read,write") || strings.Contains(out, svc.APIKey) {
 		t.Fatalf("key list:\n%s", out)
 	}
@@ -141,6 +144,47 @@ http://127.0.0.1:%d {
 	if out, ok := cli(t, "", "--address", admin, "key", "revoke", svc.ID); ok || !strings.Contains(out, "no API key with id") {
 		t.Fatalf("revoking twice: ok=%v\n%s", ok, out)
 	}
+	// Every key of one owner at once; the password user of the same name
+	// keeps theirs.
+	mustCLI(t, "svcpw\n", "--address", admin, "user", "add", "svc")
+	svcUserKey := decodeCreated(t, mintAs("svc", "svcpw"))
+	var svcKeys []createdKey
+	for range 2 {
+		var k createdKey
+		if err := json.Unmarshal([]byte(mustCLI(t, "", "--address", admin, "--json", "key", "create", "--service", "svc")), &k); err != nil {
+			t.Fatal(err)
+		}
+		svcKeys = append(svcKeys, k)
+	}
+	if out := mustCLI(t, "", "--address", admin, "key", "revoke", "--service", "svc"); !strings.Contains(out, "3 keys of svc (service) revoked") {
+		t.Fatalf("key revoke --service:\n%s", out)
+	}
+	if works(svcKeys[0].APIKey) || works(svcKeys[1].APIKey) || !works(svcUserKey.APIKey) {
+		t.Fatal("revoking the service's keys did the wrong thing")
+	}
+	mustCLI(t, "", "--address", admin, "user", "remove", "svc")
+
+	// Scopes a stored user may give keys.
+	mustCLI(t, "erinpw\n", "--address", admin, "user", "add", "erin", "--scopes", "read")
+	mintScoped := func(scopes string) response {
+		return post(t, base+"/api/create_api_key", `{"auth": {"username": "erin", "password": "erinpw"}, "scopes": [`+scopes+`]}`)
+	}
+	if r := mintScoped(`"read"`); r.status != 200 {
+		t.Fatalf("erin mints a read key: %d %s", r.status, r.body)
+	}
+	if r := mintScoped(`"write"`); r.status != 403 || !strings.Contains(r.body, `\"write\"`) {
+		t.Fatalf("erin grants herself write: %d %s", r.status, r.body)
+	}
+	if out := mustCLI(t, "", "--address", admin, "user", "scopes", "erin", "read", "write"); !strings.Contains(out, "read write") {
+		t.Fatalf("user scopes:\n%s", out)
+	}
+	if r := mintScoped(`"write"`); r.status != 200 {
+		t.Fatalf("erin mints a write key once granted: %d %s", r.status, r.body)
+	}
+	if out := mustCLI(t, "", "--address", admin, "user", "list"); !strings.Contains(out, "read,write") {
+		t.Fatalf("user list shows no scopes:\n%s", out)
+	}
+	mustCLI(t, "", "--address", admin, "user", "remove", "erin")
 	if out, ok := cli(t, "", "--address", admin, "user", "add", "carol"); ok || !strings.Contains(out, "password is empty") {
 		t.Fatalf("user add without a password: ok=%v\n%s", ok, out)
 	}
@@ -197,7 +241,7 @@ http://127.0.0.1:%d {
 		t.Fatalf("offline key create: %v\n%s", err, out)
 	}
 	var listed []map[string]any
-	if err := json.Unmarshal([]byte(mustCLI(t, "", "--db", db, "--json", "key", "list")), &listed); err != nil || len(listed) != 2 {
+	if err := json.Unmarshal([]byte(mustCLI(t, "", "--db", db, "--json", "key", "list")), &listed); err != nil || len(listed) != 1 {
 		t.Fatalf("offline key list: %v %v", err, listed)
 	}
 

@@ -371,7 +371,9 @@ func TestREADMEShowsTheTestedClusterCaddyfile(t *testing.T) {
 
 // TestMigrateFromBoltToCluster moves a single gateway's bbolt store into
 // etcd with `caddy apikeys migrate`, then runs Caddyfile.cluster on it:
-// the old keys and stored users work there.
+// the old keys and stored users work there. A key of a user declared only
+// in the single gateway's config is refused until that user exists in the
+// cluster, and the migration says so.
 func TestMigrateFromBoltToCluster(t *testing.T) {
 	single := startHardened(t, "", "")
 	mustCLI(t, "bobpw\n", "--address", single.admin, "user", "add", "bob")
@@ -388,7 +390,8 @@ func TestMigrateFromBoltToCluster(t *testing.T) {
 	t.Setenv("UPSTREAM", strings.TrimPrefix(upstream.URL, "http://"))
 	clusterFile := filepath.Join(repoRoot(t), "Caddyfile.cluster")
 	out := mustCLI(t, "", "migrate", "--db", single.db, "--to", clusterFile)
-	if !strings.Contains(out, "users: 1 copied, 0 already there") || !strings.Contains(out, "keys: 2 copied, 0 already there") {
+	if !strings.Contains(out, "users: 1 copied, 0 already there") || !strings.Contains(out, "keys: 2 copied, 0 already there") ||
+		!strings.Contains(out, "warning: 1 keys belong to password users") || !strings.Contains(out, ": alice.") {
 		t.Fatalf("migrate said:\n%s", out)
 	}
 	if out := mustCLI(t, "", "migrate", "--db", single.db, "--to", clusterFile); !strings.Contains(out, "keys: 0 copied, 2 already there") {
@@ -396,10 +399,15 @@ func TestMigrateFromBoltToCluster(t *testing.T) {
 	}
 
 	g := startClusterGateway(t, "A", c, upstream.URL)
-	for i, k := range keys {
-		if s := g.status(t, k); s != http.StatusOK {
-			t.Fatalf("key %d minted on the single gateway: %d on the cluster", i, s)
-		}
+	if s := g.status(t, keys[1]); s != http.StatusOK {
+		t.Fatalf("a stored user's key minted on the single gateway: %d on the cluster", s)
 	}
 	g.mint(t, `{"username": "bob", "password": "bobpw"}`) // a stored user came along
+	if s := g.status(t, keys[0]); s != http.StatusUnauthorized {
+		t.Fatalf("the key of a user the cluster does not have: %d, want 401", s)
+	}
+	mustCLI(t, "alicepw\n", "--address", g.admin, "user", "add", "alice")
+	if s := g.status(t, keys[0]); s != http.StatusOK {
+		t.Fatalf("the key of a user added to the cluster: %d", s)
+	}
 }

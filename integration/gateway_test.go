@@ -25,7 +25,8 @@ const (
 )
 
 // gatewayConfig is a Caddyfile with the apikeys app on a bbolt file, a
-// configured user alice, HS256 JWTs, and /v1/* proxied to an upstream
+// configured user alice (who may give keys the scopes read and write),
+// HS256 JWTs, and /v1/* proxied to an upstream
 // that echoes what it receives.
 func gatewayConfig(dbPath, aliceHash, realm string) string {
 	return gatewayConfigWith(dbPath, aliceHash, realm, "")
@@ -45,10 +46,13 @@ func gatewayConfigWith(dbPath, aliceHash, realm, policy string) string {
 	%s
 	apikeys {
 		store bolt %s
-		user alice %s
+		user alice %s {
+			scopes read write
+		}
 		jwt {
 			secret %s
 			issuer https://idp.test
+			accept_any_audience
 		}
 		last_used_flush_interval 100ms
 		%s
@@ -268,11 +272,11 @@ func TestStoredUserAndReload(t *testing.T) {
 		t.Fatalf("file still locked after the config using it was replaced: %v", err)
 	}
 	defer s.Close()
-	keys, err := s.KeysByOwner(context.Background(), "dave")
+	keys, err := s.KeysByOwner(context.Background(), keystore.PasswordUser("dave"))
 	if err != nil || len(keys) != 1 || keys[0].LastUsed.IsZero() {
 		t.Fatalf("dave's keys after unload: %+v, %v", keys, err)
 	}
-	if alice, _ := s.KeysByOwner(context.Background(), "alice"); len(alice) != 5 {
+	if alice, _ := s.KeysByOwner(context.Background(), keystore.PasswordUser("alice")); len(alice) != 5 {
 		t.Fatalf("alice has %d keys, want 5", len(alice))
 	}
 }

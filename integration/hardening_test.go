@@ -42,6 +42,7 @@ func hardenedConfig(t *testing.T, dir, db, adminAddr, httpAddr, extraGlobal, ext
 		user alice %s
 		jwt {
 			secret {env.APIKEYS_TEST_JWT_SECRET}
+			accept_any_audience
 		}
 		last_used_flush_interval 200ms
 		%s

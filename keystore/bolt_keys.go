@@ -24,11 +24,12 @@ func fromMicros(us int64) time.Time {
 	return time.UnixMicro(us)
 }
 
-func ownerPrefix(owner string) []byte { return append([]byte(owner), 0) }
+func ownerPrefix(owner Owner) []byte { return append([]byte(owner.Encode()), 0) }
 
 func ownerIndexKey(k Key) []byte {
-	b := make([]byte, 0, len(k.Owner)+1+8+len(k.ID))
-	b = append(b, k.Owner...)
+	owner := k.Owner.Encode()
+	b := make([]byte, 0, len(owner)+1+8+len(k.ID))
+	b = append(b, owner...)
 	b = append(b, 0)
 	b = binary.BigEndian.AppendUint64(b, uint64(micros(k.Created)))
 	return append(b, k.ID...)
@@ -105,17 +106,39 @@ func checkCreate(tx *bolt.Tx, k Key, maxPerOwner int) error {
 	if tx.Bucket(bucketKeys).Get([]byte(k.ID)) != nil || tx.Bucket(bucketHashes).Get(k.Hash[:]) != nil {
 		return ErrExists
 	}
-	if maxPerOwner > 0 {
-		n := 0
-		prefix := ownerPrefix(k.Owner)
-		c := tx.Bucket(bucketOwners).Cursor()
-		for ik, _ := c.Seek(prefix); ik != nil && bytes.HasPrefix(ik, prefix); ik, _ = c.Next() {
-			if n++; n >= maxPerOwner {
-				return ErrLimit
-			}
+	return checkLimit(tx, k.Owner, maxPerOwner)
+}
+
+// checkLimit returns ErrLimit if maxPerOwner > 0 and owner holds that
+// many keys.
+func checkLimit(tx *bolt.Tx, owner Owner, maxPerOwner int) error {
+	if maxPerOwner <= 0 {
+		return nil
+	}
+	n := 0
+	prefix := ownerPrefix(owner)
+	c := tx.Bucket(bucketOwners).Cursor()
+	for ik, _ := c.Seek(prefix); ik != nil && bytes.HasPrefix(ik, prefix); ik, _ = c.Next() {
+		if n++; n >= maxPerOwner {
+			return ErrLimit
 		}
 	}
 	return nil
+}
+
+// keysOf reads owner's keys, oldest first.
+func keysOf(tx *bolt.Tx, owner Owner) ([]Key, error) {
+	var out []Key
+	prefix := ownerPrefix(owner)
+	c := tx.Bucket(bucketOwners).Cursor()
+	for ik, _ := c.Seek(prefix); ik != nil && bytes.HasPrefix(ik, prefix); ik, _ = c.Next() {
+		k, err := getKey(tx, ik[len(prefix)+8:])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, k)
+	}
+	return out, nil
 }
 
 func putKey(tx *bolt.Tx, k Key, val []byte) error {
@@ -176,19 +199,12 @@ func (s *BoltStore) KeyByID(_ context.Context, id string) (Key, error) {
 }
 
 // KeysByOwner returns owner's keys, oldest first.
-func (s *BoltStore) KeysByOwner(_ context.Context, owner string) ([]Key, error) {
+func (s *BoltStore) KeysByOwner(_ context.Context, owner Owner) ([]Key, error) {
 	var out []Key
-	prefix := ownerPrefix(owner)
 	err := s.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketOwners).Cursor()
-		for ik, _ := c.Seek(prefix); ik != nil && bytes.HasPrefix(ik, prefix); ik, _ = c.Next() {
-			k, err := getKey(tx, ik[len(prefix)+8:])
-			if err != nil {
-				return err
-			}
-			out = append(out, k)
-		}
-		return nil
+		var err error
+		out, err = keysOf(tx, owner)
+		return err
 	})
 	return out, err
 }
@@ -227,25 +243,31 @@ func (s *BoltStore) UpdateKey(_ context.Context, id string, fn func(*Key) error)
 }
 
 // RotateKey stores next and retires oldID in one transaction.
-func (s *BoltStore) RotateKey(_ context.Context, oldID string, next Key, oldExpires time.Time) (Key, error) {
+func (s *BoltStore) RotateKey(_ context.Context, oldID string, next Key, retireAt time.Time, maxPerOwner int) (Key, error) {
 	var old Key
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		var err error
 		if old, err = getKey(tx, []byte(oldID)); err != nil {
 			return err
 		}
+		if err := CheckRotatable(old); err != nil {
+			return err
+		}
 		if err := checkCreate(tx, next, 0); err != nil {
 			return err
+		}
+		if !retireAt.IsZero() {
+			if err := checkLimit(tx, old.Owner, maxPerOwner); err != nil {
+				return err
+			}
 		}
 		if err := putKey(tx, next, nil); err != nil {
 			return err
 		}
-		if oldExpires.IsZero() {
+		if retireAt.IsZero() {
 			return deleteKey(tx, old)
 		}
-		retired := old
-		retired.Expires = oldExpires
-		return putKey(tx, retired, nil)
+		return tx.Bucket(bucketKeys).Put([]byte(old.ID), encodeKey(Retired(old, retireAt)))
 	})
 	return old, err
 }
@@ -261,6 +283,27 @@ func (s *BoltStore) DeleteKey(_ context.Context, id string) (Key, error) {
 		return deleteKey(tx, k)
 	})
 	return k, err
+}
+
+// DeleteKeysOf removes every key of owner in one transaction.
+func (s *BoltStore) DeleteKeysOf(_ context.Context, owner Owner) ([]Key, error) {
+	var removed []Key
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		if removed, err = keysOf(tx, owner); err != nil {
+			return err
+		}
+		for _, k := range removed {
+			if err := deleteKey(tx, k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return removed, nil
 }
 
 // TouchKeys raises last_used for each id in one transaction.

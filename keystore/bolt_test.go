@@ -25,6 +25,10 @@ func openTestBolt(t *testing.T) (*BoltStore, string) {
 }
 
 func testKey(t *testing.T, owner string, created time.Time) Key {
+	return testKeyOf(t, PasswordUser(owner), created)
+}
+
+func testKeyOf(t *testing.T, owner Owner, created time.Time) Key {
 	t.Helper()
 	secret, err := NewKey(DefaultPrefix)
 	if err != nil {
@@ -48,14 +52,14 @@ func TestBoltCreateLookupListDelete(t *testing.T) {
 		}
 	}
 	got, err := s.KeyByHash(ctx, a1.Hash)
-	if err != nil || got.ID != a1.ID || got.Owner != "alice" || !got.Created.Equal(a1.Created) {
+	if err != nil || got.ID != a1.ID || got.Owner != PasswordUser("alice") || !got.Created.Equal(a1.Created) {
 		t.Fatalf("KeyByHash = %+v, %v", got, err)
 	}
-	list, err := s.KeysByOwner(ctx, "alice")
+	list, err := s.KeysByOwner(ctx, PasswordUser("alice"))
 	if err != nil || len(list) != 2 || list[0].ID != a1.ID || list[1].ID != a2.ID {
 		t.Fatalf("KeysByOwner(alice) = %v, %v; want a1, a2 oldest first", list, err)
 	}
-	if list, _ := s.KeysByOwner(ctx, "ali"); len(list) != 0 {
+	if list, _ := s.KeysByOwner(ctx, PasswordUser("ali")); len(list) != 0 {
 		t.Fatalf("prefix of a username matched: %v", list)
 	}
 	if _, err := s.DeleteKey(ctx, a1.ID); err != nil {
@@ -67,7 +71,7 @@ func TestBoltCreateLookupListDelete(t *testing.T) {
 	if _, err := s.DeleteKey(ctx, a1.ID); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("second delete: %v", err)
 	}
-	if list, _ := s.KeysByOwner(ctx, "alice"); len(list) != 1 {
+	if list, _ := s.KeysByOwner(ctx, PasswordUser("alice")); len(list) != 1 {
 		t.Fatalf("owner index not updated: %v", list)
 	}
 }
@@ -184,7 +188,7 @@ func TestBoltConcurrentCreates(t *testing.T) {
 	}
 	total := 0
 	for u := range 4 {
-		list, err := s.KeysByOwner(ctx, fmt.Sprintf("user%d", u))
+		list, err := s.KeysByOwner(ctx, PasswordUser(fmt.Sprintf("user%d", u)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -243,7 +247,7 @@ func BenchmarkCreateKeyParallel(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if _, err := kr.Mint(context.Background(), "bench", MintOptions{Title: "t"}); err != nil {
+			if _, err := kr.Mint(context.Background(), operatorFor("bench"), KeyRequest{Title: "t"}); err != nil {
 				b.Error(err)
 				return
 			}
@@ -253,8 +257,8 @@ func BenchmarkCreateKeyParallel(b *testing.B) {
 }
 
 func TestRecordRoundTripAndCorruption(t *testing.T) {
-	k := testKey(t, "alice", time.Now())
-	k.Title, k.Scopes, k.Disabled = "ünïcode title", []string{"read", "write"}, true
+	k := testKeyOf(t, Owner{Source: "jwt:https://idp.example/", Name: "alice"}, time.Now())
+	k.Title, k.Scopes, k.Disabled, k.Rotated = "ünïcode title", []string{"read", "write"}, true, true
 	k.LastUsed = time.Now().Add(time.Minute).Truncate(time.Microsecond)
 	k.Expires = time.Now().Add(time.Hour).Truncate(time.Microsecond)
 	b := encodeKey(k)
@@ -264,7 +268,7 @@ func TestRecordRoundTripAndCorruption(t *testing.T) {
 	}
 	if got.ID != k.ID || got.Hash != k.Hash || got.Owner != k.Owner || got.Title != k.Title || got.Preview != k.Preview ||
 		!got.Created.Equal(k.Created) || !got.LastUsed.Equal(k.LastUsed) || !got.Expires.Equal(k.Expires) ||
-		!got.Disabled || len(got.Scopes) != 2 || got.Scopes[1] != "write" {
+		!got.Disabled || !got.Rotated || len(got.Scopes) != 2 || got.Scopes[1] != "write" {
 		t.Fatalf("round trip:\n got %+v\nwant %+v", got, k)
 	}
 	for i := range len(b) {
@@ -278,7 +282,7 @@ func TestRecordRoundTripAndCorruption(t *testing.T) {
 }
 
 func FuzzDecodeKey(f *testing.F) {
-	f.Add(encodeKey(Key{Owner: "a", Title: "t", Preview: "sk-...abcd", Created: time.Now(), Scopes: []string{"x"}}))
+	f.Add(encodeKey(Key{Owner: PasswordUser("a"), Title: "t", Preview: "sk-...abcd", Created: time.Now(), Scopes: []string{"x"}}))
 	f.Add([]byte{recordVersion})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		k, err := decodeKey([]byte("id"), b)

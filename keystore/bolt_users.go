@@ -1,18 +1,17 @@
 package keystore
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
 )
 
 type userRecord struct {
-	PasswordHash string `json:"password_hash"`
-	Created      int64  `json:"created"`
+	PasswordHash string   `json:"password_hash"`
+	Created      int64    `json:"created"`
+	Scopes       []string `json:"scopes,omitempty"`
 }
 
 func decodeUser(name, v []byte) (User, error) {
@@ -20,7 +19,7 @@ func decodeUser(name, v []byte) (User, error) {
 	if err := json.Unmarshal(v, &r); err != nil {
 		return User{}, fmt.Errorf("corrupt user record %q: %w", name, err)
 	}
-	return User{Name: string(name), PasswordHash: r.PasswordHash, Created: fromMicros(r.Created)}, nil
+	return User{Name: string(name), PasswordHash: r.PasswordHash, Created: fromMicros(r.Created), Scopes: r.Scopes}, nil
 }
 
 func putUser(tx *bolt.Tx, u User) error {
@@ -61,8 +60,8 @@ func (s *BoltStore) Users(_ context.Context) ([]User, error) {
 
 // CreateUser adds a user, or returns ErrExists.
 func (s *BoltStore) CreateUser(_ context.Context, u User) error {
-	if u.Name == "" {
-		return errors.New("username is empty")
+	if err := CheckName(u.Name); err != nil {
+		return err
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketUsers).Get([]byte(u.Name)) != nil {
@@ -72,20 +71,26 @@ func (s *BoltStore) CreateUser(_ context.Context, u User) error {
 	})
 }
 
-// SetPassword replaces a user's password hash.
-func (s *BoltStore) SetPassword(_ context.Context, name, hash string) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+// UpdateUser applies fn to the stored user name.
+func (s *BoltStore) UpdateUser(_ context.Context, name string, fn func(*User) error) (User, error) {
+	var u User
+	err := s.db.Update(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketUsers).Get([]byte(name))
 		if v == nil {
 			return ErrNotFound
 		}
-		u, err := decodeUser([]byte(name), v)
-		if err != nil {
+		var err error
+		if u, err = decodeUser([]byte(name), v); err != nil {
 			return err
 		}
-		u.PasswordHash = hash
+		fixed := u
+		if err := fn(&u); err != nil {
+			return err
+		}
+		u.Name, u.Created = fixed.Name, fixed.Created
 		return putUser(tx, u)
 	})
+	return u, err
 }
 
 // DeleteUser removes a user and all their keys in one transaction.
@@ -96,14 +101,9 @@ func (s *BoltStore) DeleteUser(_ context.Context, name string) ([]Key, error) {
 		if users.Get([]byte(name)) == nil {
 			return ErrNotFound
 		}
-		prefix := ownerPrefix(name)
-		c := tx.Bucket(bucketOwners).Cursor()
-		for ik, _ := c.Seek(prefix); ik != nil && bytes.HasPrefix(ik, prefix); ik, _ = c.Next() {
-			k, err := getKey(tx, ik[len(prefix)+8:])
-			if err != nil {
-				return err
-			}
-			removed = append(removed, k)
+		var err error
+		if removed, err = keysOf(tx, PasswordUser(name)); err != nil {
+			return err
 		}
 		for _, k := range removed {
 			if err := deleteKey(tx, k); err != nil {

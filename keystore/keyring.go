@@ -8,11 +8,18 @@ import (
 	"time"
 )
 
-// Errors returned by Keyring.Verify for keys that exist but are refused.
+// Errors returned by Keyring.Verify for keys that exist but are refused
+// (and ErrOrphaned), and by rotations of such keys.
 var (
 	ErrExpired  = errors.New("API key has expired")
 	ErrDisabled = errors.New("API key is disabled")
 )
+
+// OwnerRecheck is how long a key found orphaned stays refused from the
+// cache before its owner is looked up again, so that a password user
+// added back (to another gateway's store, say) gets their keys back
+// without a reload.
+const OwnerRecheck = 30 * time.Second
 
 // Defaults for Options fields left zero.
 const (
@@ -37,6 +44,8 @@ type Options struct {
 	// verification reads the store, and fails closed if it cannot.
 	// Default DefaultMaxStale.
 	MaxStale time.Duration
+	// Policy says what keys may be and which password users exist.
+	Policy Policy
 	// Now returns the current time; tests may replace it. Default time.Now.
 	Now func() time.Time
 }
@@ -48,6 +57,7 @@ type Options struct {
 type Keyring struct {
 	store  Store
 	prefix string
+	policy Policy
 	now    func() time.Time
 	cache  *keyCache
 	usage  usageLog
@@ -88,6 +98,7 @@ func NewKeyring(store Store, opts Options) *Keyring {
 	kr := &Keyring{
 		store:        store,
 		prefix:       opts.Prefix,
+		policy:       opts.Policy,
 		now:          opts.Now,
 		cache:        newKeyCache(opts.CacheSize),
 		usage:        usageLog{pending: make(map[string]time.Time)},
@@ -109,142 +120,17 @@ func NewKeyring(store Store, opts Options) *Keyring {
 	return kr
 }
 
-// Prefix returns the prefix of keys this Keyring mints and accepts.
-func (kr *Keyring) Prefix() string { return kr.prefix }
-
 // Store returns the underlying store.
 func (kr *Keyring) Store() Store { return kr.store }
 
-// Minted is a newly created key: its record and the plaintext, which
-// exists only here and must be shown to the owner exactly once.
-type Minted struct {
-	Key
-	Secret string
-}
-
-// MintOptions are the optional properties of a new key.
-type MintOptions struct {
-	// Title labels the key.
-	Title string
-	// Expires is when the key stops working; zero means never.
-	Expires time.Time
-	// Scopes the key grants.
-	Scopes []string
-	// MaxPerOwner, if positive, refuses the key with ErrLimit when the
-	// owner already has that many.
-	MaxPerOwner int
-}
-
-// Mint creates, stores and returns a new key for owner. The key is durable
-// when Mint returns.
-func (kr *Keyring) Mint(ctx context.Context, owner string, opts MintOptions) (Minted, error) {
-	m, err := kr.newKey(owner, opts)
-	if err != nil {
-		return Minted{}, err
-	}
-	if err := kr.store.CreateKey(ctx, m.Key, opts.MaxPerOwner); err != nil {
-		return Minted{}, err
-	}
-	kr.cache.remove(m.Hash) // in case it was presented before it existed
-	return m, nil
-}
-
-func (kr *Keyring) newKey(owner string, opts MintOptions) (Minted, error) {
-	secret, err := NewKey(kr.prefix)
-	if err != nil {
-		return Minted{}, err
-	}
-	// Microsecond precision, the resolution the store keeps.
-	created := kr.now().Truncate(time.Microsecond)
-	id, err := NewID(created)
-	if err != nil {
-		return Minted{}, err
-	}
-	k := Key{
-		ID:      id,
-		Hash:    HashKey(secret),
-		Owner:   owner,
-		Title:   opts.Title,
-		Preview: Preview(secret, kr.prefix),
-		Created: created,
-		Expires: opts.Expires.Truncate(time.Microsecond),
-		Scopes:  opts.Scopes,
-	}
-	return Minted{Key: k, Secret: secret}, nil
-}
-
-// Rotate replaces the key id with a new one of the same owner, title,
-// scopes and expiry. The old key keeps working for grace (not past its own
-// expiry), or stops at once when grace is zero.
-func (kr *Keyring) Rotate(ctx context.Context, id string, grace time.Duration) (next Minted, old Key, err error) {
-	if old, err = kr.store.KeyByID(ctx, id); err != nil {
-		return Minted{}, Key{}, err
-	}
-	next, err = kr.newKey(old.Owner, MintOptions{Title: old.Title, Expires: old.Expires, Scopes: old.Scopes})
-	if err != nil {
-		return Minted{}, Key{}, err
-	}
-	var retireAt time.Time
-	if grace > 0 {
-		retireAt = kr.now().Add(grace).Truncate(time.Microsecond)
-		if !old.Expires.IsZero() && old.Expires.Before(retireAt) {
-			retireAt = old.Expires
-		}
-	}
-	if old, err = kr.store.RotateKey(ctx, id, next.Key, retireAt); err != nil {
-		return Minted{}, Key{}, err
-	}
-	kr.cache.remove(old.Hash)
-	kr.cache.remove(next.Hash)
-	return next, old, nil
-}
-
-// SetDisabled disables or re-enables the key id; a disabled key is refused
-// from the next Verify on.
-func (kr *Keyring) SetDisabled(ctx context.Context, id string, disabled bool) (Key, error) {
-	k, err := kr.store.UpdateKey(ctx, id, func(k *Key) error {
-		k.Disabled = disabled
-		return nil
-	})
-	if err != nil {
-		return Key{}, err
-	}
-	kr.cache.remove(k.Hash)
-	return k, nil
-}
-
-// KeyByID returns the key id with any pending last-used time applied.
-func (kr *Keyring) KeyByID(ctx context.Context, id string) (Key, error) {
-	k, err := kr.store.KeyByID(ctx, id)
-	if err != nil {
-		return Key{}, err
-	}
-	kr.applyPendingUse(&k)
-	return k, nil
-}
-
-// Keys lists every key, oldest first, with pending last-used times.
-func (kr *Keyring) Keys(ctx context.Context) ([]Key, error) {
-	keys, err := kr.store.Keys(ctx)
-	for i := range keys {
-		kr.applyPendingUse(&keys[i])
-	}
-	return keys, err
-}
-
-// RemoveUser deletes a stored user and revokes all their keys.
-func (kr *Keyring) RemoveUser(ctx context.Context, name string) ([]Key, error) {
-	removed, err := kr.store.DeleteUser(ctx, name)
-	for _, k := range removed {
-		kr.cache.remove(k.Hash)
-	}
-	return removed, err
-}
+// Policy returns the key policy the Keyring applies.
+func (kr *Keyring) Policy() *Policy { return &kr.policy }
 
 // Verify checks a presented key and returns its record, which the caller
 // must not modify. It returns ErrMalformedKey without touching the store
 // when the format or checksum is wrong, ErrNotFound for unknown keys,
-// ErrExpired or ErrDisabled for refused ones, and any other error only for
+// ErrExpired, ErrDisabled or ErrOrphaned (a password user's key whose
+// user no longer exists) for refused ones, and any other error only for
 // store faults. A successful Verify records the use in memory.
 func (kr *Keyring) Verify(ctx context.Context, presented string) (*Key, error) {
 	if err := ParseKey(presented, kr.prefix); err != nil {
@@ -253,9 +139,9 @@ func (kr *Keyring) Verify(ctx context.Context, presented string) (*Key, error) {
 	h := HashKey(presented)
 	now := kr.now()
 	k, ok := kr.cache.get(h)
-	if !ok || !kr.cacheTrusted(now) {
+	if !ok || !kr.cacheTrusted(now) || (k != nil && k.Orphaned && now.UnixNano()-k.ownerCheckedAt > int64(OwnerRecheck)) {
 		var err error
-		if k, err = kr.lookup(ctx, h); err != nil {
+		if k, err = kr.lookup(ctx, h, now); err != nil {
 			return nil, err
 		}
 	}
@@ -265,6 +151,9 @@ func (kr *Keyring) Verify(ctx context.Context, presented string) (*Key, error) {
 	if k.Disabled {
 		return nil, ErrDisabled
 	}
+	if k.Orphaned {
+		return nil, ErrOrphaned
+	}
 	if !k.Usable(now) {
 		return nil, ErrExpired
 	}
@@ -272,8 +161,9 @@ func (kr *Keyring) Verify(ctx context.Context, presented string) (*Key, error) {
 	return k, nil
 }
 
-// lookup reads h from the store and caches the answer, found or not.
-func (kr *Keyring) lookup(ctx context.Context, h Hash) (*Key, error) {
+// lookup reads h and, for a password user's key, whether its owner still
+// exists, from the store, and caches the answer, found or not.
+func (kr *Keyring) lookup(ctx context.Context, h Hash, now time.Time) (*Key, error) {
 	gen := kr.cache.generation(h)
 	stored, err := kr.store.KeyByHash(ctx, h)
 	if errors.Is(err, ErrNotFound) {
@@ -283,6 +173,10 @@ func (kr *Keyring) lookup(ctx context.Context, h Hash) (*Key, error) {
 	if err != nil {
 		return nil, err
 	}
+	if stored.Orphaned, err = kr.orphaned(ctx, stored.Owner); err != nil {
+		return nil, err
+	}
+	stored.ownerCheckedAt = now.UnixNano()
 	stored.attributes = stored.buildAttributes()
 	kr.cache.put(h, &stored, gen)
 	return &stored, nil
@@ -295,33 +189,10 @@ func (kr *Keyring) cacheTrusted(now time.Time) bool {
 	return !kr.watched || now.UnixNano()-kr.caughtUp.Load() <= int64(kr.maxStale)
 }
 
-// KeysByOwner lists owner's keys, oldest first, with last-used times that
-// are not yet flushed already applied.
-func (kr *Keyring) KeysByOwner(ctx context.Context, owner string) ([]Key, error) {
-	keys, err := kr.store.KeysByOwner(ctx, owner)
-	if err != nil {
-		return nil, err
-	}
-	for i := range keys {
-		kr.applyPendingUse(&keys[i])
-	}
-	return keys, nil
-}
-
 func (kr *Keyring) applyPendingUse(k *Key) {
 	if t, ok := kr.usage.pendingFor(k.ID); ok && t.After(k.LastUsed) {
 		k.LastUsed = t
 	}
-}
-
-// Delete removes the key with the given id; the next Verify of it fails.
-func (kr *Keyring) Delete(ctx context.Context, id string) (Key, error) {
-	k, err := kr.store.DeleteKey(ctx, id)
-	if err != nil {
-		return Key{}, err
-	}
-	kr.cache.remove(k.Hash)
-	return k, nil
 }
 
 // Flush writes the recorded last-used times now.

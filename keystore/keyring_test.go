@@ -41,7 +41,7 @@ func newTestKeyring(t *testing.T, opts Options) (*Keyring, *countingStore) {
 func TestKeyringMintVerify(t *testing.T) {
 	kr, cs := newTestKeyring(t, Options{})
 	ctx := context.Background()
-	m, err := kr.Mint(ctx, "alice", MintOptions{Title: "ci"})
+	m, err := kr.Mint(ctx, operatorFor("alice"), KeyRequest{Title: "ci"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func TestKeyringMintVerify(t *testing.T) {
 	}
 	for range 3 {
 		k, err := kr.Verify(ctx, m.Secret)
-		if err != nil || k.Owner != "alice" || k.ID != m.ID || k.Title != "ci" {
+		if err != nil || k.Owner != Service("alice") || k.ID != m.ID || k.Title != "ci" {
 			t.Fatalf("Verify = %+v, %v", k, err)
 		}
 	}
@@ -62,7 +62,7 @@ func TestKeyringMintVerify(t *testing.T) {
 func TestKeyringRefusesWithoutStoreLookup(t *testing.T) {
 	kr, cs := newTestKeyring(t, Options{})
 	ctx := context.Background()
-	m, err := kr.Mint(ctx, "alice", MintOptions{})
+	m, err := kr.Mint(ctx, operatorFor("alice"), KeyRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,11 +85,11 @@ func TestKeyringRefusesWithoutStoreLookup(t *testing.T) {
 func TestKeyringDeleteInvalidatesCache(t *testing.T) {
 	kr, _ := newTestKeyring(t, Options{})
 	ctx := context.Background()
-	m, _ := kr.Mint(ctx, "alice", MintOptions{})
+	m, _ := kr.Mint(ctx, operatorFor("alice"), KeyRequest{})
 	if _, err := kr.Verify(ctx, m.Secret); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kr.Delete(ctx, m.ID); err != nil {
+	if _, err := kr.Delete(ctx, operator, m.ID); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := kr.Verify(ctx, m.Secret); !errors.Is(err, ErrNotFound) {
@@ -102,7 +102,7 @@ func TestKeyringExpiry(t *testing.T) {
 	var offset atomic.Int64
 	kr, _ := newTestKeyring(t, Options{Now: func() time.Time { return now.Add(time.Duration(offset.Load())) }})
 	ctx := context.Background()
-	m, _ := kr.Mint(ctx, "alice", MintOptions{Expires: now.Add(time.Hour)})
+	m, _ := kr.Mint(ctx, operatorFor("alice"), KeyRequest{Lifetime: time.Hour})
 	if _, err := kr.Verify(ctx, m.Secret); err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +115,7 @@ func TestKeyringExpiry(t *testing.T) {
 func TestKeyringCoalescesLastUsed(t *testing.T) {
 	kr, cs := newTestKeyring(t, Options{})
 	ctx := context.Background()
-	m, _ := kr.Mint(ctx, "alice", MintOptions{})
+	m, _ := kr.Mint(ctx, operatorFor("alice"), KeyRequest{})
 	for range 100 {
 		if _, err := kr.Verify(ctx, m.Secret); err != nil {
 			t.Fatal(err)
@@ -125,7 +125,7 @@ func TestKeyringCoalescesLastUsed(t *testing.T) {
 		t.Fatalf("%d writes before flush, want 0", n)
 	}
 	// Pending times show in listings before they are written.
-	list, _ := kr.KeysByOwner(ctx, "alice")
+	list, _ := kr.KeysByOwner(ctx, Service("alice"))
 	if len(list) != 1 || list[0].LastUsed.IsZero() {
 		t.Fatalf("pending last_used not listed: %+v", list)
 	}
@@ -145,7 +145,7 @@ func TestKeyringCloseFlushes(t *testing.T) {
 	s, _ := openTestBolt(t)
 	kr := NewKeyring(s, Options{FlushInterval: time.Hour})
 	ctx := context.Background()
-	m, _ := kr.Mint(ctx, "alice", MintOptions{})
+	m, _ := kr.Mint(ctx, operatorFor("alice"), KeyRequest{})
 	if _, err := kr.Verify(ctx, m.Secret); err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +163,7 @@ func TestKeyringCloseFlushes(t *testing.T) {
 func TestKeyringPeriodicFlush(t *testing.T) {
 	kr, cs := newTestKeyring(t, Options{FlushInterval: 20 * time.Millisecond})
 	ctx := context.Background()
-	m, _ := kr.Mint(ctx, "alice", MintOptions{})
+	m, _ := kr.Mint(ctx, operatorFor("alice"), KeyRequest{})
 	if _, err := kr.Verify(ctx, m.Secret); err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +184,7 @@ func TestKeyringCacheBounded(t *testing.T) {
 	ctx := context.Background()
 	var secrets []string
 	for range 50 {
-		m, err := kr.Mint(ctx, "alice", MintOptions{})
+		m, err := kr.Mint(ctx, operatorFor("alice"), KeyRequest{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -213,7 +213,7 @@ func TestKeyringConcurrentUse(t *testing.T) {
 	for w := range 8 {
 		wg.Go(func() {
 			for i := range 20 {
-				m, err := kr.Mint(ctx, "u"+strconv.Itoa(w), MintOptions{})
+				m, err := kr.Mint(ctx, operatorFor("u"+strconv.Itoa(w)), KeyRequest{})
 				if err != nil {
 					t.Error(err)
 					return
@@ -225,7 +225,7 @@ func TestKeyringConcurrentUse(t *testing.T) {
 					_ = kr.Flush(ctx)
 				}
 				if i%3 == 0 {
-					if _, err := kr.Delete(ctx, m.ID); err != nil {
+					if _, err := kr.Delete(ctx, operator, m.ID); err != nil {
 						t.Error(err)
 					}
 				}
@@ -238,7 +238,7 @@ func TestKeyringConcurrentUse(t *testing.T) {
 func TestKeyringFlushWhileVerifying(t *testing.T) {
 	kr, _ := newTestKeyring(t, Options{FlushInterval: time.Millisecond})
 	ctx := context.Background()
-	m, _ := kr.Mint(ctx, "alice", MintOptions{})
+	m, _ := kr.Mint(ctx, operatorFor("alice"), KeyRequest{})
 	deadline := time.Now().Add(200 * time.Millisecond)
 	for time.Now().Before(deadline) {
 		if _, err := kr.Verify(ctx, m.Secret); err != nil {
@@ -247,3 +247,10 @@ func TestKeyringFlushWhileVerifying(t *testing.T) {
 		_ = kr.Flush(ctx)
 	}
 }
+
+// operator acts as the admin API does: on any key, with any scope.
+var operator = Actor{Operator: true}
+
+// operatorFor is an operator acting for the service owner name, which
+// needs no user to exist.
+func operatorFor(name string) Actor { return Actor{Owner: Service(name), Operator: true} }

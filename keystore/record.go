@@ -14,17 +14,25 @@ import (
 //	created    uvarint, Unix microseconds
 //	last used  uvarint, Unix microseconds, 0 if never
 //	expires    uvarint, Unix microseconds, 0 if never
-//	flags      byte (bit 0: disabled)
-//	owner, title, preview      uvarint length + bytes each
+//	flags      byte (bit 0: disabled, bit 1: rotated)
+//	owner, title, preview      uvarint length + bytes each (owner in
+//	           Owner.Encode form: a bare name is a password user)
 //	scopes     uvarint count, then uvarint length + bytes each
 //
 // The id is the record's bucket key and is not repeated.
 const recordVersion = 1
 
+// Bits of a record's flags byte.
+const (
+	flagDisabled = 1 << iota
+	flagRotated
+)
+
 var errCorruptRecord = errors.New("corrupt key record")
 
 func encodeKey(k Key) []byte {
-	n := 1 + len(k.Hash) + 3*binary.MaxVarintLen64 + 1 + 4*binary.MaxVarintLen32 + len(k.Owner) + len(k.Title) + len(k.Preview)
+	owner := k.Owner.Encode()
+	n := 1 + len(k.Hash) + 3*binary.MaxVarintLen64 + 1 + 4*binary.MaxVarintLen32 + len(owner) + len(k.Title) + len(k.Preview)
 	for _, s := range k.Scopes {
 		n += binary.MaxVarintLen32 + len(s)
 	}
@@ -36,10 +44,13 @@ func encodeKey(k Key) []byte {
 	b = binary.AppendUvarint(b, uint64(micros(k.Expires)))
 	var flags byte
 	if k.Disabled {
-		flags |= 1
+		flags |= flagDisabled
+	}
+	if k.Rotated {
+		flags |= flagRotated
 	}
 	b = append(b, flags)
-	for _, s := range []string{k.Owner, k.Title, k.Preview} {
+	for _, s := range []string{owner, k.Title, k.Preview} {
 		b = appendString(b, s)
 	}
 	b = binary.AppendUvarint(b, uint64(len(k.Scopes)))
@@ -66,8 +77,9 @@ func decodeKey(id, b []byte) (Key, error) {
 	k.Created = fromMicros(int64(d.uvarint()))
 	k.LastUsed = fromMicros(int64(d.uvarint()))
 	k.Expires = fromMicros(int64(d.uvarint()))
-	k.Disabled = d.byte()&1 != 0
-	k.Owner, k.Title, k.Preview = d.string(), d.string(), d.string()
+	flags := d.byte()
+	k.Disabled, k.Rotated = flags&flagDisabled != 0, flags&flagRotated != 0
+	k.Owner, k.Title, k.Preview = DecodeOwner(d.string()), d.string(), d.string()
 	if n := d.uvarint(); n > 0 && n <= uint64(len(b)) {
 		k.Scopes = make([]string, n)
 		for i := range k.Scopes {

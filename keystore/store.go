@@ -7,7 +7,6 @@ package keystore
 import (
 	"context"
 	"errors"
-	"slices"
 	"strings"
 	"time"
 )
@@ -31,8 +30,8 @@ type Key struct {
 	ID string
 	// Hash is the SHA-256 digest of the full key string.
 	Hash Hash
-	// Owner is the username the key acts for.
-	Owner string
+	// Owner is who the key acts for.
+	Owner Owner
 	// Title is the owner's label for the key.
 	Title string
 	// Preview is the displayable form, e.g. "sk-...JfaN".
@@ -47,13 +46,24 @@ type Key struct {
 	Scopes []string
 	// Disabled keys are kept but refused.
 	Disabled bool
+	// Rotated keys were replaced by a rotation and work only until
+	// Expires, the end of their grace period; they cannot be rotated
+	// again.
+	Rotated bool
+
+	// Orphaned is set by Keyring listings, never stored: the key belongs
+	// to a password user who no longer exists, so it is refused.
+	Orphaned bool
 
 	// attributes is built once when a verified key is cached.
 	attributes map[string]string
+	// ownerCheckedAt is when a cached key was found orphaned (Unix
+	// nanoseconds), so that the owner is looked up again later.
+	ownerCheckedAt int64
 }
 
-// Attributes returns "key_id", "key_title" and, if it has any,
-// "key_scopes" (space separated) of a key returned by Keyring.Verify, for callers that expose
+// Attributes returns "key_id", "key_title", "source" (the owner's source)
+// and, if it has any, "key_scopes" (space separated) of a key returned by Keyring.Verify, for callers that expose
 // them as request placeholders. The map is shared by every request using
 // the key and must not be modified.
 func (k *Key) Attributes() map[string]string {
@@ -64,21 +74,11 @@ func (k *Key) Attributes() map[string]string {
 }
 
 func (k *Key) buildAttributes() map[string]string {
-	attrs := map[string]string{"key_id": k.ID, "key_title": k.Title}
+	attrs := map[string]string{"key_id": k.ID, "key_title": k.Title, "source": k.Owner.Source}
 	if len(k.Scopes) > 0 { // each attribute costs a placeholder per request
 		attrs["key_scopes"] = strings.Join(k.Scopes, " ")
 	}
 	return attrs
-}
-
-// HasScopes reports whether the key grants every one of want.
-func (k *Key) HasScopes(want []string) bool {
-	for _, w := range want {
-		if !slices.Contains(k.Scopes, w) {
-			return false
-		}
-	}
-	return true
 }
 
 // Usable reports whether k may authenticate a request at time now.
@@ -92,6 +92,8 @@ type User struct {
 	Name string
 	// PasswordHash is a bcrypt or argon2id (PHC) hash.
 	PasswordHash string
+	// Scopes the user may give their keys.
+	Scopes []string
 	// Created is when the user was added.
 	Created time.Time
 }
@@ -108,19 +110,29 @@ type Store interface {
 	// KeyByID returns the key with the given id, or ErrNotFound.
 	KeyByID(ctx context.Context, id string) (Key, error)
 	// KeysByOwner returns owner's keys, oldest first.
-	KeysByOwner(ctx context.Context, owner string) ([]Key, error)
+	KeysByOwner(ctx context.Context, owner Owner) ([]Key, error)
 	// Keys returns every key, oldest first.
 	Keys(ctx context.Context) ([]Key, error)
 	// UpdateKey applies fn to the key with the given id and stores the
 	// result atomically; fn may change Title, Expires, Scopes and
-	// Disabled only. ErrNotFound if there is no such key.
+	// Disabled only. fn may run more than once (a store may retry after
+	// a concurrent change), so it must only set fields. ErrNotFound if
+	// there is no such key.
 	UpdateKey(ctx context.Context, id string, fn func(*Key) error) (Key, error)
-	// RotateKey stores next and, in the same transaction, makes the key
-	// oldID expire at oldExpires, or deletes it if oldExpires is zero.
-	// It returns the old key as it was.
-	RotateKey(ctx context.Context, oldID string, next Key, oldExpires time.Time) (Key, error)
+	// RotateKey stores next and, in the same transaction, retires the key
+	// oldID: it marks it Rotated and makes it expire at retireAt, or
+	// deletes it if retireAt is zero. It returns the old key as it was.
+	// In that transaction it fails with ErrDisabled if the old key is
+	// disabled, with ErrRotated if it was rotated already, and, when
+	// retireAt is set and maxPerOwner > 0, with ErrLimit if the owner
+	// already holds maxPerOwner keys (the old one included, since it
+	// keeps working through its grace period).
+	RotateKey(ctx context.Context, oldID string, next Key, retireAt time.Time, maxPerOwner int) (Key, error)
 	// DeleteKey removes the key with the given id, or returns ErrNotFound.
 	DeleteKey(ctx context.Context, id string) (Key, error)
+	// DeleteKeysOf removes every key of owner and returns them. Keys the
+	// owner gains while it runs are removed too.
+	DeleteKeysOf(ctx context.Context, owner Owner) ([]Key, error)
 	// TouchKeys raises last_used of each key id to the given time in one
 	// write; ids that no longer exist are skipped.
 	TouchKeys(ctx context.Context, lastUsed map[string]time.Time) error
@@ -131,10 +143,12 @@ type Store interface {
 	Users(ctx context.Context) ([]User, error)
 	// CreateUser adds u, or returns ErrExists.
 	CreateUser(ctx context.Context, u User) error
-	// SetPassword replaces a user's password hash, or returns ErrNotFound.
-	SetPassword(ctx context.Context, name, hash string) error
-	// DeleteUser removes a user and, in the same transaction, all their
-	// keys, which it returns. ErrNotFound if there is no such user.
+	// UpdateUser applies fn to the stored user name and stores the result
+	// atomically; fn may change PasswordHash and Scopes only, and may run
+	// more than once. ErrNotFound if there is no such user.
+	UpdateUser(ctx context.Context, name string, fn func(*User) error) (User, error)
+	// DeleteUser removes a user and all the keys of the password user of
+	// that name, which it returns. ErrNotFound if there is no such user.
 	DeleteUser(ctx context.Context, name string) ([]Key, error)
 
 	// Close releases the store. It is called once, by whoever opened it.

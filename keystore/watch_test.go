@@ -86,7 +86,7 @@ func TestKeyringCachesUnknownKeys(t *testing.T) {
 func TestKeyringUnknownKeysCannotEvictKnownOnes(t *testing.T) {
 	kr, cs := newTestKeyring(t, Options{CacheSize: 40})
 	ctx := context.Background()
-	m, _ := kr.Mint(ctx, "alice", MintOptions{})
+	m, _ := kr.Mint(ctx, operatorFor("alice"), KeyRequest{})
 	if _, err := kr.Verify(ctx, m.Secret); err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func TestWatchedKeyringTrustsCacheOnlyWhileCaughtUp(t *testing.T) {
 	kr, ws := newWatchedKeyring(t, clock)
 	ctx := context.Background()
 	w := ws.w(t)
-	m, _ := kr.Mint(ctx, "alice", MintOptions{})
+	m, _ := kr.Mint(ctx, operatorFor("alice"), KeyRequest{})
 
 	// Not caught up yet: every verification reads the store.
 	for range 2 {
@@ -188,8 +188,8 @@ func TestWatchedKeyringDropsWhatTheWatchReports(t *testing.T) {
 	ctx := context.Background()
 	w := ws.w(t)
 	w.CaughtUp(clock.now())
-	a, _ := kr.Mint(ctx, "alice", MintOptions{})
-	b, _ := kr.Mint(ctx, "alice", MintOptions{})
+	a, _ := kr.Mint(ctx, operatorFor("alice"), KeyRequest{})
+	b, _ := kr.Mint(ctx, operatorFor("alice"), KeyRequest{})
 	for _, s := range []string{a.Secret, b.Secret} {
 		if _, err := kr.Verify(ctx, s); err != nil {
 			t.Fatal(err)

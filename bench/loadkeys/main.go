@@ -46,7 +46,7 @@ func main() {
 				if i >= int64(*n) {
 					return
 				}
-				m, err := kr.Mint(context.Background(), fmt.Sprintf("user%d", i%int64(*owners)), keystore.MintOptions{Title: "bench"})
+				m, err := kr.Mint(context.Background(), keystore.Actor{Owner: keystore.Service(fmt.Sprintf("user%d", i%int64(*owners))), Operator: true}, keystore.KeyRequest{Title: "bench"})
 				if err != nil {
 					log.Fatal(err)
 				}

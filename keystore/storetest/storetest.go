@@ -33,6 +33,11 @@ func Run(t *testing.T, open Opener) {
 		{"Rotate", testRotate},
 		{"Delete", testDelete},
 		{"TouchKeysOnlyRaises", testTouchKeysOnlyRaises},
+		{"RotateRefuses", testRotateRefuses},
+		{"ConcurrentRotationsOneWins", testConcurrentRotationsOneWins},
+		{"RotationsWithGraceCountTowardTheLimit", testRotationsWithGraceCountTowardTheLimit},
+		{"OwnersOfOtherSourcesAreOthers", testOwnersOfOtherSourcesAreOthers},
+		{"DeleteKeysOf", testDeleteKeysOf},
 		{"Users", testUsers},
 		{"DeleteUserTakesTheirKeys", testDeleteUserTakesTheirKeys},
 	}
@@ -43,8 +48,16 @@ func Run(t *testing.T, open Opener) {
 
 var ctx = context.Background()
 
+// Owners of the tests' keys.
+var (
+	alice = keystore.PasswordUser("alice")
+	bob   = keystore.PasswordUser("bob")
+	bobby = keystore.PasswordUser("bobby")
+	ali   = keystore.PasswordUser("ali")
+)
+
 // newKey returns an unsaved key for owner created at the given time.
-func newKey(t *testing.T, owner string, created time.Time) keystore.Key {
+func newKey(t *testing.T, owner keystore.Owner, created time.Time) keystore.Key {
 	t.Helper()
 	secret, err := keystore.NewKey(keystore.DefaultPrefix)
 	if err != nil {
@@ -61,6 +74,28 @@ func newKey(t *testing.T, owner string, created time.Time) keystore.Key {
 	}
 }
 
+// race runs n calls of fn at once and returns how many succeeded; each
+// failure must be the expected error.
+func race(t *testing.T, n int, expected error, fn func(i int) error) (won int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() { errs <- fn(i) })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		switch {
+		case err == nil:
+			won++
+		case !errors.Is(err, expected):
+			t.Fatalf("unexpected error: %v (want success or %v)", err, expected)
+		}
+	}
+	return won
+}
+
 func create(t *testing.T, s keystore.Store, k keystore.Key) keystore.Key {
 	t.Helper()
 	if err := s.CreateKey(ctx, k, 0); err != nil {
@@ -72,7 +107,8 @@ func create(t *testing.T, s keystore.Store, k keystore.Key) keystore.Key {
 func sameKey(a, b keystore.Key) bool {
 	return a.ID == b.ID && a.Hash == b.Hash && a.Owner == b.Owner && a.Title == b.Title &&
 		a.Preview == b.Preview && a.Created.Equal(b.Created) && a.LastUsed.Equal(b.LastUsed) &&
-		a.Expires.Equal(b.Expires) && slices.Equal(a.Scopes, b.Scopes) && a.Disabled == b.Disabled
+		a.Expires.Equal(b.Expires) && slices.Equal(a.Scopes, b.Scopes) && a.Disabled == b.Disabled &&
+		a.Rotated == b.Rotated
 }
 
 func ids(keys []keystore.Key) []string {
@@ -84,7 +120,7 @@ func ids(keys []keystore.Key) []string {
 }
 
 func testCreateAndLookup(t *testing.T, s keystore.Store) {
-	k := newKey(t, "alice", time.Now())
+	k := newKey(t, alice, time.Now())
 	k.Title, k.Scopes = "ci – déploiement", []string{"read", "write"}
 	k.Expires = time.Now().Add(time.Hour).Truncate(time.Microsecond)
 	create(t, s, k)
@@ -96,7 +132,7 @@ func testCreateAndLookup(t *testing.T, s keystore.Store) {
 	if err != nil || !sameKey(byID, k) {
 		t.Fatalf("KeyByID = %+v, %v", byID, err)
 	}
-	other := newKey(t, "alice", time.Now())
+	other := newKey(t, alice, time.Now())
 	if _, err := s.KeyByHash(ctx, other.Hash); !errors.Is(err, keystore.ErrNotFound) {
 		t.Fatalf("unknown hash: %v", err)
 	}
@@ -106,10 +142,10 @@ func testCreateAndLookup(t *testing.T, s keystore.Store) {
 }
 
 func testRefusesDuplicates(t *testing.T, s keystore.Store) {
-	k := create(t, s, newKey(t, "alice", time.Now()))
-	sameID := newKey(t, "alice", time.Now())
+	k := create(t, s, newKey(t, alice, time.Now()))
+	sameID := newKey(t, alice, time.Now())
 	sameID.ID = k.ID
-	sameHash := newKey(t, "bob", time.Now())
+	sameHash := newKey(t, bob, time.Now())
 	sameHash.Hash = k.Hash
 	for _, dup := range []keystore.Key{sameID, sameHash} {
 		if err := s.CreateKey(ctx, dup, 0); !errors.Is(err, keystore.ErrExists) {
@@ -122,24 +158,8 @@ func testRefusesDuplicates(t *testing.T, s keystore.Store) {
 }
 
 func testConcurrentDuplicatesOneWins(t *testing.T, s keystore.Store) {
-	k := newKey(t, "alice", time.Now())
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for range 8 {
-		wg.Go(func() { errs <- s.CreateKey(ctx, k, 0) })
-	}
-	wg.Wait()
-	close(errs)
-	won := 0
-	for err := range errs {
-		switch {
-		case err == nil:
-			won++
-		case !errors.Is(err, keystore.ErrExists):
-			t.Fatalf("unexpected error: %v", err)
-		}
-	}
-	if won != 1 {
+	k := newKey(t, alice, time.Now())
+	if won := race(t, 8, keystore.ErrExists, func(int) error { return s.CreateKey(ctx, k, 0) }); won != 1 {
 		t.Fatalf("%d of 8 identical creates succeeded, want 1", won)
 	}
 }
@@ -147,7 +167,7 @@ func testConcurrentDuplicatesOneWins(t *testing.T, s keystore.Store) {
 func testLimitPerOwner(t *testing.T, s keystore.Store) {
 	var first keystore.Key
 	for i := range 2 {
-		k := newKey(t, "alice", time.Now())
+		k := newKey(t, alice, time.Now())
 		if err := s.CreateKey(ctx, k, 2); err != nil {
 			t.Fatalf("key %d: %v", i, err)
 		}
@@ -155,38 +175,24 @@ func testLimitPerOwner(t *testing.T, s keystore.Store) {
 			first = k
 		}
 	}
-	if err := s.CreateKey(ctx, newKey(t, "alice", time.Now()), 2); !errors.Is(err, keystore.ErrLimit) {
+	if err := s.CreateKey(ctx, newKey(t, alice, time.Now()), 2); !errors.Is(err, keystore.ErrLimit) {
 		t.Fatalf("third key: %v, want ErrLimit", err)
 	}
-	if err := s.CreateKey(ctx, newKey(t, "bob", time.Now()), 2); err != nil {
+	if err := s.CreateKey(ctx, newKey(t, bob, time.Now()), 2); err != nil {
 		t.Fatalf("another owner: %v", err)
 	}
 	if _, err := s.DeleteKey(ctx, first.ID); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.CreateKey(ctx, newKey(t, "alice", time.Now()), 2); err != nil {
+	if err := s.CreateKey(ctx, newKey(t, alice, time.Now()), 2); err != nil {
 		t.Fatalf("after a delete: %v", err)
 	}
 }
 
 func testConcurrentLimitHolds(t *testing.T, s keystore.Store) {
 	const limit, tries = 5, 16
-	var wg sync.WaitGroup
-	errs := make(chan error, tries)
-	for range tries {
-		wg.Go(func() {
-			k := newKey(t, "alice", time.Now())
-			errs <- s.CreateKey(ctx, k, limit)
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil && !errors.Is(err, keystore.ErrLimit) {
-			t.Fatalf("unexpected error: %v", err)
-		}
-	}
-	if keys, _ := s.KeysByOwner(ctx, "alice"); len(keys) != limit {
+	race(t, tries, keystore.ErrLimit, func(int) error { return s.CreateKey(ctx, newKey(t, alice, time.Now()), limit) })
+	if keys, _ := s.KeysByOwner(ctx, alice); len(keys) != limit {
 		t.Fatalf("%d keys after %d concurrent creates with limit %d", len(keys), tries, limit)
 	}
 }
@@ -194,19 +200,19 @@ func testConcurrentLimitHolds(t *testing.T, s keystore.Store) {
 func testListsOldestFirst(t *testing.T, s keystore.Store) {
 	base := time.Now()
 	var want []string
-	for i, owner := range []string{"alice", "bob", "alice", "alice"} {
+	for i, owner := range []keystore.Owner{alice, bob, alice, alice} {
 		// Created out of order, listed by creation time.
 		k := create(t, s, newKey(t, owner, base.Add(time.Duration(3-i)*time.Second)))
-		if owner == "alice" {
+		if owner == alice {
 			want = append([]string{k.ID}, want...)
 		}
 	}
-	mine, err := s.KeysByOwner(ctx, "alice")
+	mine, err := s.KeysByOwner(ctx, alice)
 	if err != nil || !slices.Equal(ids(mine), want) {
 		t.Fatalf("KeysByOwner = %v, %v; want %v", ids(mine), err, want)
 	}
 	// An owner whose name extends another's is a different owner.
-	if keys, _ := s.KeysByOwner(ctx, "ali"); len(keys) != 0 {
+	if keys, _ := s.KeysByOwner(ctx, ali); len(keys) != 0 {
 		t.Fatalf("KeysByOwner(ali) = %v", ids(keys))
 	}
 	all, err := s.Keys(ctx)
@@ -221,14 +227,14 @@ func testListsOldestFirst(t *testing.T, s keystore.Store) {
 }
 
 func testUpdateKeepsIdentity(t *testing.T, s keystore.Store) {
-	k := create(t, s, newKey(t, "alice", time.Now()))
+	k := create(t, s, newKey(t, alice, time.Now()))
 	exp := time.Now().Add(time.Hour).Truncate(time.Microsecond)
 	got, err := s.UpdateKey(ctx, k.ID, func(k *keystore.Key) error {
-		k.Owner, k.ID, k.Hash = "mallory", "other", keystore.Hash{}
+		k.Owner, k.ID, k.Hash = keystore.Service("mallory"), "other", keystore.Hash{}
 		k.Title, k.Expires, k.Scopes, k.Disabled = "renamed", exp, []string{"read"}, true
 		return nil
 	})
-	if err != nil || got.Owner != "alice" || got.ID != k.ID || got.Hash != k.Hash || got.Title != "renamed" {
+	if err != nil || got.Owner != alice || got.ID != k.ID || got.Hash != k.Hash || got.Title != "renamed" {
 		t.Fatalf("UpdateKey = %+v, %v", got, err)
 	}
 	stored, _ := s.KeyByHash(ctx, k.Hash)
@@ -245,22 +251,22 @@ func testUpdateKeepsIdentity(t *testing.T, s keystore.Store) {
 }
 
 func testRotate(t *testing.T, s keystore.Store) {
-	old := create(t, s, newKey(t, "alice", time.Now()))
-	next := newKey(t, "alice", time.Now())
+	old := create(t, s, newKey(t, alice, time.Now()))
+	next := newKey(t, alice, time.Now())
 	retire := time.Now().Add(time.Minute).Truncate(time.Microsecond)
-	was, err := s.RotateKey(ctx, old.ID, next, retire)
+	was, err := s.RotateKey(ctx, old.ID, next, retire, 0)
 	if err != nil || !sameKey(was, old) {
 		t.Fatalf("RotateKey = %+v, %v", was, err)
 	}
-	if got, _ := s.KeyByHash(ctx, old.Hash); !got.Expires.Equal(retire) {
-		t.Fatalf("old key expires %v, want %v", got.Expires, retire)
+	if got, _ := s.KeyByHash(ctx, old.Hash); !got.Expires.Equal(retire) || !got.Rotated {
+		t.Fatalf("old key expires %v (rotated %v), want %v and rotated", got.Expires, got.Rotated, retire)
 	}
 	if _, err := s.KeyByHash(ctx, next.Hash); err != nil {
 		t.Fatalf("new key: %v", err)
 	}
 	// Without grace the old key is gone at once.
-	third := newKey(t, "alice", time.Now())
-	if _, err := s.RotateKey(ctx, next.ID, third, time.Time{}); err != nil {
+	third := newKey(t, alice, time.Now())
+	if _, err := s.RotateKey(ctx, next.ID, third, time.Time{}, 0); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.KeyByHash(ctx, next.Hash); !errors.Is(err, keystore.ErrNotFound) {
@@ -269,16 +275,16 @@ func testRotate(t *testing.T, s keystore.Store) {
 	if _, err := s.KeyByID(ctx, next.ID); !errors.Is(err, keystore.ErrNotFound) {
 		t.Fatalf("rotated without grace, by id: %v", err)
 	}
-	if keys, _ := s.KeysByOwner(ctx, "alice"); !slices.Equal(ids(keys), []string{old.ID, third.ID}) {
+	if keys, _ := s.KeysByOwner(ctx, alice); !slices.Equal(ids(keys), []string{old.ID, third.ID}) {
 		t.Fatalf("after rotations alice has %v", ids(keys))
 	}
-	if _, err := s.RotateKey(ctx, "nope", newKey(t, "alice", time.Now()), time.Time{}); !errors.Is(err, keystore.ErrNotFound) {
+	if _, err := s.RotateKey(ctx, "nope", newKey(t, alice, time.Now()), time.Time{}, 0); !errors.Is(err, keystore.ErrNotFound) {
 		t.Fatalf("rotate unknown: %v", err)
 	}
 	// A replacement that collides is refused and changes nothing.
-	clash := newKey(t, "alice", time.Now())
+	clash := newKey(t, alice, time.Now())
 	clash.Hash = old.Hash
-	if _, err := s.RotateKey(ctx, third.ID, clash, time.Time{}); !errors.Is(err, keystore.ErrExists) {
+	if _, err := s.RotateKey(ctx, third.ID, clash, time.Time{}, 0); !errors.Is(err, keystore.ErrExists) {
 		t.Fatalf("colliding replacement: %v", err)
 	}
 	if _, err := s.KeyByID(ctx, third.ID); err != nil {
@@ -287,8 +293,8 @@ func testRotate(t *testing.T, s keystore.Store) {
 }
 
 func testDelete(t *testing.T, s keystore.Store) {
-	k := create(t, s, newKey(t, "alice", time.Now()))
-	keep := create(t, s, newKey(t, "alice", time.Now()))
+	k := create(t, s, newKey(t, alice, time.Now()))
+	keep := create(t, s, newKey(t, alice, time.Now()))
 	got, err := s.DeleteKey(ctx, k.ID)
 	if err != nil || !sameKey(got, k) {
 		t.Fatalf("DeleteKey = %+v, %v", got, err)
@@ -299,7 +305,7 @@ func testDelete(t *testing.T, s keystore.Store) {
 	if _, err := s.KeyByHash(ctx, k.Hash); !errors.Is(err, keystore.ErrNotFound) {
 		t.Fatalf("deleted key by hash: %v", err)
 	}
-	if keys, _ := s.KeysByOwner(ctx, "alice"); !slices.Equal(ids(keys), []string{keep.ID}) {
+	if keys, _ := s.KeysByOwner(ctx, alice); !slices.Equal(ids(keys), []string{keep.ID}) {
 		t.Fatalf("after delete alice has %v", ids(keys))
 	}
 	// Its hash and id may be used again.
@@ -309,9 +315,9 @@ func testDelete(t *testing.T, s keystore.Store) {
 }
 
 func testTouchKeysOnlyRaises(t *testing.T, s keystore.Store) {
-	a := create(t, s, newKey(t, "alice", time.Now()))
-	b := create(t, s, newKey(t, "alice", time.Now()))
-	gone := create(t, s, newKey(t, "alice", time.Now()))
+	a := create(t, s, newKey(t, alice, time.Now()))
+	b := create(t, s, newKey(t, alice, time.Now()))
+	gone := create(t, s, newKey(t, alice, time.Now()))
 	if _, err := s.DeleteKey(ctx, gone.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -330,7 +336,7 @@ func testTouchKeysOnlyRaises(t *testing.T, s keystore.Store) {
 			t.Fatalf("KeyByID(%s).LastUsed = %v, want %v", k.ID, got.LastUsed, t1)
 		}
 	}
-	listed, _ := s.KeysByOwner(ctx, "alice")
+	listed, _ := s.KeysByOwner(ctx, alice)
 	all, _ := s.Keys(ctx)
 	for _, keys := range [][]keystore.Key{listed, all} {
 		if len(keys) != 2 || !keys[0].LastUsed.Equal(t1) || !keys[1].LastUsed.Equal(t1) {
@@ -355,14 +361,25 @@ func testUsers(t *testing.T, s keystore.Store) {
 	if err := s.CreateUser(ctx, keystore.User{Name: "bob", PasswordHash: "h"}); !errors.Is(err, keystore.ErrExists) {
 		t.Fatalf("duplicate user: %v", err)
 	}
-	if err := s.SetPassword(ctx, "bob", "h2"); err != nil {
-		t.Fatal(err)
+	got, err := s.UpdateUser(ctx, "bob", func(u *keystore.User) error {
+		u.Name, u.Created = "mallory", time.Time{}
+		u.PasswordHash, u.Scopes = "h2", []string{"read", "write"}
+		return nil
+	})
+	if err != nil || got.Name != "bob" || got.PasswordHash != "h2" {
+		t.Fatalf("UpdateUser = %+v, %v", got, err)
 	}
-	if u, err := s.User(ctx, "bob"); err != nil || u.PasswordHash != "h2" || !u.Created.Equal(created) {
-		t.Fatalf("after SetPassword: %+v, %v", u, err)
+	if u, err := s.User(ctx, "bob"); err != nil || u.PasswordHash != "h2" || !u.Created.Equal(created) ||
+		!slices.Equal(u.Scopes, []string{"read", "write"}) {
+		t.Fatalf("after UpdateUser: %+v, %v", u, err)
 	}
-	if err := s.SetPassword(ctx, "nobody", "h"); !errors.Is(err, keystore.ErrNotFound) {
-		t.Fatalf("SetPassword unknown: %v", err)
+	if _, err := s.UpdateUser(ctx, "nobody", func(*keystore.User) error { return nil }); !errors.Is(err, keystore.ErrNotFound) {
+		t.Fatalf("UpdateUser unknown: %v", err)
+	}
+	for _, bad := range []string{"", "carol\x00x", "a\x1fb", "\xff"} {
+		if err := s.CreateUser(ctx, keystore.User{Name: bad, PasswordHash: "h"}); !errors.Is(err, keystore.ErrBadName) {
+			t.Fatalf("CreateUser(%q): %v, want ErrBadName", bad, err)
+		}
 	}
 	if _, err := s.User(ctx, "nobody"); !errors.Is(err, keystore.ErrNotFound) {
 		t.Fatalf("unknown user: %v", err)
@@ -382,9 +399,9 @@ func testDeleteUserTakesTheirKeys(t *testing.T, s keystore.Store) {
 	// More keys than fit in one etcd transaction's default operation limit.
 	var bobs []string
 	for range 50 {
-		bobs = append(bobs, create(t, s, newKey(t, "bob", time.Now())).ID)
+		bobs = append(bobs, create(t, s, newKey(t, bob, time.Now())).ID)
 	}
-	kept := create(t, s, newKey(t, "bobby", time.Now()))
+	kept := create(t, s, newKey(t, bobby, time.Now()))
 	removed, err := s.DeleteUser(ctx, "bob")
 	if err != nil {
 		t.Fatal(err)
@@ -403,5 +420,117 @@ func testDeleteUserTakesTheirKeys(t *testing.T, s keystore.Store) {
 	}
 	if _, err := s.DeleteUser(ctx, "bob"); !errors.Is(err, keystore.ErrNotFound) {
 		t.Fatalf("delete twice: %v", err)
+	}
+}
+
+func testRotateRefuses(t *testing.T, s keystore.Store) {
+	disabled := create(t, s, newKey(t, alice, time.Now()))
+	if _, err := s.UpdateKey(ctx, disabled.ID, func(k *keystore.Key) error { k.Disabled = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	next := newKey(t, alice, time.Now())
+	for _, retire := range []time.Time{{}, time.Now().Add(time.Hour)} {
+		if _, err := s.RotateKey(ctx, disabled.ID, next, retire, 0); !errors.Is(err, keystore.ErrDisabled) {
+			t.Fatalf("rotate a disabled key: %v, want ErrDisabled", err)
+		}
+	}
+	old := create(t, s, newKey(t, alice, time.Now()))
+	if _, err := s.RotateKey(ctx, old.ID, next, time.Now().Add(time.Hour), 0); err != nil {
+		t.Fatal(err)
+	}
+	// A key in its grace period cannot start another chain, with or
+	// without grace.
+	for _, retire := range []time.Time{{}, time.Now().Add(time.Hour)} {
+		if _, err := s.RotateKey(ctx, old.ID, newKey(t, alice, time.Now()), retire, 0); !errors.Is(err, keystore.ErrRotated) {
+			t.Fatalf("rotate a rotated key: %v, want ErrRotated", err)
+		}
+	}
+	if keys, _ := s.KeysByOwner(ctx, alice); len(keys) != 3 {
+		t.Fatalf("refused rotations changed alice's keys: %v", ids(keys))
+	}
+}
+
+func testConcurrentRotationsOneWins(t *testing.T, s keystore.Store) {
+	old := create(t, s, newKey(t, alice, time.Now()))
+	const tries = 8
+	won := race(t, tries, keystore.ErrRotated, func(int) error {
+		_, err := s.RotateKey(ctx, old.ID, newKey(t, alice, time.Now()), time.Now().Add(time.Hour), 0)
+		return err
+	})
+	if keys, _ := s.KeysByOwner(ctx, alice); won != 1 || len(keys) != 2 {
+		t.Fatalf("%d of %d concurrent rotations with grace won, alice holds %d keys; want 1 and 2", won, tries, len(keys))
+	}
+}
+
+func testRotationsWithGraceCountTowardTheLimit(t *testing.T, s keystore.Store) {
+	only := create(t, s, newKey(t, alice, time.Now()))
+	// With a limit of one, the old key's grace period would make two.
+	if _, err := s.RotateKey(ctx, only.ID, newKey(t, alice, time.Now()), time.Now().Add(time.Hour), 1); !errors.Is(err, keystore.ErrLimit) {
+		t.Fatalf("rotation with grace at the limit: %v, want ErrLimit", err)
+	}
+	// Without grace the old key goes as the new one comes.
+	if _, err := s.RotateKey(ctx, only.ID, newKey(t, alice, time.Now()), time.Time{}, 1); err != nil {
+		t.Fatalf("rotation without grace at the limit: %v", err)
+	}
+	// Two keys under a limit of three, both rotated with grace at once:
+	// one rotation fits, the other is refused.
+	b1 := create(t, s, newKey(t, bob, time.Now()))
+	b2 := create(t, s, newKey(t, bob, time.Now()))
+	won := race(t, 2, keystore.ErrLimit, func(i int) error {
+		_, err := s.RotateKey(ctx, []keystore.Key{b1, b2}[i].ID, newKey(t, bob, time.Now()), time.Now().Add(time.Hour), 3)
+		return err
+	})
+	if keys, _ := s.KeysByOwner(ctx, bob); won != 1 || len(keys) != 3 {
+		t.Fatalf("%d concurrent rotations won and bob holds %d keys; want 1 and 3", won, len(keys))
+	}
+}
+
+func testOwnersOfOtherSourcesAreOthers(t *testing.T, s keystore.Store) {
+	owners := []keystore.Owner{alice, keystore.Service("alice"), {Source: "jwt:https://idp.example", Name: "alice"}}
+	for _, o := range owners {
+		if err := s.CreateKey(ctx, newKey(t, o, time.Now()), 1); err != nil {
+			t.Fatalf("first key of %v: %v", o, err)
+		}
+	}
+	for _, o := range owners {
+		keys, err := s.KeysByOwner(ctx, o)
+		if err != nil || len(keys) != 1 || keys[0].Owner != o {
+			t.Fatalf("KeysByOwner(%v) = %+v, %v", o, keys, err)
+		}
+	}
+	if err := s.CreateUser(ctx, keystore.User{Name: "alice", PasswordHash: "h"}); err != nil {
+		t.Fatal(err)
+	}
+	removed, err := s.DeleteUser(ctx, "alice")
+	if err != nil || len(removed) != 1 || removed[0].Owner != alice {
+		t.Fatalf("DeleteUser(alice) removed %+v, %v; want only the password user's key", removed, err)
+	}
+	if all, _ := s.Keys(ctx); len(all) != 2 {
+		t.Fatalf("%d keys left, want the service's and the issuer's", len(all))
+	}
+}
+
+func testDeleteKeysOf(t *testing.T, s keystore.Store) {
+	svc := keystore.Service("backup-job")
+	var want []string
+	for range 50 { // more than one etcd transaction holds
+		want = append(want, create(t, s, newKey(t, svc, time.Now())).ID)
+	}
+	kept := create(t, s, newKey(t, keystore.Service("backup"), time.Now()))
+	removed, err := s.DeleteKeysOf(ctx, svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := ids(removed)
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("DeleteKeysOf removed %d keys, want %d", len(got), len(want))
+	}
+	if all, _ := s.Keys(ctx); !slices.Equal(ids(all), []string{kept.ID}) {
+		t.Fatalf("keys left: %v", ids(all))
+	}
+	if removed, err := s.DeleteKeysOf(ctx, svc); err != nil || len(removed) != 0 {
+		t.Fatalf("DeleteKeysOf again = %v, %v", ids(removed), err)
 	}
 }

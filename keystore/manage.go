@@ -1,0 +1,347 @@
+package keystore
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"time"
+)
+
+// Minted is a newly created key: its record and the plaintext, which
+// exists only here and must be shown to the owner exactly once.
+type Minted struct {
+	Key
+	Secret string
+}
+
+// Mint creates, stores and returns a new key for the actor's owner, as
+// the policy allows: a title, lifetime and scopes within the vocabulary
+// and (unless an operator acts) within the actor's grants, and under the
+// per-owner cap. A password user's key is minted only while the user
+// exists. The key is durable when Mint returns.
+func (kr *Keyring) Mint(ctx context.Context, a Actor, req KeyRequest) (Minted, error) {
+	if err := a.Owner.Check(); err != nil {
+		return Minted{}, err
+	}
+	grants, err := kr.grants(ctx, a)
+	if err != nil {
+		return Minted{}, err
+	}
+	d, err := kr.policy.newKey(kr.now(), a, grants, req)
+	if err != nil {
+		return Minted{}, err
+	}
+	m, err := kr.newKey(a.Owner, d)
+	if err != nil {
+		return Minted{}, err
+	}
+	limit := kr.policy.MaxKeysPerOwner
+	if a.Operator {
+		limit = 0
+	}
+	if err := kr.store.CreateKey(ctx, m.Key, limit); err != nil {
+		return Minted{}, err
+	}
+	kr.cache.remove(m.Hash) // in case it was presented before it existed
+	return m, nil
+}
+
+func (kr *Keyring) newKey(owner Owner, d minted) (Minted, error) {
+	secret, err := NewKey(kr.prefix)
+	if err != nil {
+		return Minted{}, err
+	}
+	// Microsecond precision, the resolution the store keeps.
+	created := kr.now().Truncate(time.Microsecond)
+	id, err := NewID(created)
+	if err != nil {
+		return Minted{}, err
+	}
+	k := Key{
+		ID:      id,
+		Hash:    HashKey(secret),
+		Owner:   owner,
+		Title:   d.title,
+		Preview: Preview(secret, kr.prefix),
+		Created: created,
+		Expires: d.expires.Truncate(time.Microsecond),
+		Scopes:  d.scopes,
+	}
+	return Minted{Key: k, Secret: secret}, nil
+}
+
+// grants returns the scopes the actor may give keys, and checks that a
+// password user acting (or acted for) exists. Operators need no grants.
+func (kr *Keyring) grants(ctx context.Context, a Actor) ([]string, error) {
+	var grants []string
+	if a.Owner.Source == SourcePassword {
+		g, found, err := kr.PasswordUser(ctx, a.Owner.Name)
+		if err != nil {
+			return nil, err
+		}
+		if !found {
+			return nil, ErrUnknownOwner
+		}
+		grants = g
+		if a.FromToken {
+			grants = intersect(grants, a.TokenScopes)
+		}
+	} else if a.FromToken {
+		grants = a.TokenScopes
+	}
+	return grants, nil
+}
+
+func intersect(a, b []string) []string {
+	var out []string
+	for _, s := range a {
+		if slices.Contains(b, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Rotate replaces the key id with a new one of the same owner, title and
+// scopes, minted under today's policy: its scopes must still be allowed
+// and within the actor's grants, and its expiry is the old one, capped by
+// today's lifetime limits. The old key keeps working for grace (not past
+// its own expiry), or stops at once when grace is zero; a key in its
+// grace period counts toward the per-owner cap and cannot be rotated
+// again. Disabled (ErrDisabled) and expired (ErrExpired) keys cannot be
+// rotated, and a non-operator actor can rotate only its own keys (else
+// ErrNotFound).
+func (kr *Keyring) Rotate(ctx context.Context, a Actor, id string, grace time.Duration) (next Minted, old Key, err error) {
+	if old, err = kr.owned(ctx, a, id); err != nil {
+		return Minted{}, Key{}, err
+	}
+	now := kr.now()
+	if err := CheckRotatable(old); err != nil {
+		return Minted{}, Key{}, err
+	}
+	if !old.Usable(now) {
+		return Minted{}, Key{}, ErrExpired
+	}
+	grants, err := kr.grants(ctx, a)
+	if err != nil {
+		return Minted{}, Key{}, err
+	}
+	d, err := kr.policy.successor(now, a, grants, old)
+	if err != nil {
+		return Minted{}, Key{}, err
+	}
+	if next, err = kr.newKey(old.Owner, d); err != nil {
+		return Minted{}, Key{}, err
+	}
+	var retireAt time.Time
+	limit := 0
+	if grace > 0 {
+		retireAt = now.Add(grace).Truncate(time.Microsecond)
+		if !a.Operator {
+			limit = kr.policy.MaxKeysPerOwner
+		}
+	}
+	if old, err = kr.store.RotateKey(ctx, id, next.Key, retireAt, limit); err != nil {
+		return Minted{}, Key{}, err
+	}
+	kr.cache.remove(old.Hash)
+	kr.cache.remove(next.Hash)
+	return next, old, nil
+}
+
+// CheckRotatable refuses to rotate a disabled key (its successor would
+// undo the disabling) or a key rotated already (its grace period would
+// start another chain of working keys). Stores call it inside the
+// rotation's transaction.
+func CheckRotatable(old Key) error {
+	switch {
+	case old.Disabled:
+		return ErrDisabled
+	case old.Rotated:
+		return ErrRotated
+	}
+	return nil
+}
+
+// Retired returns old as a rotation with a grace period leaves it: marked
+// rotated, and expiring at retireAt or at its own expiry if sooner.
+func Retired(old Key, retireAt time.Time) Key {
+	old.Rotated = true
+	if old.Expires.IsZero() || retireAt.Before(old.Expires) {
+		old.Expires = retireAt
+	}
+	return old
+}
+
+// owned returns the key id if the actor may act on it: operators on any
+// key, owners on their own. Anything else is ErrNotFound, so that other
+// owners' key ids cannot be probed.
+func (kr *Keyring) owned(ctx context.Context, a Actor, id string) (Key, error) {
+	k, err := kr.store.KeyByID(ctx, id)
+	if err != nil {
+		return Key{}, err
+	}
+	if !a.Operator && k.Owner != a.Owner {
+		return Key{}, ErrNotFound
+	}
+	return k, nil
+}
+
+// Delete removes the key id, if the actor may act on it; the next Verify
+// of it fails.
+func (kr *Keyring) Delete(ctx context.Context, a Actor, id string) (Key, error) {
+	if _, err := kr.owned(ctx, a, id); err != nil {
+		return Key{}, err
+	}
+	k, err := kr.store.DeleteKey(ctx, id)
+	if err != nil {
+		return Key{}, err
+	}
+	kr.cache.remove(k.Hash)
+	return k, nil
+}
+
+// RevokeOwner removes every key of owner, whatever its source, and
+// returns them.
+func (kr *Keyring) RevokeOwner(ctx context.Context, owner Owner) ([]Key, error) {
+	removed, err := kr.store.DeleteKeysOf(ctx, owner)
+	for _, k := range removed {
+		kr.cache.remove(k.Hash)
+	}
+	return removed, err
+}
+
+// SetDisabled disables or re-enables the key id; a disabled key is refused
+// from the next Verify on. Only operators do this.
+func (kr *Keyring) SetDisabled(ctx context.Context, id string, disabled bool) (Key, error) {
+	k, err := kr.store.UpdateKey(ctx, id, func(k *Key) error {
+		k.Disabled = disabled
+		return nil
+	})
+	if err != nil {
+		return Key{}, err
+	}
+	kr.cache.remove(k.Hash)
+	return k, nil
+}
+
+// KeyByID returns the key id with any pending last-used time applied.
+func (kr *Keyring) KeyByID(ctx context.Context, id string) (Key, error) {
+	k, err := kr.store.KeyByID(ctx, id)
+	if err != nil {
+		return Key{}, err
+	}
+	kr.applyPendingUse(&k)
+	return k, nil
+}
+
+// Keys lists every key, oldest first, with pending last-used times and
+// Orphaned set.
+func (kr *Keyring) Keys(ctx context.Context) ([]Key, error) {
+	keys, err := kr.store.Keys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return keys, kr.annotate(ctx, keys)
+}
+
+// KeysByOwner lists owner's keys, oldest first, with pending last-used
+// times and Orphaned set.
+func (kr *Keyring) KeysByOwner(ctx context.Context, owner Owner) ([]Key, error) {
+	keys, err := kr.store.KeysByOwner(ctx, owner)
+	if err != nil {
+		return nil, err
+	}
+	return keys, kr.annotate(ctx, keys)
+}
+
+func (kr *Keyring) annotate(ctx context.Context, keys []Key) error {
+	orphans := make(map[Owner]bool)
+	for i := range keys {
+		k := &keys[i]
+		kr.applyPendingUse(k)
+		orphaned, seen := orphans[k.Owner]
+		if !seen {
+			var err error
+			if orphaned, err = kr.orphaned(ctx, k.Owner); err != nil {
+				return err
+			}
+			orphans[k.Owner] = orphaned
+		}
+		k.Orphaned = orphaned
+	}
+	return nil
+}
+
+// orphaned reports whether owner is a password user who no longer exists.
+// Other owners exist as long as their keys do.
+func (kr *Keyring) orphaned(ctx context.Context, owner Owner) (bool, error) {
+	if owner.Source != SourcePassword {
+		return false, nil
+	}
+	_, found, err := kr.PasswordUser(ctx, owner.Name)
+	return !found, err
+}
+
+// PasswordUser reports whether the password user name exists, in the
+// configuration (first) or in the store, and the scopes it may give keys.
+func (kr *Keyring) PasswordUser(ctx context.Context, name string) (grants []string, found bool, err error) {
+	if grants, ok := kr.policy.ConfigUsers[name]; ok {
+		return grants, true, nil
+	}
+	u, err := kr.store.User(ctx, name)
+	if errors.Is(err, ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return u.Scopes, true, nil
+}
+
+// AddUser stores a password user. Its name and scopes must pass the
+// policy; keys of a former user of that name that this Keyring refused as
+// orphaned are looked up again.
+func (kr *Keyring) AddUser(ctx context.Context, u User) error {
+	if err := CheckName(u.Name); err != nil {
+		return err
+	}
+	if err := kr.policy.checkVocabulary(u.Scopes); err != nil {
+		return err
+	}
+	if err := kr.store.CreateUser(ctx, u); err != nil {
+		return err
+	}
+	kr.cache.clear()
+	return nil
+}
+
+// SetUserScopes replaces the scopes a stored user may give keys. Keys
+// minted before keep theirs.
+func (kr *Keyring) SetUserScopes(ctx context.Context, name string, scopes []string) (User, error) {
+	if err := kr.policy.checkVocabulary(scopes); err != nil {
+		return User{}, err
+	}
+	return kr.store.UpdateUser(ctx, name, func(u *User) error {
+		u.Scopes = scopes
+		return nil
+	})
+}
+
+// SetPassword replaces a stored user's password hash.
+func (kr *Keyring) SetPassword(ctx context.Context, name, hash string) error {
+	_, err := kr.store.UpdateUser(ctx, name, func(u *User) error {
+		u.PasswordHash = hash
+		return nil
+	})
+	return err
+}
+
+// RemoveUser deletes a stored user and revokes all their keys.
+func (kr *Keyring) RemoveUser(ctx context.Context, name string) ([]Key, error) {
+	removed, err := kr.store.DeleteUser(ctx, name)
+	for _, k := range removed {
+		kr.cache.remove(k.Hash)
+	}
+	return removed, err
+}
