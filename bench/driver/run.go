@@ -123,6 +123,7 @@ func (r *run) main() error {
 		store bolt %s
 		jwt {
 			secret %s
+			accept_any_audience
 		}
 	}
 }
