@@ -237,6 +237,13 @@ func (h *APIHandler) caller(r *http.Request, b *requestBody, refusal string) (id
 		return identity.Identity{}, fail(http.StatusForbidden, refusal)
 	}
 	id, err := h.app.verifier.Authenticate(r.Context(), cred, clientIP(r))
+	if err == nil && id.FromToken {
+		// A token filed under the password users must name one.
+		if err = h.app.keyring.CheckActor(r.Context(), id.Actor()); errors.Is(err, keystore.ErrUnknownOwner) {
+			h.app.metrics.credentialFailures.WithLabelValues(cred.Kind.String()).Inc()
+			return identity.Identity{}, fail(http.StatusUnauthorized, "the token's user "+id.Owner.String()+" is not a user here")
+		}
+	}
 	var locked *identity.LockedOutError
 	switch {
 	case err == nil:

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -163,17 +162,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	a.audit = a.logger.Named("audit")
 	repl := caddy.NewReplacer()
-	a.policy = keystore.Policy{
-		DefaultLifetime: time.Duration(a.DefaultKeyLifetime),
-		MaxLifetime:     time.Duration(a.MaxKeyLifetime),
-		MaxKeysPerOwner: a.MaxKeysPerUser,
-		Scopes:          a.AllowedScopes,
-		ConfigUsers:     make(map[string][]string, len(a.Users)),
-	}
-	if err := a.policy.Check(); err != nil {
-		return fmt.Errorf("key policy: %w", err)
-	}
 	var err error
+	if a.policy, err = a.keyPolicy(repl); err != nil {
+		return err
+	}
 	if a.metrics, err = newMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
@@ -183,23 +175,13 @@ func (a *App) Provision(ctx caddy.Context) error {
 		a.KeyPrefix = keystore.DefaultPrefix
 	}
 	users := make(map[string]string, len(a.Users))
-	for i, u := range a.Users {
+	for _, u := range a.Users {
 		name := repl.ReplaceKnown(u.Username, "")
-		if err := keystore.CheckName(name); err != nil {
-			return fmt.Errorf("user %d (%q): %w", i, name, err)
-		}
-		if _, dup := users[name]; dup {
-			return fmt.Errorf("user %q is declared twice", name)
-		}
 		hash, err := identity.NormalizeHash(repl.ReplaceKnown(u.Password, ""))
 		if err != nil {
 			return fmt.Errorf("user %q: %w", name, err)
 		}
 		users[name] = hash
-		a.policy.ConfigUsers[name] = u.Scopes
-	}
-	if err := a.policy.Check(); err != nil {
-		return fmt.Errorf("users: %w", err)
 	}
 	// JWKS fetchers live as long as this config.
 	var jwksCtx context.Context
@@ -211,13 +193,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		if err != nil {
 			return fmt.Errorf("jwt %d: %w", i, err)
 		}
-		if len(a.AllowedScopes) > 0 {
-			for _, sc := range cfg.AllowedScopes {
-				if !slices.Contains(a.AllowedScopes, sc) {
-					return fmt.Errorf("jwt %d: allowed_scopes: %q is not in the apikeys allowed_scopes", i, sc)
-				}
-			}
-		}
+
 		v, err := identity.NewJWTVerifier(cfg)
 		if err != nil {
 			return fmt.Errorf("jwt %d: %w", i, err)

@@ -74,6 +74,8 @@ func apikeysCommand(cmd *cobra.Command) {
 	user := &cobra.Command{Use: "user", Short: "Manages users kept in the key store"}
 	add := &cobra.Command{Use: "add <username>", Short: "Adds a user; the password is read from stdin or asked for", Args: cobra.ExactArgs(1), RunE: withBackend(userAdd)}
 	add.Flags().StringSlice("scopes", nil, "Scopes the user may give keys, comma separated")
+	add.Flags().Bool("adopt-keys", false, "Keys a former user of this name left become the new user's (the same person)")
+	add.Flags().Bool("revoke-keys", false, "Keys a former user of this name left are revoked")
 	user.AddCommand(
 		add,
 		&cobra.Command{Use: "passwd <username>", Short: "Sets a user's password", Args: cobra.ExactArgs(1), RunE: withBackend(userPasswd)},
@@ -141,7 +143,9 @@ func withBackend(f cliAction) func(*cobra.Command, []string) error {
 		var b backend
 		var err error
 		if db, _ := flags.GetString("db"); db != "" {
-			b, err = openOffline(db)
+			config, _ := flags.GetString("config")
+			adapter, _ := flags.GetString("adapter")
+			b, err = openOffline(db, config, adapter)
 		} else {
 			address, _ := flags.GetString("address")
 			config, _ := flags.GetString("config")
@@ -161,8 +165,20 @@ func userAdd(cmd *cobra.Command, args []string, b backend, _ bool) error {
 	if err != nil {
 		return err
 	}
-	scopes, _ := cmd.Flags().GetStringSlice("scopes")
-	if err := b.addUser(userRequest{Username: args[0], Password: pw, Scopes: scopes}); err != nil {
+	f := cmd.Flags()
+	scopes, _ := f.GetStringSlice("scopes")
+	req := userRequest{Username: args[0], Password: pw, Scopes: scopes}
+	adopt, _ := f.GetBool("adopt-keys")
+	revoke, _ := f.GetBool("revoke-keys")
+	switch {
+	case adopt && revoke:
+		return errors.New("give --adopt-keys or --revoke-keys, not both")
+	case adopt:
+		req.OrphanedKeys = "adopt"
+	case revoke:
+		req.OrphanedKeys = "revoke"
+	}
+	if err := b.addUser(req); err != nil {
 		return err
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "user %s added\n", args[0])
@@ -384,7 +400,20 @@ type offlineBackend struct {
 	store *keystore.BoltStore
 }
 
-func openOffline(path string) (*offlineBackend, error) {
+// openOffline opens the store file path directly, with the key policy of
+// the config file (when given; otherwise nothing that needs it can be
+// done).
+func openOffline(path, config, adapter string) (*offlineBackend, error) {
+	policy := keystore.Policy{Unknown: true}
+	if config != "" {
+		app, err := configuredApp(config, adapter)
+		if err != nil {
+			return nil, err
+		}
+		if policy, err = app.keyPolicy(caddy.NewReplacer()); err != nil {
+			return nil, fmt.Errorf("%s: %w", config, err)
+		}
+	}
 	s, err := keystore.OpenBolt(path, time.Second)
 	if errors.Is(err, keystore.ErrLocked) {
 		return nil, fmt.Errorf("%s is in use, probably by a running Caddy: omit --db to go through its admin API", path)
@@ -392,7 +421,7 @@ func openOffline(path string) (*offlineBackend, error) {
 	if err != nil {
 		return nil, err
 	}
-	kr := keystore.NewKeyring(s, keystore.Options{})
+	kr := keystore.NewKeyring(s, keystore.Options{Policy: policy})
 	return &offlineBackend{op: operator{keyring: kr, audit: caddy.Log().Named("apikeys.audit"), via: "cli", offline: true}, store: s}, nil
 }
 
@@ -499,7 +528,13 @@ func (a *adminBackend) setScopes(name string, scopes []string) (adminUser, error
 	body := struct {
 		Scopes []string `json:"scopes"`
 	}{scopes}
-	return out, a.call(http.MethodPut, "/apikeys/users/"+url.PathEscape(name)+"/scopes", body, &out)
+	return out, a.call(http.MethodPut, "/apikeys/users/"+pathSegment(name)+"/scopes", body, &out)
+}
+
+// pathSegment escapes s as one segment of an admin API path, dots too,
+// so that names such as "." and ".." stay names instead of moving up.
+func pathSegment(s string) string {
+	return strings.ReplaceAll(url.PathEscape(s), ".", "%2E")
 }
 
 // query is the reference as admin API query parameters, "" for none.
@@ -522,7 +557,7 @@ func (a *adminBackend) createKey(req newKeyRequest) (createdKey, error) {
 }
 
 func (a *adminBackend) revokeKey(id string) error {
-	return a.call(http.MethodDelete, "/apikeys/keys/"+url.PathEscape(id), nil, nil)
+	return a.call(http.MethodDelete, "/apikeys/keys/"+pathSegment(id), nil, nil)
 }
 
 func (a *adminBackend) setDisabled(id string, disabled bool) (adminKey, error) {
@@ -531,7 +566,7 @@ func (a *adminBackend) setDisabled(id string, disabled bool) (adminKey, error) {
 	if disabled {
 		action = "disable"
 	}
-	return out, a.call(http.MethodPost, "/apikeys/keys/"+url.PathEscape(id)+"/"+action, nil, &out)
+	return out, a.call(http.MethodPost, "/apikeys/keys/"+pathSegment(id)+"/"+action, nil, &out)
 }
 
 func (a *adminBackend) listUsers() ([]adminUser, error) {
@@ -560,7 +595,7 @@ func adminError(err error) error {
 // socket.
 func hashedRequest(req userRequest) (userRequest, error) {
 	h, err := req.hash()
-	return userRequest{Username: req.Username, PasswordHash: h, Scopes: req.Scopes}, err
+	return userRequest{Username: req.Username, PasswordHash: h, Scopes: req.Scopes, OrphanedKeys: req.OrphanedKeys}, err
 }
 
 func (a *adminBackend) addUser(req userRequest) error {
@@ -576,12 +611,12 @@ func (a *adminBackend) setPassword(name string, req userRequest) error {
 	if err != nil {
 		return err
 	}
-	return a.call(http.MethodPut, "/apikeys/users/"+url.PathEscape(name)+"/password", req, nil)
+	return a.call(http.MethodPut, "/apikeys/users/"+pathSegment(name)+"/password", req, nil)
 }
 
 func (a *adminBackend) removeUser(name string) (int, error) {
 	var out struct {
 		KeysRevoked int `json:"keys_revoked"`
 	}
-	return out.KeysRevoked, a.call(http.MethodDelete, "/apikeys/users/"+url.PathEscape(name), nil, &out)
+	return out.KeysRevoked, a.call(http.MethodDelete, "/apikeys/users/"+pathSegment(name), nil, &out)
 }

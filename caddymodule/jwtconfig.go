@@ -93,8 +93,8 @@ type JWTConfig struct {
 	// URL of the issuer's JWK Set, fetched in the background; tokens then
 	// name their key by "kid". A token with a key id not yet known waits
 	// (at most 1s) for the set to be fetched again, which picks up keys
-	// rotated at the issuer; such fetches happen at most every 30s, so
-	// made-up key ids cannot make the gateway fetch more. Must be https
+	// rotated at the issuer; such fetches happen at most once a second,
+	// so made-up key ids cannot make the gateway fetch more. Must be https
 	// (plain http only to a loopback address); redirects to http are not
 	// followed.
 	JWKSURL string `json:"jwks_url,omitempty"`

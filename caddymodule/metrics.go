@@ -122,9 +122,9 @@ func (s timedStore) observe(op string, start time.Time) {
 	s.hist.WithLabelValues(op).Observe(time.Since(start).Seconds())
 }
 
-func (s timedStore) CreateKey(ctx context.Context, k keystore.Key, max int) error {
+func (s timedStore) CreateKey(ctx context.Context, k keystore.Key, opts keystore.CreateOptions) error {
 	defer s.observe("create_key", time.Now())
-	return s.Store.CreateKey(ctx, k, max)
+	return s.Store.CreateKey(ctx, k, opts)
 }
 
 func (s timedStore) KeyByHash(ctx context.Context, h keystore.Hash) (keystore.Key, error) {

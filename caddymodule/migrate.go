@@ -110,7 +110,7 @@ func runMigrate(cmd *cobra.Command, _ []string) error {
 		m.UsersCopied, m.UsersPresent, m.KeysCopied, m.KeysPresent)
 	if m.KeysOrphaned > 0 {
 		fmt.Fprintf(out, "warning: %d keys belong to password users that %s has neither in its config nor in its store: %s.\n"+
-			"They are refused there until those users exist: declare them in its config, or add them with `caddy apikeys user add`.\n",
+			"They are refused there until those users exist: declare them in its config, or add them with `caddy apikeys user add --adopt-keys`.\n",
 			m.KeysOrphaned, to, strings.Join(m.Orphans, ", "))
 		if len(srcUsers) > 0 {
 			fmt.Fprintf(out, "(users declared in %s: %s)\n", from, strings.Join(srcUsers, ", "))
@@ -123,31 +123,44 @@ func runMigrate(cmd *cobra.Command, _ []string) error {
 // file uses (bbolt in Caddy's data directory if it names none), without
 // running the config, and lists the users the config declares.
 func openConfiguredStore(file, adapter string) (keystore.Store, []string, func() error, error) {
-	cfgJSON, _, _, err := caddycmd.LoadConfig(file, adapter)
+	app, err := configuredApp(file, adapter)
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	repl := caddy.NewReplacer()
+	var users []string
+	for _, u := range app.Users {
+		users = append(users, repl.ReplaceKnown(u.Username, ""))
+	}
+	var raw map[string]json.RawMessage
+	if len(app.StoreRaw) > 0 {
+		if err := json.Unmarshal(app.StoreRaw, &raw); err != nil {
+			return nil, nil, nil, fmt.Errorf("store: %w", err)
+		}
+	}
+	store, release, err := openStore(raw)
+	return store, users, release, err
+}
+
+// configuredApp reads the apikeys app of a config file, without running
+// or provisioning it.
+func configuredApp(file, adapter string) (*App, error) {
+	cfgJSON, _, _, err := caddycmd.LoadConfig(file, adapter)
+	if err != nil {
+		return nil, err
+	}
 	var cfg struct {
 		Apps struct {
-			APIKeys *struct {
-				Store map[string]json.RawMessage `json:"store"`
-				Users []User                     `json:"users"`
-			} `json:"apikeys"`
+			APIKeys *App `json:"apikeys"`
 		} `json:"apps"`
 	}
 	if err := json.Unmarshal(cfgJSON, &cfg); err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	if cfg.Apps.APIKeys == nil {
-		return nil, nil, nil, errors.New("the config has no apikeys app")
+		return nil, errors.New("the config has no apikeys app")
 	}
-	repl := caddy.NewReplacer()
-	var users []string
-	for _, u := range cfg.Apps.APIKeys.Users {
-		users = append(users, repl.ReplaceKnown(u.Username, ""))
-	}
-	store, release, err := openStore(cfg.Apps.APIKeys.Store)
-	return store, users, release, err
+	return cfg.Apps.APIKeys, nil
 }
 
 // openStore opens the store module configured by raw.
@@ -218,7 +231,7 @@ func copyStore(ctx context.Context, src, dst keystore.Store, dstUsers []string) 
 	for range copyWorkers {
 		wg.Go(func() {
 			for k := range next {
-				err := dst.CreateKey(ctx, k, 0)
+				err := dst.CreateKey(ctx, k, keystore.CreateOptions{})
 				mu.Lock()
 				switch {
 				case errors.Is(err, keystore.ErrExists):

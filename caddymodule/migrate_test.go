@@ -22,7 +22,9 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer src.Close()
-	kr := keystore.NewKeyring(src, keystore.Options{})
+	kr := keystore.NewKeyring(src, keystore.Options{Policy: keystore.Policy{
+		Sources: map[string]keystore.SourceRules{"jwt:https://idp.example": {}},
+	}})
 	if err := src.CreateUser(ctx, keystore.User{Name: "alice", PasswordHash: "$argon2id$x", Scopes: []string{"read"}, Created: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +55,7 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 		t.Fatal(err)
 	}
 	carol.Owner = keystore.PasswordUser("carol")
-	if err := src.CreateKey(ctx, carol.Key, 0); err != nil {
+	if err := src.CreateKey(ctx, carol.Key, keystore.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := kr.Verify(ctx, minted[1].Secret); err != nil {
@@ -110,7 +112,7 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 	// The copied keys verify against the destination.
 	dkr := keystore.NewKeyring(dst, keystore.Options{})
 	defer dkr.Close()
-	if k, err := dkr.Verify(ctx, minted[5].Secret); err != nil || k.ID != minted[5].ID {
+	if k, err := dkr.Verify(ctx, minted[3].Secret); err != nil || k.ID != minted[3].ID {
 		t.Fatalf("a copied key: %v", err)
 	}
 	if u, err := dst.User(ctx, "alice"); err != nil || u.PasswordHash != "$argon2id$x" || !slices.Equal(u.Scopes, []string{"read"}) {

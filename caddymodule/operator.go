@@ -100,6 +100,10 @@ type userRequest struct {
 	Password     string   `json:"password,omitempty"`
 	PasswordHash string   `json:"password_hash,omitempty"`
 	Scopes       []string `json:"scopes,omitempty"`
+	// OrphanedKeys says what becomes of keys a former user of the same
+	// name left: "adopt" (the new user is that person) or "revoke".
+	// Without it, adding such a user is refused.
+	OrphanedKeys string `json:"orphaned_keys,omitempty"`
 }
 
 func (o operator) event(msg string, fields ...zap.Field) {
@@ -175,6 +179,8 @@ func (o operator) policyRefusal(err error) error {
 		return fail(http.StatusBadRequest, se.Error())
 	case errors.Is(err, keystore.ErrBadName):
 		return fail(http.StatusBadRequest, err.Error())
+	case errors.Is(err, keystore.ErrPolicyUnknown):
+		return fail(http.StatusBadRequest, errNoPolicy.Error())
 	}
 	return err
 }
@@ -244,11 +250,26 @@ func (o operator) addUser(ctx context.Context, req userRequest) error {
 	if err != nil {
 		return err
 	}
-	err = o.keyring.AddUser(ctx, keystore.User{Name: req.Username, PasswordHash: hash, Scopes: req.Scopes, Created: time.Now()})
-	if errors.Is(err, keystore.ErrExists) {
-		return fail(http.StatusConflict, "user "+req.Username+" already exists")
+	orphans := keystore.RefuseOrphans
+	switch req.OrphanedKeys {
+	case "":
+	case "adopt":
+		orphans = keystore.AdoptOrphans
+	case "revoke":
+		orphans = keystore.RevokeOrphans
+	default:
+		return fail(http.StatusBadRequest, `orphaned_keys must be "adopt" or "revoke"`)
 	}
-	if err != nil {
+	err = o.keyring.AddUser(ctx, keystore.User{Name: req.Username, PasswordHash: hash, Scopes: req.Scopes, Created: time.Now()}, orphans)
+	var oe *keystore.OrphansError
+	switch {
+	case errors.Is(err, keystore.ErrExists):
+		return fail(http.StatusConflict, "user "+req.Username+" already exists")
+	case errors.Is(err, keystore.ErrConfigUser):
+		return fail(http.StatusConflict, "user "+req.Username+" is declared in the config: manage it there (a stored user of the same name would be shadowed by it)")
+	case errors.As(err, &oe):
+		return fail(http.StatusConflict, oe.Error()+`: add the user with "orphaned_keys": "adopt" (caddy apikeys user add --adopt-keys) if it is the same person, or "revoke"`)
+	case err != nil:
 		return o.policyRefusal(err)
 	}
 	o.event("user added", zap.String("user", req.Username), zap.Strings("scopes", req.Scopes))

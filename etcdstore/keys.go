@@ -70,7 +70,8 @@ func taken(resp *clientv3.TxnResponse) bool {
 
 // CreateKey stores k in one transaction that fails if its digest or id is
 // taken, or, with a limit, if the owner gained a key since it was counted.
-func (s *Store) CreateKey(ctx context.Context, k keystore.Key, maxPerOwner int) error {
+func (s *Store) CreateKey(ctx context.Context, k keystore.Key, opts keystore.CreateOptions) error {
+	maxPerOwner := opts.MaxPerOwner
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	uncertain := false // a try failed in a way that may have been applied
@@ -79,6 +80,12 @@ func (s *Store) CreateKey(ctx context.Context, k keystore.Key, maxPerOwner int) 
 			return nil
 		}
 		cmps := s.absent(k)
+		if opts.StoredUser {
+			if k.Owner.Source != keystore.SourcePassword {
+				return keystore.ErrUnknownOwner
+			}
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(s.userPath(k.Owner.Name)), ">", 0))
+		}
 		if maxPerOwner > 0 {
 			guard, err := s.underLimit(ctx, k.Owner, maxPerOwner)
 			if err != nil {
@@ -99,7 +106,11 @@ func (s *Store) CreateKey(ctx context.Context, k keystore.Key, maxPerOwner int) 
 			return nil
 		case uncertain && s.isOurs(ctx, k):
 			return nil
-		case taken(resp) || maxPerOwner <= 0:
+		case taken(resp):
+			return keystore.ErrExists
+		case opts.StoredUser && !s.userExists(ctx, k.Owner.Name):
+			return keystore.ErrUnknownOwner
+		case maxPerOwner <= 0:
 			return keystore.ErrExists
 		}
 		// Another key of the owner arrived meanwhile: count again.
@@ -198,7 +209,21 @@ func (s *Store) KeysByOwner(ctx context.Context, owner keystore.Owner) ([]keysto
 	for i, kv := range resp.Kvs {
 		hexes[i] = string(kv.Value)
 	}
-	return s.getMany(ctx, hexes)
+	keys, err := s.getMany(ctx, hexes)
+	return ownedBy(keys, owner), err
+}
+
+// ownedBy keeps the keys of owner: an owner index entry is only a
+// candidate, since names that stores did not check may extend another
+// owner's stored form.
+func ownedBy(keys []keystore.Key, owner keystore.Owner) []keystore.Key {
+	out := keys[:0]
+	for _, k := range keys {
+		if k.Owner == owner {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // rangeAll calls fn for every pair under prefix, in pages read at one

@@ -70,7 +70,7 @@ func TestWritesWhoseAnswerIsLostAreNotReportedAsConflicts(t *testing.T) {
 
 	loser.armed.Store(true)
 	k := newKey()
-	if err := s.CreateKey(ctx, k, 3); err != nil {
+	if err := s.CreateKey(ctx, k, keystore.CreateOptions{MaxPerOwner: 3}); err != nil {
 		t.Fatalf("CreateKey whose answer was lost: %v", err)
 	}
 	if loser.armed.Load() {
@@ -118,7 +118,7 @@ func TestWritesWhoseAnswerIsLostAreNotReportedAsConflicts(t *testing.T) {
 
 	b := newKey()
 	b.Owner = keystore.PasswordUser("bob")
-	if err := s.CreateKey(ctx, b, 0); err != nil {
+	if err := s.CreateKey(ctx, b, keystore.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	loser.armed.Store(true)
@@ -137,7 +137,7 @@ func TestDeleteKeysOfWhoseAnswerIsLostCountsEveryKey(t *testing.T) {
 		secret, _ := keystore.NewKey(keystore.DefaultPrefix)
 		id, _ := keystore.NewID(time.Now())
 		k := keystore.Key{ID: id, Hash: keystore.HashKey(secret), Owner: svc, Created: time.Now().Truncate(time.Microsecond)}
-		if err := s.CreateKey(ctx, k, 0); err != nil {
+		if err := s.CreateKey(ctx, k, keystore.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}

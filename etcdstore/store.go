@@ -10,6 +10,7 @@
 //	P owners/<owner (keystore.Owner.Encode)> 0x00 <created, 16 hex digits of Unix µs><id> → hex digest
 //	P used/<hex digest>  → last use, 8 bytes big-endian Unix µs (0: never)
 //	P users/<name>       → user record (keystore.MarshalUser)
+//	P credits/<account>  → credit account (keystore.MarshalCreditAccount)
 //
 // Last-used times live apart from the records so that writing them neither
 // rewrites a record nor wakes the watches that guard every gateway's cache.

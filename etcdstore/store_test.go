@@ -221,7 +221,7 @@ func storeKey(t testing.TB, s *Store) keystore.Key {
 	secret, _ := keystore.NewKey(keystore.DefaultPrefix)
 	id, _ := keystore.NewID(time.Now())
 	k := keystore.Key{ID: id, Hash: keystore.HashKey(secret), Owner: keystore.PasswordUser("alice"), Created: time.Now().Truncate(time.Microsecond)}
-	if err := s.CreateKey(context.Background(), k, 0); err != nil {
+	if err := s.CreateKey(context.Background(), k, keystore.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	return k

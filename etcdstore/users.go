@@ -28,6 +28,13 @@ func (s *Store) getUser(ctx context.Context, name string) (keystore.User, int64,
 	return u, resp.Kvs[0].ModRevision, err
 }
 
+// userExists reports whether the stored user name exists; a fault reads
+// as true, so that callers report what they would have otherwise.
+func (s *Store) userExists(ctx context.Context, name string) bool {
+	_, _, err := s.getUser(ctx, name)
+	return !errors.Is(err, keystore.ErrNotFound)
+}
+
 // User returns the stored user name.
 func (s *Store) User(ctx context.Context, name string) (keystore.User, error) {
 	ctx, cancel := s.withTimeout(ctx)
@@ -144,6 +151,8 @@ func (s *Store) deleteKeysOf(ctx context.Context, owner keystore.Owner, withUser
 	ctx, cancel := context.WithTimeout(ctx, 4*s.timeout)
 	defer cancel()
 	var removed, tried []keystore.Key // tried: keys of a try that failed
+	prefix := s.ownerPrefix(owner)
+	from, end := prefix, clientv3.GetPrefixRangeEnd(prefix)
 	for n := 1; ; n++ {
 		var userRev int64
 		if withUser {
@@ -156,7 +165,7 @@ func (s *Store) deleteKeysOf(ctx context.Context, owner keystore.Owner, withUser
 				return removed, err
 			}
 		}
-		index, err := s.get(ctx, s.ownerPrefix(owner), clientv3.WithPrefix(), clientv3.WithLimit(userKeysPerTxn))
+		index, err := s.get(ctx, from, clientv3.WithRange(end), clientv3.WithLimit(userKeysPerTxn))
 		if err != nil {
 			return removed, fault(err)
 		}
@@ -180,6 +189,7 @@ func (s *Store) deleteKeysOf(ctx context.Context, owner keystore.Owner, withUser
 		if err != nil {
 			return removed, err
 		}
+		keys = ownedBy(keys, owner)
 		var ops []clientv3.Op
 		for _, k := range keys {
 			ops = append(ops, s.deleteKeyOps(k)...)
@@ -187,7 +197,7 @@ func (s *Store) deleteKeysOf(ctx context.Context, owner keystore.Owner, withUser
 		// Nothing changed in the owner's index since it was read, so the
 		// keys deleted are all there were, or the first of them.
 		cmps := []clientv3.Cmp{
-			clientv3.Compare(clientv3.ModRevision(s.ownerPrefix(owner)), "<", index.Header.Revision+1).WithPrefix(),
+			clientv3.Compare(clientv3.ModRevision(prefix), "<", index.Header.Revision+1).WithPrefix(),
 		}
 		if withUser {
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.userPath(owner.Name)), "=", userRev))
@@ -210,5 +220,8 @@ func (s *Store) deleteKeysOf(ctx context.Context, owner keystore.Owner, withUser
 		if withUser && last {
 			return removed, nil
 		}
+		// What is left of this chunk belongs to other owners (names that
+		// extend this one's stored form): read on after it.
+		from = string(index.Kvs[len(index.Kvs)-1].Key) + "\x00"
 	}
 }

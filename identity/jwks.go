@@ -22,7 +22,7 @@ import (
 const (
 	DefaultJWKSRefresh    = 10 * time.Minute
 	DefaultJWKSTimeout    = 5 * time.Second
-	DefaultUnknownKIDGap  = 30 * time.Second
+	DefaultUnknownKIDGap  = time.Second
 	DefaultUnknownKIDWait = time.Second
 	maxKIDLen             = 256
 	maxDiscoveryBytes     = 1 << 20
@@ -37,7 +37,10 @@ type JWKSConfig struct {
 	// Refresh is how often the set is fetched again. Default 10 minutes.
 	Refresh time.Duration
 	// UnknownKIDRefresh is the shortest time between the extra fetches that
-	// tokens with an unknown key id cause. Default 30 seconds.
+	// tokens with an unknown key id cause. Default 1 second: a client whose
+	// token carries the key of a rotation then waits for the next fetch at
+	// most UnknownKIDWait, even while made-up key ids use up every fetch
+	// they can.
 	UnknownKIDRefresh time.Duration
 	// UnknownKIDWait is the longest a token with an unknown key id waits
 	// for the fetch it caused (or the one in flight) before it is
@@ -155,8 +158,9 @@ func (s *JWKSSource) Key(ctx context.Context, kid string) (any, string, error) {
 
 // freshSet returns a channel closed when a fetch that began after this
 // call (or is in flight now) ends: one already due, the one in flight, or
-// a new one if none ran within UnknownKIDRefresh. It returns nil when no
-// fetch is allowed.
+// a new one, which may start once UnknownKIDRefresh has passed since the
+// last; the caller waits at most UnknownKIDWait for it. It returns nil
+// when no fetch can start within that wait.
 func (s *JWKSSource) freshSet() <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -165,13 +169,24 @@ func (s *JWKSSource) freshSet() <-chan struct{} {
 		return s.next
 	case s.inflight != nil:
 		return s.inflight
-	case !s.limiter.Allow():
+	}
+	r := s.limiter.Reserve()
+	delay := r.Delay()
+	if delay > s.cfg.UnknownKIDWait {
+		r.Cancel()
 		return nil
 	}
 	s.next = make(chan struct{})
-	select {
-	case s.kick <- struct{}{}:
-	default:
+	kick := func() {
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
+	if delay == 0 {
+		kick()
+	} else {
+		time.AfterFunc(delay, kick)
 	}
 	return s.next
 }

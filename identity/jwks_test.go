@@ -159,6 +159,37 @@ func TestJWKSForgedKIDsFetchOncePerInterval(t *testing.T) {
 	}
 }
 
+// A made-up key id that just used the fetch budget does not make the first
+// token of a real rotation fail: it waits for the next allowed fetch.
+func TestJWKSRotationRightAfterAMadeUpKID(t *testing.T) {
+	srv := newJWKSServer(t)
+	k1, _ := rsa.GenerateKey(rand.Reader, 2048)
+	k2, _ := rsa.GenerateKey(rand.Reader, 2048)
+	srv.set("k1", &k1.PublicKey, "RS256")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	src, err := NewJWKSSource(ctx, JWKSConfig{URL: srv.URL, Refresh: time.Hour, UnknownKIDRefresh: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := NewJWTVerifier(JWTConfig{JWKS: src, AnyAudience: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "first fetch", func() bool {
+		_, err := v.Verify(context.Background(), signKID(t, jwt.SigningMethodRS256, k1, "k1"))
+		return err == nil
+	})
+	time.Sleep(600 * time.Millisecond) // the budget is back
+	if _, err := v.Verify(context.Background(), signKID(t, jwt.SigningMethodRS256, k1, "made-up")); err == nil {
+		t.Fatal("made-up kid accepted")
+	}
+	srv.set("k2", &k2.PublicKey, "RS256")
+	if _, err := v.Verify(context.Background(), signKID(t, jwt.SigningMethodRS256, k2, "k2")); err != nil {
+		t.Fatalf("first token of the rotation, right after a made-up kid: %v", err)
+	}
+}
+
 func TestJWKSDownNeverBlocks(t *testing.T) {
 	srv := newJWKSServer(t)
 	k1, _ := rsa.GenerateKey(rand.Reader, 2048)

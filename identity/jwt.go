@@ -54,7 +54,9 @@ type JWTConfig struct {
 	TokenType string
 	// Namespace is the owner source of the issuer's identities: "password"
 	// (keystore.SourcePassword) makes them the password users of the same
-	// names. Default: "jwt:" and the issuer, or "jwt" without one.
+	// names. Default: "jwt:" and the issuer; without an issuer, "jwt:" and
+	// each token's own "iss" ("jwt" for tokens without one), so that the
+	// issuers such a block accepts do not share owners.
 	Namespace string
 	// AllowedScopes are the scopes the issuer's tokens may pass on to
 	// keys: a key may have a scope that its token carries ("scope" or
@@ -134,13 +136,13 @@ func NewJWTVerifier(cfg JWTConfig) (*JWTVerifier, error) {
 	switch {
 	case namespace == "" && cfg.Issuer != "":
 		namespace = "jwt:" + cfg.Issuer
-	case namespace == "":
-		namespace = "jwt"
 	case namespace == keystore.SourceService:
 		return nil, errors.New(`namespace "service" is for owners that operators make`)
 	}
-	if err := keystore.CheckSource(namespace); err != nil {
-		return nil, fmt.Errorf("namespace: %w", err)
+	if namespace != "" {
+		if err := keystore.CheckSource(namespace); err != nil {
+			return nil, fmt.Errorf("namespace: %w", err)
+		}
 	}
 	if cfg.MaxKeyLifetime < 0 {
 		return nil, errors.New("max_key_lifetime must not be negative")
@@ -304,7 +306,17 @@ func (v *JWTVerifier) Verify(ctx context.Context, token string) (TokenIdentity, 
 	if err := keystore.CheckName(user); err != nil {
 		return TokenIdentity{}, tokenError(fmt.Sprintf("claim %q is not a valid user name: %v", v.claim, err))
 	}
-	id := TokenIdentity{Owner: keystore.Owner{Source: v.namespace, Name: user}, MaxKeyLifetime: v.lifetime}
+	ns := v.namespace
+	if ns == "" { // an issuer-less block: each issuer its own namespace
+		ns = "jwt"
+		if iss, _ := claims["iss"].(string); iss != "" {
+			ns = "jwt:" + iss
+		}
+		if err := keystore.CheckSource(ns); err != nil {
+			return TokenIdentity{}, tokenError("issuer is not a valid name: " + err.Error())
+		}
+	}
+	id := TokenIdentity{Owner: keystore.Owner{Source: ns, Name: user}, MaxKeyLifetime: v.lifetime}
 	for _, s := range carried {
 		if slices.Contains(v.grantable, s) && !slices.Contains(id.Scopes, s) {
 			id.Scopes = append(id.Scopes, s)

@@ -250,3 +250,27 @@ func respelt(s string) string {
 	i := strings.IndexByte(base64URLAlphabet, s[len(s)-1])
 	return s[:len(s)-1] + string(base64URLAlphabet[i^1])
 }
+
+// A block without an issuer takes tokens of any issuer, and files each
+// under its own: two issuers' carol are two owners.
+func TestJWTIssuerlessBlockSeparatesIssuers(t *testing.T) {
+	v, err := NewJWTVerifier(JWTConfig{AnyAudience: true, HMACSecrets: [][]byte{testSecret}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	owners := map[string]string{}
+	for _, iss := range []string{"https://tenant-one.test", "https://tenant-two.test", ""} {
+		c := jwt.MapClaims{"sub": "carol", "exp": time.Now().Add(time.Hour).Unix()}
+		if iss != "" {
+			c["iss"] = iss
+		}
+		id, err := JWTIssuers{v}.Verify(context.Background(), sign(t, jwt.SigningMethodHS256, testSecret, c))
+		if err != nil {
+			t.Fatal(err)
+		}
+		owners[iss] = id.Owner.Source
+	}
+	if owners["https://tenant-one.test"] != "jwt:https://tenant-one.test" || owners["https://tenant-two.test"] != "jwt:https://tenant-two.test" || owners[""] != "jwt" {
+		t.Fatalf("sources: %v", owners)
+	}
+}

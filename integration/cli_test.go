@@ -156,7 +156,7 @@ http://127.0.0.1:%d {
 		}
 		svcKeys = append(svcKeys, k)
 	}
-	if out := mustCLI(t, "", "--address", admin, "key", "revoke", "--service", "svc"); !strings.Contains(out, "3 keys of svc (service) revoked") {
+	if out := mustCLI(t, "", "--address", admin, "key", "revoke", "--service", "svc"); !strings.Contains(out, `3 keys of "svc" (service) revoked`) {
 		t.Fatalf("key revoke --service:\n%s", out)
 	}
 	if works(svcKeys[0].APIKey) || works(svcKeys[1].APIKey) || !works(svcUserKey.APIKey) {
@@ -235,7 +235,11 @@ http://127.0.0.1:%d {
 		t.Fatalf("admin API down: ok=%v\n%s", ok, out)
 	}
 	mustCLI(t, "davepw", "--db", db, "user", "add", "dave")
-	out = mustCLI(t, "", "--db", db, "--json", "key", "create", "--user", "dave")
+	// Minting needs the key policy: without the config it is refused.
+	if out, ok := cli(t, "", "--db", db, "key", "create", "--user", "dave"); ok || !strings.Contains(out, "--config") {
+		t.Fatalf("offline key create without the config: ok=%v\n%s", ok, out)
+	}
+	out = mustCLI(t, "", "--db", db, "--config", config, "--json", "key", "create", "--user", "dave")
 	var offline createdKey
 	if err := json.Unmarshal([]byte(out), &offline); err != nil {
 		t.Fatalf("offline key create: %v\n%s", err, out)

@@ -406,7 +406,10 @@ func TestMigrateFromBoltToCluster(t *testing.T) {
 	if s := g.status(t, keys[0]); s != http.StatusUnauthorized {
 		t.Fatalf("the key of a user the cluster does not have: %d, want 401", s)
 	}
-	mustCLI(t, "alicepw\n", "--address", g.admin, "user", "add", "alice")
+	if out, ok := cli(t, "alicepw\n", "--address", g.admin, "user", "add", "alice"); ok || !strings.Contains(out, "--adopt-keys") {
+		t.Fatalf("adding alice, whose name has orphaned keys: ok=%v\n%s", ok, out)
+	}
+	mustCLI(t, "alicepw\n", "--address", g.admin, "user", "add", "alice", "--adopt-keys")
 	if s := g.status(t, keys[0]); s != http.StatusOK {
 		t.Fatalf("the key of a user added to the cluster: %d", s)
 	}

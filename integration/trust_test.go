@@ -19,8 +19,10 @@ import (
 const (
 	idpA       = "https://idp-a.test"
 	idpB       = "https://idp-b.test"
+	idpC       = "https://idp-c.test" // its identities are the password users
 	idpASecret = "identity-provider-a-secret-0123456789"
 	idpBSecret = "identity-provider-b-secret-0123456789"
+	idpCSecret = "identity-provider-c-secret-0123456789"
 )
 
 // trustGateway is the real binary on a config with password users of
@@ -55,6 +57,12 @@ func trustConfig(t *testing.T, dir, db, admin, addr string, users ...string) str
 			audience gateway
 			token_type at+jwt
 		}
+		jwt {
+			secret %s
+			issuer %s
+			audience gateway
+			namespace password
+		}
 	}
 }
 
@@ -69,7 +77,7 @@ http://%s {
 	}
 	respond /admin/* "admin"
 }
-`, admin, db, strings.Join(users, "\n\t\t"), idpASecret, idpA, idpBSecret, idpB, addr)
+`, admin, db, strings.Join(users, "\n\t\t"), idpASecret, idpA, idpBSecret, idpB, idpCSecret, idpC, addr)
 	path := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -223,7 +231,7 @@ func TestIdentitySourcesNeverShareOwners(t *testing.T) {
 	// An operator revokes every key of A's alice, and only those.
 	decodeCreated(t, g.call(t, "create_api_key", `{"auth": `+aTok+`}`))
 	out := mustCLI(t, "", "--address", g.admin, "key", "revoke", "--user", "alice", "--source", "jwt:"+idpA)
-	if !strings.Contains(out, "2 keys of alice (jwt:"+idpA+") revoked") {
+	if !strings.Contains(out, `2 keys of "alice" (jwt:`+idpA+") revoked") {
 		t.Fatalf("key revoke --user --source:\n%s", out)
 	}
 	if g.upstream(t, fromA.APIKey) != "" || g.upstream(t, mine.APIKey) == "" || g.upstream(t, fromB.APIKey) == "" {
@@ -360,6 +368,11 @@ func TestKeysDoNotOutliveTheirOwners(t *testing.T) {
 	bob := "user bob " + bcryptHash(t, "bobpw")
 	g := startTrustGateway(t, alice, bob)
 	aliceKey := decodeCreated(t, g.call(t, "create_api_key", `{"auth": {"username": "alice", "password": "alicepw"}}`))
+	// Issuer C's tokens act as the password users of the same name.
+	cTok := quoted(token(t, idpC, idpCSecret, "alice", nil))
+	if listed := g.keys(t, cTok); len(listed) != 1 || listed[0].ID != aliceKey.ID {
+		t.Fatalf("C's alice lists %+v, want the password user's key", listed)
+	}
 	bobKey := decodeCreated(t, g.call(t, "create_api_key", `{"auth": {"username": "bob", "password": "bobpw"}}`))
 	for _, k := range []createdKey{aliceKey, bobKey} {
 		if g.upstream(t, k.APIKey) == "" { // cached
@@ -383,12 +396,31 @@ func TestKeysDoNotOutliveTheirOwners(t *testing.T) {
 	if r := g.call(t, "create_api_key", `{"auth": {"username": "alice", "password": "alicepw"}}`); r.status != 401 {
 		t.Fatalf("the removed user signs in: %d", r.status)
 	}
+	// A token still naming her reaches none of her keys.
+	for _, endpoint := range []string{"fetch_api_keys", "create_api_key", "delete_api_key"} {
+		if r := g.call(t, endpoint, `{"auth": `+cTok+`, "api_key_id": "`+aliceKey.ID+`"}`); r.status != 401 {
+			t.Fatalf("%s with a token for the removed user: %d %s", endpoint, r.status, r.body)
+		}
+	}
+	// A new stored user of that name does not inherit her keys unless the
+	// operator says it is her.
+	r = g.adminCall(t, "POST", "/users", `{"username": "alice", "password": "someone-else"}`)
+	if r.status != 409 || !strings.Contains(r.body, "adopt") {
+		t.Fatalf("adding a user whose name has orphaned keys: %d %s", r.status, r.body)
+	}
+	if g.upstream(t, aliceKey.APIKey) != "" {
+		t.Fatal("the orphaned key works after the refused user add")
+	}
 	if r := g.adminCall(t, "POST", "/keys", `{"user": "alice"}`); r.status != 404 {
 		t.Fatalf("an operator mints for the removed user: %d %s", r.status, r.body)
 	}
 	g.reload(t, alice, bob)
 	if g.upstream(t, aliceKey.APIKey) == "" {
 		t.Fatal("the key of a user declared again is still refused")
+	}
+	// A name the config declares cannot be stored too.
+	if r := g.adminCall(t, "POST", "/users", `{"username": "bob", "password": "x"}`); r.status != 409 || !strings.Contains(r.body, "declared in the config") {
+		t.Fatalf("storing a config user: %d %s", r.status, r.body)
 	}
 }
 

@@ -24,11 +24,12 @@ const DefaultOpenTimeout = 5 * time.Second
 var ErrLocked = errors.New("database file is locked by another process")
 
 var (
-	bucketMeta   = []byte("meta")
-	bucketKeys   = []byte("keys")   // id -> keyRecord JSON
-	bucketHashes = []byte("hashes") // sha256 -> id
-	bucketOwners = []byte("owners") // owner 0x00 created(8, big endian) id -> empty
-	bucketUsers  = []byte("users")  // name -> userRecord JSON
+	bucketMeta    = []byte("meta")
+	bucketKeys    = []byte("keys")    // id -> key record (record.go)
+	bucketHashes  = []byte("hashes")  // sha256 -> id
+	bucketOwners  = []byte("owners")  // owner 0x00 created(8, big endian) id -> empty
+	bucketUsers   = []byte("users")   // name -> userRecord JSON
+	bucketCredits = []byte("credits") // account id -> CreditAccount JSON
 
 	metaSchemaVersion = []byte("schema_version")
 )
@@ -54,10 +55,10 @@ type BoltStore struct {
 }
 
 type createRequest struct {
-	key         Key
-	val         []byte
-	maxPerOwner int
-	done        chan error
+	key  Key
+	val  []byte
+	opts CreateOptions
+	done chan error
 }
 
 // OpenBolt opens (creating if needed) the bbolt store at path. It waits at
@@ -92,7 +93,7 @@ func OpenBolt(path string, timeout time.Duration) (*BoltStore, error) {
 }
 
 func initSchema(tx *bolt.Tx) error {
-	for _, name := range [][]byte{bucketMeta, bucketKeys, bucketHashes, bucketOwners, bucketUsers} {
+	for _, name := range [][]byte{bucketMeta, bucketKeys, bucketHashes, bucketOwners, bucketUsers, bucketCredits} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return err
 		}

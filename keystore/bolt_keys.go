@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"slices"
 	"time"
 
@@ -37,8 +38,8 @@ func ownerIndexKey(k Key) []byte {
 
 // CreateKey stores k. It returns once the transaction holding k is
 // committed and synced; concurrent calls share that transaction.
-func (s *BoltStore) CreateKey(ctx context.Context, k Key, maxPerOwner int) error {
-	req := createRequest{key: k, val: encodeKey(k), maxPerOwner: maxPerOwner, done: make(chan error, 1)}
+func (s *BoltStore) CreateKey(ctx context.Context, k Key, opts CreateOptions) error {
+	req := createRequest{key: k, val: encodeKey(k), opts: opts, done: make(chan error, 1)}
 	select {
 	case s.creates <- req:
 	case <-s.quit:
@@ -84,7 +85,7 @@ func (s *BoltStore) commitCreates(batch []createRequest) {
 		// random inserts, as into the hash index).
 		tx.Bucket(bucketKeys).FillPercent = 0.95
 		for i, req := range batch {
-			if results[i] = checkCreate(tx, req.key, req.maxPerOwner); results[i] != nil {
+			if results[i] = checkCreate(tx, req.key, req.opts); results[i] != nil {
 				continue
 			}
 			if err := putKey(tx, req.key, req.val); err != nil {
@@ -102,11 +103,14 @@ func (s *BoltStore) commitCreates(batch []createRequest) {
 	}
 }
 
-func checkCreate(tx *bolt.Tx, k Key, maxPerOwner int) error {
+func checkCreate(tx *bolt.Tx, k Key, opts CreateOptions) error {
 	if tx.Bucket(bucketKeys).Get([]byte(k.ID)) != nil || tx.Bucket(bucketHashes).Get(k.Hash[:]) != nil {
 		return ErrExists
 	}
-	return checkLimit(tx, k.Owner, maxPerOwner)
+	if opts.StoredUser && (k.Owner.Source != SourcePassword || tx.Bucket(bucketUsers).Get([]byte(k.Owner.Name)) == nil) {
+		return ErrUnknownOwner
+	}
+	return checkLimit(tx, k.Owner, opts.MaxPerOwner)
 }
 
 // checkLimit returns ErrLimit if maxPerOwner > 0 and owner holds that
@@ -126,17 +130,27 @@ func checkLimit(tx *bolt.Tx, owner Owner, maxPerOwner int) error {
 	return nil
 }
 
-// keysOf reads owner's keys, oldest first.
+// keysOf reads owner's keys, oldest first. The index is searched by the
+// owner's stored form; entries of other owners whose names, as stores
+// that did not check names kept them, share that prefix are skipped.
 func keysOf(tx *bolt.Tx, owner Owner) ([]Key, error) {
 	var out []Key
 	prefix := ownerPrefix(owner)
 	c := tx.Bucket(bucketOwners).Cursor()
 	for ik, _ := c.Seek(prefix); ik != nil && bytes.HasPrefix(ik, prefix); ik, _ = c.Next() {
+		if len(ik) < len(prefix)+8 {
+			continue
+		}
 		k, err := getKey(tx, ik[len(prefix)+8:])
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, k)
+		if k.Owner == owner {
+			out = append(out, k)
+		}
 	}
 	return out, nil
 }
@@ -253,7 +267,7 @@ func (s *BoltStore) RotateKey(_ context.Context, oldID string, next Key, retireA
 		if err := CheckRotatable(old); err != nil {
 			return err
 		}
-		if err := checkCreate(tx, next, 0); err != nil {
+		if err := checkCreate(tx, next, CreateOptions{}); err != nil {
 			return err
 		}
 		if !retireAt.IsZero() {

@@ -47,7 +47,7 @@ func TestBoltCreateLookupListDelete(t *testing.T) {
 	base := time.Now()
 	a1, a2, b1 := testKey(t, "alice", base), testKey(t, "alice", base.Add(time.Second)), testKey(t, "bob", base)
 	for _, k := range []Key{a2, b1, a1} { // inserted out of order
-		if err := s.CreateKey(ctx, k, 0); err != nil {
+		if err := s.CreateKey(ctx, k, CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -80,7 +80,7 @@ func TestBoltRefusesDuplicates(t *testing.T) {
 	s, _ := openTestBolt(t)
 	ctx := context.Background()
 	k := testKey(t, "alice", time.Now())
-	if err := s.CreateKey(ctx, k, 0); err != nil {
+	if err := s.CreateKey(ctx, k, CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	sameID := testKey(t, "alice", time.Now())
@@ -88,7 +88,7 @@ func TestBoltRefusesDuplicates(t *testing.T) {
 	sameHash := testKey(t, "alice", time.Now())
 	sameHash.Hash = k.Hash
 	for _, dup := range []Key{sameID, sameHash} {
-		if err := s.CreateKey(ctx, dup, 0); !errors.Is(err, ErrExists) {
+		if err := s.CreateKey(ctx, dup, CreateOptions{}); !errors.Is(err, ErrExists) {
 			t.Fatalf("duplicate accepted: %v", err)
 		}
 	}
@@ -98,7 +98,7 @@ func TestBoltDurableAcrossReopen(t *testing.T) {
 	s, path := openTestBolt(t)
 	ctx := context.Background()
 	k := testKey(t, "alice", time.Now())
-	if err := s.CreateKey(ctx, k, 0); err != nil {
+	if err := s.CreateKey(ctx, k, CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	used := time.Now().Add(time.Minute).Truncate(time.Microsecond)
@@ -175,7 +175,7 @@ func TestBoltConcurrentCreates(t *testing.T) {
 		wg.Go(func() {
 			owner := fmt.Sprintf("user%d", w%4)
 			for range each {
-				errs <- s.CreateKey(ctx, testKey(t, owner, time.Now()), 0)
+				errs <- s.CreateKey(ctx, testKey(t, owner, time.Now()), CreateOptions{})
 			}
 		})
 	}
@@ -205,7 +205,7 @@ func TestBoltConcurrentDuplicatesOneWins(t *testing.T) {
 	var wg sync.WaitGroup
 	results := make(chan error, 8)
 	for range 8 {
-		wg.Go(func() { results <- s.CreateKey(context.Background(), k, 0) })
+		wg.Go(func() { results <- s.CreateKey(context.Background(), k, CreateOptions{}) })
 	}
 	wg.Wait()
 	close(results)
@@ -228,7 +228,7 @@ func TestBoltClosed(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.CreateKey(context.Background(), testKey(t, "a", time.Now()), 0); !errors.Is(err, ErrClosed) {
+	if err := s.CreateKey(context.Background(), testKey(t, "a", time.Now()), CreateOptions{}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("create after close: %v", err)
 	}
 }
@@ -259,6 +259,7 @@ func BenchmarkCreateKeyParallel(b *testing.B) {
 func TestRecordRoundTripAndCorruption(t *testing.T) {
 	k := testKeyOf(t, Owner{Source: "jwt:https://idp.example/", Name: "alice"}, time.Now())
 	k.Title, k.Scopes, k.Disabled, k.Rotated = "ünïcode title", []string{"read", "write"}, true, true
+	k.Plan, k.Account = "pro", "8Dz8WRq7QEowDqZXoN2GzNEKU7QlHF0e"
 	k.LastUsed = time.Now().Add(time.Minute).Truncate(time.Microsecond)
 	k.Expires = time.Now().Add(time.Hour).Truncate(time.Microsecond)
 	b := encodeKey(k)
@@ -268,7 +269,7 @@ func TestRecordRoundTripAndCorruption(t *testing.T) {
 	}
 	if got.ID != k.ID || got.Hash != k.Hash || got.Owner != k.Owner || got.Title != k.Title || got.Preview != k.Preview ||
 		!got.Created.Equal(k.Created) || !got.LastUsed.Equal(k.LastUsed) || !got.Expires.Equal(k.Expires) ||
-		!got.Disabled || !got.Rotated || len(got.Scopes) != 2 || got.Scopes[1] != "write" {
+		!got.Disabled || !got.Rotated || len(got.Scopes) != 2 || got.Scopes[1] != "write" || got.Plan != "pro" || got.Account != k.Account {
 		t.Fatalf("round trip:\n got %+v\nwant %+v", got, k)
 	}
 	for i := range len(b) {
@@ -281,9 +282,27 @@ func TestRecordRoundTripAndCorruption(t *testing.T) {
 	}
 }
 
+// Keys without a plan or account keep the first record version, which
+// older releases read.
+func TestRecordVersions(t *testing.T) {
+	k := testKey(t, "alice", time.Now())
+	if b := encodeKey(k); b[0] != recordVersion {
+		t.Fatalf("a plain key is written as version %d", b[0])
+	}
+	k.Plan = "pro"
+	b := encodeKey(k)
+	if b[0] != recordVersionV2 {
+		t.Fatalf("a key with a plan is written as version %d", b[0])
+	}
+	if got, err := decodeKey([]byte(k.ID), b); err != nil || got.Plan != "pro" || got.Account != "" {
+		t.Fatalf("decoded %+v, %v", got, err)
+	}
+}
+
 func FuzzDecodeKey(f *testing.F) {
 	f.Add(encodeKey(Key{Owner: PasswordUser("a"), Title: "t", Preview: "sk-...abcd", Created: time.Now(), Scopes: []string{"x"}}))
 	f.Add([]byte{recordVersion})
+	f.Add(encodeKey(Key{Owner: Service("a"), Plan: "p", Account: "x", Created: time.Now()}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		k, err := decodeKey([]byte("id"), b)
 		if err == nil && string(encodeKey(k)) != string(b) {

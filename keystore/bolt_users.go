@@ -12,6 +12,7 @@ type userRecord struct {
 	PasswordHash string   `json:"password_hash"`
 	Created      int64    `json:"created"`
 	Scopes       []string `json:"scopes,omitempty"`
+	Plan         string   `json:"plan,omitempty"`
 }
 
 func decodeUser(name, v []byte) (User, error) {
@@ -19,7 +20,7 @@ func decodeUser(name, v []byte) (User, error) {
 	if err := json.Unmarshal(v, &r); err != nil {
 		return User{}, fmt.Errorf("corrupt user record %q: %w", name, err)
 	}
-	return User{Name: string(name), PasswordHash: r.PasswordHash, Created: fromMicros(r.Created), Scopes: r.Scopes}, nil
+	return User{Name: string(name), PasswordHash: r.PasswordHash, Created: fromMicros(r.Created), Scopes: r.Scopes, Plan: r.Plan}, nil
 }
 
 func putUser(tx *bolt.Tx, u User) error {

@@ -22,7 +22,7 @@ func FromUnixMicros(us int64) time.Time { return fromMicros(us) }
 
 // MarshalUser encodes u, without its name, as every store keeps users.
 func MarshalUser(u User) ([]byte, error) {
-	return json.Marshal(userRecord{PasswordHash: u.PasswordHash, Created: micros(u.Created), Scopes: u.Scopes})
+	return json.Marshal(userRecord{PasswordHash: u.PasswordHash, Created: micros(u.Created), Scopes: u.Scopes, Plan: u.Plan})
 }
 
 // UnmarshalUser decodes a record written by MarshalUser for the user name.

@@ -18,8 +18,10 @@ var v1Keys = map[string]string{
 	"legacy-jwt-client": "sk-35TDWEbSILOtrjcTxe5zgplUmzBfivwlDhpo6zII1R3UBMAu",
 }
 
-func TestOpensStoreWrittenByV1(t *testing.T) {
-	data, err := os.ReadFile("testdata/store-v1.db")
+// openFixture opens a copy of a store file from testdata.
+func openFixture(t *testing.T, name string) *BoltStore {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("testdata", name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,8 +33,13 @@ func TestOpensStoreWrittenByV1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	kr := NewKeyring(s, Options{FlushInterval: time.Hour, Policy: Policy{ConfigUsers: map[string][]string{"alice": {"read"}}}})
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func TestOpensStoreWrittenByV1(t *testing.T) {
+	s := openFixture(t, "store-v1.db")
+	kr := NewKeyring(s, Options{FlushInterval: time.Hour, Policy: Policy{ConfigUsers: map[string]UserRules{"alice": {Scopes: []string{"read"}}}}})
 	defer kr.Close()
 	ctx := context.Background()
 	for _, name := range []string{"alice", "bob"} {
@@ -56,5 +63,69 @@ func TestOpensStoreWrittenByV1(t *testing.T) {
 	// bob's keys still go with him.
 	if removed, err := kr.RemoveUser(ctx, "bob"); err != nil || len(removed) != 1 {
 		t.Fatalf("RemoveUser(bob) = %d keys, %v", len(removed), err)
+	}
+}
+
+// testdata/store-v1-unchecked-names.db was written by the release that
+// did not check names: token identities stored as they came, one with a
+// NUL and two with the separator that the stores' owner indexes use
+// between a source and a name.
+var v1UncheckedKeys = map[string]string{
+	"carol":                        "sk-1OBzGK3jxqT5Xu5kvIjNIMPr08RRPYEEv3oLMzD6ck4XUoz0",
+	"carol\x00x":                   "sk-34WWkHf7yyZZmhC0cnsFE4JvWb047My0hGnBv6gcoC3YbaPA",
+	"service\x1fdeploy":            "sk-7bB3l4fn0GgZcouB6sw5XRxzHGEJHyLj88YvSWCrVh4dzYda",
+	"jwt:https://a.example\x1fceo": "sk-ZXGUHGbwDLMhKnMAiBagPn3WQRyp0XsTv7t1Zru17w2W38bE",
+}
+
+// Old names never turn into owners of another source, and never break
+// the listings of the owners whose names they extend.
+func TestUncheckedOldNamesStayPasswordUsers(t *testing.T) {
+	s := openFixture(t, "store-v1-unchecked-names.db")
+	kr := NewKeyring(s, Options{FlushInterval: time.Hour, Policy: Policy{
+		ConfigUsers: map[string]UserRules{"carol": {}},
+		Sources:     map[string]SourceRules{"jwt:https://a.example": {}},
+	}})
+	defer kr.Close()
+	ctx := context.Background()
+	for name, secret := range v1UncheckedKeys {
+		k, err := kr.Verify(ctx, secret)
+		if name == "carol" {
+			if err != nil {
+				t.Fatalf("carol's key: %v", err)
+			}
+			continue
+		}
+		if !errors.Is(err, ErrOrphaned) {
+			t.Fatalf("the key stored for %q: %+v, %v; want it refused as orphaned", name, k, err)
+		}
+	}
+	for _, o := range []Owner{Service("deploy"), {Source: "jwt:https://a.example", Name: "ceo"}} {
+		if keys, err := kr.KeysByOwner(ctx, o); err != nil || len(keys) != 0 {
+			t.Fatalf("%v lists %+v, %v", o, keys, err)
+		}
+		if removed, err := kr.RevokeOwner(ctx, o); err != nil || len(removed) != 0 {
+			t.Fatalf("revoking %v removed %+v, %v", o, removed, err)
+		}
+	}
+	keys, err := kr.KeysByOwner(ctx, PasswordUser("carol"))
+	if err != nil || len(keys) != 1 || keys[0].Owner != PasswordUser("carol") {
+		t.Fatalf("carol's listing: %+v, %v", keys, err)
+	}
+	removed, err := kr.RevokeOwner(ctx, PasswordUser("carol"))
+	if err != nil || len(removed) != 1 {
+		t.Fatalf("revoking carol: %+v, %v", removed, err)
+	}
+	// The operator can still find and revoke the odd ones.
+	all, _ := kr.Keys(ctx)
+	if len(all) != 3 {
+		t.Fatalf("%d keys left, want the three odd ones", len(all))
+	}
+	for _, k := range all {
+		if !k.Orphaned {
+			t.Fatalf("%+v is not listed as orphaned", k)
+		}
+		if _, err := kr.Delete(ctx, Actor{Operator: true}, k.ID); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

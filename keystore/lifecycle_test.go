@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -26,7 +27,7 @@ func (c *clock) advance(d time.Duration) { c.offset.Add(int64(d)) }
 func TestMintLimitPerOwner(t *testing.T) {
 	kr, _ := newTestKeyring(t, Options{Policy: Policy{
 		MaxKeysPerOwner: 3,
-		ConfigUsers:     map[string][]string{"alice": nil, "bob": nil},
+		ConfigUsers:     map[string]UserRules{"alice": {}, "bob": {}},
 	}})
 	ctx := context.Background()
 	var wg sync.WaitGroup
@@ -59,7 +60,7 @@ func TestMintLimitPerOwner(t *testing.T) {
 
 func TestRotate(t *testing.T) {
 	c := newClock()
-	kr, _ := newTestKeyring(t, Options{Now: c.now, Policy: Policy{ConfigUsers: map[string][]string{"alice": {"read"}}}})
+	kr, _ := newTestKeyring(t, Options{Now: c.now, Policy: Policy{ConfigUsers: map[string]UserRules{"alice": {Scopes: []string{"read"}}}}})
 	ctx := context.Background()
 	old, err := kr.Mint(ctx, owner("alice"), KeyRequest{Title: "ci", Scopes: []string{"read"}})
 	if err != nil {
@@ -125,7 +126,7 @@ func TestRotateGraceNeverExtendsExpiry(t *testing.T) {
 
 // An operator-disabled key must not come back to life through its owner.
 func TestRotateRefusesDisabledKeys(t *testing.T) {
-	kr, _ := newTestKeyring(t, Options{Policy: Policy{ConfigUsers: map[string][]string{"alice": nil}}})
+	kr, _ := newTestKeyring(t, Options{Policy: Policy{ConfigUsers: map[string]UserRules{"alice": {}}}})
 	ctx := context.Background()
 	m, _ := kr.Mint(ctx, owner("alice"), KeyRequest{})
 	if _, err := kr.SetDisabled(ctx, m.ID, true); err != nil {
@@ -149,7 +150,7 @@ func TestRotateRefusesDisabledKeys(t *testing.T) {
 // however many run at once, and a key in its grace period does not start
 // another chain.
 func TestRotateHonoursTheCap(t *testing.T) {
-	kr, _ := newTestKeyring(t, Options{Policy: Policy{MaxKeysPerOwner: 1, ConfigUsers: map[string][]string{"alice": nil}}})
+	kr, _ := newTestKeyring(t, Options{Policy: Policy{MaxKeysPerOwner: 1, ConfigUsers: map[string]UserRules{"alice": {}}}})
 	ctx := context.Background()
 	m, _ := kr.Mint(ctx, owner("alice"), KeyRequest{})
 	var wg sync.WaitGroup
@@ -173,7 +174,7 @@ func TestRotateHonoursTheCap(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	kr2, _ := newTestKeyring(t, Options{Policy: Policy{MaxKeysPerOwner: 3, ConfigUsers: map[string][]string{"bob": nil}}})
+	kr2, _ := newTestKeyring(t, Options{Policy: Policy{MaxKeysPerOwner: 3, ConfigUsers: map[string]UserRules{"bob": {}}}})
 	first, _ := kr2.Mint(ctx, owner("bob"), KeyRequest{})
 	if _, _, err := kr2.Rotate(ctx, owner("bob"), first.ID, time.Hour); err != nil {
 		t.Fatal(err)
@@ -190,7 +191,7 @@ func TestRotateAppliesTodaysPolicy(t *testing.T) {
 	ctx := context.Background()
 	s, _ := openTestBolt(t)
 	then := NewKeyring(s, Options{FlushInterval: time.Hour, Policy: Policy{
-		ConfigUsers: map[string][]string{"alice": {"read", "admin"}},
+		ConfigUsers: map[string]UserRules{"alice": {Scopes: []string{"read", "admin"}}},
 	}})
 	forever, err := then.Mint(ctx, owner("alice"), KeyRequest{Scopes: []string{"read"}})
 	if err != nil {
@@ -205,7 +206,7 @@ func TestRotateAppliesTodaysPolicy(t *testing.T) {
 	// Since then: keys live at most a day, and alice lost "admin".
 	now := NewKeyring(s, Options{FlushInterval: time.Hour, Policy: Policy{
 		MaxLifetime: 24 * time.Hour,
-		ConfigUsers: map[string][]string{"alice": {"read"}},
+		ConfigUsers: map[string]UserRules{"alice": {Scopes: []string{"read"}}},
 	}})
 	defer now.Close()
 	next, _, err := now.Rotate(ctx, owner("alice"), forever.ID, 0)
@@ -220,7 +221,8 @@ func TestRotateAppliesTodaysPolicy(t *testing.T) {
 		t.Fatalf("rotating a key with a scope no longer granted: %v, want a ScopeError for admin", err)
 	}
 	// A vocabulary that dropped the scope refuses it too, even to operators.
-	strict := NewKeyring(s, Options{FlushInterval: time.Hour, Policy: Policy{Scopes: []string{"read"}}})
+	strict := NewKeyring(s, Options{FlushInterval: time.Hour, Policy: Policy{Scopes: []string{"read"},
+		ConfigUsers: map[string]UserRules{"alice": {Scopes: []string{"read"}}}}})
 	defer strict.Close()
 	if _, _, err := strict.Rotate(ctx, operator, admin.ID, 0); !errors.As(err, &se) || !se.Unknown {
 		t.Fatalf("operator rotation of a key with a scope outside the vocabulary: %v", err)
@@ -230,10 +232,11 @@ func TestRotateAppliesTodaysPolicy(t *testing.T) {
 func TestEntitlements(t *testing.T) {
 	kr, _ := newTestKeyring(t, Options{Policy: Policy{
 		Scopes:      []string{"read", "write", "admin"},
-		ConfigUsers: map[string][]string{"alice": {"read"}},
+		ConfigUsers: map[string]UserRules{"alice": {Scopes: []string{"read"}}},
+		Sources:     map[string]SourceRules{"jwt:https://idp.example": {}},
 	}})
 	ctx := context.Background()
-	if err := kr.AddUser(ctx, User{Name: "bob", PasswordHash: "h", Scopes: []string{"read", "write"}}); err != nil {
+	if err := kr.AddUser(ctx, User{Name: "bob", PasswordHash: "h", Scopes: []string{"read", "write"}}, RefuseOrphans); err != nil {
 		t.Fatal(err)
 	}
 	idp := Owner{Source: "jwt:https://idp.example", Name: "carol"}
@@ -287,19 +290,19 @@ func sameSet(a, b []string) bool {
 func TestOrphanedKeysAreRefused(t *testing.T) {
 	ctx := context.Background()
 	s, _ := openTestBolt(t)
-	open := func(users map[string][]string) *Keyring {
+	open := func(users map[string]UserRules) *Keyring {
 		kr := NewKeyring(s, Options{FlushInterval: time.Hour, Policy: Policy{ConfigUsers: users}})
 		t.Cleanup(func() { _ = kr.Close() })
 		return kr
 	}
-	before := open(map[string][]string{"alice": nil, "bob": nil})
+	before := open(map[string]UserRules{"alice": {}, "bob": {}})
 	m, err := before.Mint(ctx, owner("alice"), KeyRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	svc, _ := before.Mint(ctx, operatorFor("alice"), KeyRequest{})
 
-	after := open(map[string][]string{"bob": nil})
+	after := open(map[string]UserRules{"bob": {}})
 	if _, err := after.Verify(ctx, m.Secret); !errors.Is(err, ErrOrphaned) {
 		t.Fatalf("key of a removed user: %v, want ErrOrphaned", err)
 	}
@@ -315,12 +318,34 @@ func TestOrphanedKeysAreRefused(t *testing.T) {
 	if _, err := after.Mint(ctx, owner("alice"), KeyRequest{}); !errors.Is(err, ErrUnknownOwner) {
 		t.Fatalf("minting for a removed user: %v", err)
 	}
-	// alice comes back as a stored user: her keys work again at once here.
-	if err := after.AddUser(ctx, User{Name: "alice", PasswordHash: "h"}); err != nil {
+	// A new stored user of that name does not inherit the keys unless the
+	// operator says it is the same person.
+	var oe *OrphansError
+	if err := after.AddUser(ctx, User{Name: "alice", PasswordHash: "h"}, RefuseOrphans); !errors.As(err, &oe) || oe.Keys != 1 {
+		t.Fatalf("adding a user with orphaned keys: %v", err)
+	}
+	if err := after.AddUser(ctx, User{Name: "alice", PasswordHash: "h"}, AdoptOrphans); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := after.Verify(ctx, m.Secret); err != nil {
-		t.Fatalf("key of a user added back: %v", err)
+		t.Fatalf("key adopted by the user added back: %v", err)
+	}
+	// Revoking them instead.
+	if _, err := after.RemoveUser(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateKey(ctx, m.Key, CreateOptions{}); err != nil { // an orphan again
+		t.Fatal(err)
+	}
+	if err := after.AddUser(ctx, User{Name: "alice", PasswordHash: "h"}, RevokeOrphans); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := after.Verify(ctx, m.Secret); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("key of the former alice after RevokeOrphans: %v", err)
+	}
+	// A name the configuration declares cannot be stored as well.
+	if err := after.AddUser(ctx, User{Name: "bob", PasswordHash: "h"}, AdoptOrphans); !errors.Is(err, ErrConfigUser) {
+		t.Fatalf("storing a config user: %v", err)
 	}
 }
 
@@ -340,7 +365,7 @@ func TestOrphanVerdictIsRechecked(t *testing.T) {
 	if _, err := s.DeleteUser(ctx, "alice"); err != nil { // behind the Keyring's back
 		t.Fatal(err)
 	}
-	if err := s.CreateKey(ctx, m.Key, 0); err != nil { // the key survives somehow
+	if err := s.CreateKey(ctx, m.Key, CreateOptions{}); err != nil { // the key survives somehow
 		t.Fatal(err)
 	}
 	if _, err := kr.Verify(ctx, m.Secret); !errors.Is(err, ErrOrphaned) {
@@ -361,7 +386,7 @@ func TestOrphanVerdictIsRechecked(t *testing.T) {
 // The same name from two sources is two owners: neither can see, rotate
 // or delete the other's keys.
 func TestOwnersOfOtherSourcesCannotActOnKeys(t *testing.T) {
-	kr, _ := newTestKeyring(t, Options{Policy: Policy{ConfigUsers: map[string][]string{"alice": nil}}})
+	kr, _ := newTestKeyring(t, Options{Policy: Policy{ConfigUsers: map[string]UserRules{"alice": {}}}})
 	ctx := context.Background()
 	mine, _ := kr.Mint(ctx, owner("alice"), KeyRequest{})
 	impostor := Actor{Owner: Owner{Source: "jwt:https://idp.example", Name: "alice"}, FromToken: true}
@@ -394,7 +419,7 @@ func TestMintRefusesBadNames(t *testing.T) {
 }
 
 func TestRevokeOwner(t *testing.T) {
-	kr, _ := newTestKeyring(t, Options{})
+	kr, _ := newTestKeyring(t, Options{Policy: Policy{Sources: map[string]SourceRules{"jwt:https://idp.example": {}}}})
 	ctx := context.Background()
 	idp := Owner{Source: "jwt:https://idp.example", Name: "carol"}
 	var secrets []string
@@ -449,7 +474,7 @@ func TestRemoveUserRevokesTheirKeys(t *testing.T) {
 	kr, _ := newTestKeyring(t, Options{})
 	ctx := context.Background()
 	for _, name := range []string{"bob", "alice"} {
-		if err := kr.AddUser(ctx, User{Name: name, PasswordHash: "h1", Created: time.Now()}); err != nil {
+		if err := kr.AddUser(ctx, User{Name: name, PasswordHash: "h1", Created: time.Now()}, RefuseOrphans); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -470,5 +495,77 @@ func TestRemoveUserRevokesTheirKeys(t *testing.T) {
 	}
 	if _, err := kr.RemoveUser(ctx, "bob"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("remove twice: %v", err)
+	}
+}
+
+// Keys made for a token issuer's identities follow its rules whoever makes
+// them, and keys of an issuer the configuration no longer has are refused.
+func TestSourcesRules(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTestBolt(t)
+	idp := Owner{Source: "jwt:https://idp.example", Name: "carol"}
+	kr := NewKeyring(s, Options{FlushInterval: time.Hour, Policy: Policy{
+		Sources: map[string]SourceRules{idp.Source: {MaxLifetime: time.Hour}},
+	}})
+	defer kr.Close()
+	m, err := kr.Mint(ctx, Actor{Owner: idp, Operator: true}, KeyRequest{})
+	if err != nil || m.Expires.IsZero() || m.Expires.After(time.Now().Add(time.Hour)) {
+		t.Fatalf("operator key for a token identity: %+v, %v; want it to expire within the issuer's hour", m.Key, err)
+	}
+	var re *RequestError
+	if _, err := kr.Mint(ctx, Actor{Owner: Owner{Source: "jwt:https://typo.example", Name: "x"}, Operator: true}, KeyRequest{}); !errors.As(err, &re) {
+		t.Fatalf("key for an unknown source: %v", err)
+	}
+	without := NewKeyring(s, Options{FlushInterval: time.Hour})
+	defer without.Close()
+	if _, err := without.Verify(ctx, m.Secret); !errors.Is(err, ErrOrphaned) {
+		t.Fatalf("key of an issuer no longer configured: %v", err)
+	}
+	// An issuer without issuer files tokens under their own "iss".
+	anyIss := NewKeyring(s, Options{FlushInterval: time.Hour, Policy: Policy{AnySource: &SourceRules{}}})
+	defer anyIss.Close()
+	if _, err := anyIss.Verify(ctx, m.Secret); err != nil {
+		t.Fatalf("key of a namespace an issuer-less block covers: %v", err)
+	}
+	// Without the configuration, nothing is minted and nothing is called
+	// orphaned.
+	tool := NewKeyring(s, Options{FlushInterval: time.Hour, Policy: Policy{Unknown: true}})
+	defer tool.Close()
+	if _, err := tool.Mint(ctx, operatorFor("x"), KeyRequest{}); !errors.Is(err, ErrPolicyUnknown) {
+		t.Fatalf("minting without the policy: %v", err)
+	}
+	if keys, _ := tool.Keys(ctx); len(keys) != 1 || keys[0].Orphaned {
+		t.Fatalf("listing without the policy: %+v", keys)
+	}
+}
+
+// A key minted while its stored user is being removed is either removed
+// with the user or not minted: it never outlives them.
+func TestMintRacingUserRemoval(t *testing.T) {
+	kr, _ := newTestKeyring(t, Options{})
+	ctx := context.Background()
+	for round := range 20 {
+		name := "dave" + strconv.Itoa(round)
+		if err := kr.AddUser(ctx, User{Name: name, PasswordHash: "h"}, RefuseOrphans); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				for range 10 {
+					_, err := kr.Mint(ctx, owner(name), KeyRequest{})
+					if err != nil && !errors.Is(err, ErrUnknownOwner) {
+						t.Error(err)
+					}
+				}
+			})
+		}
+		if _, err := kr.RemoveUser(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		if keys, _ := kr.KeysByOwner(ctx, PasswordUser(name)); len(keys) != 0 {
+			t.Fatalf("round %d: %d keys outlived their user", round, len(keys))
+		}
 	}
 }

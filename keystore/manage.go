@@ -3,7 +3,9 @@ package keystore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"strconv"
 	"time"
 )
 
@@ -23,7 +25,7 @@ func (kr *Keyring) Mint(ctx context.Context, a Actor, req KeyRequest) (Minted, e
 	if err := a.Owner.Check(); err != nil {
 		return Minted{}, err
 	}
-	grants, err := kr.grants(ctx, a)
+	a, stored, grants, err := kr.resolve(ctx, a)
 	if err != nil {
 		return Minted{}, err
 	}
@@ -35,11 +37,20 @@ func (kr *Keyring) Mint(ctx context.Context, a Actor, req KeyRequest) (Minted, e
 	if err != nil {
 		return Minted{}, err
 	}
-	limit := kr.policy.MaxKeysPerOwner
-	if a.Operator {
-		limit = 0
+	if req.Plan != "" {
+		if !a.Operator {
+			return Minted{}, badRequest("only operators give keys a plan")
+		}
+		if err := kr.policy.checkPlan(req.Plan); err != nil {
+			return Minted{}, err
+		}
+		m.Plan = req.Plan
 	}
-	if err := kr.store.CreateKey(ctx, m.Key, limit); err != nil {
+	opts := CreateOptions{MaxPerOwner: kr.policy.MaxKeysPerOwner, StoredUser: stored}
+	if a.Operator {
+		opts.MaxPerOwner = 0
+	}
+	if err := kr.store.CreateKey(ctx, m.Key, opts); err != nil {
 		return Minted{}, err
 	}
 	kr.cache.remove(m.Hash) // in case it was presented before it existed
@@ -70,26 +81,60 @@ func (kr *Keyring) newKey(owner Owner, d minted) (Minted, error) {
 	return Minted{Key: k, Secret: secret}, nil
 }
 
-// grants returns the scopes the actor may give keys, and checks that a
-// password user acting (or acted for) exists. Operators need no grants.
-func (kr *Keyring) grants(ctx context.Context, a Actor) ([]string, error) {
-	var grants []string
-	if a.Owner.Source == SourcePassword {
-		g, found, err := kr.PasswordUser(ctx, a.Owner.Name)
+// resolve checks that the actor's owner exists and returns the actor
+// with its source's lifetime cap, whether the owner is a password user
+// kept in the store (not in the configuration), and the scopes it may give
+// keys (operators need none).
+func (kr *Keyring) resolve(ctx context.Context, a Actor) (Actor, bool, []string, error) {
+	if kr.policy.Unknown {
+		return a, false, nil, ErrPolicyUnknown
+	}
+	switch a.Owner.Source {
+	case SourcePassword:
+		rules, found, err := kr.PasswordUser(ctx, a.Owner.Name)
 		if err != nil {
-			return nil, err
+			return a, false, nil, err
 		}
 		if !found {
-			return nil, ErrUnknownOwner
+			return a, false, nil, ErrUnknownOwner
 		}
-		grants = g
+		grants := rules.Scopes
 		if a.FromToken {
 			grants = intersect(grants, a.TokenScopes)
 		}
-	} else if a.FromToken {
-		grants = a.TokenScopes
+		_, configured := kr.policy.ConfigUsers[a.Owner.Name]
+		return a, !configured, grants, nil
+	case SourceService:
+		if !a.Operator {
+			return a, false, nil, ErrUnknownOwner
+		}
+		return a, false, nil, nil
 	}
-	return grants, nil
+	rules, known := kr.policy.source(a.Owner.Source)
+	if !known {
+		return a, false, nil, badRequest("no issuer has the namespace %q", a.Owner.Source)
+	}
+	if a.Operator || a.MaxLifetime == 0 {
+		a.MaxLifetime = rules.MaxLifetime
+	}
+	if a.FromToken {
+		return a, false, a.TokenScopes, nil
+	}
+	return a, false, nil, nil
+}
+
+// CheckActor returns ErrUnknownOwner unless the actor's owner exists: a
+// token identity filed under the password users must be one, for every
+// action, not only minting.
+func (kr *Keyring) CheckActor(ctx context.Context, a Actor) error {
+	if a.Owner.Source != SourcePassword {
+		return nil
+	}
+	_, found, err := kr.PasswordUser(ctx, a.Owner.Name)
+	if err == nil && !found {
+		err = ErrUnknownOwner
+	}
+	return err
 }
 
 func intersect(a, b []string) []string {
@@ -122,7 +167,10 @@ func (kr *Keyring) Rotate(ctx context.Context, a Actor, id string, grace time.Du
 	if !old.Usable(now) {
 		return Minted{}, Key{}, ErrExpired
 	}
-	grants, err := kr.grants(ctx, a)
+	if a.Operator {
+		a.Owner = old.Owner
+	}
+	a, _, grants, err := kr.resolve(ctx, a)
 	if err != nil {
 		return Minted{}, Key{}, err
 	}
@@ -133,6 +181,9 @@ func (kr *Keyring) Rotate(ctx context.Context, a Actor, id string, grace time.Du
 	if next, err = kr.newKey(old.Owner, d); err != nil {
 		return Minted{}, Key{}, err
 	}
+	// The successor spends from the same counters and keeps its plan:
+	// rotating must not refill credits or reset rate limits.
+	next.Account, next.Plan = old.AccountID(), old.Plan
 	var retireAt time.Time
 	limit := 0
 	if grace > 0 {
@@ -273,41 +324,104 @@ func (kr *Keyring) annotate(ctx context.Context, keys []Key) error {
 	return nil
 }
 
-// orphaned reports whether owner is a password user who no longer exists.
-// Other owners exist as long as their keys do.
+// orphaned reports whether owner no longer exists: a password user gone
+// from the configuration and the store, or an identity of an issuer the
+// configuration no longer has. Services exist as long as their keys do.
 func (kr *Keyring) orphaned(ctx context.Context, owner Owner) (bool, error) {
-	if owner.Source != SourcePassword {
+	switch {
+	case kr.policy.Unknown, owner.Source == SourceService:
 		return false, nil
+	case owner.Source != SourcePassword:
+		_, known := kr.policy.source(owner.Source)
+		return !known, nil
 	}
 	_, found, err := kr.PasswordUser(ctx, owner.Name)
 	return !found, err
 }
 
 // PasswordUser reports whether the password user name exists, in the
-// configuration (first) or in the store, and the scopes it may give keys.
-func (kr *Keyring) PasswordUser(ctx context.Context, name string) (grants []string, found bool, err error) {
-	if grants, ok := kr.policy.ConfigUsers[name]; ok {
-		return grants, true, nil
+// configuration (first) or in the store, with the scopes it may give keys
+// and its plan.
+func (kr *Keyring) PasswordUser(ctx context.Context, name string) (rules UserRules, found bool, err error) {
+	if rules, ok := kr.policy.ConfigUsers[name]; ok {
+		return rules, true, nil
 	}
 	u, err := kr.store.User(ctx, name)
 	if errors.Is(err, ErrNotFound) {
-		return nil, false, nil
+		return UserRules{}, false, nil
 	}
 	if err != nil {
-		return nil, false, err
+		return UserRules{}, false, err
 	}
-	return u.Scopes, true, nil
+	return UserRules{Scopes: u.Scopes, Plan: u.Plan}, true, nil
 }
 
-// AddUser stores a password user. Its name and scopes must pass the
-// policy; keys of a former user of that name that this Keyring refused as
-// orphaned are looked up again.
-func (kr *Keyring) AddUser(ctx context.Context, u User) error {
+// Orphans says what AddUser does with keys of a former user of the same
+// name, which are refused as orphaned.
+type Orphans int
+
+// What AddUser does with orphaned keys of the name.
+const (
+	// RefuseOrphans fails with an *OrphansError: a new user must not
+	// inherit keys someone else may hold.
+	RefuseOrphans Orphans = iota
+	// AdoptOrphans makes them the new user's: it is the same person, as
+	// when a user moves from one gateway's configuration to the store.
+	AdoptOrphans
+	// RevokeOrphans deletes them first.
+	RevokeOrphans
+)
+
+// OrphansError refuses to add a user whose name has orphaned keys.
+type OrphansError struct {
+	Name string
+	Keys int
+}
+
+func (e *OrphansError) Error() string {
+	return fmt.Sprintf("%d keys of a former user %s remain; say whether the new user adopts them or they are revoked", e.Keys, strconv.Quote(e.Name))
+}
+
+// ErrConfigUser refuses to store a user that the configuration declares:
+// the configuration would shadow it, and removing the user there would
+// leave the stored one.
+var ErrConfigUser = errors.New("the user is declared in the configuration")
+
+// AddUser stores a password user, whose name and scopes must pass the
+// policy and whose name the configuration must not declare; orphans says
+// what becomes of keys of a former user of that name.
+func (kr *Keyring) AddUser(ctx context.Context, u User, orphans Orphans) error {
 	if err := CheckName(u.Name); err != nil {
 		return err
 	}
+	if kr.policy.Unknown && (len(u.Scopes) > 0 || u.Plan != "") {
+		return ErrPolicyUnknown
+	}
+	if _, ok := kr.policy.ConfigUsers[u.Name]; ok {
+		return ErrConfigUser
+	}
 	if err := kr.policy.checkVocabulary(u.Scopes); err != nil {
 		return err
+	}
+	if err := kr.policy.checkPlan(u.Plan); err != nil {
+		return err
+	}
+	old, err := kr.store.KeysByOwner(ctx, PasswordUser(u.Name))
+	if err != nil {
+		return err
+	}
+	if len(old) > 0 {
+		if _, err := kr.store.User(ctx, u.Name); err == nil {
+			return ErrExists
+		}
+		switch orphans {
+		case RefuseOrphans:
+			return &OrphansError{Name: u.Name, Keys: len(old)}
+		case RevokeOrphans:
+			if _, err := kr.RevokeOwner(ctx, PasswordUser(u.Name)); err != nil {
+				return err
+			}
+		}
 	}
 	if err := kr.store.CreateUser(ctx, u); err != nil {
 		return err
@@ -319,6 +433,12 @@ func (kr *Keyring) AddUser(ctx context.Context, u User) error {
 // SetUserScopes replaces the scopes a stored user may give keys. Keys
 // minted before keep theirs.
 func (kr *Keyring) SetUserScopes(ctx context.Context, name string, scopes []string) (User, error) {
+	if kr.policy.Unknown {
+		return User{}, ErrPolicyUnknown
+	}
+	if _, ok := kr.policy.ConfigUsers[name]; ok {
+		return User{}, ErrConfigUser
+	}
 	if err := kr.policy.checkVocabulary(scopes); err != nil {
 		return User{}, err
 	}

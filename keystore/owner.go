@@ -3,6 +3,7 @@ package keystore
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -48,9 +49,11 @@ func PasswordUser(name string) Owner { return Owner{Source: SourcePassword, Name
 // Service is the operator-made owner name.
 func Service(name string) Owner { return Owner{Source: SourceService, Name: name} }
 
-// Encode returns the owner's stored form: the bare name for password users,
-// so that stores written before owners had sources keep their meaning, and
-// source, U+001F, name for the others.
+// Encode returns the owner as the stores' owner indexes file it: the bare
+// name for password users, as stores written before owners had sources
+// did, and source, U+001F, name for the others. Names written by such
+// stores may contain anything, so an index entry is only a candidate:
+// stores compare the owner of the record it leads to.
 func (o Owner) Encode() string {
 	if o.Source == SourcePassword {
 		return o.Name
@@ -58,21 +61,13 @@ func (o Owner) Encode() string {
 	return o.Source + ownerSep + o.Name
 }
 
-// DecodeOwner is the inverse of Encode.
-func DecodeOwner(stored string) Owner {
-	if src, name, ok := strings.Cut(stored, ownerSep); ok {
-		return Owner{Source: src, Name: name}
-	}
-	return PasswordUser(stored)
-}
-
-// String is the owner for people and logs: the name alone for password
-// users, else "name (source)".
+// String is the owner for people and logs, with the name quoted so that
+// no name can pass for another source: "alice", or "deploy" (service).
 func (o Owner) String() string {
 	if o.Source == SourcePassword {
-		return o.Name
+		return strconv.Quote(o.Name)
 	}
-	return o.Name + " (" + o.Source + ")"
+	return strconv.Quote(o.Name) + " (" + o.Source + ")"
 }
 
 // Check validates both parts of the owner.
@@ -94,9 +89,10 @@ func (nameError) Is(err error) bool { return err == ErrBadName }
 
 // CheckName is the one rule for user, client and service names, whatever
 // their source (configuration, the store, a token claim, the CLI or the
-// admin API): 1 to MaxNameLen bytes of valid UTF-8 without control
-// characters. Control characters would let a name carry a store separator
-// or forge a source, and break logs.
+// admin API): 1 to MaxNameLen bytes of valid UTF-8 without control or
+// format characters. Control characters would let a name carry a store
+// separator or break logs; format characters (zero-width spaces,
+// direction overrides) would let two names look alike.
 func CheckName(name string) error { return checkText("names", name, MaxNameLen) }
 
 // CheckSource validates a source name, such as a token issuer's
@@ -113,6 +109,10 @@ func checkText(what, s string, maxLen int) error {
 		return nameError(what + " must be valid UTF-8")
 	case strings.ContainsFunc(s, unicode.IsControl):
 		return nameError(what + " must not contain control characters")
+	case strings.ContainsFunc(s, isFormat):
+		return nameError(what + " must not contain invisible formatting characters")
 	}
 	return nil
 }
+
+func isFormat(r rune) bool { return unicode.Is(unicode.Cf, r) }

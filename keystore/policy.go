@@ -41,10 +41,54 @@ type Policy struct {
 	// means any valid scope name.
 	Scopes []string
 	// ConfigUsers are the password users declared in configuration, each
-	// with the scopes it may give its keys. Password users kept in the
-	// store carry their own.
-	ConfigUsers map[string][]string
+	// with the scopes it may give its keys and its plan. Password users
+	// kept in the store carry their own.
+	ConfigUsers map[string]UserRules
+	// Plans are the limits and credits keys can be held to, by name.
+	Plans map[string]*Plan
+	// DefaultPlan applies to keys that neither have a plan of their own
+	// nor belong to an owner with one; empty means no limits.
+	DefaultPlan string
+	// Sources are the token issuers' namespaces (as owner sources), with
+	// what applies to their identities' keys. Keys of a source that is
+	// not here (any more) are refused as orphaned.
+	Sources map[string]SourceRules
+	// AnySource, if set, applies to the namespaces "jwt" and "jwt:<iss>"
+	// not in Sources: those of an issuer block without an issuer, which
+	// takes tokens of any issuer and files each under its "iss".
+	AnySource *SourceRules
+	// Unknown says that the configuration is not at hand (a tool working
+	// on a store file): owners cannot be checked, so no key is reported
+	// orphaned, and no key can be minted or rotated.
+	Unknown bool
 }
+
+// SourceRules are what the configuration says about the keys of one token
+// issuer's identities.
+type SourceRules struct {
+	// MaxLifetime caps their lifetime, also for keys operators make for
+	// them; 0 means no cap beyond the policy's.
+	MaxLifetime time.Duration
+	// Plan their keys follow unless a key has its own; empty means the
+	// default plan.
+	Plan string
+}
+
+// source returns the rules of a token namespace, and whether the
+// configuration knows it.
+func (p *Policy) source(src string) (SourceRules, bool) {
+	if r, ok := p.Sources[src]; ok {
+		return r, true
+	}
+	if p.AnySource != nil && (src == "jwt" || strings.HasPrefix(src, "jwt:")) {
+		return *p.AnySource, true
+	}
+	return SourceRules{}, false
+}
+
+// ErrPolicyUnknown refuses what needs the configuration, in a tool that
+// works on a store file without it.
+var ErrPolicyUnknown = errors.New("the key policy is not known here: give the configuration (--config) so that it applies")
 
 // Actor is who acts on keys through a Keyring: an owner signed in with a
 // credential, or an operator acting for an owner.
@@ -74,6 +118,9 @@ type KeyRequest struct {
 	Lifetime time.Duration
 	// Scopes the key should grant.
 	Scopes []string
+	// Plan, which only operators may set, gives the key a plan of its
+	// own; empty means its owner's or the default plan.
+	Plan string
 }
 
 // Policy errors. RequestError and ScopeError messages are safe to show.
@@ -126,11 +173,38 @@ func (p *Policy) Check() error {
 			return err
 		}
 	}
-	for name, grants := range p.ConfigUsers {
+	for name, plan := range p.Plans {
+		if plan.Name != name {
+			return fmt.Errorf("plan %q is filed as %q", plan.Name, name)
+		}
+		if err := plan.Check(); err != nil {
+			return err
+		}
+	}
+	if err := p.checkPlan(p.DefaultPlan); err != nil {
+		return fmt.Errorf("default plan: %w", err)
+	}
+	for src, rules := range p.Sources {
+		if err := CheckSource(src); err != nil {
+			return err
+		}
+		if err := p.checkPlan(rules.Plan); err != nil {
+			return fmt.Errorf("plan of %s: %w", src, err)
+		}
+	}
+	if p.AnySource != nil {
+		if err := p.checkPlan(p.AnySource.Plan); err != nil {
+			return fmt.Errorf("plan of an issuer without issuer: %w", err)
+		}
+	}
+	for name, rules := range p.ConfigUsers {
 		if err := CheckName(name); err != nil {
 			return fmt.Errorf("user %q: %w", name, err)
 		}
-		if err := p.checkVocabulary(grants); err != nil {
+		if err := p.checkVocabulary(rules.Scopes); err != nil {
+			return fmt.Errorf("user %q: %w", name, err)
+		}
+		if err := p.checkPlan(rules.Plan); err != nil {
 			return fmt.Errorf("user %q: %w", name, err)
 		}
 	}

@@ -79,20 +79,29 @@ func TestPolicyTitlesAndScopes(t *testing.T) {
 	}
 }
 
-func TestOwnerEncoding(t *testing.T) {
+func TestOwnersInRecords(t *testing.T) {
 	for _, o := range []Owner{
 		PasswordUser("alice"), Service("alice"), {Source: "jwt:https://idp.example/realms/a", Name: "alice@example.com"},
 		PasswordUser("name with spaces/and:colons"),
+		PasswordUser("service\x1fdeploy"), // as a release without a name rule may have stored it
 	} {
-		if got := DecodeOwner(o.Encode()); got != o {
-			t.Errorf("DecodeOwner(Encode(%+v)) = %+v", o, got)
+		k := Key{ID: "id", Owner: o, Created: time.Now()}
+		got, err := decodeKey([]byte("id"), encodeKey(k))
+		if err != nil || got.Owner != o {
+			t.Errorf("owner %+v came back as %+v (%v)", o, got.Owner, err)
 		}
 	}
-	// Stores written before owners had sources hold bare names: password users.
-	if got := DecodeOwner("alice"); got != PasswordUser("alice") {
-		t.Fatalf("bare name decodes as %+v", got)
+	if b := encodeKey(Key{Owner: PasswordUser("alice")}); b[0] != recordVersion {
+		t.Fatal("a password user's key record changed version")
 	}
 	if PasswordUser("alice").Encode() != "alice" {
-		t.Fatal("a password user's stored form changed")
+		t.Fatal("a password user's index form changed")
+	}
+	// Names are quoted for people, so that none passes for another source.
+	if s := PasswordUser("deploy (service)").String(); s != `"deploy (service)"` {
+		t.Fatalf("String = %s", s)
+	}
+	if s := Service("deploy").String(); s != `"deploy" (service)` {
+		t.Fatalf("String = %s", s)
 	}
 }

@@ -15,12 +15,22 @@ import (
 //	last used  uvarint, Unix microseconds, 0 if never
 //	expires    uvarint, Unix microseconds, 0 if never
 //	flags      byte (bit 0: disabled, bit 1: rotated)
-//	owner, title, preview      uvarint length + bytes each (owner in
-//	           Owner.Encode form: a bare name is a password user)
+//	owner, title, preview      uvarint length + bytes each (owner: the
+//	           name; in version 1 always a password user's)
 //	scopes     uvarint count, then uvarint length + bytes each
+//	plan, account, source      uvarint length + bytes each (version 2
+//	           only; source "" is the password users)
 //
-// The id is the record's bucket key and is not repeated.
-const recordVersion = 1
+// The id is the record's bucket key and is not repeated. Keys of password
+// users without a plan or account are written as version 1, which older
+// releases read too. The owner's source is its own field, never inferred
+// from the name: a version 1 record holds a password user's name as it
+// was stored, whatever characters a release that did not check names let
+// into it.
+const (
+	recordVersion   = 1
+	recordVersionV2 = 2
+)
 
 // Bits of a record's flags byte.
 const (
@@ -31,13 +41,21 @@ const (
 var errCorruptRecord = errors.New("corrupt key record")
 
 func encodeKey(k Key) []byte {
-	owner := k.Owner.Encode()
-	n := 1 + len(k.Hash) + 3*binary.MaxVarintLen64 + 1 + 4*binary.MaxVarintLen32 + len(owner) + len(k.Title) + len(k.Preview)
+	source := k.Owner.Source
+	if source == SourcePassword {
+		source = ""
+	}
+	n := 1 + len(k.Hash) + 3*binary.MaxVarintLen64 + 1 + 4*binary.MaxVarintLen32 + len(k.Owner.Name) + len(k.Title) + len(k.Preview)
 	for _, s := range k.Scopes {
 		n += binary.MaxVarintLen32 + len(s)
 	}
+	version := byte(recordVersion)
+	if k.Plan != "" || k.Account != "" || source != "" {
+		version = recordVersionV2
+		n += 3*binary.MaxVarintLen32 + len(k.Plan) + len(k.Account) + len(source)
+	}
 	b := make([]byte, 0, n)
-	b = append(b, recordVersion)
+	b = append(b, version)
 	b = append(b, k.Hash[:]...)
 	b = binary.AppendUvarint(b, uint64(micros(k.Created)))
 	b = binary.AppendUvarint(b, uint64(micros(k.LastUsed)))
@@ -50,12 +68,17 @@ func encodeKey(k Key) []byte {
 		flags |= flagRotated
 	}
 	b = append(b, flags)
-	for _, s := range []string{owner, k.Title, k.Preview} {
+	for _, s := range []string{k.Owner.Name, k.Title, k.Preview} {
 		b = appendString(b, s)
 	}
 	b = binary.AppendUvarint(b, uint64(len(k.Scopes)))
 	for _, s := range k.Scopes {
 		b = appendString(b, s)
+	}
+	if version == recordVersionV2 {
+		b = appendString(b, k.Plan)
+		b = appendString(b, k.Account)
+		b = appendString(b, source)
 	}
 	return b
 }
@@ -69,7 +92,8 @@ func appendString(b []byte, s string) []byte {
 // bbolt reuses after the transaction.
 func decodeKey(id, b []byte) (Key, error) {
 	d := recordDecoder{b: b}
-	if d.byte() != recordVersion {
+	version := d.byte()
+	if version != recordVersion && version != recordVersionV2 {
 		return Key{}, fmt.Errorf("%w %q: unknown version", errCorruptRecord, id)
 	}
 	k := Key{ID: string(id)}
@@ -79,11 +103,21 @@ func decodeKey(id, b []byte) (Key, error) {
 	k.Expires = fromMicros(int64(d.uvarint()))
 	flags := d.byte()
 	k.Disabled, k.Rotated = flags&flagDisabled != 0, flags&flagRotated != 0
-	k.Owner, k.Title, k.Preview = DecodeOwner(d.string()), d.string(), d.string()
+	k.Owner, k.Title, k.Preview = PasswordUser(d.string()), d.string(), d.string()
 	if n := d.uvarint(); n > 0 && n <= uint64(len(b)) {
 		k.Scopes = make([]string, n)
 		for i := range k.Scopes {
 			k.Scopes[i] = d.string()
+		}
+	}
+	if version == recordVersionV2 {
+		var source string
+		k.Plan, k.Account, source = d.string(), d.string(), d.string()
+		switch {
+		case k.Plan == "" && k.Account == "" && source == "":
+			d.err = true // version 1 says that
+		case source != "":
+			k.Owner.Source = source
 		}
 	}
 	if d.err || len(d.b) != 0 {

@@ -23,6 +23,19 @@ var (
 // ErrLimit means the owner already has the maximum number of keys.
 var ErrLimit = errors.New("key limit reached")
 
+// CreateOptions are the conditions under which Store.CreateKey stores a
+// key, checked in the transaction that stores it.
+type CreateOptions struct {
+	// MaxPerOwner, if positive, fails the creation with ErrLimit when the
+	// owner already holds that many keys.
+	MaxPerOwner int
+	// StoredUser fails the creation with ErrUnknownOwner unless the key's
+	// owner, a password user, is in the store: a key minted while its user
+	// is being removed is then either removed with the user or not
+	// created.
+	StoredUser bool
+}
+
 // Key is the stored record of one API key. It never holds the key itself,
 // only its SHA-256 digest.
 type Key struct {
@@ -50,6 +63,13 @@ type Key struct {
 	// Expires, the end of their grace period; they cannot be rotated
 	// again.
 	Rotated bool
+	// Plan is the plan an operator gave this key; empty means its
+	// owner's, or the default plan.
+	Plan string
+	// Account names the rate and credit counters the key spends from: the
+	// id of the key whose rotation made this one, so that rotating never
+	// refills them; empty means the key's own id.
+	Account string
 
 	// Orphaned is set by Keyring listings, never stored: the key belongs
 	// to a password user who no longer exists, so it is refused.
@@ -81,6 +101,14 @@ func (k *Key) buildAttributes() map[string]string {
 	return attrs
 }
 
+// AccountID is the id of the counters the key spends from.
+func (k *Key) AccountID() string {
+	if k.Account != "" {
+		return k.Account
+	}
+	return k.ID
+}
+
 // Usable reports whether k may authenticate a request at time now.
 func (k *Key) Usable(now time.Time) bool {
 	return !k.Disabled && (k.Expires.IsZero() || now.Before(k.Expires))
@@ -94,6 +122,9 @@ type User struct {
 	PasswordHash string
 	// Scopes the user may give their keys.
 	Scopes []string
+	// Plan the user's keys follow unless a key has its own; empty means
+	// the default plan.
+	Plan string
 	// Created is when the user was added.
 	Created time.Time
 }
@@ -103,8 +134,8 @@ type User struct {
 // write durable before returning.
 type Store interface {
 	// CreateKey stores k atomically: ErrExists if its ID or Hash is taken,
-	// ErrLimit if maxPerOwner > 0 and the owner already has that many keys.
-	CreateKey(ctx context.Context, k Key, maxPerOwner int) error
+	// and, in the same transaction, the checks of opts.
+	CreateKey(ctx context.Context, k Key, opts CreateOptions) error
 	// KeyByHash returns the key with digest h, or ErrNotFound.
 	KeyByHash(ctx context.Context, h Hash) (Key, error)
 	// KeyByID returns the key with the given id, or ErrNotFound.
@@ -114,7 +145,7 @@ type Store interface {
 	// Keys returns every key, oldest first.
 	Keys(ctx context.Context) ([]Key, error)
 	// UpdateKey applies fn to the key with the given id and stores the
-	// result atomically; fn may change Title, Expires, Scopes and
+	// result atomically; fn may change Title, Expires, Scopes, Plan and
 	// Disabled only. fn may run more than once (a store may retry after
 	// a concurrent change), so it must only set fields. ErrNotFound if
 	// there is no such key.
@@ -144,12 +175,22 @@ type Store interface {
 	// CreateUser adds u, or returns ErrExists.
 	CreateUser(ctx context.Context, u User) error
 	// UpdateUser applies fn to the stored user name and stores the result
-	// atomically; fn may change PasswordHash and Scopes only, and may run
-	// more than once. ErrNotFound if there is no such user.
+	// atomically; fn may change PasswordHash, Scopes and Plan only, and
+	// may run more than once. ErrNotFound if there is no such user.
 	UpdateUser(ctx context.Context, name string, fn func(*User) error) (User, error)
 	// DeleteUser removes a user and all the keys of the password user of
 	// that name, which it returns. ErrNotFound if there is no such user.
 	DeleteUser(ctx context.Context, name string) ([]Key, error)
+
+	// UpdateCredits applies fn to the credit account id (a zero account
+	// with exists false when there is none) and stores the result
+	// atomically. fn may run more than once; an error from it stores
+	// nothing and is returned.
+	UpdateCredits(ctx context.Context, id string, fn func(a *CreditAccount, exists bool) error) (CreditAccount, error)
+	// CreditAccount returns the credit account id, or ErrNotFound.
+	CreditAccount(ctx context.Context, id string) (CreditAccount, error)
+	// CreditAccounts returns every credit account, by id.
+	CreditAccounts(ctx context.Context) ([]CreditAccount, error)
 
 	// Close releases the store. It is called once, by whoever opened it.
 	Close() error

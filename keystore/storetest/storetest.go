@@ -39,7 +39,10 @@ func Run(t *testing.T, open Opener) {
 		{"OwnersOfOtherSourcesAreOthers", testOwnersOfOtherSourcesAreOthers},
 		{"DeleteKeysOf", testDeleteKeysOf},
 		{"Users", testUsers},
+		{"CreditAccounts", testCreditAccounts},
+		{"ConcurrentCreditUpdatesAreNotLost", testConcurrentCreditUpdatesAreNotLost},
 		{"DeleteUserTakesTheirKeys", testDeleteUserTakesTheirKeys},
+		{"KeysOfStoredUsersNeedTheUser", testKeysOfStoredUsersNeedTheUser},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
@@ -98,7 +101,7 @@ func race(t *testing.T, n int, expected error, fn func(i int) error) (won int) {
 
 func create(t *testing.T, s keystore.Store, k keystore.Key) keystore.Key {
 	t.Helper()
-	if err := s.CreateKey(ctx, k, 0); err != nil {
+	if err := s.CreateKey(ctx, k, keystore.CreateOptions{}); err != nil {
 		t.Fatalf("CreateKey: %v", err)
 	}
 	return k
@@ -148,7 +151,7 @@ func testRefusesDuplicates(t *testing.T, s keystore.Store) {
 	sameHash := newKey(t, bob, time.Now())
 	sameHash.Hash = k.Hash
 	for _, dup := range []keystore.Key{sameID, sameHash} {
-		if err := s.CreateKey(ctx, dup, 0); !errors.Is(err, keystore.ErrExists) {
+		if err := s.CreateKey(ctx, dup, keystore.CreateOptions{}); !errors.Is(err, keystore.ErrExists) {
 			t.Fatalf("duplicate: %v, want ErrExists", err)
 		}
 	}
@@ -159,7 +162,7 @@ func testRefusesDuplicates(t *testing.T, s keystore.Store) {
 
 func testConcurrentDuplicatesOneWins(t *testing.T, s keystore.Store) {
 	k := newKey(t, alice, time.Now())
-	if won := race(t, 8, keystore.ErrExists, func(int) error { return s.CreateKey(ctx, k, 0) }); won != 1 {
+	if won := race(t, 8, keystore.ErrExists, func(int) error { return s.CreateKey(ctx, k, keystore.CreateOptions{}) }); won != 1 {
 		t.Fatalf("%d of 8 identical creates succeeded, want 1", won)
 	}
 }
@@ -168,30 +171,32 @@ func testLimitPerOwner(t *testing.T, s keystore.Store) {
 	var first keystore.Key
 	for i := range 2 {
 		k := newKey(t, alice, time.Now())
-		if err := s.CreateKey(ctx, k, 2); err != nil {
+		if err := s.CreateKey(ctx, k, keystore.CreateOptions{MaxPerOwner: 2}); err != nil {
 			t.Fatalf("key %d: %v", i, err)
 		}
 		if i == 0 {
 			first = k
 		}
 	}
-	if err := s.CreateKey(ctx, newKey(t, alice, time.Now()), 2); !errors.Is(err, keystore.ErrLimit) {
+	if err := s.CreateKey(ctx, newKey(t, alice, time.Now()), keystore.CreateOptions{MaxPerOwner: 2}); !errors.Is(err, keystore.ErrLimit) {
 		t.Fatalf("third key: %v, want ErrLimit", err)
 	}
-	if err := s.CreateKey(ctx, newKey(t, bob, time.Now()), 2); err != nil {
+	if err := s.CreateKey(ctx, newKey(t, bob, time.Now()), keystore.CreateOptions{MaxPerOwner: 2}); err != nil {
 		t.Fatalf("another owner: %v", err)
 	}
 	if _, err := s.DeleteKey(ctx, first.ID); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.CreateKey(ctx, newKey(t, alice, time.Now()), 2); err != nil {
+	if err := s.CreateKey(ctx, newKey(t, alice, time.Now()), keystore.CreateOptions{MaxPerOwner: 2}); err != nil {
 		t.Fatalf("after a delete: %v", err)
 	}
 }
 
 func testConcurrentLimitHolds(t *testing.T, s keystore.Store) {
 	const limit, tries = 5, 16
-	race(t, tries, keystore.ErrLimit, func(int) error { return s.CreateKey(ctx, newKey(t, alice, time.Now()), limit) })
+	race(t, tries, keystore.ErrLimit, func(int) error {
+		return s.CreateKey(ctx, newKey(t, alice, time.Now()), keystore.CreateOptions{MaxPerOwner: limit})
+	})
 	if keys, _ := s.KeysByOwner(ctx, alice); len(keys) != limit {
 		t.Fatalf("%d keys after %d concurrent creates with limit %d", len(keys), tries, limit)
 	}
@@ -309,7 +314,7 @@ func testDelete(t *testing.T, s keystore.Store) {
 		t.Fatalf("after delete alice has %v", ids(keys))
 	}
 	// Its hash and id may be used again.
-	if err := s.CreateKey(ctx, k, 0); err != nil {
+	if err := s.CreateKey(ctx, k, keystore.CreateOptions{}); err != nil {
 		t.Fatalf("re-create a deleted key: %v", err)
 	}
 }
@@ -488,7 +493,7 @@ func testRotationsWithGraceCountTowardTheLimit(t *testing.T, s keystore.Store) {
 func testOwnersOfOtherSourcesAreOthers(t *testing.T, s keystore.Store) {
 	owners := []keystore.Owner{alice, keystore.Service("alice"), {Source: "jwt:https://idp.example", Name: "alice"}}
 	for _, o := range owners {
-		if err := s.CreateKey(ctx, newKey(t, o, time.Now()), 1); err != nil {
+		if err := s.CreateKey(ctx, newKey(t, o, time.Now()), keystore.CreateOptions{MaxPerOwner: 1}); err != nil {
 			t.Fatalf("first key of %v: %v", o, err)
 		}
 	}
@@ -532,5 +537,100 @@ func testDeleteKeysOf(t *testing.T, s keystore.Store) {
 	}
 	if removed, err := s.DeleteKeysOf(ctx, svc); err != nil || len(removed) != 0 {
 		t.Fatalf("DeleteKeysOf again = %v, %v", ids(removed), err)
+	}
+}
+
+func testCreditAccounts(t *testing.T, s keystore.Store) {
+	if _, err := s.CreditAccount(ctx, "acct"); !errors.Is(err, keystore.ErrNotFound) {
+		t.Fatalf("unknown account: %v", err)
+	}
+	anchor := time.Now().Truncate(time.Microsecond)
+	a, err := s.UpdateCredits(ctx, "acct", func(a *keystore.CreditAccount, exists bool) error {
+		if exists {
+			t.Error("a new account exists")
+		}
+		a.Balance, a.Anchor, a.Gen = 1000, anchor, 7
+		return nil
+	})
+	if err != nil || a.ID != "acct" || a.Balance != 1000 {
+		t.Fatalf("UpdateCredits = %+v, %v", a, err)
+	}
+	boom := errors.New("no")
+	if _, err := s.UpdateCredits(ctx, "acct", func(a *keystore.CreditAccount, exists bool) error {
+		if !exists || a.Balance != 1000 {
+			t.Errorf("stored account: %+v, exists %v", a, exists)
+		}
+		a.Balance = 0
+		return boom
+	}); !errors.Is(err, boom) {
+		t.Fatalf("fn error: %v", err)
+	}
+	got, err := s.CreditAccount(ctx, "acct")
+	if err != nil || got.Balance != 1000 || !got.Anchor.Equal(anchor) || got.Gen != 7 {
+		t.Fatalf("after a refused update: %+v, %v", got, err)
+	}
+	if _, err := s.UpdateCredits(ctx, "other", func(a *keystore.CreditAccount, _ bool) error { a.Balance = 5; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	all, err := s.CreditAccounts(ctx)
+	if err != nil || len(all) != 2 || all[0].ID != "acct" || all[1].ID != "other" || all[1].Balance != 5 {
+		t.Fatalf("CreditAccounts = %+v, %v", all, err)
+	}
+}
+
+func testConcurrentCreditUpdatesAreNotLost(t *testing.T, s keystore.Store) {
+	const workers, each = 8, 25
+	if _, err := s.UpdateCredits(ctx, "acct", func(a *keystore.CreditAccount, _ bool) error { a.Balance = 1000; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for range each {
+				if _, err := s.UpdateCredits(ctx, "acct", func(a *keystore.CreditAccount, _ bool) error { a.Balance -= 3; return nil }); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if a, _ := s.CreditAccount(ctx, "acct"); a.Balance != 1000-3*workers*each {
+		t.Fatalf("balance %d after %d concurrent spends of 3, want %d", a.Balance, workers*each, 1000-3*workers*each)
+	}
+}
+
+func testKeysOfStoredUsersNeedTheUser(t *testing.T, s keystore.Store) {
+	opts := keystore.CreateOptions{StoredUser: true}
+	if err := s.CreateKey(ctx, newKey(t, alice, time.Now()), opts); !errors.Is(err, keystore.ErrUnknownOwner) {
+		t.Fatalf("key of a user not in the store: %v", err)
+	}
+	if err := s.CreateKey(ctx, newKey(t, keystore.Service("alice"), time.Now()), opts); !errors.Is(err, keystore.ErrUnknownOwner) {
+		t.Fatalf("StoredUser for a service: %v", err)
+	}
+	// Keys created while the user is removed are removed with them or
+	// not created.
+	for round := range 5 {
+		if err := s.CreateUser(ctx, keystore.User{Name: "alice", PasswordHash: "h"}); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				for range 5 {
+					err := s.CreateKey(ctx, newKey(t, alice, time.Now()), opts)
+					if err != nil && !errors.Is(err, keystore.ErrUnknownOwner) {
+						t.Error(err)
+					}
+				}
+			})
+		}
+		if _, err := s.DeleteUser(ctx, "alice"); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		if keys, _ := s.KeysByOwner(ctx, alice); len(keys) != 0 {
+			t.Fatalf("round %d: %d keys outlived their user", round, len(keys))
+		}
 	}
 }

@@ -1,0 +1,80 @@
+package caddymodule
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
+)
+
+// keyPolicy translates the app's configuration into the key policy: what
+// keys may be, which password users the configuration declares, and which
+// token issuers' identities exist. The running app and the offline CLI
+// build it the same way.
+func (a *App) keyPolicy(repl *caddy.Replacer) (keystore.Policy, error) {
+	p := keystore.Policy{
+		DefaultLifetime: time.Duration(a.DefaultKeyLifetime),
+		MaxLifetime:     time.Duration(a.MaxKeyLifetime),
+		MaxKeysPerOwner: a.MaxKeysPerUser,
+		Scopes:          a.AllowedScopes,
+		ConfigUsers:     make(map[string]keystore.UserRules, len(a.Users)),
+		Sources:         make(map[string]keystore.SourceRules),
+	}
+	for i, u := range a.Users {
+		name := repl.ReplaceKnown(u.Username, "")
+		if err := keystore.CheckName(name); err != nil {
+			return p, fmt.Errorf("user %d (%q): %w", i, name, err)
+		}
+		if _, dup := p.ConfigUsers[name]; dup {
+			return p, fmt.Errorf("user %q is declared twice", name)
+		}
+		p.ConfigUsers[name] = keystore.UserRules{Scopes: u.Scopes}
+	}
+	for i, jc := range a.JWT {
+		for _, sc := range jc.AllowedScopes {
+			if len(a.AllowedScopes) > 0 && !slices.Contains(a.AllowedScopes, sc) {
+				return p, fmt.Errorf("jwt %d: allowed_scopes: %q is not in the apikeys allowed_scopes", i, sc)
+			}
+		}
+		ns, rules := jc.source(repl)
+		switch {
+		case ns == keystore.SourcePassword:
+			continue
+		case ns == "":
+			p.AnySource = &rules
+			continue
+		}
+		if prev, dup := p.Sources[ns]; dup && prev != rules {
+			return p, fmt.Errorf("jwt %d: the blocks of namespace %q must agree on max_key_lifetime", i, ns)
+		}
+		p.Sources[ns] = rules
+	}
+	if err := p.Check(); err != nil {
+		return p, fmt.Errorf("key policy: %w", err)
+	}
+	return p, nil
+}
+
+// source is the namespace of the block's identities ("" for the issuers
+// of a block without issuer, which each get their own) and the rules of
+// their keys.
+func (c *JWTConfig) source(repl *caddy.Replacer) (string, keystore.SourceRules) {
+	rules := keystore.SourceRules{MaxLifetime: DefaultJWTKeyLifetime}
+	if c.MaxKeyLifetime != nil {
+		rules.MaxLifetime = time.Duration(*c.MaxKeyLifetime)
+	}
+	if c.Namespace != "" {
+		return c.Namespace, rules
+	}
+	if iss := repl.ReplaceKnown(c.Issuer, ""); iss != "" {
+		return "jwt:" + iss, rules
+	}
+	return "", rules
+}
+
+// errNoPolicy explains an offline command that needs the configuration.
+var errNoPolicy = errors.New("with --db, the key policy of the configuration is not known: add --config <file> so that it applies")
