@@ -13,7 +13,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-func openTestBolt(t *testing.T) (*BoltStore, string) {
+func openTestBolt(t testing.TB) (*BoltStore, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "keys.db")
 	s, err := OpenBolt(path, time.Second)

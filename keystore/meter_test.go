@@ -1,0 +1,265 @@
+package keystore
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func newTestMeter(t *testing.T, s Store, opts MeterOptions) *Meter {
+	t.Helper()
+	m, err := NewMeter(s, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	return m
+}
+
+func meterKey(id string) *Key {
+	return &Key{ID: id, Owner: Service("svc"), Created: time.Now()}
+}
+
+// takeAll runs n requests of cost at once against l and counts those
+// allowed.
+func takeAll(t *testing.T, l *Limits, n int, cost int64) int64 {
+	t.Helper()
+	var allowed atomic.Int64
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			v, err := l.Take(context.Background(), cost)
+			if err != nil {
+				t.Error(err)
+			}
+			if v.Allowed {
+				allowed.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	return allowed.Load()
+}
+
+func TestMeterRateLimit(t *testing.T) {
+	s, _ := openTestBolt(t)
+	m := newTestMeter(t, s, MeterOptions{})
+	plan := &Plan{Name: "p", Rates: []Rate{{Name: "burst", Limit: 5, Window: 10 * time.Second}}}
+	l := m.LimitsFor(meterKey("k1"), plan)
+	if got := takeAll(t, l, 50, 0); got != 5 {
+		t.Fatalf("%d of 50 concurrent requests allowed under a limit of 5", got)
+	}
+	v, _ := l.Take(context.Background(), 0)
+	if v.Allowed || v.Reason != RateLimited || v.Name != "burst" || v.RetryAfter <= 0 || v.RetryAfter > 11*time.Second {
+		t.Fatalf("refusal: %+v", v)
+	}
+	// Another key has its own window; the same account (a rotation) not.
+	if got := takeAll(t, m.LimitsFor(meterKey("k2"), plan), 10, 0); got != 5 {
+		t.Fatalf("another key: %d allowed", got)
+	}
+	successor := &Key{ID: "k3", Account: "k1", Owner: Service("svc"), Created: time.Now()}
+	if v, _ := m.LimitsFor(successor, plan).Take(context.Background(), 0); v.Allowed {
+		t.Fatal("a rotated key starts with fresh counters")
+	}
+}
+
+func TestMeterSharesAddUpToTheLimit(t *testing.T) {
+	for _, tc := range []struct{ limit, count int64 }{{100, 3}, {10, 4}, {2, 3}, {1000, 7}} {
+		sum := int64(0)
+		for i := range tc.count {
+			sum += partOf(tc.limit, &share{i, tc.count})
+		}
+		if sum != tc.limit {
+			t.Fatalf("parts of %d over %d gateways add up to %d", tc.limit, tc.count, sum)
+		}
+	}
+	s, _ := openTestBolt(t)
+	m := newTestMeter(t, s, MeterOptions{})
+	m.SetShare(2, 3)
+	l := m.LimitsFor(meterKey("k"), &Plan{Name: "p", Rates: []Rate{{Name: "r", Limit: 100, Window: time.Minute}}})
+	if got := takeAll(t, l, 200, 0); got != 33 {
+		t.Fatalf("the third of 3 gateways admits %d of a limit of 100, want 33", got)
+	}
+}
+
+// Credits are never over-spent, however many requests race for the last
+// of them, and nothing is lost: 1000 credits at 3 a request are exactly
+// 333 requests, and the last credit stays.
+func TestMeterCreditsExact(t *testing.T) {
+	s, _ := openTestBolt(t)
+	m := newTestMeter(t, s, MeterOptions{Ledger: filepath.Join(t.TempDir(), "ledger")})
+	plan := &Plan{Name: "p", Credits: &Credits{Amount: 1000}}
+	l := m.LimitsFor(meterKey("k"), plan)
+	if got := takeAll(t, l, 600, 3); got != 333 {
+		t.Fatalf("%d requests of cost 3 admitted on 1000 credits, want 333", got)
+	}
+	v, _ := l.Take(context.Background(), 3)
+	if v.Allowed || v.Reason != OutOfCredits || v.Credits != 1 {
+		t.Fatalf("after the last request: %+v", v)
+	}
+	if v, _ := l.Take(context.Background(), 1); !v.Allowed || v.Credits != 0 {
+		t.Fatalf("the last credit for a request of cost 1: %+v", v)
+	}
+	if v, _ := l.Take(context.Background(), 0); !v.Allowed {
+		t.Fatalf("a free request without credits: %+v", v)
+	}
+}
+
+// Two gateways (two meters over one store) share an account exactly, and
+// credits one of them holds while idle become usable by the other.
+func TestMeterCreditsAcrossMeters(t *testing.T) {
+	s, _ := openTestBolt(t)
+	a := newTestMeter(t, s, MeterOptions{IdleReturn: 100 * time.Millisecond})
+	b := newTestMeter(t, s, MeterOptions{IdleReturn: 100 * time.Millisecond})
+	plan := &Plan{Name: "p", Credits: &Credits{Amount: 1000}}
+	k := meterKey("k")
+	la, lb := a.LimitsFor(k, plan), b.LimitsFor(k, plan)
+	if v, _ := la.Take(context.Background(), 3); !v.Allowed { // a holds a block now
+		t.Fatal(v)
+	}
+	var total atomic.Int64
+	var wg sync.WaitGroup
+	for _, l := range []*Limits{la, lb} {
+		wg.Go(func() { total.Add(takeAll(t, l, 300, 3)) })
+	}
+	wg.Wait()
+	// Whatever a still holds goes back when idle, and b can spend it.
+	deadline := time.Now().Add(5 * time.Second)
+	for total.Load() < 332 && time.Now().Before(deadline) {
+		if v, _ := lb.Take(context.Background(), 3); v.Allowed {
+			total.Add(1)
+			continue
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := total.Load() + 1; got != 333 {
+		t.Fatalf("%d requests admitted across two meters, want 333", got)
+	}
+}
+
+func TestMeterRefill(t *testing.T) {
+	s, _ := openTestBolt(t)
+	c := newClock()
+	m := newTestMeter(t, s, MeterOptions{Now: c.now})
+	k := &Key{ID: "k", Owner: Service("svc"), Created: c.now()}
+	l := m.LimitsFor(k, &Plan{Name: "p", Credits: &Credits{Amount: 10, Refill: time.Hour}})
+	for i := range 10 {
+		if v, _ := l.Take(context.Background(), 1); !v.Allowed {
+			t.Fatalf("request %d: %+v", i, v)
+		}
+	}
+	v, _ := l.Take(context.Background(), 1)
+	if v.Allowed || v.RetryAfter <= 59*time.Minute || v.RetryAfter > time.Hour {
+		t.Fatalf("out of credits: %+v, want a retry after the refill in an hour", v)
+	}
+	c.advance(time.Hour)
+	if v, _ := l.Take(context.Background(), 1); !v.Allowed || v.Credits != 9 {
+		t.Fatalf("after the refill: %+v, want 9 left of a replaced balance of 10", v)
+	}
+	// Unspent credits do not pile up: the balance is replaced.
+	c.advance(3 * time.Hour)
+	if v, _ := l.Take(context.Background(), 1); v.Credits != 9 {
+		t.Fatalf("three periods later: %+v", v)
+	}
+}
+
+func TestMeterPerOwnerCredits(t *testing.T) {
+	s, _ := openTestBolt(t)
+	m := newTestMeter(t, s, MeterOptions{})
+	plan := &Plan{Name: "p", Credits: &Credits{Amount: 10, PerOwner: true},
+		OwnerRates: []Rate{{Name: "owner", Limit: 100, Window: time.Minute}}}
+	owner := Service("team")
+	var total int64
+	for i := range 3 {
+		l := m.LimitsFor(&Key{ID: "k" + strconv.Itoa(i), Owner: owner, Created: time.Now()}, plan)
+		total += takeAll(t, l, 10, 1)
+	}
+	if total != 10 {
+		t.Fatalf("three keys of one owner spent %d of a shared 10", total)
+	}
+}
+
+// A gateway killed with -9 loses no credits: the ledger it wrote into
+// memory survives it, and the next process gives back what it had not
+// spent. Run across two processes: this test runs itself as the child.
+func TestMeterCreditsSurviveKill(t *testing.T) {
+	dir := os.Getenv("APIKEYS_METER_CHILD_DIR")
+	child := dir != ""
+	if !child {
+		dir = t.TempDir()
+	}
+	s, err := OpenBolt(filepath.Join(dir, "keys.db"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := &Plan{Name: "p", Credits: &Credits{Amount: 1000}}
+	k := &Key{ID: "killed", Owner: Service("svc"), Created: time.Unix(1_800_000_000, 0)}
+	open := func() *Meter {
+		m, err := NewMeter(s, MeterOptions{Ledger: filepath.Join(dir, "ledger")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	if child {
+		// Spend 100 requests of 3, holding a block with some left, and die
+		// without a word.
+		m := open()
+		l := m.LimitsFor(k, plan)
+		for range 100 {
+			if v, _ := l.Take(context.Background(), 3); !v.Allowed {
+				t.Fatal("refused")
+			}
+		}
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {}
+	}
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestMeterCreditsSurviveKill$")
+	cmd.Env = append(os.Environ(), "APIKEYS_METER_CHILD_DIR="+dir)
+	if err := s.Close(); err != nil { // the child opens the file
+		t.Fatal(err)
+	}
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	if s, err = OpenBolt(filepath.Join(dir, "keys.db"), time.Second); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if acct, _ := s.CreditAccount(context.Background(), "killed"); acct.Balance >= 700 {
+		t.Fatalf("the child held no block when it died (balance %d): the test tests nothing", acct.Balance)
+	}
+	m := open()
+	defer m.Close()
+	admitted := 100 + takeAll(t, m.LimitsFor(k, plan), 400, 3)
+	if admitted != 333 {
+		t.Fatalf("%d requests of 3 admitted on 1000 credits across a kill -9, want 333", admitted)
+	}
+}
+
+func BenchmarkTake(b *testing.B) {
+	s, _ := openTestBolt(b)
+	m, err := NewMeter(s, MeterOptions{Ledger: filepath.Join(b.TempDir(), "ledger")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	l := m.LimitsFor(meterKey("k"), &Plan{Name: "p",
+		Rates:   []Rate{{Name: "r", Limit: 1 << 40, Window: time.Minute}},
+		Credits: &Credits{Amount: 1 << 40}})
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if v, err := l.Take(ctx, 1); err != nil || !v.Allowed {
+			b.Fatal(v, err)
+		}
+	}
+}
