@@ -72,6 +72,11 @@ type App struct {
 	// traffic of CPU. Default: the number of CPUs.
 	MaxConcurrentPasswordChecks int `json:"max_concurrent_password_checks,omitempty"`
 
+	// Most sign-ins waiting for a password-hash comparison; beyond it
+	// they are answered 503 with Retry-After at once rather than held.
+	// Default: 8 per concurrent check.
+	MaxQueuedPasswordChecks int `json:"max_queued_password_checks,omitempty"`
+
 	// How many verified keys are kept in memory so that checking a key
 	// needs no store read. Default: 100000.
 	CacheSize int `json:"cache_size,omitempty"`
@@ -100,8 +105,8 @@ type LockoutConfig struct {
 	Disabled bool `json:"disabled,omitempty"`
 	// Failures of one username within the window that lock it. Default 10.
 	AccountThreshold int `json:"account_threshold,omitempty"`
-	// Failures from one client address within the window that lock it.
-	// Default 50.
+	// Failures from one client address within the window that lock it;
+	// IPv6 clients are counted by their /64. Default 50.
 	AddressThreshold int `json:"address_threshold,omitempty"`
 	// How long failures are counted. Default 15m.
 	Window caddy.Duration `json:"window,omitempty"`
@@ -151,8 +156,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	a.audit = a.logger.Named("audit")
 	repl := caddy.NewReplacer()
-	if a.DefaultKeyLifetime < 0 || a.MaxKeyLifetime < 0 || a.MaxKeysPerUser < 0 {
-		return errors.New("key lifetimes and max_keys_per_user must not be negative")
+	if a.DefaultKeyLifetime < 0 || a.MaxKeyLifetime < 0 || a.MaxKeysPerUser < 0 || a.MaxQueuedPasswordChecks < 0 {
+		return errors.New("key lifetimes, max_keys_per_user and max_queued_password_checks must not be negative")
 	}
 	if a.MaxKeyLifetime > 0 && (a.DefaultKeyLifetime == 0 || a.DefaultKeyLifetime > a.MaxKeyLifetime) {
 		a.DefaultKeyLifetime = a.MaxKeyLifetime
@@ -240,6 +245,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.verifier = identity.NewVerifier(users, storedUserLookup(a.keyring.Store()), issuers, identity.VerifierOptions{
 		Throttle:            a.Lockout.throttle(),
 		MaxConcurrentHashes: a.MaxConcurrentPasswordChecks,
+		MaxQueuedHashes:     a.MaxQueuedPasswordChecks,
+		StoredHashes:        storedHashes(a.keyring.Store()),
 	})
 	return nil
 }
@@ -254,6 +261,19 @@ func storedUserLookup(store keystore.Store) identity.UserLookup {
 			return "", false, err
 		}
 		return u.PasswordHash, true, nil
+	}
+}
+
+// storedHashes lists the stored users' password hashes, so that the
+// verifier knows the cost of every kind of hash in use.
+func storedHashes(store keystore.Store) func(context.Context) ([]string, error) {
+	return func(ctx context.Context) ([]string, error) {
+		users, err := store.Users(ctx)
+		hashes := make([]string, 0, len(users))
+		for _, u := range users {
+			hashes = append(hashes, u.PasswordHash)
+		}
+		return hashes, err
 	}
 }
 

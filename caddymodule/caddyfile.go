@@ -55,6 +55,7 @@ func init() {
 //	        max_duration      <duration>
 //	    }
 //	    max_concurrent_password_checks <n>
+//	    max_queued_password_checks     <n>
 //	    cache_size               <n>
 //	    last_used_flush_interval <duration>
 //	}
@@ -138,6 +139,12 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			a.MaxConcurrentPasswordChecks = n
+		case "max_queued_password_checks":
+			n, err := intArg(d)
+			if err != nil {
+				return err
+			}
+			a.MaxQueuedPasswordChecks = n
 		case "cache_size":
 			n, err := intArg(d)
 			if err != nil {
