@@ -27,7 +27,7 @@ import (
 
 // hardenedConfig writes a Caddyfile for the real binary: the apikeys app
 // on db, admin on adminAddr, the endpoints and a protected /v1/ on
-// httpAddr answering with the caller's id. extraGlobal goes into the
+// httpAddr answering with the caller's id and the URI it was given. extraGlobal goes into the
 // global options, extraApp into the apikeys block.
 func hardenedConfig(t *testing.T, dir, db, adminAddr, httpAddr, extraGlobal, extraApp string) string {
 	t.Helper()
@@ -61,7 +61,7 @@ http://%s {
 		query api_key
 		body
 	}
-	respond /v1/* "user={http.auth.user.id}"
+	respond /v1/* "user={http.auth.user.id} uri={http.request.uri}"
 	respond /plain "ok"
 }
 `, adminAddr, extraGlobal, db, aliceHash, extraApp, httpAddr)
