@@ -77,6 +77,11 @@ type App struct {
 	// Default: 8 per concurrent check.
 	MaxQueuedPasswordChecks int `json:"max_queued_password_checks,omitempty"`
 
+	// How many store reads per client address keys not known to exist
+	// may cost; beyond it they are refused (401) without one. Default:
+	// on, with the defaults of UnknownKeyBudget.
+	UnknownKeyBudget *UnknownKeyBudget `json:"unknown_key_budget,omitempty"`
+
 	// How many verified keys are kept in memory so that checking a key
 	// needs no store read. Default: 100000.
 	CacheSize int `json:"cache_size,omitempty"`
@@ -90,6 +95,7 @@ type App struct {
 	release  func() error
 	keyring  *keystore.Keyring
 	verifier *identity.Verifier
+	unknown  *unknownKeys
 	stopJWKS context.CancelFunc
 	metrics  *metrics
 	logger   *zap.Logger
@@ -239,6 +245,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 			a.logger.Error("writing last-used times", zap.Error(err))
 		},
 	})
+	if b := a.UnknownKeyBudget; b != nil && (b.Rate < 0 || b.Burst < 0) {
+		return errors.New("unknown_key_budget: rate and burst must not be negative")
+	}
+	a.unknown = a.UnknownKeyBudget.limiter()
 	if err := registerStaleness(ctx.GetMetricsRegistry(), a.keyring); err != nil {
 		return err
 	}

@@ -105,7 +105,8 @@ func (p *APIKeyAuth) Authenticate(w http.ResponseWriter, r *http.Request) (caddy
 		w.Header().Set("WWW-Authenticate", p.challenge)
 		return caddyauth.User{}, false, nil
 	}
-	k, err := p.app.keyring.Verify(r.Context(), presented)
+	addr := clientIP(r)
+	k, err := p.app.keyring.VerifyWithin(r.Context(), presented, func() bool { return p.app.unknown.allow(addr) })
 	if err != nil {
 		w.Header().Set("WWW-Authenticate", p.challenge+`, error="invalid_token"`)
 		if isRefusal(err) {
@@ -126,7 +127,8 @@ func (p *APIKeyAuth) Authenticate(w http.ResponseWriter, r *http.Request) (caddy
 
 func isRefusal(err error) bool {
 	return errors.Is(err, keystore.ErrMalformedKey) || errors.Is(err, keystore.ErrNotFound) ||
-		errors.Is(err, keystore.ErrExpired) || errors.Is(err, keystore.ErrDisabled)
+		errors.Is(err, keystore.ErrExpired) || errors.Is(err, keystore.ErrDisabled) ||
+		errors.Is(err, keystore.ErrOverBudget)
 }
 
 // findKey returns the presented key and a function that removes it from

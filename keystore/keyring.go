@@ -66,6 +66,8 @@ type Keyring struct {
 	stop         chan struct{}
 	done         chan struct{}
 	closeOnce    sync.Once
+
+	reads sharedReads // store reads of cache misses, shared per digest
 }
 
 // NewKeyring starts a Keyring over store. Call Close to stop it.
@@ -247,6 +249,10 @@ func (kr *Keyring) RemoveUser(ctx context.Context, name string) ([]Key, error) {
 // ErrExpired or ErrDisabled for refused ones, and any other error only for
 // store faults. A successful Verify records the use in memory.
 func (kr *Keyring) Verify(ctx context.Context, presented string) (*Key, error) {
+	return kr.verify(ctx, presented, nil)
+}
+
+func (kr *Keyring) verify(ctx context.Context, presented string, mayRead func() bool) (*Key, error) {
 	if err := ParseKey(presented, kr.prefix); err != nil {
 		return nil, err
 	}
@@ -254,6 +260,9 @@ func (kr *Keyring) Verify(ctx context.Context, presented string) (*Key, error) {
 	now := kr.now()
 	k, ok := kr.cache.get(h)
 	if !ok || !kr.cacheTrusted(now) {
+		if k == nil && mayRead != nil && !mayRead() {
+			return nil, ErrOverBudget
+		}
 		var err error
 		if k, err = kr.lookup(ctx, h); err != nil {
 			return nil, err
@@ -275,7 +284,7 @@ func (kr *Keyring) Verify(ctx context.Context, presented string) (*Key, error) {
 // lookup reads h from the store and caches the answer, found or not.
 func (kr *Keyring) lookup(ctx context.Context, h Hash) (*Key, error) {
 	gen := kr.cache.generation(h)
-	stored, err := kr.store.KeyByHash(ctx, h)
+	stored, err := kr.readKeyShared(ctx, h, gen)
 	if errors.Is(err, ErrNotFound) {
 		kr.cache.put(h, nil, gen)
 		return nil, nil
