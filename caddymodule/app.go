@@ -100,6 +100,7 @@ type App struct {
 	metrics  *metrics
 	logger   *zap.Logger
 	audit    *zap.Logger
+	ctx      caddy.Context
 }
 
 // LockoutConfig tunes the lockout that follows repeated password
@@ -159,6 +160,7 @@ func (App) CaddyModule() caddy.ModuleInfo {
 
 // Provision opens the store and prepares credential checks.
 func (a *App) Provision(ctx caddy.Context) error {
+	a.ctx = ctx
 	a.logger = ctx.Logger()
 	a.audit = a.logger.Named("audit")
 	repl := caddy.NewReplacer()
@@ -287,8 +289,13 @@ func storedHashes(store keystore.Store) func(context.Context) ([]string, error) 
 	}
 }
 
-// Start does nothing; the app serves through its handlers.
-func (*App) Start() error { return nil }
+// Start checks, now that every app of the config is provisioned, that
+// no access log records keys in clear; the app serves through its
+// handlers.
+func (a *App) Start() error {
+	a.warnUnfilteredKeys()
+	return nil
+}
 
 // Stop does nothing; resources are released in Cleanup, after the HTTP
 // servers of the same config have drained.
