@@ -77,9 +77,10 @@ type App struct {
 	// Default: 8 per concurrent check.
 	MaxQueuedPasswordChecks int `json:"max_queued_password_checks,omitempty"`
 
-	// How many store reads per client address keys not known to exist
-	// may cost; beyond it they are refused (401) without one. Default:
-	// on, with the defaults of UnknownKeyBudget.
+	// How many keys that turn out not to exist each client address may
+	// have looked up in the store; once spent, keys the gateway does not
+	// know are refused (401) without a store read. Default: on, with the
+	// defaults of UnknownKeyBudget.
 	UnknownKeyBudget *UnknownKeyBudget `json:"unknown_key_budget,omitempty"`
 
 	// How many verified keys are kept in memory so that checking a key

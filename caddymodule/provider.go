@@ -106,7 +106,7 @@ func (p *APIKeyAuth) Authenticate(w http.ResponseWriter, r *http.Request) (caddy
 		return caddyauth.User{}, false, nil
 	}
 	addr := clientIP(r)
-	k, err := p.app.keyring.VerifyWithin(r.Context(), presented, func() bool { return p.app.unknown.allow(addr) })
+	k, err := p.app.keyring.VerifyWithin(r.Context(), presented, func() (func(bool), bool) { return p.app.unknown.allow(addr) })
 	if err != nil {
 		w.Header().Set("WWW-Authenticate", p.challenge+`, error="invalid_token"`)
 		if isRefusal(err) {

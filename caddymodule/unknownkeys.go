@@ -15,35 +15,44 @@ const (
 	DefaultUnknownKeyBurst = 100
 )
 
-// UnknownKeyBudget bounds, per client address, how many keys that the
-// gateway does not know to exist may be looked up in the store. Key
-// checksums are public, so anyone can make endless well-formed keys, and
-// each one the gateway has not seen costs a store read (on etcd, a
-// linearizable read through the leader). Beyond the budget such keys are
-// refused with 401 without a store read. Keys known to exist (cached)
-// never count, so clients whose keys are valid are not slowed; a client
-// that shares an address with a flood may see its own keys refused until
-// they are cached.
+// UnknownKeyBudget bounds, per client address, how many keys that turn
+// out not to exist may be looked up in the store. Key checksums are
+// public, so anyone can make endless well-formed keys, and each one the
+// gateway has not seen costs a store read (on etcd, a linearizable read
+// through the leader). Once an address has spent its budget, keys the
+// gateway does not know to exist are refused with 401 without a store
+// read. Keys that exist never spend it (a lookup holds a token while in
+// flight and gives it back), so clients using valid keys, even many new
+// ones, are not refused; a client that shares an address with a flood may
+// see its keys not yet cached refused until the budget refills.
 type UnknownKeyBudget struct {
 	// Turns the budget off: every key not in the cache is read from the
 	// store.
 	Disabled bool `json:"disabled,omitempty"`
-	// Store reads per second allowed to one client address (an IPv6
-	// client: its /64) for keys not known to exist. Default 10.
+	// Lookups of keys that turn out not to exist allowed per second to one
+	// client address (an IPv6 client: its /64). Default 10.
 	Rate float64 `json:"rate,omitempty"`
-	// How many such reads one address may make at once before the rate
-	// applies. Default 100.
+	// How many such lookups one address may make before the rate applies
+	// (and at most at once). Default 100.
 	Burst int `json:"burst,omitempty"`
 }
 
-// unknownKeys is the token bucket of each client address.
+// unknownKeys is the token bucket of each client address. A lookup takes
+// a token while it is in flight and gives it back if the key exists, so
+// that however many lookups run at once, no more keys that turn out
+// unknown are read than the bucket holds, and valid keys cost nothing.
 type unknownKeys struct {
 	rate  rate.Limit
 	burst int
 	max   int // most addresses tracked
 
 	mu      sync.Mutex
-	clients map[string]*rate.Limiter
+	clients map[string]*budget
+}
+
+type budget struct {
+	tokens   *rate.Limiter
+	inflight int // lookups holding a token
 }
 
 // limiter returns the budget's buckets, or nil when it is off.
@@ -52,7 +61,7 @@ func (b *UnknownKeyBudget) limiter() *unknownKeys {
 		return nil
 	}
 	u := &unknownKeys{rate: DefaultUnknownKeyRate, burst: DefaultUnknownKeyBurst, max: 100_000,
-		clients: make(map[string]*rate.Limiter)}
+		clients: make(map[string]*budget)}
 	if b != nil && b.Rate > 0 {
 		u.rate = rate.Limit(b.Rate)
 	}
@@ -62,40 +71,55 @@ func (b *UnknownKeyBudget) limiter() *unknownKeys {
 	return u
 }
 
-// allow takes one store read from addr's budget, if there is one left.
-func (u *unknownKeys) allow(addr string) bool {
+// allow holds one token of addr's budget for a lookup, if one is left,
+// and returns the function that settles it: spent if the key did not
+// exist, given back if it did.
+func (u *unknownKeys) allow(addr string) (settle func(exists bool), ok bool) {
 	if u == nil {
-		return true
+		return func(bool) {}, true
 	}
 	addr = identity.AddressKey(addr)
 	now := time.Now()
 	u.mu.Lock()
-	l := u.clients[addr]
-	if l == nil {
+	defer u.mu.Unlock()
+	b := u.clients[addr]
+	if b == nil {
 		if len(u.clients) >= u.max {
 			u.prune(now)
 		}
-		l = rate.NewLimiter(u.rate, u.burst)
-		u.clients[addr] = l
+		b = &budget{tokens: rate.NewLimiter(u.rate, u.burst)}
+		u.clients[addr] = b
 	}
-	u.mu.Unlock()
-	return l.AllowN(now, 1)
+	if b.tokens.TokensAt(now)-float64(b.inflight) < 1 {
+		return nil, false
+	}
+	b.inflight++
+	return func(exists bool) {
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		b.inflight--
+		if !exists {
+			b.tokens.AllowN(time.Now(), 1)
+		}
+	}, true
 }
 
-// prune forgets addresses whose bucket is full again (forgetting them
-// changes nothing), or else an arbitrary tenth.
+// prune forgets idle addresses whose bucket is full again (forgetting
+// them changes nothing), or else an arbitrary tenth of the idle ones.
 func (u *unknownKeys) prune(now time.Time) {
-	for a, l := range u.clients {
-		if l.TokensAt(now) >= float64(u.burst) {
+	for a, b := range u.clients {
+		if b.inflight == 0 && b.tokens.TokensAt(now) >= float64(u.burst) {
 			delete(u.clients, a)
 		}
 	}
 	drop := len(u.clients) - u.max + max(u.max/10, 1)
-	for a := range u.clients {
+	for a, b := range u.clients {
 		if drop <= 0 {
 			return
 		}
-		delete(u.clients, a)
-		drop--
+		if b.inflight == 0 {
+			delete(u.clients, a)
+			drop--
+		}
 	}
 }

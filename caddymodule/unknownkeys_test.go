@@ -13,24 +13,50 @@ import (
 
 func TestUnknownKeyBudgetPerAddress(t *testing.T) {
 	u := (&UnknownKeyBudget{Rate: 0.001, Burst: 3}).limiter()
-	for i := range 3 {
-		if !u.allow("2001:db8::1") {
-			t.Fatalf("read %d refused within the burst", i+1)
+	spend := func(addr string) bool {
+		settle, ok := u.allow(addr)
+		if ok {
+			settle(false)
 		}
+		return ok
 	}
-	if u.allow("2001:db8::ffff") {
-		t.Fatal("another address of the same /64 has its own budget")
+	// Lookups of keys that exist give their token back.
+	for range 100 {
+		settle, ok := u.allow("2001:db8::1")
+		if !ok {
+			t.Fatal("lookups of existing keys spent the budget")
+		}
+		settle(true)
 	}
-	if !u.allow("2001:db8:0:1::1") || !u.allow("192.0.2.1") {
+	// Lookups in flight hold their tokens: no more run at once than the
+	// bucket holds.
+	var held []func(bool)
+	for range 3 {
+		settle, ok := u.allow("2001:db8::1")
+		if !ok {
+			t.Fatal("lookup refused within the burst")
+		}
+		held = append(held, settle)
+	}
+	if _, ok := u.allow("2001:db8::2"); ok {
+		t.Fatal("a fourth lookup at once, from the same /64, allowed")
+	}
+	for _, settle := range held {
+		settle(false)
+	}
+	if spend("2001:db8::ffff") {
+		t.Fatal("budget not spent by three unknown keys")
+	}
+	if !spend("2001:db8:0:1::1") || !spend("192.0.2.1") {
 		t.Fatal("other clients share the spent budget")
 	}
-	if (&UnknownKeyBudget{Disabled: true}).limiter().allow("x") != true {
+	if _, ok := (&UnknownKeyBudget{Disabled: true}).limiter().allow("x"); !ok {
 		t.Fatal("a disabled budget refuses")
 	}
 	// The map of addresses stays bounded.
 	u.max = 50
 	for i := range 500 {
-		u.allow(fmt.Sprintf("198.51.100.%d", i%256) + fmt.Sprint(i))
+		spend(fmt.Sprintf("198.51.%d.%d", i/256, i%256))
 	}
 	if len(u.clients) > 50 {
 		t.Fatalf("%d addresses tracked, bound 50", len(u.clients))
@@ -65,7 +91,7 @@ func TestProviderRefusesUnknownKeysOverBudget(t *testing.T) {
 		}
 		return ok
 	}
-	if !send(key, "203.0.113.9") { // in use before the flood: cached
+	if !send(key, "203.0.113.9") { // read once (given back: it exists), then cached
 		t.Fatal("valid key refused")
 	}
 	before := histCount(t, app, "key_by_hash")
@@ -75,11 +101,11 @@ func TestProviderRefusesUnknownKeysOverBudget(t *testing.T) {
 			t.Fatal("unknown key admitted")
 		}
 	}
-	if n := histCount(t, app, "key_by_hash") - before; n != 4 {
-		t.Fatalf("%d store reads for 200 unknown keys from one address, want the rest of the burst of 5", n)
+	if n := histCount(t, app, "key_by_hash") - before; n != 5 {
+		t.Fatalf("%d store reads for 200 unknown keys from one address, want the burst of 5", n)
 	}
-	if n := sample(t, app.metrics.validations, "result", "over_budget"); n != 196 {
-		t.Fatalf("over_budget counted %v, want 196", n)
+	if n := sample(t, app.metrics.validations, "result", "over_budget"); n != 195 {
+		t.Fatalf("over_budget counted %v, want 195", n)
 	}
 	if !send(key, "203.0.113.9") {
 		t.Fatal("a valid key from the flooding address was refused")

@@ -111,7 +111,8 @@ func TestSharedReadNotReusedAfterInvalidation(t *testing.T) {
 }
 
 // TestVerifyWithinBudget refuses unknown keys without a store read once
-// the budget says no, but never consults it for known keys.
+// the budget says no, never consults it for known keys, and tells it
+// whether each key it allowed exists.
 func TestVerifyWithinBudget(t *testing.T) {
 	kr, cs := newTestKeyring(t, Options{})
 	ctx := context.Background()
@@ -119,11 +120,13 @@ func TestVerifyWithinBudget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kr.Verify(ctx, m.Secret); err != nil { // cached now
+	var settled []bool
+	yes := func() (func(bool), bool) { return func(exists bool) { settled = append(settled, exists) }, true }
+	if _, err := kr.VerifyWithin(ctx, m.Secret, yes); err != nil { // read, then cached
 		t.Fatal(err)
 	}
 	asked := 0
-	no := func() bool { asked++; return false }
+	no := func() (func(bool), bool) { asked++; return nil, false }
 	before := cs.lookups.Load()
 	for range 100 {
 		unknown, _ := NewKey(DefaultPrefix)
@@ -137,7 +140,6 @@ func TestVerifyWithinBudget(t *testing.T) {
 	if n := cs.lookups.Load() - before; n != 0 || asked != 100 {
 		t.Fatalf("%d store reads, budget asked %d times; want 0 and 100", n, asked)
 	}
-	yes := func() bool { return true }
 	unknown, _ := NewKey(DefaultPrefix)
 	if _, err := kr.VerifyWithin(ctx, unknown, yes); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("unknown key within budget: %v", err)
@@ -145,5 +147,8 @@ func TestVerifyWithinBudget(t *testing.T) {
 	// Cached as unknown, and the cache is trusted: no read, no charge.
 	if _, err := kr.VerifyWithin(ctx, unknown, no); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("cached unknown key: %v", err)
+	}
+	if len(settled) != 2 || !settled[0] || settled[1] {
+		t.Fatalf("budget told %v, want [true false] (the valid key existed, the unknown one not)", settled)
 	}
 }

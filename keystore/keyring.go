@@ -252,7 +252,7 @@ func (kr *Keyring) Verify(ctx context.Context, presented string) (*Key, error) {
 	return kr.verify(ctx, presented, nil)
 }
 
-func (kr *Keyring) verify(ctx context.Context, presented string, mayRead func() bool) (*Key, error) {
+func (kr *Keyring) verify(ctx context.Context, presented string, budget ReadBudget) (*Key, error) {
 	if err := ParseKey(presented, kr.prefix); err != nil {
 		return nil, err
 	}
@@ -260,11 +260,17 @@ func (kr *Keyring) verify(ctx context.Context, presented string, mayRead func() 
 	now := kr.now()
 	k, ok := kr.cache.get(h)
 	if !ok || !kr.cacheTrusted(now) {
-		if k == nil && mayRead != nil && !mayRead() {
-			return nil, ErrOverBudget
+		settle := func(bool) {}
+		if k == nil && budget != nil {
+			var allowed bool
+			if settle, allowed = budget(); !allowed {
+				return nil, ErrOverBudget
+			}
 		}
 		var err error
-		if k, err = kr.lookup(ctx, h); err != nil {
+		k, err = kr.lookup(ctx, h)
+		settle(k != nil && err == nil)
+		if err != nil {
 			return nil, err
 		}
 	}
