@@ -194,7 +194,8 @@ func (h *APIHandler) allowCORS(w http.ResponseWriter, r *http.Request) bool {
 
 // decodeRequestBody parses an endpoint's body: a JSON object, or nothing.
 // It is stricter than encoding/json, which would silently keep the last
-// of duplicate members and replace invalid UTF-8.
+// of duplicate members (matching names in any letter case) and replace
+// invalid UTF-8.
 func decodeRequestBody(data []byte) (*requestBody, error) {
 	var body requestBody
 	data = bytes.TrimSpace(data)
@@ -211,7 +212,7 @@ func decodeRequestBody(data []byte) (*requestBody, error) {
 		return nil, fail(http.StatusBadRequest, "request body is not valid JSON")
 	}
 	if name, dup := duplicateMember(data); dup {
-		return nil, fail(http.StatusBadRequest, "request body has the member "+strconv.Quote(name)+" more than once")
+		return nil, fail(http.StatusBadRequest, "request body has the member "+strconv.Quote(name)+" more than once (names match in any letter case)")
 	}
 	if err := json.Unmarshal(data, &body); err != nil {
 		return nil, fail(http.StatusBadRequest, "request body is not valid JSON")

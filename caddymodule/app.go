@@ -78,6 +78,17 @@ type App struct {
 	// traffic of CPU. Default: the number of CPUs.
 	MaxConcurrentPasswordChecks int `json:"max_concurrent_password_checks,omitempty"`
 
+	// Most sign-ins waiting for a password-hash comparison; beyond it
+	// they are answered 503 with Retry-After at once rather than held.
+	// Default: 8 per concurrent check.
+	MaxQueuedPasswordChecks int `json:"max_queued_password_checks,omitempty"`
+
+	// How many keys that turn out not to exist each client address may
+	// have looked up in the store; once spent, keys the gateway does not
+	// know are refused (401) without a store read. Default: on, with the
+	// defaults of UnknownKeyBudget.
+	UnknownKeyBudget *UnknownKeyBudget `json:"unknown_key_budget,omitempty"`
+
 	// How many verified keys are kept in memory so that checking a key
 	// needs no store read. Default: 100000.
 	CacheSize int `json:"cache_size,omitempty"`
@@ -92,10 +103,12 @@ type App struct {
 	release  func() error
 	keyring  *keystore.Keyring
 	verifier *identity.Verifier
+	unknown  *unknownKeys
 	stopJWKS context.CancelFunc
 	metrics  *metrics
 	logger   *zap.Logger
 	audit    *zap.Logger
+	ctx      caddy.Context
 }
 
 // LockoutConfig tunes the lockout that follows repeated password
@@ -107,8 +120,8 @@ type LockoutConfig struct {
 	Disabled bool `json:"disabled,omitempty"`
 	// Failures of one username within the window that lock it. Default 10.
 	AccountThreshold int `json:"account_threshold,omitempty"`
-	// Failures from one client address within the window that lock it.
-	// Default 50.
+	// Failures from one client address within the window that lock it;
+	// IPv6 clients are counted by their /64. Default 50.
 	AddressThreshold int `json:"address_threshold,omitempty"`
 	// How long failures are counted. Default 15m.
 	Window caddy.Duration `json:"window,omitempty"`
@@ -159,9 +172,13 @@ func (App) CaddyModule() caddy.ModuleInfo {
 
 // Provision opens the store and prepares credential checks.
 func (a *App) Provision(ctx caddy.Context) error {
+	a.ctx = ctx
 	a.logger = ctx.Logger()
 	a.audit = a.logger.Named("audit")
 	repl := caddy.NewReplacer()
+	if a.MaxQueuedPasswordChecks < 0 {
+		return errors.New("max_queued_password_checks must not be negative")
+	}
 	var err error
 	if a.policy, err = a.keyPolicy(repl); err != nil {
 		return err
@@ -233,12 +250,18 @@ func (a *App) Provision(ctx caddy.Context) error {
 			a.logger.Error("writing last-used times", zap.Error(err))
 		},
 	})
+	if b := a.UnknownKeyBudget; b != nil && (b.Rate < 0 || b.Burst < 0) {
+		return errors.New("unknown_key_budget: rate and burst must not be negative")
+	}
+	a.unknown = a.UnknownKeyBudget.limiter()
 	if err := registerStaleness(ctx.GetMetricsRegistry(), a.keyring); err != nil {
 		return err
 	}
 	a.verifier = identity.NewVerifier(users, storedUserLookup(a.keyring.Store()), issuers, identity.VerifierOptions{
 		Throttle:            a.Lockout.throttle(),
 		MaxConcurrentHashes: a.MaxConcurrentPasswordChecks,
+		MaxQueuedHashes:     a.MaxQueuedPasswordChecks,
+		StoredHashes:        storedHashes(a.keyring.Store()),
 	})
 	return nil
 }
@@ -256,8 +279,26 @@ func storedUserLookup(store keystore.Store) identity.UserLookup {
 	}
 }
 
-// Start does nothing; the app serves through its handlers.
-func (*App) Start() error { return nil }
+// storedHashes lists the stored users' password hashes, so that the
+// verifier knows the cost of every kind of hash in use.
+func storedHashes(store keystore.Store) func(context.Context) ([]string, error) {
+	return func(ctx context.Context) ([]string, error) {
+		users, err := store.Users(ctx)
+		hashes := make([]string, 0, len(users))
+		for _, u := range users {
+			hashes = append(hashes, u.PasswordHash)
+		}
+		return hashes, err
+	}
+}
+
+// Start checks, now that every app of the config is provisioned, that
+// no access log records keys in clear; the app serves through its
+// handlers.
+func (a *App) Start() error {
+	a.warnUnfilteredKeys()
+	return nil
+}
 
 // Stop does nothing; resources are released in Cleanup, after the HTTP
 // servers of the same config have drained.

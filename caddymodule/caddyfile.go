@@ -62,6 +62,11 @@ func init() {
 //	        max_duration      <duration>
 //	    }
 //	    max_concurrent_password_checks <n>
+//	    max_queued_password_checks     <n>
+//	    unknown_key_budget off | {
+//	        rate  <per_second>
+//	        burst <n>
+//	    }
 //	    cache_size               <n>
 //	    last_used_flush_interval <duration>
 //	}
@@ -158,6 +163,19 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			a.MaxConcurrentPasswordChecks = n
+		case "max_queued_password_checks":
+			n, err := intArg(d)
+			if err != nil {
+				return err
+			}
+			a.MaxQueuedPasswordChecks = n
+		case "unknown_key_budget":
+			if a.UnknownKeyBudget == nil {
+				a.UnknownKeyBudget = new(UnknownKeyBudget)
+			}
+			if err := a.UnknownKeyBudget.unmarshalCaddyfile(d); err != nil {
+				return err
+			}
 		case "cache_size":
 			n, err := intArg(d)
 			if err != nil {
@@ -299,6 +317,39 @@ func (c *LockoutConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 		if err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+func (b *UnknownKeyBudget) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		if d.Val() != "off" || d.NextArg() {
+			return d.Err("unknown_key_budget takes 'off' or a block")
+		}
+		b.Disabled = true
+		return nil
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch opt := d.Val(); opt {
+		case "rate":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			r, err := strconv.ParseFloat(v, 64)
+			if err != nil || r <= 0 {
+				return d.Errf("rate: want a positive number of reads per second, got %q", v)
+			}
+			b.Rate = r
+		case "burst":
+			n, err := intArg(d)
+			if err != nil {
+				return err
+			}
+			b.Burst = n
+		default:
+			return d.Errf("unrecognized unknown_key_budget option '%s'", opt)
 		}
 	}
 	return nil

@@ -19,7 +19,7 @@ type metrics struct {
 	storeLatency             *prometheus.HistogramVec
 
 	// Resolved once: the hot path then costs one atomic add.
-	valid, unknown, malformed, expired, revoked, orphaned, insufficientScope prometheus.Counter
+	valid, unknown, malformed, expired, revoked, orphaned, insufficientScope, conflicting, overBudget prometheus.Counter
 }
 
 const metricsNamespace, metricsSubsystem = "caddy", "apikeys"
@@ -33,7 +33,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		deleted: prometheus.NewCounter(prometheus.CounterOpts(opts("keys_deleted_total", "API keys deleted or revoked."))),
 		rotated: prometheus.NewCounter(prometheus.CounterOpts(opts("keys_rotated_total", "API keys replaced by rotation."))),
 		validations: prometheus.NewCounterVec(prometheus.CounterOpts(opts("validations_total",
-			"Key checks by apikey_auth, by result: valid, unknown, malformed, expired, revoked, orphaned, insufficient_scope.")), []string{"result"}),
+			"Key checks by apikey_auth, by result: valid, unknown, malformed, expired, revoked, orphaned, insufficient_scope, conflicting, over_budget.")), []string{"result"}),
 		credentialFailures: prometheus.NewCounterVec(prometheus.CounterOpts(opts("credential_failures_total",
 			"Refused credentials on the key-management endpoints, by method: password, oauth2, api_key.")), []string{"method"}),
 		storeLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -54,6 +54,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.revoked = m.validations.WithLabelValues("revoked")
 	m.orphaned = m.validations.WithLabelValues("orphaned")
 	m.insufficientScope = m.validations.WithLabelValues("insufficient_scope")
+	m.conflicting = m.validations.WithLabelValues("conflicting")
+	m.overBudget = m.validations.WithLabelValues("over_budget")
 	return m, nil
 }
 
@@ -94,6 +96,8 @@ func (m *metrics) countRefusal(err error) {
 		m.revoked.Inc()
 	case errors.Is(err, keystore.ErrOrphaned):
 		m.orphaned.Inc()
+	case errors.Is(err, keystore.ErrOverBudget):
+		m.overBudget.Inc()
 	}
 }
 

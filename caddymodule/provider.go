@@ -24,12 +24,14 @@ const DefaultRealm = "apikeys"
 
 // APIKeyAuth is an authentication provider that admits requests carrying
 // a valid, unexpired, enabled API key minted by the apikeys app, whose
-// owner still exists. On success {http.auth.user.id} is the name of the
-// key's owner and {http.auth.user.source} where that name comes from
-// ("password" for password users, "service" for operator-made owners, or
-// a token issuer's namespace, "jwt:<issuer>" by default): the same name
-// from two sources is two different owners. {http.auth.user.key_id} is
-// the key's id, {http.auth.user.key_title} its title and
+// owner still exists. Every place it reads a key from is read: a request
+// carrying two different keys (in two places, or twice in one) is
+// refused. On success {http.auth.user.id} is the name of the key's owner
+// and {http.auth.user.source} where that name comes from ("password" for
+// password users, "service" for operator-made owners, or a token issuer's
+// namespace, "jwt:<issuer>" by default): the same name from two sources
+// is two different owners. {http.auth.user.key_id} is the key's id,
+// {http.auth.user.key_title} its title and
 // {http.auth.user.key_scopes} its scopes, separated by spaces. Use it with the
 // apikey_auth directive, or as a provider of the authentication handler.
 type APIKeyAuth struct {
@@ -43,9 +45,9 @@ type APIKeyAuth struct {
 	QueryParam string `json:"query_param,omitempty"`
 
 	// Read a QueryLake-style body {"auth": {"api_key": "sk-…"}} from JSON
-	// requests when no header or query parameter carries a key. The body
-	// is read up to max_body_bytes and then passed upstream unchanged.
-	// Default: false.
+	// requests. The body is read up to max_body_bytes and then passed
+	// upstream unchanged; one that repeats a member name (in any letter
+	// case) is refused. Default: false.
 	Body bool `json:"body,omitempty"`
 
 	// Largest body read when body is on, in bytes. Default: 65536.
@@ -95,12 +97,20 @@ func (p *APIKeyAuth) Provision(ctx caddy.Context) error {
 // Authenticate admits the request if it carries a valid key. A missing or
 // refused key is (false, nil): errors are only for store faults.
 func (p *APIKeyAuth) Authenticate(w http.ResponseWriter, r *http.Request) (caddyauth.User, bool, error) {
-	presented, strip := p.findKey(r)
+	presented, strip, conflict := p.findKey(r)
+	if conflict {
+		// Two places disagree: whichever the gateway checked, the upstream
+		// might read the other.
+		w.Header().Set("WWW-Authenticate", p.challenge+`, error="invalid_request"`)
+		p.app.metrics.conflicting.Inc()
+		return caddyauth.User{}, false, nil
+	}
 	if presented == "" {
 		w.Header().Set("WWW-Authenticate", p.challenge)
 		return caddyauth.User{}, false, nil
 	}
-	k, err := p.app.keyring.Verify(r.Context(), presented)
+	addr := clientIP(r)
+	k, err := p.app.keyring.VerifyWithin(r.Context(), presented, func() (func(bool), bool) { return p.app.unknown.allow(addr) })
 	if err != nil {
 		w.Header().Set("WWW-Authenticate", p.challenge+`, error="invalid_token"`)
 		if isRefusal(err) {
@@ -110,7 +120,7 @@ func (p *APIKeyAuth) Authenticate(w http.ResponseWriter, r *http.Request) (caddy
 		return caddyauth.User{}, false, err
 	}
 	p.app.metrics.valid.Inc()
-	if strip != nil && !p.KeepCredentials {
+	if !p.KeepCredentials {
 		strip(r)
 	}
 	return caddyauth.User{
@@ -122,46 +132,91 @@ func (p *APIKeyAuth) Authenticate(w http.ResponseWriter, r *http.Request) (caddy
 func isRefusal(err error) bool {
 	return errors.Is(err, keystore.ErrMalformedKey) || errors.Is(err, keystore.ErrNotFound) ||
 		errors.Is(err, keystore.ErrExpired) || errors.Is(err, keystore.ErrDisabled) ||
-		errors.Is(err, keystore.ErrOrphaned)
+		errors.Is(err, keystore.ErrOrphaned) || errors.Is(err, keystore.ErrOverBudget)
 }
 
-// findKey returns the presented key, and a function that removes it from
-// the request (nil when it cannot be removed, as from a body).
-func (p *APIKeyAuth) findKey(r *http.Request) (string, func(*http.Request)) {
-	if tok, ok := bearerToken(r); ok {
-		return tok, func(r *http.Request) { r.Header.Del("Authorization") }
-	}
-	for _, name := range p.Headers {
-		if v := r.Header.Get(name); v != "" {
-			return strings.TrimSpace(v), func(r *http.Request) { r.Header.Del(name) }
+// findKey returns the presented key and a function that removes it from
+// every place it was found (a body is passed on as it came). Every place
+// is read: a request that carries two different values, in two places or
+// twice in one, is a conflict and carries no key.
+func (p *APIKeyAuth) findKey(r *http.Request) (key string, strip func(*http.Request), conflict bool) {
+	var found []string
+	var strips []func(*http.Request)
+	for _, v := range r.Header.Values("Authorization") {
+		if tok, ok := bearerValue(v); ok {
+			found = append(found, tok)
+			strips = append(strips, func(r *http.Request) { r.Header.Del("Authorization") })
 		}
 	}
-	if p.QueryParam != "" {
-		q := r.URL.Query()
-		if v := q.Get(p.QueryParam); v != "" {
-			return v, func(r *http.Request) {
-				q.Del(p.QueryParam)
-				r.URL.RawQuery = q.Encode()
-				r.RequestURI = r.URL.RequestURI()
+	for _, name := range p.Headers {
+		for _, v := range r.Header.Values(name) {
+			if v = strings.TrimSpace(v); v != "" {
+				found = append(found, v)
+				strips = append(strips, func(r *http.Request) { r.Header.Del(name) })
 			}
 		}
 	}
-	if p.Body {
-		return p.keyFromBody(r), nil
+	if p.QueryParam != "" {
+		values, rest, ambiguous := queryParam(r.URL.RawQuery, p.QueryParam)
+		if ambiguous {
+			return "", nil, true
+		}
+		if len(values) > 0 {
+			found = append(found, values...)
+			strips = append(strips, func(r *http.Request) {
+				r.URL.RawQuery = rest
+				r.RequestURI = withQuery(r.RequestURI, rest)
+			})
+		}
 	}
-	return "", nil
+	if p.Body {
+		v, ambiguous := p.keyFromBody(r)
+		if ambiguous {
+			return "", nil, true
+		}
+		if v != "" {
+			found = append(found, v)
+		}
+	}
+	for _, v := range found[min(1, len(found)):] {
+		if v != found[0] {
+			return "", nil, true
+		}
+	}
+	if len(found) == 0 {
+		return "", nil, false
+	}
+	return found[0], func(r *http.Request) {
+		for _, s := range strips {
+			s(r)
+		}
+	}, false
 }
 
 // keyFromBody reads {"auth": {"api_key": …}} from a JSON body and puts
-// the body back so the upstream receives it whole.
-func (p *APIKeyAuth) keyFromBody(r *http.Request) string {
+// the body back so the upstream receives it whole. A body whose members
+// repeat (in any letter case) is ambiguous: parsers disagree on which
+// one counts.
+func (p *APIKeyAuth) keyFromBody(r *http.Request) (key string, ambiguous bool) {
 	if r.Body == nil || r.Body == http.NoBody || !isJSON(r.Header.Get("Content-Type")) {
-		return ""
+		return "", false
 	}
 	buf, err := io.ReadAll(io.LimitReader(r.Body, p.MaxBodyBytes+1))
 	r.Body = readCloser{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
 	if err != nil || int64(len(buf)) > p.MaxBodyBytes {
-		return ""
+		return "", false
+	}
+	return apiKeyInBody(buf)
+}
+
+// apiKeyInBody returns body.auth.api_key of a JSON body, if it is a
+// string, and whether the body repeats a member name.
+func apiKeyInBody(buf []byte) (key string, ambiguous bool) {
+	if !json.Valid(buf) {
+		return "", false
+	}
+	if _, dup := duplicateMember(buf); dup {
+		return "", true
 	}
 	var body struct {
 		Auth struct {
@@ -169,9 +224,9 @@ func (p *APIKeyAuth) keyFromBody(r *http.Request) string {
 		} `json:"auth"`
 	}
 	if json.Unmarshal(buf, &body) != nil {
-		return ""
+		return "", false
 	}
-	return body.Auth.APIKey
+	return body.Auth.APIKey, false
 }
 
 type readCloser struct {
@@ -187,7 +242,11 @@ func isJSON(contentType string) bool {
 
 // bearerToken returns the token of an "Authorization: Bearer" header.
 func bearerToken(r *http.Request) (string, bool) {
-	auth := r.Header.Get("Authorization")
+	return bearerValue(r.Header.Get("Authorization"))
+}
+
+// bearerValue returns the token of an Authorization value "Bearer <token>".
+func bearerValue(auth string) (string, bool) {
 	const scheme = "bearer "
 	if len(auth) <= len(scheme) || !strings.EqualFold(auth[:len(scheme)], scheme) {
 		return "", false

@@ -177,3 +177,80 @@ func TestAPIHandlerStoreFaultIs503WithoutDetail(t *testing.T) {
 		t.Fatal("internal error leaked")
 	}
 }
+
+// TestProviderRefusesTwoDifferentKeys presents a valid key together with
+// another value in every pair of places: refused, whatever the order; the
+// same key in two places passes and is removed from both.
+func TestProviderRefusesTwoDifferentKeys(t *testing.T) {
+	p, app, key := testProvider(t, &APIKeyAuth{Headers: []string{"X-Api-Key"}, QueryParam: "api_key", Body: true})
+	other, err := app.keyring.Mint(context.Background(), keystore.Actor{Owner: keystore.Service("mallory"), Operator: true}, keystore.KeyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type place func(r *http.Request, k string)
+	bearer := func(r *http.Request, k string) { r.Header.Add("Authorization", "Bearer "+k) }
+	header := func(r *http.Request, k string) { r.Header.Add("X-Api-Key", k) }
+	query := func(r *http.Request, k string) {
+		if r.URL.RawQuery != "" {
+			r.URL.RawQuery += "&"
+		}
+		r.URL.RawQuery += "api_key=" + k
+		r.RequestURI = r.URL.RequestURI()
+	}
+	body := func(r *http.Request, k string) {
+		r.Body = io.NopCloser(strings.NewReader(`{"auth": {"api_key": "` + k + `"}}`))
+		r.Header.Set("Content-Type", "application/json")
+	}
+	places := map[string]place{"bearer": bearer, "header": header, "query": query, "body": body}
+	for an, a := range places {
+		for bn, b := range places {
+			if an == "body" && bn == "body" {
+				continue
+			}
+			for _, second := range []string{other.Secret, "not-a-key"} {
+				r := httptest.NewRequest("POST", "/v1/x", nil)
+				a(r, key)
+				b(r, second)
+				if _, ok, err := p.Authenticate(httptest.NewRecorder(), r); ok || err != nil {
+					t.Errorf("valid key in %s, %.10s… in %s: admitted (%v)", an, second, bn, err)
+				}
+			}
+			r := httptest.NewRequest("POST", "/v1/x", nil)
+			a(r, key)
+			b(r, key)
+			if _, ok, _ := p.Authenticate(httptest.NewRecorder(), r); !ok {
+				t.Errorf("the same key in %s and %s: refused", an, bn)
+			}
+			if r.Header.Get("Authorization") != "" || r.Header.Get("X-Api-Key") != "" || strings.Contains(r.URL.RawQuery, key) || strings.Contains(r.RequestURI, key) {
+				t.Errorf("the same key in %s and %s: not removed from every header and the query", an, bn)
+			}
+		}
+	}
+	for name, r := range map[string]*http.Request{
+		"body repeating api_key in another case": func() *http.Request {
+			r := httptest.NewRequest("POST", "/v1/x", strings.NewReader(`{"auth": {"api_key": "`+key+`", "API_KEY": "`+other.Secret+`"}}`))
+			r.Header.Set("Content-Type", "application/json")
+			return r
+		}(),
+		"key hidden behind ';'": func() *http.Request {
+			r := httptest.NewRequest("GET", "/v1/x?x=1;api_key="+other.Secret, nil)
+			r.Header.Set("Authorization", "Bearer "+key)
+			return r
+		}(),
+	} {
+		if _, ok, _ := p.Authenticate(httptest.NewRecorder(), r); ok {
+			t.Errorf("%s: admitted", name)
+		}
+	}
+}
+
+func TestProviderStripsOnlyTheKeyFromTheQuery(t *testing.T) {
+	p, _, key := testProvider(t, &APIKeyAuth{QueryParam: "api_key"})
+	r := httptest.NewRequest("GET", "/v1/a%2Fb?z=1&b=%2F&api_key="+key+"&a=1;c=2&e=x+y&api_key="+key, nil)
+	if _, ok, _ := p.Authenticate(httptest.NewRecorder(), r); !ok {
+		t.Fatal("refused")
+	}
+	if want := "z=1&b=%2F&a=1;c=2&e=x+y"; r.URL.RawQuery != want || r.RequestURI != "/v1/a%2Fb?"+want {
+		t.Fatalf("after strip: RawQuery %q, RequestURI %q; want %q", r.URL.RawQuery, r.RequestURI, want)
+	}
+}

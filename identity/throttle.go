@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -67,6 +68,9 @@ type failures struct {
 	lockouts    int // lockouts within the current window, for escalation
 	lockedUntil time.Time
 	lastSeen    time.Time
+	// gen changes whenever count starts over (a lockout, a new window),
+	// so that a late refund cannot take back a failure of another count.
+	gen uint64
 }
 
 // NewThrottle returns a Throttle with the policy's defaults filled in.
@@ -86,7 +90,7 @@ func (t *Throttle) Locked(username, addr string) time.Duration {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var wait time.Duration
-	for _, f := range []*failures{t.accounts[username], t.addresses[addr]} {
+	for _, f := range []*failures{t.accounts[username], t.addresses[AddressKey(addr)]} {
 		if f != nil && f.lockedUntil.After(now) {
 			wait = max(wait, f.lockedUntil.Sub(now))
 		}
@@ -100,7 +104,7 @@ func (t *Throttle) Failed(username, addr string) time.Duration {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	a := t.record(t.accounts, username, t.policy.AccountThreshold, now)
-	b := t.record(t.addresses, addr, t.policy.AddressThreshold, now)
+	b := t.record(t.addresses, AddressKey(addr), t.policy.AddressThreshold, now)
 	return max(a, b)
 }
 
@@ -113,17 +117,7 @@ func (t *Throttle) Succeeded(username string) {
 }
 
 func (t *Throttle) record(m map[string]*failures, key string, threshold int, now time.Time) time.Duration {
-	f := m[key]
-	if f == nil {
-		if len(m) >= t.policy.MaxEntries {
-			t.prune(m, now)
-		}
-		f = &failures{windowStart: now}
-		m[key] = f
-	}
-	if now.Sub(f.windowStart) > t.policy.Window && !f.lockedUntil.After(now) {
-		*f = failures{windowStart: now}
-	}
+	f := t.entry(m, key, now)
 	f.lastSeen = now
 	f.count++
 	if f.count < threshold {
@@ -133,9 +127,43 @@ func (t *Throttle) record(m map[string]*failures, key string, threshold int, now
 	lock = min(lock, t.policy.MaxLockout)
 	f.lockouts++
 	f.count = 0
+	f.gen++
 	f.windowStart = now
 	f.lockedUntil = now.Add(lock)
 	return lock
+}
+
+// entry returns key's failures in m, created or started over as needed.
+func (t *Throttle) entry(m map[string]*failures, key string, now time.Time) *failures {
+	f := m[key]
+	if f == nil {
+		if len(m) >= t.policy.MaxEntries {
+			t.prune(m, now)
+		}
+		f = &failures{windowStart: now}
+		m[key] = f
+	}
+	if now.Sub(f.windowStart) > t.policy.Window && !f.lockedUntil.After(now) {
+		*f = failures{windowStart: now, gen: f.gen + 1}
+	}
+	return f
+}
+
+// AddressKey is the key under which failures from a client address are
+// counted: the address itself, or for IPv6 its /64, since one subscriber
+// usually holds a whole /64 and could otherwise rotate through it.
+// Strings that are not IP addresses are used as they are.
+func AddressKey(addr string) string {
+	ip, err := netip.ParseAddr(addr)
+	if err != nil {
+		return addr
+	}
+	ip = ip.WithZone("").Unmap()
+	if ip.Is4() {
+		return ip.String()
+	}
+	p, _ := ip.Prefix(64)
+	return p.String()
 }
 
 // prune drops entries idle for a window, or else the oldest tenth.
@@ -157,5 +185,99 @@ func (t *Throttle) prune(m map[string]*failures, now time.Time) {
 		if drop--; drop == 0 {
 			return
 		}
+	}
+}
+
+// Reservation is a failure counted in advance for one password attempt.
+// Counting before the password is checked, under the throttle's lock, is
+// what bounds the number of passwords checked however many attempts
+// arrive at once: an attempt that finds the threshold reached is refused
+// before it is hashed. A nil Reservation (no throttle) does nothing.
+type Reservation struct {
+	t                      *Throttle
+	account, address       string
+	accountGen, addressGen uint64
+	// Whether this attempt's failure started the lockout.
+	lockedAccount, lockedAddress bool
+	done                         bool
+}
+
+// Reserve counts a failure of username from addr before its password is
+// checked. When either is locked out it counts nothing and returns how
+// long the caller must wait. Otherwise the attempt may proceed; the
+// failure stands unless the caller then calls Succeeded or Cancel. The
+// attempt that reaches a threshold is still checked, and starts the
+// lockout that refuses the ones after it.
+func (t *Throttle) Reserve(username, addr string) (*Reservation, time.Duration) {
+	addr = AddressKey(addr)
+	now := t.now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	acct := t.entry(t.accounts, username, now)
+	host := t.entry(t.addresses, addr, now)
+	var wait time.Duration
+	for _, f := range []*failures{acct, host} {
+		if f.lockedUntil.After(now) {
+			wait = max(wait, f.lockedUntil.Sub(now))
+		}
+	}
+	if wait > 0 {
+		return nil, wait
+	}
+	r := &Reservation{t: t, account: username, address: addr}
+	r.lockedAccount = t.record(t.accounts, username, t.policy.AccountThreshold, now) > 0
+	r.lockedAddress = t.record(t.addresses, addr, t.policy.AddressThreshold, now) > 0
+	r.accountGen, r.addressGen = acct.gen, host.gen
+	return r, 0
+}
+
+// Succeeded ends a reservation whose password was right: the username's
+// failures are forgotten, as by Throttle.Succeeded, and the address's
+// count is refunded (its other failures stand: a success on one account
+// must not unlock guessing at others).
+func (r *Reservation) Succeeded() {
+	if r == nil || r.done {
+		return
+	}
+	r.done = true
+	t := r.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.accounts, r.account)
+	t.refund(t.addresses, r.address, r.addressGen, r.lockedAddress, t.policy.AddressThreshold)
+}
+
+// Cancel ends a reservation whose password was never checked (no hashing
+// slot, a store fault, a client gone): both counts are refunded.
+func (r *Reservation) Cancel() {
+	if r == nil || r.done {
+		return
+	}
+	r.done = true
+	t := r.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.refund(t.accounts, r.account, r.accountGen, r.lockedAccount, t.policy.AccountThreshold)
+	t.refund(t.addresses, r.address, r.addressGen, r.lockedAddress, t.policy.AddressThreshold)
+}
+
+// refund takes back one reserved failure of key, unless its count has
+// started over since (the refund then has nothing left to take back). If
+// that failure started a lockout still in force, the lockout is undone:
+// no attempt was refused by it that the count would not refuse anyway.
+func (t *Throttle) refund(m map[string]*failures, key string, gen uint64, locked bool, threshold int) {
+	f := m[key]
+	if f == nil || f.gen != gen {
+		return
+	}
+	if !locked {
+		f.count = max(f.count-1, 0)
+		return
+	}
+	if f.lockedUntil.After(t.now()) {
+		f.lockedUntil = time.Time{}
+		f.lockouts--
+		f.count = threshold - 1
+		f.gen--
 	}
 }

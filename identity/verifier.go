@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
@@ -56,6 +57,15 @@ type VerifierOptions struct {
 	// HashWait is the longest a password check waits for a free slot
 	// before failing with ErrBusy. Default 5s.
 	HashWait time.Duration
+	// MaxQueuedHashes bounds the password checks waiting for a slot;
+	// beyond it a check fails with ErrBusy at once instead of holding its
+	// request. Default: 8 per slot.
+	MaxQueuedHashes int
+	// StoredHashes, if set, returns the password hashes of the users kept
+	// outside the configuration. It is read once, before the first
+	// password check, so that the cost of every kind of hash in use is
+	// known; kinds added to the store later are learnt when met.
+	StoredHashes func(context.Context) ([]string, error)
 	// SuccessCacheSize bounds the remembered successful comparisons (as
 	// Caddy's basic_auth does), which spare repeat sign-ins the hashing
 	// cost. Default 1000; negative disables the cache.
@@ -69,11 +79,12 @@ type Verifier struct {
 	jwt    JWTIssuers
 	opts   VerifierOptions
 	slots  chan struct{}
+	queued atomic.Int64 // checks waiting for a slot
 	cache  *successCache
 
+	costs    hashCosts
 	fakeOnce sync.Once
-	fakeHash string
-	fakeLike string // a real hash whose algorithm and cost the fake copies
+	fakeLike []string // the configured users' hashes, whose kinds are measured
 }
 
 // NewVerifier returns a Verifier over configured users (name -> bcrypt or
@@ -86,6 +97,9 @@ func NewVerifier(users map[string]string, lookup UserLookup, jwt JWTIssuers, opt
 	if opts.HashWait <= 0 {
 		opts.HashWait = 5 * time.Second
 	}
+	if opts.MaxQueuedHashes <= 0 {
+		opts.MaxQueuedHashes = 8 * opts.MaxConcurrentHashes
+	}
 	if opts.SuccessCacheSize == 0 {
 		opts.SuccessCacheSize = 1000
 	}
@@ -95,8 +109,7 @@ func NewVerifier(users map[string]string, lookup UserLookup, jwt JWTIssuers, opt
 		v.cache = &successCache{max: opts.SuccessCacheSize, m: make(map[[32]byte]struct{})}
 	}
 	for _, h := range users {
-		v.fakeLike = h
-		break
+		v.fakeLike = append(v.fakeLike, h)
 	}
 	return v
 }
@@ -148,36 +161,43 @@ func (v *Verifier) Authenticate(ctx context.Context, cred Credential, addr strin
 }
 
 func (v *Verifier) checkPassword(ctx context.Context, name, password, addr string) (string, error) {
-	if t := v.opts.Throttle; t != nil {
-		if wait := t.Locked(name, addr); wait > 0 {
-			return "", &LockedOutError{RetryAfter: wait}
-		}
+	// The failure is counted before anything is looked up or hashed, and
+	// taken back only if the password is right or was never checked.
+	res, wait := v.opts.Throttle.reserve(name, addr)
+	if wait > 0 {
+		return "", &LockedOutError{RetryAfter: wait}
 	}
 	hash, found := v.users[name]
 	if !found && v.lookup != nil {
 		var err error
 		if hash, found, err = v.lookup(ctx, name); err != nil {
+			res.Cancel()
 			return "", err
 		}
 	}
 	ok, err := v.compare(ctx, name, hash, password, found)
 	if errors.Is(err, ErrBusy) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		res.Cancel()
 		return "", err
 	}
 	if err != nil || !ok || !found {
-		if t := v.opts.Throttle; t != nil {
-			t.Failed(name, addr)
-		}
 		return "", ErrBadCredentials
 	}
-	if t := v.opts.Throttle; t != nil {
-		t.Succeeded(name)
-	}
+	res.Succeeded()
 	return name, nil
 }
 
-// compare checks password against hash (against a fake hash of the same
-// cost when the user does not exist) within the concurrency bound.
+// reserve is Throttle.Reserve for a throttle that may be nil (no lockout).
+func (t *Throttle) reserve(name, addr string) (*Reservation, time.Duration) {
+	if t == nil {
+		return nil, 0
+	}
+	return t.Reserve(name, addr)
+}
+
+// compare checks password against hash (against a fake hash when the user
+// does not exist) within the concurrency bound, and takes as long as a
+// check of the most expensive kind of hash in use, whatever the user.
 func (v *Verifier) compare(ctx context.Context, name, hash, password string, found bool) (bool, error) {
 	var key [32]byte
 	if found && v.cache != nil {
@@ -186,39 +206,84 @@ func (v *Verifier) compare(ctx context.Context, name, hash, password string, fou
 			return true, nil
 		}
 	}
-	timer := time.NewTimer(v.opts.HashWait)
-	defer timer.Stop()
-	select {
-	case v.slots <- struct{}{}:
-	case <-ctx.Done():
-		return false, ctx.Err()
-	case <-timer.C:
-		return false, ErrBusy
+	if err := v.acquire(ctx); err != nil {
+		return false, err
 	}
-	defer func() { <-v.slots }()
+	v.learnCosts(ctx)
+	if found {
+		// A kind not seen before (a stored user's) is measured now, so
+		// that this very check is padded to the right cost.
+		v.costs.add(hash)
+	}
+	against := hash
 	if !found {
-		_, _ = ComparePassword(v.fake(), password)
+		against = v.fake()
+	}
+	start := time.Now()
+	ok, err := ComparePassword(against, password)
+	v.costs.observe(against, time.Since(start))
+	<-v.slots
+	// Padding sleeps without a slot: it costs time, not CPU.
+	v.costs.pad(ctx, start)
+	if !found {
 		return false, nil
 	}
-	ok, err := ComparePassword(hash, password)
 	if ok && err == nil && v.cache != nil {
 		v.cache.add(key)
 	}
 	return ok, err
 }
 
-// fake returns the hash compared against for unknown users: of the same
-// algorithm and cost as the configured users, or, without any, as the
-// argon2id hashes that HashPassword makes for stored users.
-func (v *Verifier) fake() string {
+// acquire takes a hashing slot, waiting at most HashWait, and behind at
+// most MaxQueuedHashes other checks.
+func (v *Verifier) acquire(ctx context.Context) error {
+	select {
+	case v.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	if v.queued.Add(1) > int64(v.opts.MaxQueuedHashes) {
+		v.queued.Add(-1)
+		return ErrBusy
+	}
+	defer v.queued.Add(-1)
+	timer := time.NewTimer(v.opts.HashWait)
+	defer timer.Stop()
+	select {
+	case v.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timer.C:
+		return ErrBusy
+	}
+}
+
+// learnCosts measures, once, every kind of hash known before the first
+// check: the configured users', the stored users', and HashPassword's.
+func (v *Verifier) learnCosts(ctx context.Context) {
 	v.fakeOnce.Do(func() {
-		like := v.fakeLike
-		if like == "" {
-			like, _ = HashPassword("antitiming")
+		hashes := v.fakeLike
+		if h, err := HashPassword("antitiming"); err == nil {
+			hashes = append(hashes, h)
 		}
-		v.fakeHash = FakeHashLike(like)
+		if v.opts.StoredHashes != nil {
+			// Without them, stored kinds are learnt as they are met.
+			if stored, err := v.opts.StoredHashes(ctx); err == nil {
+				hashes = append(hashes, stored...)
+			}
+		}
+		for _, h := range hashes {
+			v.costs.add(h)
+		}
 	})
-	return v.fakeHash
+}
+
+// fake returns the hash compared against for unknown users: one of the
+// most expensive kind of hash in use.
+func (v *Verifier) fake() string {
+	v.learnCosts(context.Background())
+	return v.costs.fake()
 }
 
 func cacheKey(name, hash, password string) [32]byte {

@@ -18,7 +18,7 @@ import (
 )
 
 // repoRoot is the module's top directory.
-func repoRoot(t *testing.T) string {
+func repoRoot(t testing.TB) string {
 	t.Helper()
 	_, file, _, ok := runtime.Caller(0)
 	if !ok {
@@ -35,7 +35,7 @@ var (
 )
 
 // caddyBinary builds ./cmd/caddy once per test run.
-func caddyBinary(t *testing.T) string {
+func caddyBinary(t testing.TB) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs the real binary")
@@ -100,13 +100,13 @@ func (s *syncBuffer) String() string {
 // startBinary runs `caddy run --config <config>` with its data directory
 // in dataDir, waits until addr accepts connections, and stops it when the
 // test ends.
-func startBinary(t *testing.T, config, dataDir, addr string) *runningCaddy {
+func startBinary(t testing.TB, config, dataDir, addr string) *runningCaddy {
 	t.Helper()
 	return startBinaryEnv(t, config, dataDir, addr)
 }
 
 // startBinaryEnv is startBinary with extra environment variables.
-func startBinaryEnv(t *testing.T, config, dataDir, addr string, env ...string) *runningCaddy {
+func startBinaryEnv(t testing.TB, config, dataDir, addr string, env ...string) *runningCaddy {
 	t.Helper()
 	bin := caddyBinary(t)
 	if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {

@@ -15,7 +15,7 @@ import (
 )
 
 // freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -28,7 +28,7 @@ func freePort(t *testing.T) int {
 // cli runs `caddy apikeys <args>` with stdin and returns whether it
 // succeeded, and its standard output, followed by its error output when
 // it failed (on success that holds only logs).
-func cli(t *testing.T, stdin string, args ...string) (string, bool) {
+func cli(t testing.TB, stdin string, args ...string) (string, bool) {
 	t.Helper()
 	cmd := exec.Command(caddyBinary(t), append([]string{"apikeys"}, args...)...)
 	cmd.Stdin = strings.NewReader(stdin)
@@ -41,7 +41,7 @@ func cli(t *testing.T, stdin string, args ...string) (string, bool) {
 	return stdout.String(), true
 }
 
-func mustCLI(t *testing.T, stdin string, args ...string) string {
+func mustCLI(t testing.TB, stdin string, args ...string) string {
 	t.Helper()
 	out, ok := cli(t, stdin, args...)
 	if !ok {
@@ -51,7 +51,7 @@ func mustCLI(t *testing.T, stdin string, args ...string) string {
 }
 
 // metricValue reads one sample from a Prometheus text exposition.
-func metricValue(t *testing.T, metricsURL, sample string) float64 {
+func metricValue(t testing.TB, metricsURL, sample string) float64 {
 	t.Helper()
 	r := do(t, http.MethodGet, metricsURL, "")
 	sc := bufio.NewScanner(strings.NewReader(r.body))

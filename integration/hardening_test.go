@@ -27,9 +27,15 @@ import (
 
 // hardenedConfig writes a Caddyfile for the real binary: the apikeys app
 // on db, admin on adminAddr, the endpoints and a protected /v1/ on
-// httpAddr answering with the caller's id. extraGlobal goes into the
+// httpAddr answering with the caller's id and the URI it was given. extraGlobal goes into the
 // global options, extraApp into the apikeys block.
 func hardenedConfig(t *testing.T, dir, db, adminAddr, httpAddr, extraGlobal, extraApp string) string {
+	t.Helper()
+	return hardenedConfigHash(t, dir, db, adminAddr, httpAddr, extraGlobal, extraApp, bcryptHash(t, "alicepw"))
+}
+
+// hardenedConfigHash is hardenedConfig with alice's password hash given.
+func hardenedConfigHash(t *testing.T, dir, db, adminAddr, httpAddr, extraGlobal, extraApp, aliceHash string) string {
 	t.Helper()
 	path := filepath.Join(dir, fmt.Sprintf("Caddyfile-%d", time.Now().UnixNano()))
 	cfg := fmt.Sprintf(`{
@@ -56,10 +62,10 @@ http://%s {
 		query api_key
 		body
 	}
-	respond /v1/* "user={http.auth.user.id}"
+	respond /v1/* "user={http.auth.user.id} uri={http.request.uri}"
 	respond /plain "ok"
 }
-`, adminAddr, extraGlobal, db, bcryptHash(t, "alicepw"), extraApp, httpAddr)
+`, adminAddr, extraGlobal, db, aliceHash, extraApp, httpAddr)
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -73,12 +79,18 @@ type hardenedGateway struct {
 
 func startHardened(t *testing.T, extraGlobal, extraApp string) *hardenedGateway {
 	t.Helper()
+	return startHardenedHash(t, extraGlobal, extraApp, bcryptHash(t, "alicepw"))
+}
+
+// startHardenedHash is startHardened with alice's password hash given.
+func startHardenedHash(t *testing.T, extraGlobal, extraApp, aliceHash string) *hardenedGateway {
+	t.Helper()
 	dir := t.TempDir()
 	g := &hardenedGateway{dir: dir, db: filepath.Join(dir, "keys.db"),
 		admin: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	g.base = "http://" + httpAddr
-	g.config = hardenedConfig(t, dir, g.db, g.admin, httpAddr, extraGlobal, extraApp)
+	g.config = hardenedConfigHash(t, dir, g.db, g.admin, httpAddr, extraGlobal, extraApp, aliceHash)
 	g.runningCaddy = startBinary(t, g.config, dir, httpAddr)
 	return g
 }

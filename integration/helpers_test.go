@@ -22,7 +22,7 @@ type response struct {
 	body   string
 }
 
-func do(t *testing.T, method, url string, body string, headers ...string) response {
+func do(t testing.TB, method, url string, body string, headers ...string) response {
 	t.Helper()
 	req, err := http.NewRequest(method, url, bytes.NewBufferString(body))
 	if err != nil {
@@ -46,7 +46,7 @@ func do(t *testing.T, method, url string, body string, headers ...string) respon
 	return response{status: res.StatusCode, header: res.Header, body: string(b)}
 }
 
-func post(t *testing.T, url, body string, headers ...string) response {
+func post(t testing.TB, url, body string, headers ...string) response {
 	t.Helper()
 	return do(t, http.MethodPost, url, body, headers...)
 }
@@ -61,7 +61,7 @@ type createdKey struct {
 	KeyPreview string   `json:"key_preview"`
 }
 
-func decodeCreated(t *testing.T, r response) createdKey {
+func decodeCreated(t testing.TB, r response) createdKey {
 	t.Helper()
 	if r.status != http.StatusOK {
 		t.Fatalf("create: status %d, body %s", r.status, r.body)

@@ -76,6 +76,8 @@ type Keyring struct {
 	stop         chan struct{}
 	done         chan struct{}
 	closeOnce    sync.Once
+
+	reads sharedReads // store reads of cache misses, shared per digest
 }
 
 // NewKeyring starts a Keyring over store. Call Close to stop it.
@@ -133,6 +135,10 @@ func (kr *Keyring) Policy() *Policy { return &kr.policy }
 // user no longer exists) for refused ones, and any other error only for
 // store faults. A successful Verify records the use in memory.
 func (kr *Keyring) Verify(ctx context.Context, presented string) (*Key, error) {
+	return kr.verify(ctx, presented, nil)
+}
+
+func (kr *Keyring) verify(ctx context.Context, presented string, budget ReadBudget) (*Key, error) {
 	if err := ParseKey(presented, kr.prefix); err != nil {
 		return nil, err
 	}
@@ -140,8 +146,17 @@ func (kr *Keyring) Verify(ctx context.Context, presented string) (*Key, error) {
 	now := kr.now()
 	k, ok := kr.cache.get(h)
 	if !ok || !kr.cacheTrusted(now) || (k != nil && k.Orphaned && now.UnixNano()-k.ownerCheckedAt > int64(OwnerRecheck)) {
+		settle := func(bool) {}
+		if k == nil && budget != nil {
+			var allowed bool
+			if settle, allowed = budget(); !allowed {
+				return nil, ErrOverBudget
+			}
+		}
 		var err error
-		if k, err = kr.lookup(ctx, h, now); err != nil {
+		k, err = kr.lookup(ctx, h, now)
+		settle(k != nil && err == nil)
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -165,7 +180,7 @@ func (kr *Keyring) Verify(ctx context.Context, presented string) (*Key, error) {
 // exists, from the store, and caches the answer, found or not.
 func (kr *Keyring) lookup(ctx context.Context, h Hash, now time.Time) (*Key, error) {
 	gen := kr.cache.generation(h)
-	stored, err := kr.store.KeyByHash(ctx, h)
+	stored, err := kr.readKeyShared(ctx, h, gen)
 	if errors.Is(err, ErrNotFound) {
 		kr.cache.put(h, nil, gen)
 		return nil, nil

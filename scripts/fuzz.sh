@@ -19,6 +19,8 @@ targets=(
 	"./etcdstore FuzzDecodeRecord"
 	"./caddymodule FuzzDecodeRequestBody"
 	"./caddymodule FuzzBearerToken"
+	"./caddymodule FuzzQueryParam"
+	"./caddymodule FuzzAPIKeyInBody"
 )
 failed=0
 summary=()

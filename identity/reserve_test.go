@@ -1,0 +1,226 @@
+package identity
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// TestReservationsBoundConcurrentGuesses sends many wrong passwords at
+// once, for a configured user, a stored user and an unknown name: at most
+// account_threshold of each are checked, and then the right password is
+// refused too.
+func TestReservationsBoundConcurrentGuesses(t *testing.T) {
+	alice, _ := bcrypt.GenerateFromPassword([]byte("alicepw"), bcrypt.MinCost)
+	bob, _ := bcrypt.GenerateFromPassword([]byte("bobpw"), bcrypt.MinCost)
+	lookup := func(_ context.Context, name string) (string, bool, error) {
+		if name == "bob" {
+			return string(bob), true, nil
+		}
+		return "", false, nil
+	}
+	const threshold, guesses = 5, 100
+	th := NewThrottle(LockoutPolicy{AccountThreshold: threshold, AddressThreshold: 1 << 20}, nil)
+	v := NewVerifier(map[string]string{"alice": string(alice)}, lookup, nil,
+		VerifierOptions{Throttle: th, MaxConcurrentHashes: 2, MaxQueuedHashes: 1000, HashWait: time.Minute})
+	ctx := context.Background()
+	checked := map[string]int{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i := range guesses {
+		for _, user := range []string{"alice", "bob", "mallory"} {
+			wg.Go(func() {
+				_, err := v.Authenticate(ctx, Credential{Kind: KindPassword, Username: user, Password: fmt.Sprint("guess", i)}, fmt.Sprintf("198.51.100.%d", i%200))
+				var locked *LockedOutError
+				switch {
+				case errors.Is(err, ErrBadCredentials):
+					mu.Lock()
+					checked[user]++
+					mu.Unlock()
+				case errors.As(err, &locked):
+				default:
+					t.Errorf("%s: %v", user, err)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	for _, user := range []string{"alice", "bob", "mallory"} {
+		if checked[user] != threshold {
+			t.Errorf("%s: %d of %d concurrent wrong passwords checked, want exactly %d", user, checked[user], guesses, threshold)
+		}
+	}
+	for user, pw := range map[string]string{"alice": "alicepw", "bob": "bobpw"} {
+		var locked *LockedOutError
+		if _, err := v.Authenticate(ctx, Credential{Kind: KindPassword, Username: user, Password: pw}, "192.0.2.1"); !errors.As(err, &locked) {
+			t.Errorf("%s's right password after the burst: %v, want a lockout", user, err)
+		}
+	}
+}
+
+// TestReservationsBoundAddressSpray sprays one wrong password over many
+// usernames from one address, at once.
+func TestReservationsBoundAddressSpray(t *testing.T) {
+	const threshold, guesses = 7, 150
+	th := NewThrottle(LockoutPolicy{AccountThreshold: 100, AddressThreshold: threshold}, nil)
+	v := NewVerifier(nil, nil, nil, VerifierOptions{Throttle: th, MaxConcurrentHashes: 2, MaxQueuedHashes: 1000, HashWait: time.Minute})
+	var mu sync.Mutex
+	checked := 0
+	var wg sync.WaitGroup
+	for i := range guesses {
+		wg.Go(func() {
+			// One /64: the addresses differ only in their last 64 bits.
+			addr := fmt.Sprintf("2001:db8:1:2::%x", i+1)
+			_, err := v.Authenticate(context.Background(), Credential{Kind: KindPassword, Username: fmt.Sprint("user", i), Password: "Winter2026"}, addr)
+			if errors.Is(err, ErrBadCredentials) {
+				mu.Lock()
+				checked++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if checked != threshold {
+		t.Fatalf("%d of %d sprayed passwords checked, want exactly %d", checked, guesses, threshold)
+	}
+}
+
+func TestAddressKeyGroupsIPv6By64(t *testing.T) {
+	for _, c := range []struct{ a, b string }{
+		{"2001:db8::1", "2001:db8::ffff:1"},
+		{"2001:db8:0:0:1::1", "2001:db8::9"},
+		{"::ffff:192.0.2.1", "192.0.2.1"},
+		{"fe80::1%eth0", "fe80::2"},
+	} {
+		if AddressKey(c.a) != AddressKey(c.b) {
+			t.Errorf("%s and %s counted apart: %s, %s", c.a, c.b, AddressKey(c.a), AddressKey(c.b))
+		}
+	}
+	for _, c := range []struct{ a, b string }{
+		{"2001:db8::1", "2001:db8:0:1::1"},
+		{"192.0.2.1", "192.0.2.2"},
+		{"not-an-ip", "not-an-ip2"},
+	} {
+		if AddressKey(c.a) == AddressKey(c.b) {
+			t.Errorf("%s and %s counted together as %s", c.a, c.b, AddressKey(c.a))
+		}
+	}
+	th := NewThrottle(LockoutPolicy{AccountThreshold: 100, AddressThreshold: 2}, nil)
+	th.Failed("a", "2001:db8::1")
+	if th.Failed("b", "2001:db8::2") == 0 || th.Locked("c", "2001:db8::3") == 0 {
+		t.Fatal("rotating through one /64 escaped the address lockout")
+	}
+	if th.Locked("c", "2001:db8:0:1::3") != 0 {
+		t.Fatal("the next /64 is locked too")
+	}
+}
+
+func TestReservationRefunds(t *testing.T) {
+	th := NewThrottle(LockoutPolicy{AccountThreshold: 3, AddressThreshold: 3}, nil)
+	// Cancelled attempts were never checked: they cost nothing.
+	for range 10 {
+		r, wait := th.Reserve("alice", "192.0.2.1")
+		if wait != 0 {
+			t.Fatalf("locked by attempts that were all cancelled (%v)", wait)
+		}
+		r.Cancel()
+	}
+	// The attempt that reaches the threshold locks at once; cancelling it
+	// undoes that lockout.
+	r1, _ := th.Reserve("alice", "192.0.2.1")
+	r2, _ := th.Reserve("alice", "192.0.2.1")
+	r3, _ := th.Reserve("alice", "192.0.2.1")
+	if _, wait := th.Reserve("alice", "192.0.2.9"); wait == 0 {
+		t.Fatal("a fourth attempt in flight was not refused")
+	}
+	r3.Cancel()
+	r4, wait := th.Reserve("alice", "192.0.2.1")
+	if wait != 0 {
+		t.Fatal("the lockout of a cancelled attempt stayed")
+	}
+	// A success forgets the account's failures but refunds only its own
+	// at the address.
+	r4.Succeeded()
+	r1.Succeeded() // each reservation ends once: repeats do nothing
+	r1.Cancel()
+	r2.Cancel()
+	if th.Locked("alice", "192.0.2.1") != 0 {
+		t.Fatal("locked after a success")
+	}
+	for _, user := range []string{"bob", "carol", "dave"} {
+		if _, wait := th.Reserve(user, "192.0.2.1"); wait != 0 {
+			t.Fatalf("%s refused before the address reached its threshold", user)
+		}
+	}
+	if _, wait := th.Reserve("erin", "192.0.2.1"); wait == 0 {
+		t.Fatal("address not locked after three failures on three accounts")
+	}
+}
+
+// TestQueueForHashingIsBounded fills the hashing slot and the queue: the
+// next check is refused at once, not after HashWait.
+func TestQueueForHashingIsBounded(t *testing.T) {
+	h, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	v := NewVerifier(map[string]string{"alice": string(h)}, nil, nil,
+		VerifierOptions{MaxConcurrentHashes: 1, MaxQueuedHashes: 1, HashWait: time.Hour, SuccessCacheSize: -1})
+	v.slots <- struct{}{} // the only slot is taken
+	waiterCtx, stopWaiter := context.WithCancel(context.Background())
+	waiting := make(chan error)
+	go func() {
+		_, err := v.Authenticate(waiterCtx, Credential{Kind: KindPassword, Username: "alice", Password: "x"}, "a")
+		waiting <- err
+	}()
+	for v.queued.Load() != 1 {
+		time.Sleep(time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := v.Authenticate(ctx, Credential{Kind: KindPassword, Username: "alice", Password: "pw"}, "b"); !errors.Is(err, ErrBusy) {
+		t.Fatalf("with the queue full: %v, want ErrBusy at once", err)
+	}
+	stopWaiter()
+	if err := <-waiting; !errors.Is(err, context.Canceled) {
+		t.Fatalf("queued check: %v", err)
+	}
+}
+
+// TestUnknownUsersCostTheMostExpensiveKind configures an argon2id user
+// and stores a bcrypt user of a higher cost (as an operator may, through
+// password_hash): unknown names must be checked against that bcrypt
+// cost, not the configured user's.
+func TestUnknownUsersCostTheMostExpensiveKind(t *testing.T) {
+	stored, _ := bcrypt.GenerateFromPassword([]byte("bobpw"), 11)
+	lookup := func(_ context.Context, name string) (string, bool, error) {
+		if name == "bob" {
+			return string(stored), true, nil
+		}
+		return "", false, nil
+	}
+	listed := func(context.Context) ([]string, error) { return []string{string(stored)}, nil }
+	for _, c := range []struct {
+		name string
+		list func(context.Context) ([]string, error)
+	}{{"listed at start", listed}, {"met at sign-in", nil}} {
+		t.Run(c.name, func(t *testing.T) {
+			v := NewVerifier(map[string]string{"example_username": exampleArgon2id}, lookup, nil,
+				VerifierOptions{StoredHashes: c.list})
+			if c.list == nil {
+				if _, err := v.Authenticate(context.Background(), Credential{Kind: KindPassword, Username: "bob", Password: "nope"}, "a"); !errors.Is(err, ErrBadCredentials) {
+					t.Fatal(err)
+				}
+			}
+			if got := hashKind(v.fake()); got != "bcrypt cost=11" {
+				t.Fatalf("unknown users are checked against %q, want the stored bcrypt cost=11", got)
+			}
+			// The configured argon2id has the CLI's parameters: one kind.
+			if kinds := len(v.costs.kinds); kinds != 2 {
+				t.Fatalf("%d kinds measured, want 2 (argon2id as configured and as the CLI writes, stored bcrypt)", kinds)
+			}
+		})
+	}
+}
