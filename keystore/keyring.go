@@ -46,6 +46,9 @@ type Options struct {
 	MaxStale time.Duration
 	// Policy says what keys may be and which password users exist.
 	Policy Policy
+	// Meter, if set, holds keys to the plans of the policy: a verified
+	// key carries the counters it spends from (Key.Limits).
+	Meter *Meter
 	// Now returns the current time; tests may replace it. Default time.Now.
 	Now func() time.Time
 }
@@ -58,6 +61,7 @@ type Keyring struct {
 	store  Store
 	prefix string
 	policy Policy
+	meter  *Meter
 	now    func() time.Time
 	cache  *keyCache
 	usage  usageLog
@@ -101,6 +105,7 @@ func NewKeyring(store Store, opts Options) *Keyring {
 		store:        store,
 		prefix:       opts.Prefix,
 		policy:       opts.Policy,
+		meter:        opts.Meter,
 		now:          opts.Now,
 		cache:        newKeyCache(opts.CacheSize),
 		usage:        usageLog{pending: make(map[string]time.Time)},
@@ -188,9 +193,14 @@ func (kr *Keyring) lookup(ctx context.Context, h Hash, now time.Time) (*Key, err
 	if err != nil {
 		return nil, err
 	}
-	if stored.Orphaned, err = kr.orphaned(ctx, stored.Owner); err != nil {
+	var plan string
+	if stored.Orphaned, plan, err = kr.ownerState(ctx, stored.Owner); err != nil {
 		return nil, err
 	}
+	if stored.Plan != "" {
+		plan = stored.Plan
+	}
+	stored.limits = kr.meter.LimitsFor(&stored, kr.policy.plan(plan))
 	stored.ownerCheckedAt = now.UnixNano()
 	stored.attributes = stored.buildAttributes()
 	kr.cache.put(h, &stored, gen)

@@ -328,15 +328,23 @@ func (kr *Keyring) annotate(ctx context.Context, keys []Key) error {
 // from the configuration and the store, or an identity of an issuer the
 // configuration no longer has. Services exist as long as their keys do.
 func (kr *Keyring) orphaned(ctx context.Context, owner Owner) (bool, error) {
+	orphaned, _, err := kr.ownerState(ctx, owner)
+	return orphaned, err
+}
+
+// ownerState reports whether owner no longer exists (see orphaned), and
+// else the plan its keys follow unless a key has its own ("": the default
+// plan).
+func (kr *Keyring) ownerState(ctx context.Context, owner Owner) (orphaned bool, plan string, err error) {
 	switch {
 	case kr.policy.Unknown, owner.Source == SourceService:
-		return false, nil
+		return false, "", nil
 	case owner.Source != SourcePassword:
-		_, known := kr.policy.source(owner.Source)
-		return !known, nil
+		rules, known := kr.policy.source(owner.Source)
+		return !known, rules.Plan, nil
 	}
-	_, found, err := kr.PasswordUser(ctx, owner.Name)
-	return !found, err
+	rules, found, err := kr.PasswordUser(ctx, owner.Name)
+	return !found, rules.Plan, err
 }
 
 // PasswordUser reports whether the password user name exists, in the
@@ -464,4 +472,147 @@ func (kr *Keyring) RemoveUser(ctx context.Context, name string) ([]Key, error) {
 		kr.cache.remove(k.Hash)
 	}
 	return removed, err
+}
+
+// PlanOf returns the plan k follows: its own, its owner's, or the
+// default; nil without one.
+func (kr *Keyring) PlanOf(ctx context.Context, k Key) (*Plan, error) {
+	_, plan, err := kr.ownerState(ctx, k.Owner)
+	if err != nil {
+		return nil, err
+	}
+	if k.Plan != "" {
+		plan = k.Plan
+	}
+	return kr.policy.plan(plan), nil
+}
+
+// creditAccount returns the credit account k spends from under plan and
+// its terms; ok is false when the plan has no credits.
+func creditAccount(k Key, plan *Plan) (id string, terms CreditTerms, ok bool) {
+	if plan == nil || plan.Credits == nil {
+		return "", CreditTerms{}, false
+	}
+	c := plan.Credits
+	terms = CreditTerms{Amount: c.Amount, Refill: c.Refill, Anchor: k.Created}
+	if c.PerOwner {
+		return OwnerAccount(k.Owner), CreditTerms{Amount: c.Amount, Refill: c.Refill}, true
+	}
+	return k.AccountID(), terms, true
+}
+
+// Balance is a key's credits as views show them.
+type Balance struct {
+	// Remaining credits: the store's balance and what this process holds
+	// unspent.
+	Remaining int64
+	// NextRefill is when the balance is next replaced; zero if never.
+	NextRefill time.Time
+	// Amount is what a refill gives.
+	Amount int64
+	// Shared says the balance is the owner's, shared by all its keys.
+	Shared bool
+}
+
+// BalanceOf returns k's credits; ok is false when its plan has none.
+func (kr *Keyring) BalanceOf(ctx context.Context, k Key) (b Balance, ok bool, err error) {
+	plan, err := kr.PlanOf(ctx, k)
+	if err != nil {
+		return Balance{}, false, err
+	}
+	id, terms, ok := creditAccount(k, plan)
+	if !ok {
+		return Balance{}, false, nil
+	}
+	now := kr.now()
+	acct, remaining, next, err := storedBalance(ctx, kr.store, id, terms, now)
+	if err != nil {
+		return Balance{}, true, err
+	}
+	return Balance{Remaining: remaining + kr.meter.unspentOf(id, acct, terms, now), NextRefill: next,
+		Amount: terms.Amount, Shared: plan.Credits.PerOwner}, true, nil
+}
+
+// ErrNoCredits means a key's plan has no credits to set or add to.
+var ErrNoCredits = errors.New("the key's plan has no credits")
+
+// AdjustCredits sets k's balance to amount (set), voiding the blocks that
+// gateways hold, or adds amount to it (negative: takes, not below 0).
+// Only operators do this.
+func (kr *Keyring) AdjustCredits(ctx context.Context, k Key, amount int64, set bool) (Balance, error) {
+	plan, err := kr.PlanOf(ctx, k)
+	if err != nil {
+		return Balance{}, err
+	}
+	id, terms, ok := creditAccount(k, plan)
+	if !ok {
+		return Balance{}, ErrNoCredits
+	}
+	if set && amount < 0 {
+		return Balance{}, badRequest("a balance must not be negative")
+	}
+	now := kr.now()
+	acct, err := kr.store.UpdateCredits(ctx, id, func(a *CreditAccount, exists bool) error {
+		a.openOrRefill(exists, terms, now)
+		if set {
+			a.Balance = amount
+			a.Gen++
+		} else {
+			a.Balance = max(a.Balance+amount, 0)
+		}
+		return nil
+	})
+	if err != nil {
+		return Balance{}, err
+	}
+	if set {
+		kr.meter.void(id)
+	}
+	b := Balance{Remaining: acct.Balance, NextRefill: acct.NextRefill(terms, now), Amount: terms.Amount, Shared: plan.Credits.PerOwner}
+	if !set {
+		b, _, err = kr.BalanceOf(ctx, k)
+	}
+	return b, err
+}
+
+// SetKeyPlan gives the key id a plan of its own ("" for its owner's or
+// the default). Only operators do this.
+func (kr *Keyring) SetKeyPlan(ctx context.Context, id, plan string) (Key, error) {
+	if kr.policy.Unknown {
+		return Key{}, ErrPolicyUnknown
+	}
+	if err := kr.policy.checkPlan(plan); err != nil {
+		return Key{}, err
+	}
+	k, err := kr.store.UpdateKey(ctx, id, func(k *Key) error {
+		k.Plan = plan
+		return nil
+	})
+	if err != nil {
+		return Key{}, err
+	}
+	kr.cache.remove(k.Hash)
+	return k, nil
+}
+
+// SetUserPlan gives a stored user's keys a plan ("" for the default).
+// Keys with a plan of their own keep it.
+func (kr *Keyring) SetUserPlan(ctx context.Context, name, plan string) (User, error) {
+	if kr.policy.Unknown {
+		return User{}, ErrPolicyUnknown
+	}
+	if _, ok := kr.policy.ConfigUsers[name]; ok {
+		return User{}, ErrConfigUser
+	}
+	if err := kr.policy.checkPlan(plan); err != nil {
+		return User{}, err
+	}
+	u, err := kr.store.UpdateUser(ctx, name, func(u *User) error {
+		u.Plan = plan
+		return nil
+	})
+	if err == nil {
+		kr.cache.clear()
+	}
+	return u, err
 }

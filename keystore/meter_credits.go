@@ -241,32 +241,62 @@ func (m *Meter) giveBackLeftovers(ctx context.Context) {
 	}
 }
 
-// Credits returns the balance of account id for views: the store's, plus
-// what this process holds unspent, and when it next refills.
-func (m *Meter) Credits(ctx context.Context, id string, terms CreditTerms) (remaining int64, nextRefill time.Time, err error) {
-	acct, err := m.store.CreditAccount(ctx, id)
-	now := m.now()
+// storedBalance is the store's view of the balance of account id at now,
+// and when it next refills.
+func storedBalance(ctx context.Context, store Store, id string, terms CreditTerms, now time.Time) (CreditAccount, int64, time.Time, error) {
+	acct, err := store.CreditAccount(ctx, id)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		return terms.Amount, time.Time{}, nil
+		return CreditAccount{}, terms.Amount, time.Time{}, nil
 	case err != nil:
-		return 0, time.Time{}, err
+		return CreditAccount{}, 0, time.Time{}, err
 	}
-	remaining = acct.Balance
+	remaining := acct.Balance
 	if acct.PeriodAt(terms, now) > acct.Period {
 		remaining = terms.Amount
+	}
+	return acct, remaining, acct.NextRefill(terms, now), nil
+}
+
+// unspentOf is what this process holds unspent of the current block of
+// account id, if it belongs to acct's generation and period at now.
+func (m *Meter) unspentOf(id string, acct CreditAccount, terms CreditTerms, now time.Time) int64 {
+	if m == nil {
+		return 0
 	}
 	m.mu.Lock()
 	a := m.accounts[id]
 	m.mu.Unlock()
-	if a != nil {
-		a.mu.Lock()
-		if cs := a.credits; cs != nil && cs.slot != nil && cs.slot.gen == acct.Gen && cs.slot.period == acct.PeriodAt(terms, now) {
-			remaining += cs.unspent()
-		}
-		a.mu.Unlock()
+	if a == nil {
+		return 0
 	}
-	return remaining, acct.NextRefill(terms, now), nil
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if cs := a.credits; cs != nil && cs.slot != nil && cs.slot.gen == acct.Gen && cs.slot.period == acct.PeriodAt(terms, now) {
+		return cs.unspent()
+	}
+	return 0
+}
+
+// void drops the block this process holds for account id without giving
+// it back: an operator set the balance, which voids the blocks handed out
+// before.
+func (m *Meter) void(id string) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	a := m.accounts[id]
+	m.mu.Unlock()
+	if a == nil {
+		return
+	}
+	a.mu.Lock()
+	if cs := a.credits; cs != nil {
+		cs.drop()
+		cs.exhausted = 0
+	}
+	a.mu.Unlock()
 }
 
 // newBlockID names a block, so that a retried operation on it is not

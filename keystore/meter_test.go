@@ -2,6 +2,7 @@ package keystore
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -261,5 +262,80 @@ func BenchmarkTake(b *testing.B) {
 		if v, err := l.Take(ctx, 1); err != nil || !v.Allowed {
 			b.Fatal(v, err)
 		}
+	}
+}
+
+// A Keyring with a Meter gives each verified key the counters of its
+// plan: its own, its owner's, or the default; rotation keeps them.
+func TestKeyringPlans(t *testing.T) {
+	s, _ := openTestBolt(t)
+	m := newTestMeter(t, s, MeterOptions{})
+	free := &Plan{Name: "free", Credits: &Credits{Amount: 10}}
+	pro := &Plan{Name: "pro", Credits: &Credits{Amount: 1000}}
+	kr := NewKeyring(s, Options{FlushInterval: time.Hour, Meter: m, Policy: Policy{
+		Plans:       map[string]*Plan{"free": free, "pro": pro},
+		DefaultPlan: "free",
+		ConfigUsers: map[string]UserRules{"alice": {Plan: "pro"}, "bob": {}},
+	}})
+	defer kr.Close()
+	ctx := context.Background()
+	alice, _ := kr.Mint(ctx, owner("alice"), KeyRequest{})
+	bob, _ := kr.Mint(ctx, owner("bob"), KeyRequest{})
+	for _, tc := range []struct {
+		m    Minted
+		plan *Plan
+	}{{alice, pro}, {bob, free}} {
+		k, err := kr.Verify(ctx, tc.m.Secret)
+		if err != nil || k.Limits() == nil || k.Limits().Plan != tc.plan {
+			t.Fatalf("%s: limits %+v, %v; want plan %s", tc.m.Owner, k.Limits(), err, tc.plan.Name)
+		}
+	}
+	// Owners cannot give themselves a plan; operators can, per key.
+	if _, err := kr.Mint(ctx, owner("bob"), KeyRequest{Plan: "pro"}); err == nil {
+		t.Fatal("an owner chose its plan")
+	}
+	if _, err := kr.SetKeyPlan(ctx, bob.ID, "pro"); err != nil {
+		t.Fatal(err)
+	}
+	if k, _ := kr.Verify(ctx, bob.Secret); k.Limits().Plan != pro {
+		t.Fatal("a key's own plan did not take at once")
+	}
+	if _, err := kr.SetKeyPlan(ctx, bob.ID, "gold"); !errors.Is(err, ErrUnknownPlan) {
+		t.Fatalf("an unknown plan: %v", err)
+	}
+	// Balances: spend, inspect, set, add.
+	k, _ := kr.Verify(ctx, alice.Secret)
+	for range 5 {
+		if v, _ := k.Limits().Take(ctx, 10); !v.Allowed {
+			t.Fatal(v)
+		}
+	}
+	if b, ok, err := kr.BalanceOf(ctx, alice.Key); err != nil || !ok || b.Remaining != 950 {
+		t.Fatalf("balance after spending 50: %+v, %v, %v", b, ok, err)
+	}
+	if b, err := kr.AdjustCredits(ctx, alice.Key, 20, true); err != nil || b.Remaining != 20 {
+		t.Fatalf("set to 20: %+v, %v", b, err)
+	}
+	var spent int64
+	for {
+		v, _ := k.Limits().Take(ctx, 10)
+		if !v.Allowed {
+			break
+		}
+		spent += 10
+	}
+	if spent != 20 {
+		t.Fatalf("spent %d after the balance was set to 20", spent)
+	}
+	if b, err := kr.AdjustCredits(ctx, alice.Key, 30, false); err != nil || b.Remaining != 30 {
+		t.Fatalf("add 30: %+v, %v", b, err)
+	}
+	// The successor of a rotation spends from the same balance.
+	next, _, err := kr.Rotate(ctx, owner("alice"), alice.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _, _ := kr.BalanceOf(ctx, next.Key); b.Remaining != 30 {
+		t.Fatalf("the rotated key's balance: %+v, want the 30 left", b)
 	}
 }

@@ -77,6 +77,9 @@ type Key struct {
 
 	// attributes is built once when a verified key is cached.
 	attributes map[string]string
+	// limits are the counters of its plan, set when a verified key is
+	// cached by a Keyring with a Meter.
+	limits *Limits
 	// ownerCheckedAt is when a cached key was found orphaned (Unix
 	// nanoseconds), so that the owner is looked up again later.
 	ownerCheckedAt int64
@@ -100,6 +103,10 @@ func (k *Key) buildAttributes() map[string]string {
 	}
 	return attrs
 }
+
+// Limits returns the counters of the plan of a key returned by
+// Keyring.Verify; nil when it has none.
+func (k *Key) Limits() *Limits { return k.limits }
 
 // AccountID is the id of the counters the key spends from.
 func (k *Key) AccountID() string {
