@@ -98,8 +98,8 @@ func errorRoutes(srv *caddyhttp.Server) caddyhttp.RouteList {
 	return srv.Errors.Routes
 }
 
-// forEachProvider calls fn for each apikey provider in routes, at any
-// depth of subroutes.
+// forEachProvider calls fn for each apikey provider (and apikey_auth
+// handler) in routes, at any depth of subroutes.
 func forEachProvider(routes caddyhttp.RouteList, fn func(*APIKeyAuth)) {
 	for _, rt := range routes {
 		for _, h := range rt.Handlers {
@@ -116,6 +116,8 @@ func forEachProvider(routes caddyhttp.RouteList, fn func(*APIKeyAuth)) {
 						fn(p)
 					}
 				}
+			case *APIKeyGate:
+				fn(&h.APIKeyAuth)
 			case *caddyhttp.Subroute:
 				forEachProvider(h.Routes, fn)
 				if h.Errors != nil {

@@ -27,10 +27,15 @@ func init() {
 //	DELETE /apikeys/keys/<id>              revoke a key
 //	POST   /apikeys/keys/<id>/disable      disable a key
 //	POST   /apikeys/keys/<id>/enable       enable a key
+//	PUT    /apikeys/keys/<id>/plan         give a key a plan: {"plan"} ("" for its owner's)
+//	GET    /apikeys/keys/<id>/credits      a key's balance
+//	PUT    /apikeys/keys/<id>/credits      set it: {"balance"}
+//	POST   /apikeys/keys/<id>/credits      add to it: {"add"} (negative takes)
 //	GET    /apikeys/users                  list stored users
 //	POST   /apikeys/users                  add a user: {"username", "password" | "password_hash", "scopes"?}
 //	PUT    /apikeys/users/<name>/password  set a password: {"password" | "password_hash"}
 //	PUT    /apikeys/users/<name>/scopes    set the scopes a user may give keys: {"scopes"}
+//	PUT    /apikeys/users/<name>/plan      set the plan of a user's keys: {"plan"}
 //	DELETE /apikeys/users/<name>           remove a user and revoke their keys
 //
 // An owner is "user" (a password user), "service" (an operator-made
@@ -93,6 +98,40 @@ func serveAdmin(w http.ResponseWriter, r *http.Request) error {
 		result, err = op.setDisabled(ctx, parts[1], true)
 	case match(r, parts, "POST", "keys", "*", "enable"):
 		result, err = op.setDisabled(ctx, parts[1], false)
+	case match(r, parts, "PUT", "keys", "*", "plan"):
+		var req struct {
+			Plan string `json:"plan"`
+		}
+		if err = decodeAdminBody(r, &req); err == nil {
+			result, err = op.setKeyPlan(ctx, parts[1], req.Plan)
+		}
+	case match(r, parts, "GET", "keys", "*", "credits"):
+		result, err = op.credits(ctx, parts[1])
+	case match(r, parts, "PUT", "keys", "*", "credits"):
+		var req struct {
+			Balance *int64 `json:"balance"`
+		}
+		if err = decodeAdminBody(r, &req); err == nil {
+			if req.Balance == nil {
+				err = fail(http.StatusBadRequest, `"balance" is required`)
+			} else {
+				result, err = op.adjustCredits(ctx, parts[1], *req.Balance, true)
+			}
+		}
+	case match(r, parts, "POST", "keys", "*", "credits"):
+		var req struct {
+			Add int64 `json:"add"`
+		}
+		if err = decodeAdminBody(r, &req); err == nil {
+			result, err = op.adjustCredits(ctx, parts[1], req.Add, false)
+		}
+	case match(r, parts, "PUT", "users", "*", "plan"):
+		var req struct {
+			Plan string `json:"plan"`
+		}
+		if err = decodeAdminBody(r, &req); err == nil {
+			result, err = op.setUserPlan(ctx, parts[1], req.Plan)
+		}
 	case match(r, parts, "GET", "users"):
 		result, err = op.listUsers(ctx)
 	case match(r, parts, "POST", "users"):

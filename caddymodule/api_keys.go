@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,6 +44,72 @@ type keyView struct {
 	// Orphaned keys belong to a password user who no longer exists and
 	// are refused.
 	Orphaned bool `json:"orphaned,omitempty"`
+	// Plan is the plan the key follows, when it has one (listings only).
+	Plan string `json:"plan,omitempty"`
+	// Limits are the plan's rate limits (listings only).
+	Limits []limitView `json:"limits,omitempty"`
+	// Credits are the key's balance, when its plan has credits
+	// (listings only).
+	Credits *creditsView `json:"credits,omitempty"`
+}
+
+// limitView is one rate limit of a key's plan.
+type limitView struct {
+	Name  string `json:"name"`
+	Limit int64  `json:"limit"`
+	// Window in seconds.
+	Window int64 `json:"window"`
+	// Shared says the limit counts all the keys of the owner together.
+	Shared bool `json:"shared,omitempty"`
+}
+
+// creditsView is a key's balance.
+type creditsView struct {
+	Remaining int64 `json:"remaining"`
+	// Amount is what each refill gives.
+	Amount int64 `json:"amount"`
+	// Refill is the seconds between refills; absent if the credits never
+	// refill.
+	Refill int64 `json:"refill,omitempty"`
+	// NextRefill is when the balance is next replaced; absent until the
+	// first request starts the account's periods.
+	NextRefill *epochSeconds `json:"next_refill,omitempty"`
+	// Shared says the balance is the owner's, shared by all its keys.
+	Shared bool `json:"shared,omitempty"`
+}
+
+// withPlans adds each key's plan, limits and balance to its view.
+func withPlans(ctx context.Context, kr *keystore.Keyring, keys []keystore.Key, views []keyView) error {
+	if len(kr.Policy().Plans) == 0 {
+		return nil
+	}
+	for i, k := range keys {
+		plan, err := kr.PlanOf(ctx, k)
+		if err != nil || plan == nil {
+			return err
+		}
+		v := &views[i]
+		v.Plan = plan.Name
+		for _, r := range plan.Rates {
+			v.Limits = append(v.Limits, limitView{Name: r.Name, Limit: r.Limit, Window: int64(r.Window / time.Second)})
+		}
+		for _, r := range plan.OwnerRates {
+			v.Limits = append(v.Limits, limitView{Name: r.Name, Limit: r.Limit, Window: int64(r.Window / time.Second), Shared: true})
+		}
+		b, ok, err := kr.BalanceOf(ctx, k)
+		if err != nil {
+			return err
+		}
+		if ok {
+			v.Credits = newCreditsView(b)
+		}
+	}
+	return nil
+}
+
+func newCreditsView(b keystore.Balance) *creditsView {
+	return &creditsView{Remaining: b.Remaining, Amount: b.Amount, Refill: int64(b.Refill / time.Second),
+		NextRefill: optionalEpoch(b.NextRefill), Shared: b.Shared}
 }
 
 func newKeyView(k keystore.Key) keyView {
@@ -91,6 +158,9 @@ func (h *APIHandler) fetchAPIKeys(r *http.Request, b *requestBody) (any, error) 
 	views := make([]keyView, len(keys))
 	for i, k := range keys {
 		views[i] = newKeyView(k)
+	}
+	if err := withPlans(r.Context(), h.app.keyring, keys, views); err != nil {
+		return nil, err
 	}
 	return struct {
 		APIKeys []keyView `json:"api_keys"`

@@ -69,6 +69,14 @@ type App struct {
 	// depends on what its minter was granted. Default: any scope name.
 	AllowedScopes []string `json:"allowed_scopes,omitempty"`
 
+	// Named plans of rate limits and credits that keys are held to; see
+	// PlanConfig. Default: none, keys have no limits.
+	Plans map[string]*PlanConfig `json:"plans,omitempty"`
+
+	// The plan of keys that have none of their own and whose owner has
+	// none. Default: none.
+	DefaultPlan string `json:"default_plan,omitempty"`
+
 	// Lockout after repeated password failures. Default: on, with the
 	// defaults of LockoutConfig.
 	Lockout *LockoutConfig `json:"lockout,omitempty"`
@@ -98,17 +106,22 @@ type App struct {
 	// and reload. Default: 5s.
 	LastUsedFlushInterval caddy.Duration `json:"last_used_flush_interval,omitempty"`
 
-	policy   keystore.Policy
-	store    StoreOpener
-	release  func() error
-	keyring  *keystore.Keyring
-	verifier *identity.Verifier
-	unknown  *unknownKeys
-	stopJWKS context.CancelFunc
-	metrics  *metrics
-	logger   *zap.Logger
-	audit    *zap.Logger
-	ctx      caddy.Context
+	policy  keystore.Policy
+	store   StoreOpener
+	release func() error
+	// releaseMeter lets go of the pooled Meter of the store, if any.
+	releaseMeter func() error
+	// unknownBudget is unknown.allow, made once: a per-request closure
+	// would cost an allocation on every key check.
+	unknownBudget keystore.ReadBudget
+	keyring       *keystore.Keyring
+	verifier      *identity.Verifier
+	unknown       *unknownKeys
+	stopJWKS      context.CancelFunc
+	metrics       *metrics
+	logger        *zap.Logger
+	audit         *zap.Logger
+	ctx           caddy.Context
 }
 
 // LockoutConfig tunes the lockout that follows repeated password
@@ -160,6 +173,9 @@ type User struct {
 	// Scopes the user may give their keys; a mint asking for another is
 	// refused with 403. Default: none, so the user's keys have no scopes.
 	Scopes []string `json:"scopes,omitempty"`
+	// The plan the user's keys follow unless a key has its own. Default:
+	// default_plan.
+	Plan string `json:"plan,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -240,12 +256,19 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if b, ok := a.store.(staleBounder); ok {
 		maxStale = b.StaleBound()
 	}
+	var meter *keystore.Meter
+	if len(a.policy.Plans) > 0 {
+		if meter, a.releaseMeter, err = a.openMeter(); err != nil {
+			return fmt.Errorf("plans: %w", err)
+		}
+	}
 	a.keyring = keystore.NewKeyring(a.timed(store), keystore.Options{
 		Prefix:        a.KeyPrefix,
 		CacheSize:     a.CacheSize,
 		FlushInterval: time.Duration(a.LastUsedFlushInterval),
 		MaxStale:      maxStale,
 		Policy:        a.policy,
+		Meter:         meter,
 		OnFlushError: func(err error) {
 			a.logger.Error("writing last-used times", zap.Error(err))
 		},
@@ -254,6 +277,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return errors.New("unknown_key_budget: rate and burst must not be negative")
 	}
 	a.unknown = a.UnknownKeyBudget.limiter()
+	a.unknownBudget = a.unknown.allow
 	if err := registerStaleness(ctx.GetMetricsRegistry(), a.keyring); err != nil {
 		return err
 	}
@@ -314,6 +338,10 @@ func (a *App) Cleanup() error {
 	if a.keyring != nil {
 		errs = append(errs, a.keyring.Close())
 		a.keyring = nil
+	}
+	if a.releaseMeter != nil {
+		errs = append(errs, a.releaseMeter())
+		a.releaseMeter = nil
 	}
 	if a.release != nil {
 		errs = append(errs, a.release())

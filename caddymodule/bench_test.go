@@ -95,15 +95,37 @@ func storeWithKeys(b *testing.B, n int) *benchStore {
 	return s
 }
 
+// BenchmarkAuthenticate checks a cached key, at two store sizes, and with
+// a plan of one rate limit and credits (what a key with limits costs more
+// per request).
 func BenchmarkAuthenticate(b *testing.B) {
-	for _, n := range []int{1_000, 1_000_000} {
-		b.Run(fmt.Sprintf("keys=%d", n), func(b *testing.B) {
-			fixture := storeWithKeys(b, n)
+	for _, tc := range []struct {
+		n    int
+		plan bool
+	}{{1_000, false}, {1_000, true}, {1_000_000, false}} {
+		name := fmt.Sprintf("keys=%d", tc.n)
+		if tc.plan {
+			name += "/plan=rate+credits"
+		}
+		b.Run(name, func(b *testing.B) {
+			fixture := storeWithKeys(b, tc.n)
 			s, err := keystore.OpenBolt(fixture.path, time.Second)
 			if err != nil {
 				b.Fatal(err)
 			}
-			kr := keystore.NewKeyring(s, keystore.Options{FlushInterval: time.Hour})
+			opts := keystore.Options{FlushInterval: time.Hour}
+			if tc.plan {
+				meter, err := keystore.NewMeter(s, keystore.MeterOptions{Ledger: filepath.Join(b.TempDir(), "ledger")})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer meter.Close()
+				opts.Meter = meter
+				opts.Policy = keystore.Policy{DefaultPlan: "bench", Plans: map[string]*keystore.Plan{"bench": {Name: "bench",
+					Rates:   []keystore.Rate{{Name: "r", Limit: 1 << 40, Window: time.Minute}},
+					Credits: &keystore.Credits{Amount: 1 << 40}}}}
+			}
+			kr := keystore.NewKeyring(s, opts)
 			defer func() { _ = kr.Close(); _ = s.Close() }()
 			m, err := newMetrics(prometheus.NewRegistry())
 			if err != nil {
@@ -160,7 +182,7 @@ func BenchmarkBasicAuthCached(b *testing.B) {
 // before its response.
 func BenchmarkCreateAPIKey(b *testing.B) {
 	const secret = "bench-secret-0123456789abcdef0123456789"
-	app, err := provisionAppB(b, `{"store": `+storeJSON(filepath.Join(b.TempDir(), "k.db"))+`, "jwt": [{"secrets": ["`+secret+`"]}]}`)
+	app, err := provisionAppB(b, `{"store": `+storeJSON(filepath.Join(b.TempDir(), "k.db"))+`, "jwt": [{"secrets": ["`+secret+`"], "accept_any_audience": true}]}`)
 	if err != nil {
 		b.Fatal(err)
 	}

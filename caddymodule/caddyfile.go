@@ -1,15 +1,14 @@
 package caddymodule
 
 import (
-	"encoding/json"
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp/caddyauth"
 )
 
 func init() {
@@ -29,6 +28,7 @@ func init() {
 //	    store                    <backend> { … }
 //	    user                     <username> <password_hash> [{
 //	        scopes <scope...>
+//	        plan   <name>
 //	    }]
 //	    jwt {
 //	        secret           <secret>
@@ -43,6 +43,7 @@ func init() {
 //	        namespace        <name>
 //	        allowed_scopes   <scope...>
 //	        max_key_lifetime <duration> | off
+//	        plan             <name>
 //	        leeway           <duration>
 //	        jwks_url         <url>
 //	        discover
@@ -54,6 +55,12 @@ func init() {
 //	    max_key_lifetime         <duration>
 //	    max_keys_per_user        <n>
 //	    allowed_scopes           <scope...>
+//	    plan <name> {            (repeat for more plans)
+//	        rate       <limit>/<window> [<name>]
+//	        owner_rate <limit>/<window> [<name>]
+//	        credits    <amount> [refill <duration>] [per_owner]
+//	    }
+//	    default_plan             <name>
 //	    lockout off | {
 //	        account_threshold <n>
 //	        address_threshold <n>
@@ -115,6 +122,10 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 						return d.ArgErr()
 					}
 					u.Scopes = append(u.Scopes, scopes...)
+				case "plan":
+					if !d.AllArgs(&u.Plan) {
+						return d.ArgErr()
+					}
 				default:
 					return d.Errf("unrecognized user option '%s'", d.Val())
 				}
@@ -188,6 +199,30 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			a.LastUsedFlushInterval = dur
+		case "plan":
+			var name string
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			name = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if _, dup := a.Plans[name]; dup {
+				return d.Errf("plan %q is declared twice", name)
+			}
+			pc := new(PlanConfig)
+			if err := pc.unmarshalCaddyfile(d); err != nil {
+				return err
+			}
+			if a.Plans == nil {
+				a.Plans = make(map[string]*PlanConfig)
+			}
+			a.Plans[name] = pc
+		case "default_plan":
+			if !d.AllArgs(&a.DefaultPlan) {
+				return d.ArgErr()
+			}
 		default:
 			return d.Errf("unrecognized apikeys option '%s'", d.Val())
 		}
@@ -242,6 +277,8 @@ func (c *JWTConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = one(&c.IdentityClaim)
 		case "token_type":
 			err = one(&c.TokenType)
+		case "plan":
+			err = one(&c.Plan)
 		case "namespace":
 			err = one(&c.Namespace)
 		case "allowed_scopes":
@@ -393,8 +430,8 @@ func parseAPIHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error
 	return &handler, nil
 }
 
-// parseAPIKeyAuth sets up key checking, wrapped in Caddy's authentication
-// handler as basic_auth is. Syntax:
+// parseAPIKeyAuth sets up key checking with the apikey_auth handler.
+// Syntax:
 //
 //	apikey_auth [<matcher>] {
 //	    header           <field...>
@@ -403,16 +440,17 @@ func parseAPIHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error
 //	    keep_credentials
 //	    realm            <realm>
 //	    require_scopes   <scope...>
+//	    cost             <credits>
 //	}
 //
-// With require_scopes, keys lacking any of the scopes get 403.
+// With require_scopes, keys lacking any of the scopes get 403; cost is
+// what a request spends of a key's credits (default 1, 0 for free).
 func parseAPIKeyAuth(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	h.Next() // directive name
 	if h.NextArg() {
 		return nil, h.ArgErr()
 	}
-	var p APIKeyAuth
-	var scopes []string
+	var g APIKeyGate
 	for h.NextBlock(0) {
 		switch h.Val() {
 		case "header":
@@ -420,27 +458,27 @@ func parseAPIKeyAuth(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error
 			if len(args) == 0 {
 				return nil, h.ArgErr()
 			}
-			p.Headers = append(p.Headers, args...)
+			g.Headers = append(g.Headers, args...)
 		case "query":
-			if !h.AllArgs(&p.QueryParam) {
+			if !h.AllArgs(&g.QueryParam) {
 				return nil, h.ArgErr()
 			}
 		case "body":
-			p.Body = true
+			g.Body = true
 			if h.NextArg() {
 				n, err := strconv.ParseInt(h.Val(), 10, 64)
 				if err != nil || n <= 0 || h.NextArg() {
 					return nil, h.Errf("body takes an optional positive size in bytes")
 				}
-				p.MaxBodyBytes = n
+				g.MaxBodyBytes = n
 			}
 		case "keep_credentials":
 			if h.NextArg() {
 				return nil, h.ArgErr()
 			}
-			p.KeepCredentials = true
+			g.KeepCredentials = true
 		case "realm":
-			if !h.AllArgs(&p.Realm) {
+			if !h.AllArgs(&g.Realm) {
 				return nil, h.ArgErr()
 			}
 		case "require_scopes":
@@ -448,24 +486,22 @@ func parseAPIKeyAuth(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error
 			if len(args) == 0 {
 				return nil, h.ArgErr()
 			}
-			scopes = append(scopes, args...)
+			g.RequireScopes = append(g.RequireScopes, args...)
+		case "cost":
+			var v string
+			if !h.AllArgs(&v) {
+				return nil, h.ArgErr()
+			}
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				return nil, h.Errf("cost: want a number of credits, 0 or more, got %q", v)
+			}
+			g.Cost = &n
 		default:
 			return nil, h.Errf("unrecognized apikey_auth option '%s'", h.Val())
 		}
 	}
-	auth := caddyauth.Authentication{
-		ProvidersRaw: caddy.ModuleMap{"apikey": caddyconfig.JSON(p, nil)},
-	}
-	if len(scopes) == 0 {
-		return auth, nil
-	}
-	// Authentication, then the scope check, as one handler in the route.
-	return &caddyhttp.Subroute{Routes: caddyhttp.RouteList{{
-		HandlersRaw: []json.RawMessage{
-			caddyconfig.JSONModuleObject(auth, "handler", "authentication", nil),
-			caddyconfig.JSONModuleObject(RequireScopes{Scopes: scopes, Realm: p.Realm}, "handler", "apikey_require_scopes", nil),
-		},
-	}}}, nil
+	return &g, nil
 }
 
 func intArg(d *caddyfile.Dispenser) (int, error) {
@@ -498,3 +534,70 @@ func parseDuration(d *caddyfile.Dispenser, v string) (caddy.Duration, error) {
 
 // Interface guard
 var _ caddyfile.Unmarshaler = (*App)(nil)
+
+// unmarshalCaddyfile reads a plan block:
+//
+//	plan <name> {
+//	    rate       <limit>/<window> [<name>]
+//	    owner_rate <limit>/<window> [<name>]
+//	    credits    <amount> [refill <duration>] [per_owner]
+//	}
+func (pc *PlanConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		args := d.RemainingArgs()
+		switch opt {
+		case "rate", "owner_rate":
+			if len(args) < 1 || len(args) > 2 {
+				return d.Errf("%s takes <limit>/<window> and an optional name", opt)
+			}
+			limit, window, ok := strings.Cut(args[0], "/")
+			n, err := strconv.ParseInt(limit, 10, 64)
+			if !ok || err != nil || n <= 0 {
+				return d.Errf("%s %q: want <limit>/<window>, e.g. 100/1m", opt, args[0])
+			}
+			dur, err := parseDuration(d, window)
+			if err != nil {
+				return err
+			}
+			rc := RateConfig{Limit: n, Window: dur}
+			if len(args) == 2 {
+				rc.Name = args[1]
+			}
+			if opt == "rate" {
+				pc.Rates = append(pc.Rates, rc)
+			} else {
+				pc.OwnerRates = append(pc.OwnerRates, rc)
+			}
+		case "credits":
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			n, err := strconv.ParseInt(args[0], 10, 64)
+			if err != nil || n <= 0 {
+				return d.Errf("credits: want a positive amount, got %q", args[0])
+			}
+			c := &CreditsConfig{Amount: n}
+			for i := 1; i < len(args); i++ {
+				switch args[i] {
+				case "refill":
+					if i+1 >= len(args) {
+						return d.Err("refill needs a duration")
+					}
+					i++
+					if c.Refill, err = parseDuration(d, args[i]); err != nil {
+						return err
+					}
+				case "per_owner":
+					c.PerOwner = true
+				default:
+					return d.Errf("credits: unrecognized %q (want refill <duration> or per_owner)", args[i])
+				}
+			}
+			pc.Credits = c
+		default:
+			return d.Errf("unrecognized plan option '%s'", opt)
+		}
+	}
+	return nil
+}

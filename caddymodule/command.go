@@ -51,6 +51,11 @@ apikeys.db in Caddy's data directory).
                                           revokes every key of that owner
   caddy apikeys key disable <id>
   caddy apikeys key enable <id>
+  caddy apikeys key plan <id> <plan>      gives the key a plan of its own (- for its owner's)
+  caddy apikeys key credits <id> [--set <n> | --add <n>]
+                                          shows, sets or adds to the key's credits
+  caddy apikeys user plan <username> <plan>
+                                          sets the plan of the user's keys (- for the default)
 
 An owner is a password user (--user), an owner that operators make for
 programs (--service), or a token identity (--user with --source as key
@@ -80,6 +85,7 @@ func apikeysCommand(cmd *cobra.Command) {
 		add,
 		&cobra.Command{Use: "passwd <username>", Short: "Sets a user's password", Args: cobra.ExactArgs(1), RunE: withBackend(userPasswd)},
 		&cobra.Command{Use: "scopes <username> [scope...]", Short: "Sets the scopes a user may give keys (none: no scopes)", Args: cobra.MinimumNArgs(1), RunE: withBackend(userScopes)},
+		&cobra.Command{Use: "plan <username> <plan>", Short: "Sets the plan of the user's keys (- for the default)", Args: cobra.ExactArgs(2), RunE: withBackend(userPlan)},
 		&cobra.Command{Use: "remove <username>", Short: "Removes a user and revokes all their keys", Args: cobra.ExactArgs(1), RunE: withBackend(userRemove)},
 		&cobra.Command{Use: "list", Short: "Lists stored users", Args: cobra.NoArgs, RunE: withBackend(userList)},
 	)
@@ -90,11 +96,16 @@ func apikeysCommand(cmd *cobra.Command) {
 	create.Flags().String("title", keystore.DefaultTitle, "Title of the key")
 	create.Flags().Duration("expires-in", 0, "Lifetime of the key, e.g. 720h; 0 means the policy's default")
 	create.Flags().StringSlice("scopes", nil, "Scopes the key grants, comma separated")
+	create.Flags().String("plan", "", "A plan of the key's own (default: its owner's)")
+	credits := &cobra.Command{Use: "credits <id>", Short: "Shows, sets (--set) or adds to (--add) a key's credits", Args: cobra.ExactArgs(1), RunE: withBackend(keyCredits)}
+	credits.Flags().Int64("set", -1, "Set the balance to this")
+	credits.Flags().Int64("add", 0, "Add this to the balance (negative takes)")
 	list := &cobra.Command{Use: "list", Short: "Lists keys", Args: cobra.NoArgs, RunE: withBackend(keyList)}
 	ownerFlags(list, "Only this password user's keys, or with --source this user's of that source")
 	revoke := &cobra.Command{Use: "revoke (<id> | --user <name> | --service <name>)", Short: "Deletes a key, or every key of an owner", Args: cobra.MaximumNArgs(1), RunE: withBackend(keyRevoke)}
 	ownerFlags(revoke, "Revoke every key of this password user, or with --source of this user of that source")
-	key.AddCommand(create, list, revoke,
+	key.AddCommand(create, list, revoke, credits,
+		&cobra.Command{Use: "plan <id> <plan>", Short: "Gives a key a plan of its own (- for its owner's)", Args: cobra.ExactArgs(2), RunE: withBackend(keyPlan)},
 		&cobra.Command{Use: "disable <id>", Short: "Disables a key", Args: cobra.ExactArgs(1), RunE: withBackend(keyDisable)},
 		&cobra.Command{Use: "enable <id>", Short: "Enables a key", Args: cobra.ExactArgs(1), RunE: withBackend(keyEnable)},
 	)
@@ -113,6 +124,10 @@ type backend interface {
 	addUser(req userRequest) error
 	setPassword(name string, req userRequest) error
 	setScopes(name string, scopes []string) (adminUser, error)
+	setUserPlan(name, plan string) (adminUser, error)
+	setKeyPlan(id, plan string) (adminKey, error)
+	credits(id string) (creditsView, error)
+	adjustCredits(id string, amount int64, set bool) (creditsView, error)
 	removeUser(name string) (int, error)
 	close() error
 }
@@ -185,6 +200,66 @@ func userAdd(cmd *cobra.Command, args []string, b backend, _ bool) error {
 	return nil
 }
 
+// planArg reads a plan argument, "-" meaning none.
+func planArg(s string) string {
+	if s == "-" {
+		return ""
+	}
+	return s
+}
+
+func userPlan(cmd *cobra.Command, args []string, b backend, asJSON bool) error {
+	u, err := b.setUserPlan(args[0], planArg(args[1]))
+	if err != nil || asJSON {
+		return errOrJSON(cmd, err, u)
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "user %s: plan %s\n", u.Username, dash(u.Plan))
+	return nil
+}
+
+func keyPlan(cmd *cobra.Command, args []string, b backend, asJSON bool) error {
+	k, err := b.setKeyPlan(args[0], planArg(args[1]))
+	if err != nil || asJSON {
+		return errOrJSON(cmd, err, k)
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "key %s: plan %s\n", k.ID, dash(k.Plan))
+	return nil
+}
+
+func keyCredits(cmd *cobra.Command, args []string, b backend, asJSON bool) error {
+	f := cmd.Flags()
+	set, _ := f.GetInt64("set")
+	add, _ := f.GetInt64("add")
+	var c creditsView
+	var err error
+	switch {
+	case f.Changed("set") && f.Changed("add"):
+		return errors.New("give --set or --add, not both")
+	case f.Changed("set"):
+		c, err = b.adjustCredits(args[0], set, true)
+	case f.Changed("add"):
+		c, err = b.adjustCredits(args[0], add, false)
+	default:
+		c, err = b.credits(args[0])
+	}
+	if err != nil || asJSON {
+		return errOrJSON(cmd, err, c)
+	}
+	out := cmd.OutOrStdout()
+	fmt.Fprintf(out, "key %s: %d of %d credits left", args[0], c.Remaining, c.Amount)
+	if c.Shared {
+		fmt.Fprint(out, " (shared by the owner's keys)")
+	}
+	switch {
+	case c.NextRefill != nil:
+		fmt.Fprintf(out, "; refills %s", formatTime(time.Time(*c.NextRefill)))
+	case c.Refill > 0:
+		fmt.Fprintf(out, "; refills every %s from the first request", time.Duration(c.Refill)*time.Second)
+	}
+	fmt.Fprintln(out)
+	return nil
+}
+
 func userScopes(cmd *cobra.Command, args []string, b backend, asJSON bool) error {
 	u, err := b.setScopes(args[0], args[1:])
 	if err != nil || asJSON {
@@ -237,13 +312,14 @@ func keyCreate(cmd *cobra.Command, _ []string, b backend, asJSON bool) error {
 	title, _ := f.GetString("title")
 	expiresIn, _ := f.GetDuration("expires-in")
 	scopes, _ := f.GetStringSlice("scopes")
+	plan, _ := f.GetString("plan")
 	if owner.User == "" && owner.Service == "" {
 		return errors.New("--user or --service is required")
 	}
 	if expiresIn < 0 {
 		return errors.New("--expires-in must not be negative")
 	}
-	k, err := b.createKey(newKeyRequest{ownerRef: owner, Title: title, ExpiresIn: expiresIn.Seconds(), Scopes: scopes})
+	k, err := b.createKey(newKeyRequest{ownerRef: owner, Title: title, ExpiresIn: expiresIn.Seconds(), Scopes: scopes, Plan: plan})
 	if err != nil || asJSON {
 		return errOrJSON(cmd, err, k)
 	}
@@ -441,6 +517,22 @@ func (o *offlineBackend) setScopes(name string, scopes []string) (adminUser, err
 	return o.op.setScopes(context.Background(), name, scopes)
 }
 
+func (o *offlineBackend) setUserPlan(name, plan string) (adminUser, error) {
+	return o.op.setUserPlan(context.Background(), name, plan)
+}
+
+func (o *offlineBackend) setKeyPlan(id, plan string) (adminKey, error) {
+	return o.op.setKeyPlan(context.Background(), id, plan)
+}
+
+func (o *offlineBackend) credits(id string) (creditsView, error) {
+	return o.op.credits(context.Background(), id)
+}
+
+func (o *offlineBackend) adjustCredits(id string, amount int64, set bool) (creditsView, error) {
+	return o.op.adjustCredits(context.Background(), id, amount, set)
+}
+
 func (o *offlineBackend) createKey(req newKeyRequest) (createdKey, error) {
 	return o.op.createKey(context.Background(), req)
 }
@@ -529,6 +621,41 @@ func (a *adminBackend) setScopes(name string, scopes []string) (adminUser, error
 		Scopes []string `json:"scopes"`
 	}{scopes}
 	return out, a.call(http.MethodPut, "/apikeys/users/"+pathSegment(name)+"/scopes", body, &out)
+}
+
+func (a *adminBackend) setUserPlan(name, plan string) (adminUser, error) {
+	var out adminUser
+	body := struct {
+		Plan string `json:"plan"`
+	}{plan}
+	return out, a.call(http.MethodPut, "/apikeys/users/"+pathSegment(name)+"/plan", body, &out)
+}
+
+func (a *adminBackend) setKeyPlan(id, plan string) (adminKey, error) {
+	var out adminKey
+	body := struct {
+		Plan string `json:"plan"`
+	}{plan}
+	return out, a.call(http.MethodPut, "/apikeys/keys/"+pathSegment(id)+"/plan", body, &out)
+}
+
+func (a *adminBackend) credits(id string) (creditsView, error) {
+	var out creditsView
+	return out, a.call(http.MethodGet, "/apikeys/keys/"+pathSegment(id)+"/credits", nil, &out)
+}
+
+func (a *adminBackend) adjustCredits(id string, amount int64, set bool) (creditsView, error) {
+	var out creditsView
+	if set {
+		body := struct {
+			Balance int64 `json:"balance"`
+		}{amount}
+		return out, a.call(http.MethodPut, "/apikeys/keys/"+pathSegment(id)+"/credits", body, &out)
+	}
+	body := struct {
+		Add int64 `json:"add"`
+	}{amount}
+	return out, a.call(http.MethodPost, "/apikeys/keys/"+pathSegment(id)+"/credits", body, &out)
 }
 
 // pathSegment escapes s as one segment of an admin API path, dots too,

@@ -84,6 +84,10 @@ type JWTConfig struct {
 	// max_key_lifetime. Default: 2160h (90 days).
 	MaxKeyLifetime *caddy.Duration `json:"max_key_lifetime,omitempty"`
 
+	// The plan of keys minted with these tokens, unless a key has its
+	// own. Default: the app's default_plan.
+	Plan string `json:"plan,omitempty"`
+
 	// The claim holding the username. Default: "sub".
 	IdentityClaim string `json:"identity_claim,omitempty"`
 

@@ -16,10 +16,12 @@ type metrics struct {
 	minted, deleted, rotated prometheus.Counter
 	validations              *prometheus.CounterVec
 	credentialFailures       *prometheus.CounterVec
+	limited                  *prometheus.CounterVec
 	storeLatency             *prometheus.HistogramVec
 
 	// Resolved once: the hot path then costs one atomic add.
 	valid, unknown, malformed, expired, revoked, orphaned, insufficientScope, conflicting, overBudget prometheus.Counter
+	rateLimited, outOfCredits                                                                         prometheus.Counter
 }
 
 const metricsNamespace, metricsSubsystem = "caddy", "apikeys"
@@ -36,13 +38,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			"Key checks by apikey_auth, by result: valid, unknown, malformed, expired, revoked, orphaned, insufficient_scope, conflicting, over_budget.")), []string{"result"}),
 		credentialFailures: prometheus.NewCounterVec(prometheus.CounterOpts(opts("credential_failures_total",
 			"Refused credentials on the key-management endpoints, by method: password, oauth2, api_key.")), []string{"method"}),
+		limited: prometheus.NewCounterVec(prometheus.CounterOpts(opts("limited_total",
+			"Requests refused by a key's plan, by reason: rate_limit, credits.")), []string{"reason"}),
 		storeLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "store_operation_duration_seconds",
 			Help:    "Time taken by key store operations, by operation.",
 			Buckets: []float64{.0001, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"operation"}),
 	}
-	for _, c := range []prometheus.Collector{m.minted, m.deleted, m.rotated, m.validations, m.credentialFailures, m.storeLatency} {
+	for _, c := range []prometheus.Collector{m.minted, m.deleted, m.rotated, m.validations, m.credentialFailures, m.limited, m.storeLatency} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -56,6 +60,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.insufficientScope = m.validations.WithLabelValues("insufficient_scope")
 	m.conflicting = m.validations.WithLabelValues("conflicting")
 	m.overBudget = m.validations.WithLabelValues("over_budget")
+	m.rateLimited = m.limited.WithLabelValues("rate_limit")
+	m.outOfCredits = m.limited.WithLabelValues("credits")
 	return m, nil
 }
 
@@ -81,6 +87,15 @@ func registerStaleness(reg prometheus.Registerer, kr *keystore.Keyring) error {
 		}
 	}
 	return nil
+}
+
+// countLimited counts a request refused by its key's plan.
+func (m *metrics) countLimited(v keystore.Verdict) {
+	if v.Reason == keystore.RateLimited {
+		m.rateLimited.Inc()
+	} else {
+		m.outOfCredits.Inc()
+	}
 }
 
 // countRefusal counts a failed key check by its cause.

@@ -50,6 +50,9 @@ type migration struct {
 	UsersPresent int `json:"users_already_present"`
 	KeysCopied   int `json:"keys_copied"`
 	KeysPresent  int `json:"keys_already_present"`
+	// Credit balances copied, and already in the destination.
+	CreditsCopied  int `json:"credit_balances_copied,omitempty"`
+	CreditsPresent int `json:"credit_balances_already_present,omitempty"`
 	// KeysOrphaned counts keys of password users that the destination
 	// has neither in its config nor in its store: they are refused there
 	// until those users exist.
@@ -108,6 +111,9 @@ func runMigrate(cmd *cobra.Command, _ []string) error {
 	out := cmd.OutOrStdout()
 	fmt.Fprintf(out, "users: %d copied, %d already there\nkeys: %d copied, %d already there\n",
 		m.UsersCopied, m.UsersPresent, m.KeysCopied, m.KeysPresent)
+	if m.CreditsCopied+m.CreditsPresent > 0 {
+		fmt.Fprintf(out, "credit balances: %d copied, %d already there\n", m.CreditsCopied, m.CreditsPresent)
+	}
 	if m.KeysOrphaned > 0 {
 		fmt.Fprintf(out, "warning: %d keys belong to password users that %s has neither in its config nor in its store: %s.\n"+
 			"They are refused there until those users exist: declare them in its config, or add them with `caddy apikeys user add --adopt-keys`.\n",
@@ -259,6 +265,9 @@ func copyStore(ctx context.Context, src, dst keystore.Store, dstUsers []string) 
 	if firstErr != nil {
 		return m, firstErr
 	}
+	if err := copyCredits(ctx, src, dst, &m); err != nil {
+		return m, err
+	}
 	known := make(map[string]bool)
 	for _, name := range dstUsers {
 		known[name] = true
@@ -284,4 +293,33 @@ func copyStore(ctx context.Context, src, dst keystore.Store, dstUsers []string) 
 	}
 	slices.Sort(m.Orphans)
 	return m, nil
+}
+
+// errPresent stops a copy of a credit account the destination has.
+var errPresent = errors.New("already present")
+
+// copyCredits copies every credit balance of src that dst does not have.
+func copyCredits(ctx context.Context, src, dst keystore.Store, m *migration) error {
+	accounts, err := src.CreditAccounts(ctx)
+	if err != nil {
+		return fmt.Errorf("reading credit balances: %w", err)
+	}
+	for _, a := range accounts {
+		_, err := dst.UpdateCredits(ctx, a.ID, func(d *keystore.CreditAccount, exists bool) error {
+			if exists {
+				return errPresent
+			}
+			*d = a
+			return nil
+		})
+		switch {
+		case errors.Is(err, errPresent):
+			m.CreditsPresent++
+		case err != nil:
+			return fmt.Errorf("credit balance %s: %w", a.ID, err)
+		default:
+			m.CreditsCopied++
+		}
+	}
+	return nil
 }

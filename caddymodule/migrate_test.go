@@ -54,7 +54,13 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 	if _, err := src.DeleteKey(ctx, carol.ID); err != nil {
 		t.Fatal(err)
 	}
-	carol.Owner = keystore.PasswordUser("carol")
+	carol.Owner, carol.Plan = keystore.PasswordUser("carol"), "pro"
+	if _, err := src.UpdateCredits(ctx, minted[4].ID, func(a *keystore.CreditAccount, _ bool) error {
+		a.Balance, a.Anchor, a.Gen = 42, time.Now().Truncate(time.Microsecond), 3
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if err := src.CreateKey(ctx, carol.Key, keystore.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -79,12 +85,12 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 	defer func() { _ = release() }()
 
 	m, err := copyStore(ctx, src, dst, dstUsers)
-	if err != nil || !reflect.DeepEqual(m, migration{UsersCopied: 1, KeysCopied: 42, KeysOrphaned: 1, Orphans: []string{"carol"}}) {
+	if err != nil || !reflect.DeepEqual(m, migration{UsersCopied: 1, KeysCopied: 42, CreditsCopied: 1, KeysOrphaned: 1, Orphans: []string{"carol"}}) {
 		t.Fatalf("first copy: %+v, %v", m, err)
 	}
 	// carol is declared in the config of the destination.
 	m, err = copyStore(ctx, src, dst, []string{"carol"})
-	if err != nil || !reflect.DeepEqual(m, migration{UsersPresent: 1, KeysPresent: 42}) {
+	if err != nil || !reflect.DeepEqual(m, migration{UsersPresent: 1, KeysPresent: 42, CreditsPresent: 1}) {
 		t.Fatalf("second copy: %+v, %v", m, err)
 	}
 
@@ -97,7 +103,8 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 		w, g := want[i], got[i]
 		if w.ID != g.ID || w.Hash != g.Hash || w.Owner != g.Owner || w.Title != g.Title || w.Preview != g.Preview ||
 			!w.Created.Equal(g.Created) || !w.LastUsed.Equal(g.LastUsed) || !w.Expires.Equal(g.Expires) ||
-			!slices.Equal(w.Scopes, g.Scopes) || w.Disabled != g.Disabled || w.Rotated != g.Rotated {
+			!slices.Equal(w.Scopes, g.Scopes) || w.Disabled != g.Disabled || w.Rotated != g.Rotated ||
+			w.Plan != g.Plan || w.Account != g.Account {
 			t.Fatalf("key %d differs:\n src %+v\n dst %+v", i, w, g)
 		}
 	}
@@ -114,6 +121,12 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 	defer dkr.Close()
 	if k, err := dkr.Verify(ctx, minted[3].Secret); err != nil || k.ID != minted[3].ID {
 		t.Fatalf("a copied key: %v", err)
+	}
+	if a, err := dst.CreditAccount(ctx, minted[4].ID); err != nil || a.Balance != 42 || a.Gen != 3 {
+		t.Fatalf("copied credit balance: %+v, %v", a, err)
+	}
+	if got[41].Plan != "pro" {
+		t.Fatalf("a key's plan was not copied: %+v", got[41])
 	}
 	if u, err := dst.User(ctx, "alice"); err != nil || u.PasswordHash != "$argon2id$x" || !slices.Equal(u.Scopes, []string{"read"}) {
 		t.Fatalf("copied user: %+v, %v", u, err)

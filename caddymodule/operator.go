@@ -45,6 +45,7 @@ type adminUser struct {
 	Username string       `json:"username"`
 	Created  epochSeconds `json:"created"`
 	Scopes   []string     `json:"scopes,omitempty"`
+	Plan     string       `json:"plan,omitempty"`
 }
 
 // ownerRef names an owner in admin requests and CLI flags: a password
@@ -90,6 +91,8 @@ type newKeyRequest struct {
 	ExpiresIn float64 `json:"expires_in,omitempty"`
 	// Scopes the key grants.
 	Scopes []string `json:"scopes,omitempty"`
+	// Plan of the key's own; default its owner's or the default plan.
+	Plan string `json:"plan,omitempty"`
 }
 
 // userRequest adds a user, sets a password or sets scopes. To add a user
@@ -128,9 +131,16 @@ func (o operator) listKeys(ctx context.Context, ref ownerRef) ([]adminKey, error
 	if err != nil {
 		return nil, err
 	}
+	views := make([]keyView, len(keys))
+	for i, k := range keys {
+		views[i] = newKeyView(k)
+	}
+	if err := withPlans(ctx, o.keyring, keys, views); err != nil && !errors.Is(err, keystore.ErrPolicyUnknown) {
+		return nil, err
+	}
 	out := make([]adminKey, len(keys))
 	for i, k := range keys {
-		out[i] = newAdminKey(k)
+		out[i] = adminKey{keyView: views[i], Owner: k.Owner.Name, Source: k.Owner.Source}
 	}
 	return out, nil
 }
@@ -150,6 +160,7 @@ func (o operator) createKey(ctx context.Context, req newKeyRequest) (createdKey,
 		Title:    req.Title,
 		Lifetime: time.Duration(req.ExpiresIn * float64(time.Second)),
 		Scopes:   req.Scopes,
+		Plan:     req.Plan,
 	})
 	if errors.Is(err, keystore.ErrUnknownOwner) && o.offline {
 		return createdKey{}, fail(http.StatusNotFound, "no stored user "+owner.Name+"; with --db, users declared in the config are not known: "+
@@ -181,8 +192,82 @@ func (o operator) policyRefusal(err error) error {
 		return fail(http.StatusBadRequest, err.Error())
 	case errors.Is(err, keystore.ErrPolicyUnknown):
 		return fail(http.StatusBadRequest, errNoPolicy.Error())
+	case errors.Is(err, keystore.ErrUnknownPlan), errors.Is(err, keystore.ErrNoCredits):
+		return fail(http.StatusBadRequest, err.Error())
+	case errors.Is(err, keystore.ErrConfigUser):
+		return fail(http.StatusConflict, "the user is declared in the config: set it there")
 	}
 	return err
+}
+
+// setKeyPlan gives a key a plan of its own ("" for its owner's).
+func (o operator) setKeyPlan(ctx context.Context, id, plan string) (adminKey, error) {
+	k, err := o.keyring.SetKeyPlan(ctx, id, plan)
+	if errors.Is(err, keystore.ErrNotFound) {
+		return adminKey{}, fail(http.StatusNotFound, "no API key with id "+id)
+	}
+	if err != nil {
+		return adminKey{}, o.policyRefusal(err)
+	}
+	o.event("key plan changed", ownerFields(k.Owner, zap.String("key_id", id), zap.String("plan", plan))...)
+	keys, err := o.listOne(ctx, k)
+	return keys, err
+}
+
+// listOne is a key as listings show it.
+func (o operator) listOne(ctx context.Context, k keystore.Key) (adminKey, error) {
+	views := []keyView{newKeyView(k)}
+	if err := withPlans(ctx, o.keyring, []keystore.Key{k}, views); err != nil {
+		return adminKey{}, err
+	}
+	return adminKey{keyView: views[0], Owner: k.Owner.Name, Source: k.Owner.Source}, nil
+}
+
+// credits returns a key's balance.
+func (o operator) credits(ctx context.Context, id string) (creditsView, error) {
+	k, err := o.keyring.KeyByID(ctx, id)
+	if err != nil {
+		return creditsView{}, notFoundAs(err, "no API key with id "+id)
+	}
+	b, ok, err := o.keyring.BalanceOf(ctx, k)
+	if err != nil {
+		return creditsView{}, o.policyRefusal(err)
+	}
+	if !ok {
+		return creditsView{}, fail(http.StatusBadRequest, keystore.ErrNoCredits.Error())
+	}
+	return *newCreditsView(b), nil
+}
+
+// adjustCredits sets a key's balance (set) or adds to it.
+func (o operator) adjustCredits(ctx context.Context, id string, amount int64, set bool) (creditsView, error) {
+	k, err := o.keyring.KeyByID(ctx, id)
+	if err != nil {
+		return creditsView{}, notFoundAs(err, "no API key with id "+id)
+	}
+	b, err := o.keyring.AdjustCredits(ctx, k, amount, set)
+	if err != nil {
+		return creditsView{}, o.policyRefusal(err)
+	}
+	msg := "credits added"
+	if set {
+		msg = "credits set"
+	}
+	o.event(msg, ownerFields(k.Owner, zap.String("key_id", id), zap.Int64("amount", amount), zap.Int64("remaining", b.Remaining))...)
+	return *newCreditsView(b), nil
+}
+
+// setUserPlan gives a stored user's keys a plan.
+func (o operator) setUserPlan(ctx context.Context, name, plan string) (adminUser, error) {
+	u, err := o.keyring.SetUserPlan(ctx, name, plan)
+	if errors.Is(err, keystore.ErrNotFound) {
+		return adminUser{}, fail(http.StatusNotFound, "no stored user "+name)
+	}
+	if err != nil {
+		return adminUser{}, o.policyRefusal(err)
+	}
+	o.event("user plan changed", zap.String("user", name), zap.String("plan", plan))
+	return adminUser{Username: u.Name, Created: epochSeconds(u.Created), Scopes: u.Scopes, Plan: u.Plan}, nil
 }
 
 func (o operator) revokeKey(ctx context.Context, id string) error {
@@ -237,7 +322,7 @@ func (o operator) listUsers(ctx context.Context) ([]adminUser, error) {
 	}
 	out := make([]adminUser, len(users))
 	for i, u := range users {
-		out[i] = adminUser{Username: u.Name, Created: epochSeconds(u.Created), Scopes: u.Scopes}
+		out[i] = adminUser{Username: u.Name, Created: epochSeconds(u.Created), Scopes: u.Scopes, Plan: u.Plan}
 	}
 	return out, nil
 }

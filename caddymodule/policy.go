@@ -32,8 +32,13 @@ func (a *App) keyPolicy(repl *caddy.Replacer) (keystore.Policy, error) {
 		if _, dup := p.ConfigUsers[name]; dup {
 			return p, fmt.Errorf("user %q is declared twice", name)
 		}
-		p.ConfigUsers[name] = keystore.UserRules{Scopes: u.Scopes}
+		p.ConfigUsers[name] = keystore.UserRules{Scopes: u.Scopes, Plan: u.Plan}
 	}
+	var err error
+	if p.Plans, err = a.plans(); err != nil {
+		return p, err
+	}
+	p.DefaultPlan = a.DefaultPlan
 	for i, jc := range a.JWT {
 		for _, sc := range jc.AllowedScopes {
 			if len(a.AllowedScopes) > 0 && !slices.Contains(a.AllowedScopes, sc) {
@@ -49,7 +54,7 @@ func (a *App) keyPolicy(repl *caddy.Replacer) (keystore.Policy, error) {
 			continue
 		}
 		if prev, dup := p.Sources[ns]; dup && prev != rules {
-			return p, fmt.Errorf("jwt %d: the blocks of namespace %q must agree on max_key_lifetime", i, ns)
+			return p, fmt.Errorf("jwt %d: the blocks of namespace %q must agree on max_key_lifetime and plan", i, ns)
 		}
 		p.Sources[ns] = rules
 	}
@@ -63,7 +68,7 @@ func (a *App) keyPolicy(repl *caddy.Replacer) (keystore.Policy, error) {
 // of a block without issuer, which each get their own) and the rules of
 // their keys.
 func (c *JWTConfig) source(repl *caddy.Replacer) (string, keystore.SourceRules) {
-	rules := keystore.SourceRules{MaxLifetime: DefaultJWTKeyLifetime}
+	rules := keystore.SourceRules{MaxLifetime: DefaultJWTKeyLifetime, Plan: c.Plan}
 	if c.MaxKeyLifetime != nil {
 		rules.MaxLifetime = time.Duration(*c.MaxKeyLifetime)
 	}

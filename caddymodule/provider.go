@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -82,6 +83,9 @@ func (p *APIKeyAuth) Provision(ctx caddy.Context) error {
 	if p.Realm == "" {
 		p.Realm = DefaultRealm
 	}
+	if len(p.Headers) > 64 {
+		return errors.New("at most 64 header fields may carry a key")
+	}
 	for i, h := range p.Headers {
 		p.Headers[i] = http.CanonicalHeaderKey(h)
 	}
@@ -94,39 +98,63 @@ func (p *APIKeyAuth) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Authenticate admits the request if it carries a valid key. A missing or
-// refused key is (false, nil): errors are only for store faults.
+// Authenticate admits the request if it carries a valid key within its
+// plan's limits (spending 1 credit). A missing or refused key is (false,
+// nil): errors are only for store faults. Over its limits, the request is
+// refused here like a bad key (401, with Retry-After); the apikey_auth
+// handler answers 429, with the RateLimit fields, and knows route costs.
 func (p *APIKeyAuth) Authenticate(w http.ResponseWriter, r *http.Request) (caddyauth.User, bool, error) {
-	presented, strip, conflict := p.findKey(r)
-	if conflict {
-		// Two places disagree: whichever the gateway checked, the upstream
-		// might read the other.
-		w.Header().Set("WWW-Authenticate", p.challenge+`, error="invalid_request"`)
-		p.app.metrics.conflicting.Inc()
-		return caddyauth.User{}, false, nil
-	}
-	if presented == "" {
-		w.Header().Set("WWW-Authenticate", p.challenge)
-		return caddyauth.User{}, false, nil
-	}
-	addr := clientIP(r)
-	k, err := p.app.keyring.VerifyWithin(r.Context(), presented, func() (func(bool), bool) { return p.app.unknown.allow(addr) })
-	if err != nil {
-		w.Header().Set("WWW-Authenticate", p.challenge+`, error="invalid_token"`)
-		if isRefusal(err) {
-			p.app.metrics.countRefusal(err)
-			return caddyauth.User{}, false, nil
-		}
+	k, err := p.check(w, r)
+	if k == nil || err != nil {
 		return caddyauth.User{}, false, err
 	}
-	p.app.metrics.valid.Inc()
-	if !p.KeepCredentials {
-		strip(r)
+	v, err := k.Limits().Take(r.Context(), 1)
+	if err != nil {
+		return caddyauth.User{}, false, err
+	}
+	if !v.Allowed {
+		p.app.metrics.countLimited(v)
+		if v.RetryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.FormatInt(ceilSeconds(v.RetryAfter), 10))
+		}
+		return caddyauth.User{}, false, nil
 	}
 	return caddyauth.User{
 		ID:       k.Owner.Name,
 		Metadata: k.Attributes(),
 	}, true, nil
+}
+
+// check finds and verifies the request's key, and strips it unless
+// keep_credentials. A missing or refused key is (nil, nil), with the
+// challenge set; an error is a store fault.
+func (p *APIKeyAuth) check(w http.ResponseWriter, r *http.Request) (*keystore.Key, error) {
+	presented, at, conflict := p.findKey(r)
+	if conflict {
+		// Two places disagree: whichever the gateway checked, the upstream
+		// might read the other.
+		w.Header().Set("WWW-Authenticate", p.challenge+`, error="invalid_request"`)
+		p.app.metrics.conflicting.Inc()
+		return nil, nil
+	}
+	if presented == "" {
+		w.Header().Set("WWW-Authenticate", p.challenge)
+		return nil, nil
+	}
+	k, err := p.app.keyring.VerifyWithin(r.Context(), presented, p.app.unknownBudget, clientIP(r))
+	if err != nil {
+		w.Header().Set("WWW-Authenticate", p.challenge+`, error="invalid_token"`)
+		if isRefusal(err) {
+			p.app.metrics.countRefusal(err)
+			return nil, nil
+		}
+		return nil, err
+	}
+	p.app.metrics.valid.Inc()
+	if !p.KeepCredentials {
+		p.strip(r, at)
+	}
+	return k, nil
 }
 
 func isRefusal(err error) bool {
@@ -135,62 +163,84 @@ func isRefusal(err error) bool {
 		errors.Is(err, keystore.ErrOrphaned) || errors.Is(err, keystore.ErrOverBudget)
 }
 
-// findKey returns the presented key and a function that removes it from
-// every place it was found (a body is passed on as it came). Every place
-// is read: a request that carries two different values, in two places or
-// twice in one, is a conflict and carries no key.
-func (p *APIKeyAuth) findKey(r *http.Request) (key string, strip func(*http.Request), conflict bool) {
-	var found []string
-	var strips []func(*http.Request)
+// findKey returns the presented key and the places it was found, so that
+// it can be removed from every one (a body is passed on as it came).
+// Every place is read: a request that carries two different values, in
+// two places or twice in one, is a conflict and carries no key. The usual
+// request (one key in one place) costs no allocation.
+func (p *APIKeyAuth) findKey(r *http.Request) (key string, at keyPlaces, conflict bool) {
+	see := func(v string) bool {
+		switch {
+		case key == "":
+			key = v
+		case v != key:
+			conflict = true
+		}
+		return !conflict
+	}
 	for _, v := range r.Header.Values("Authorization") {
 		if tok, ok := bearerValue(v); ok {
-			found = append(found, tok)
-			strips = append(strips, func(r *http.Request) { r.Header.Del("Authorization") })
+			if !see(tok) {
+				return "", keyPlaces{}, true
+			}
+			at.auth = true
 		}
 	}
-	for _, name := range p.Headers {
+	for i, name := range p.Headers {
 		for _, v := range r.Header.Values(name) {
 			if v = strings.TrimSpace(v); v != "" {
-				found = append(found, v)
-				strips = append(strips, func(r *http.Request) { r.Header.Del(name) })
+				if !see(v) {
+					return "", keyPlaces{}, true
+				}
+				at.headers |= 1 << i
 			}
 		}
 	}
 	if p.QueryParam != "" {
 		values, rest, ambiguous := queryParam(r.URL.RawQuery, p.QueryParam)
 		if ambiguous {
-			return "", nil, true
+			return "", keyPlaces{}, true
+		}
+		for _, v := range values {
+			if !see(v) {
+				return "", keyPlaces{}, true
+			}
 		}
 		if len(values) > 0 {
-			found = append(found, values...)
-			strips = append(strips, func(r *http.Request) {
-				r.URL.RawQuery = rest
-				r.RequestURI = withQuery(r.RequestURI, rest)
-			})
+			at.query, at.rest = true, rest
 		}
 	}
 	if p.Body {
 		v, ambiguous := p.keyFromBody(r)
-		if ambiguous {
-			return "", nil, true
-		}
-		if v != "" {
-			found = append(found, v)
+		if ambiguous || v != "" && !see(v) {
+			return "", keyPlaces{}, true
 		}
 	}
-	for _, v := range found[min(1, len(found)):] {
-		if v != found[0] {
-			return "", nil, true
+	return key, at, false
+}
+
+// keyPlaces are where a request carried its key.
+type keyPlaces struct {
+	auth    bool   // Authorization: Bearer
+	headers uint64 // bit i: the provider's header i
+	query   bool
+	rest    string // the query without the key
+}
+
+// strip removes the key from every place it was found.
+func (p *APIKeyAuth) strip(r *http.Request, at keyPlaces) {
+	if at.auth {
+		r.Header.Del("Authorization")
+	}
+	for i, name := range p.Headers {
+		if at.headers&(1<<i) != 0 {
+			r.Header.Del(name)
 		}
 	}
-	if len(found) == 0 {
-		return "", nil, false
+	if at.query {
+		r.URL.RawQuery = at.rest
+		r.RequestURI = withQuery(r.RequestURI, at.rest)
 	}
-	return found[0], func(r *http.Request) {
-		for _, s := range strips {
-			s(r)
-		}
-	}, false
 }
 
 // keyFromBody reads {"auth": {"api_key": …}} from a JSON body and puts

@@ -121,19 +121,19 @@ func TestVerifyWithinBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	var settled []bool
-	yes := func() (func(bool), bool) { return func(exists bool) { settled = append(settled, exists) }, true }
-	if _, err := kr.VerifyWithin(ctx, m.Secret, yes); err != nil { // read, then cached
+	yes := func(string) (func(bool), bool) { return func(exists bool) { settled = append(settled, exists) }, true }
+	if _, err := kr.VerifyWithin(ctx, m.Secret, yes, "client"); err != nil { // read, then cached
 		t.Fatal(err)
 	}
 	asked := 0
-	no := func() (func(bool), bool) { asked++; return nil, false }
+	no := func(string) (func(bool), bool) { asked++; return nil, false }
 	before := cs.lookups.Load()
 	for range 100 {
 		unknown, _ := NewKey(DefaultPrefix)
-		if _, err := kr.VerifyWithin(ctx, unknown, no); !errors.Is(err, ErrOverBudget) {
+		if _, err := kr.VerifyWithin(ctx, unknown, no, "client"); !errors.Is(err, ErrOverBudget) {
 			t.Fatalf("unknown key over budget: %v", err)
 		}
-		if _, err := kr.VerifyWithin(ctx, m.Secret, no); err != nil {
+		if _, err := kr.VerifyWithin(ctx, m.Secret, no, "client"); err != nil {
 			t.Fatalf("known key: %v", err)
 		}
 	}
@@ -141,11 +141,11 @@ func TestVerifyWithinBudget(t *testing.T) {
 		t.Fatalf("%d store reads, budget asked %d times; want 0 and 100", n, asked)
 	}
 	unknown, _ := NewKey(DefaultPrefix)
-	if _, err := kr.VerifyWithin(ctx, unknown, yes); !errors.Is(err, ErrNotFound) {
+	if _, err := kr.VerifyWithin(ctx, unknown, yes, "client"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("unknown key within budget: %v", err)
 	}
 	// Cached as unknown, and the cache is trusted: no read, no charge.
-	if _, err := kr.VerifyWithin(ctx, unknown, no); !errors.Is(err, ErrNotFound) {
+	if _, err := kr.VerifyWithin(ctx, unknown, no, "client"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("cached unknown key: %v", err)
 	}
 	if len(settled) != 2 || !settled[0] || settled[1] {

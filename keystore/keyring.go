@@ -140,10 +140,10 @@ func (kr *Keyring) Policy() *Policy { return &kr.policy }
 // user no longer exists) for refused ones, and any other error only for
 // store faults. A successful Verify records the use in memory.
 func (kr *Keyring) Verify(ctx context.Context, presented string) (*Key, error) {
-	return kr.verify(ctx, presented, nil)
+	return kr.verify(ctx, presented, nil, "")
 }
 
-func (kr *Keyring) verify(ctx context.Context, presented string, budget ReadBudget) (*Key, error) {
+func (kr *Keyring) verify(ctx context.Context, presented string, budget ReadBudget, client string) (*Key, error) {
 	if err := ParseKey(presented, kr.prefix); err != nil {
 		return nil, err
 	}
@@ -154,7 +154,7 @@ func (kr *Keyring) verify(ctx context.Context, presented string, budget ReadBudg
 		settle := func(bool) {}
 		if k == nil && budget != nil {
 			var allowed bool
-			if settle, allowed = budget(); !allowed {
+			if settle, allowed = budget(client); !allowed {
 				return nil, ErrOverBudget
 			}
 		}

@@ -510,6 +510,8 @@ type Balance struct {
 	NextRefill time.Time
 	// Amount is what a refill gives.
 	Amount int64
+	// Refill is the time between refills; zero if never.
+	Refill time.Duration
 	// Shared says the balance is the owner's, shared by all its keys.
 	Shared bool
 }
@@ -529,7 +531,7 @@ func (kr *Keyring) BalanceOf(ctx context.Context, k Key) (b Balance, ok bool, er
 	if err != nil {
 		return Balance{}, true, err
 	}
-	return Balance{Remaining: remaining + kr.meter.unspentOf(id, acct, terms, now), NextRefill: next,
+	return Balance{Remaining: remaining + kr.meter.unspentOf(id, acct, terms, now), NextRefill: next, Refill: terms.Refill,
 		Amount: terms.Amount, Shared: plan.Credits.PerOwner}, true, nil
 }
 
@@ -567,8 +569,10 @@ func (kr *Keyring) AdjustCredits(ctx context.Context, k Key, amount int64, set b
 	}
 	if set {
 		kr.meter.void(id)
+	} else {
+		kr.meter.recheck(id)
 	}
-	b := Balance{Remaining: acct.Balance, NextRefill: acct.NextRefill(terms, now), Amount: terms.Amount, Shared: plan.Credits.PerOwner}
+	b := Balance{Remaining: acct.Balance, NextRefill: acct.NextRefill(terms, now), Refill: terms.Refill, Amount: terms.Amount, Shared: plan.Credits.PerOwner}
 	if !set {
 		b, _, err = kr.BalanceOf(ctx, k)
 	}

@@ -52,6 +52,7 @@ type Meter struct {
 	mu       sync.Mutex
 	accounts map[string]*account
 	pending  []leftover // blocks of a previous process not given back yet
+	retired  []retired  // settled retiring blocks to give back
 
 	stop, done chan struct{}
 	closeOnce  sync.Once
@@ -126,6 +127,8 @@ type Verdict struct {
 	Credits int64
 	// NextRefill is when the credits refill; zero if never.
 	NextRefill time.Time
+	// Charge is what an allowed request holds of its credits.
+	Charge Charge
 }
 
 // NewMeter starts a Meter over store. It gives back what a previous
@@ -234,7 +237,7 @@ func (m *Meter) account(id string, rates []Rate, credits *CreditTerms) *account 
 	case credits == nil:
 		a.credits = nil
 	case a.credits == nil:
-		a.credits = &creditState{terms: *credits, ledger: m.ledger, slotIndex: -1}
+		a.credits = &creditState{terms: *credits, m: m, slotIndex: -1}
 	default:
 		a.credits.terms.Amount, a.credits.terms.Refill = credits.Amount, credits.Refill
 	}
@@ -243,9 +246,10 @@ func (m *Meter) account(id string, rates []Rate, credits *CreditTerms) *account 
 }
 
 // Take charges one request of cost credits against the limits: it counts
-// the request in every rate window and spends its credits, or refuses it
-// and charges nothing. It blocks only to take a new block of credits from
-// the store. An error is a store fault.
+// the request in every rate window and holds its credits (Verdict.Charge:
+// commit or cancel it), or refuses it and charges nothing. It blocks only
+// to take a new block of credits from the store. An error is a store
+// fault.
 func (l *Limits) Take(ctx context.Context, cost int64) (Verdict, error) {
 	if l == nil {
 		return Verdict{Allowed: true, Credits: -1}, nil
@@ -301,7 +305,7 @@ func (l *Limits) try(cost int64) (Verdict, *account) {
 		credits = owner
 	}
 	if cs := credits.credits; cs != nil {
-		ok, need := cs.spend(cost, now)
+		ok, need := cs.hold(cost, now)
 		switch {
 		case need:
 			return Verdict{}, credits
@@ -311,7 +315,12 @@ func (l *Limits) try(cost int64) (Verdict, *account) {
 			return v, nil
 		}
 		v = cs.verdict(now)
-		v.Allowed = true
+		v.Allowed, v.Charge = true, Charge{a: credits, slot: cs.slot, cost: cost}
+	}
+	// The most restrictive limit is the one with the fewest requests left.
+	left := v.Remaining
+	if v.Credits >= 0 && cost > 0 {
+		left = v.Credits / cost
 	}
 	for _, a := range [2]*account{key, owner} {
 		if a == nil {
@@ -320,7 +329,8 @@ func (l *Limits) try(cost int64) (Verdict, *account) {
 		for i := range a.windows {
 			w := &a.windows[i]
 			w.add(1)
-			if rem := w.remaining(); v.Remaining < 0 || rem < v.Remaining {
+			if rem := w.remaining(); left < 0 || rem < left {
+				left = rem
 				v.Name, v.Quota, v.Window, v.Remaining, v.Reset = a.rates[i].Name, w.limit, a.rates[i].Window, rem, w.resetIn(ns)
 			}
 		}
@@ -373,7 +383,7 @@ func (m *Meter) forget(now time.Time) {
 			longest = max(longest, r.Window+r.Window/windowSlots)
 		}
 		idle := now.Sub(time.Unix(0, a.lastUse.Load()))
-		if idle > longest && (a.credits == nil || a.credits.slot == nil && a.credits.reserving == nil) {
+		if idle > longest && (a.credits == nil || a.credits.slot == nil && a.credits.reserving == nil && len(a.credits.retiring) == 0) {
 			a.dead.Store(true)
 			delete(m.accounts, id)
 		}

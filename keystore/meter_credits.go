@@ -13,12 +13,19 @@ import (
 // store said then.
 type creditState struct {
 	terms     CreditTerms
-	ledger    *ledger
+	m         *Meter
 	slot      *ledgerSlot // the held block; nil when none
 	slotIndex int
-	anchor    time.Time // of the account's periods
-	balance   int64     // the store's balance after the last operation
-	known     bool      // balance and anchor come from the store
+	// held is what requests in flight hold of the block: taken from it
+	// but not yet written to the ledger as spent, so that a crash gives
+	// it back (those requests were never answered).
+	held int64
+	// retiring are blocks let go of while requests held part of them:
+	// their slots keep what those requests hold until they settle.
+	retiring []*retiringBlock
+	anchor   time.Time // of the account's periods
+	balance  int64     // the store's balance after the last operation
+	known    bool      // balance and anchor come from the store
 	// exhausted is when the store last had no block to give (Unix ns),
 	// in period exhaustedIn; until exhaustedRecheck later, or the next
 	// period, requests are refused from memory.
@@ -35,9 +42,10 @@ func (cs *creditState) period(now time.Time) int64 {
 	return int64(now.Sub(cs.anchor) / cs.terms.Refill)
 }
 
-// spend takes cost from the held block. need says that a new block is
-// needed first; !ok && !need means the credits are spent.
-func (cs *creditState) spend(cost int64, now time.Time) (ok, need bool) {
+// hold takes cost from the held block for a request in flight (see
+// Charge). need says that a new block is needed first; !ok && !need means
+// the credits are spent.
+func (cs *creditState) hold(cost int64, now time.Time) (ok, need bool) {
 	if cost <= 0 {
 		return true, false
 	}
@@ -45,8 +53,8 @@ func (cs *creditState) spend(cost int64, now time.Time) (ok, need bool) {
 		if s.period != cs.period(now) && cs.terms.Refill > 0 {
 			// A new period replaced the balance: the block is void.
 			cs.drop()
-		} else if s.reserved-s.spent >= cost {
-			s.spent += cost
+		} else if s.reserved-s.spent-cs.held >= cost {
+			cs.held += cost
 			return true, false
 		}
 	}
@@ -57,13 +65,79 @@ func (cs *creditState) spend(cost int64, now time.Time) (ok, need bool) {
 	return false, true
 }
 
-// drop lets go of the held block without giving anything back: it is
+// retiringBlock is a block let go of while requests in flight held part
+// of it: its slot now covers only what they hold.
+type retiringBlock struct {
+	slot  *ledgerSlot
+	index int
+	held  int64
+}
+
+// drop lets go of the held blocks without giving anything back: they are
 // void.
 func (cs *creditState) drop() {
 	if cs.slot != nil {
-		cs.ledger.release(cs.slot, cs.slotIndex)
-		cs.slot = nil
+		cs.m.ledger.release(cs.slot, cs.slotIndex)
+		cs.slot, cs.held = nil, 0
 	}
+	for _, r := range cs.retiring {
+		cs.m.ledger.release(r.slot, r.index)
+	}
+	cs.retiring = nil
+}
+
+// detached is a block let go of, to give back what is left of it.
+type detached struct {
+	slot   *ledgerSlot
+	index  int
+	block  uint64
+	gen    uint64
+	period int64
+	left   int64 // what no request holds: to give back
+	kept   bool  // the slot stays, retiring, for requests in flight
+}
+
+// detach lets go of the held block. What requests in flight hold of it
+// stays in its slot (under a new block id, since what is left goes back
+// under the old one), so that a crash before they settle gives it back
+// too; the slot is released when they have.
+func (cs *creditState) detach() detached {
+	s := cs.slot
+	d := detached{slot: s, index: cs.slotIndex, block: s.block, gen: s.gen, period: s.period,
+		left: s.reserved - s.spent - cs.held}
+	if cs.held > 0 {
+		s.reserved, s.block = s.spent+cs.held, newBlockID()
+		cs.retiring = append(cs.retiring, &retiringBlock{slot: s, index: d.index, held: cs.held})
+		d.kept = true
+	} else {
+		s.state = slotReturning
+	}
+	cs.slot, cs.held = nil, 0
+	return d
+}
+
+// reattach undoes a detach whose giving back failed: the block is held
+// again, as it was.
+func (cs *creditState) reattach(d detached) {
+	s := d.slot
+	held := int64(0)
+	if d.kept {
+		for i, r := range cs.retiring {
+			if r.slot == s {
+				held = r.held
+				cs.retiring = append(cs.retiring[:i], cs.retiring[i+1:]...)
+				break
+			}
+		}
+		s.reserved += d.left
+		s.block = d.block
+	}
+	s.state = slotHeld
+	if cs.slot != nil {
+		cs.m.ledger.release(s, d.index) // cannot happen: reserve is the only detacher then
+		return
+	}
+	cs.slot, cs.slotIndex, cs.held = s, d.index, held
 }
 
 // unspent is what is left of the held block.
@@ -71,7 +145,58 @@ func (cs *creditState) unspent() int64 {
 	if cs.slot == nil {
 		return 0
 	}
-	return cs.slot.reserved - cs.slot.spent
+	return cs.slot.reserved - cs.slot.spent - cs.held
+}
+
+// Charge is what a request admitted by Take holds of its credits. Commit
+// it when the response starts (the request is then spent, also across a
+// crash), or Cancel it when the request fails before answering (the
+// credits are available again). Until then a crash gives them back.
+type Charge struct {
+	a    *account
+	slot *ledgerSlot
+	cost int64
+}
+
+// Commit spends what the request holds.
+func (c Charge) Commit() { c.settle(true) }
+
+// Cancel gives back what the request holds.
+func (c Charge) Cancel() { c.settle(false) }
+
+func (c Charge) settle(spent bool) {
+	if c.a == nil || c.cost <= 0 {
+		return
+	}
+	c.a.mu.Lock()
+	defer c.a.mu.Unlock()
+	cs := c.a.credits
+	if cs == nil {
+		return
+	}
+	if cs.slot == c.slot {
+		cs.held -= c.cost
+		if spent {
+			c.slot.spent += c.cost
+		}
+		return
+	}
+	for i, r := range cs.retiring {
+		if r.slot != c.slot {
+			continue
+		}
+		r.held -= c.cost
+		if spent {
+			r.slot.spent += c.cost
+		}
+		if r.held == 0 { // the last request in flight: give back the rest
+			cs.retiring = append(cs.retiring[:i], cs.retiring[i+1:]...)
+			r.slot.state = slotReturning
+			cs.m.queueReturn(c.a.id, r)
+		}
+		return
+	}
+	// The block was voided meanwhile: nothing to settle.
 }
 
 // verdict describes the credits after a spend, for answers and fields.
@@ -111,12 +236,10 @@ func (m *Meter) reserve(ctx context.Context, a *account, cost int64) error {
 	cs.reserving = done
 	// What is left of the held block goes back: no request may spend it
 	// any more, and a crash from here on writes it off.
-	var back *ledgerSlot
-	var backIndex int
+	var back *detached
 	if cs.slot != nil {
-		back, backIndex = cs.slot, cs.slotIndex
-		back.state = slotReturning
-		cs.slot = nil
+		d := cs.detach()
+		back = &d
 	}
 	terms := cs.terms
 	a.mu.Unlock()
@@ -127,8 +250,8 @@ func (m *Meter) reserve(ctx context.Context, a *account, cost int64) error {
 	var grant CreditOp
 	maxBlock := max(cost, terms.Amount/8)
 	acct, err := m.store.UpdateCredits(ctx, a.id, func(acct *CreditAccount, exists bool) error {
-		if back != nil && back.reserved > back.spent {
-			err := giveBack(back.block, back.reserved-back.spent, back.gen, back.period)(acct, exists)
+		if back != nil && back.left > 0 {
+			err := giveBack(back.block, back.left, back.gen, back.period)(acct, exists)
 			if err != nil && !errors.Is(err, ErrCreditsVoid) {
 				return err
 			}
@@ -143,17 +266,12 @@ func (m *Meter) reserve(ctx context.Context, a *account, cost int64) error {
 	if err != nil {
 		m.ledger.release(slot, index)
 		if back != nil { // not given back: it stays held, usable again
-			back.state = slotHeld
-			if cs.slot == nil {
-				cs.slot, cs.slotIndex = back, backIndex
-			} else {
-				m.ledger.release(back, backIndex)
-			}
+			cs.reattach(*back)
 		}
 		return err
 	}
-	if back != nil {
-		m.ledger.release(back, backIndex)
+	if back != nil && !back.kept {
+		m.ledger.release(back.slot, back.index)
 	}
 	cs.anchor, cs.balance, cs.known = acct.Anchor, acct.Balance, true
 	if grant.Amount <= 0 {
@@ -182,33 +300,73 @@ func (m *Meter) giveBackIdle(ctx context.Context, before time.Time) {
 	for _, a := range idle {
 		a.mu.Lock()
 		cs := a.credits
-		if cs == nil || cs.slot == nil || cs.reserving != nil {
+		if cs == nil || cs.slot == nil || cs.reserving != nil || cs.held > 0 && !before.IsZero() {
 			a.mu.Unlock()
 			continue
 		}
-		back, index := cs.slot, cs.slotIndex
-		back.state = slotReturning
-		cs.slot = nil
+		d := cs.detach()
 		a.mu.Unlock()
-		err := m.giveBack(ctx, a.id, back)
-		m.ledger.release(back, index)
+		err := m.giveBack(ctx, a.id, d.block, d.left, d.gen, d.period)
+		if !d.kept {
+			m.ledger.release(d.slot, d.index)
+		}
 		if err != nil && m.onError != nil {
 			m.onError(err)
 		}
 	}
+	m.giveBackRetired(ctx)
 }
 
-// giveBack returns what is left of the block in slot to the account id.
-func (m *Meter) giveBack(ctx context.Context, id string, s *ledgerSlot) error {
-	left := s.reserved - s.spent
+// giveBack returns left of a block to the account id.
+func (m *Meter) giveBack(ctx context.Context, id string, block uint64, left int64, gen uint64, period int64) error {
 	if left <= 0 {
 		return nil
 	}
-	_, err := m.store.UpdateCredits(ctx, id, giveBack(s.block, left, s.gen, s.period))
+	_, err := m.store.UpdateCredits(ctx, id, giveBack(block, left, gen, period))
 	if errors.Is(err, ErrCreditsVoid) {
 		return nil
 	}
 	return err
+}
+
+// retired is a retiring block whose requests have all settled, to give
+// back what they did not spend.
+type retired struct {
+	account string
+	*retiringBlock
+}
+
+// queueReturn hands a settled retiring block to the background loop.
+func (m *Meter) queueReturn(account string, r *retiringBlock) {
+	m.mu.Lock()
+	m.retired = append(m.retired, retired{account, r})
+	m.mu.Unlock()
+}
+
+// giveBackRetired gives back what is left of settled retiring blocks and
+// frees their slots; blocks that cannot be given back now are tried again.
+func (m *Meter) giveBackRetired(ctx context.Context) {
+	m.mu.Lock()
+	list := m.retired
+	m.retired = nil
+	m.mu.Unlock()
+	var retry []retired
+	for _, r := range list {
+		s := r.slot
+		if err := m.giveBack(ctx, r.account, s.block, s.reserved-s.spent, s.gen, s.period); err != nil {
+			retry = append(retry, r)
+			if m.onError != nil {
+				m.onError(err)
+			}
+			continue
+		}
+		m.ledger.release(s, r.index)
+	}
+	if len(retry) > 0 {
+		m.mu.Lock()
+		m.retired = append(m.retired, retry...)
+		m.mu.Unlock()
+	}
 }
 
 // giveBackLeftovers returns what a previous process left unspent in the
@@ -282,6 +440,22 @@ func (m *Meter) unspentOf(id string, acct CreditAccount, terms CreditTerms, now 
 // it back: an operator set the balance, which voids the blocks handed out
 // before.
 func (m *Meter) void(id string) {
+	m.withCredits(id, func(cs *creditState) {
+		cs.drop()
+		cs.exhausted = 0
+	})
+}
+
+// recheck makes the next request for account id ask the store for
+// credits even if it had none a moment ago: an operator added some.
+// (Other processes ask again within exhaustedRecheck.)
+func (m *Meter) recheck(id string) {
+	m.withCredits(id, func(cs *creditState) { cs.exhausted = 0 })
+}
+
+// withCredits calls f with the credits this process keeps of account id,
+// if it keeps any.
+func (m *Meter) withCredits(id string, f func(*creditState)) {
 	if m == nil {
 		return
 	}
@@ -292,11 +466,10 @@ func (m *Meter) void(id string) {
 		return
 	}
 	a.mu.Lock()
-	if cs := a.credits; cs != nil {
-		cs.drop()
-		cs.exhausted = 0
+	defer a.mu.Unlock()
+	if a.credits != nil {
+		f(a.credits)
 	}
-	a.mu.Unlock()
 }
 
 // newBlockID names a block, so that a retried operation on it is not

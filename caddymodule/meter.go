@@ -1,0 +1,116 @@
+package caddymodule
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
+)
+
+// meterPool keeps one Meter per store across config reloads, so that rate
+// windows and credit blocks are not reset by a reload. It is keyed by the
+// ledger file, which names the store.
+var meterPool = caddy.NewUsagePool()
+
+// meterHandle is a pooled Meter with the store handle it holds.
+type meterHandle struct {
+	meter   *keystore.Meter
+	release func() error
+	leave   context.CancelFunc
+}
+
+// Destruct gives back the credit blocks held, and lets go of the store.
+func (h meterHandle) Destruct() error {
+	if h.leave != nil {
+		h.leave()
+	}
+	return errors.Join(h.meter.Close(), h.release())
+}
+
+// ledgerLocator is implemented by store modules: where this process keeps
+// its credit ledger for the store.
+type ledgerLocator interface {
+	ledgerPath() (string, error)
+}
+
+// membership is implemented by stores that several gateways share: it
+// reports this process's index among the live gateways and their count,
+// until ctx ends.
+type membership interface {
+	JoinMembers(ctx context.Context, report func(index, count int))
+}
+
+// openMeter returns the Meter of the app's store, making it on first use,
+// and its release.
+func (a *App) openMeter() (*keystore.Meter, func() error, error) {
+	loc, ok := a.store.(ledgerLocator)
+	if !ok {
+		return nil, nil, errors.New("this store module cannot keep credits")
+	}
+	path, err := loc.ledgerPath()
+	if err != nil {
+		return nil, nil, err
+	}
+	logger := a.logger
+	val, _, err := meterPool.LoadOrNew(path, func() (caddy.Destructor, error) {
+		store, release, err := a.store.Open()
+		if err != nil {
+			return nil, err
+		}
+		opts := keystore.MeterOptions{Ledger: path, OnError: func(err error) {
+			logger.Warn("giving credits back", zap.Error(err))
+		}}
+		m, err := keystore.NewMeter(store, opts)
+		if err != nil {
+			// Another process on this data directory holds the ledger:
+			// keep blocks in memory (a crash then writes them off).
+			logger.Warn("credit ledger unavailable; credit blocks are kept in memory only", zap.Error(err))
+			opts.Ledger = ""
+			if m, err = keystore.NewMeter(store, opts); err != nil {
+				_ = release()
+				return nil, err
+			}
+		}
+		h := meterHandle{meter: m, release: release}
+		if ms, ok := store.(membership); ok {
+			var ctx context.Context
+			ctx, h.leave = context.WithCancel(context.Background())
+			go ms.JoinMembers(ctx, m.SetShare)
+		}
+		return h, nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return val.(meterHandle).meter, func() error {
+		_, err := meterPool.Delete(path)
+		return err
+	}, nil
+}
+
+// ledgerPath is next to the database file.
+func (b *BoltStore) ledgerPath() (string, error) {
+	p, err := b.resolvedPath()
+	return p + ".credits", err
+}
+
+// ledgerPath is in Caddy's data directory, named after the cluster and
+// prefix.
+func (e *EtcdStore) ledgerPath() (string, error) {
+	repl := caddy.NewReplacer()
+	var eps []string
+	for _, ep := range e.Endpoints {
+		eps = append(eps, repl.ReplaceKnown(ep, ""))
+	}
+	slices.Sort(eps)
+	sum := sha256.Sum256([]byte(strings.Join(eps, " ") + "\x00" + e.Prefix))
+	return filepath.Join(caddy.AppDataDir(), "apikeys-credits-"+hex.EncodeToString(sum[:8])+".ledger"), nil
+}

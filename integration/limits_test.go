@@ -1,0 +1,312 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// limitsUpstream counts the requests that reached it.
+type limitsUpstream struct {
+	*httptest.Server
+	hits atomic.Int64
+}
+
+func newLimitsUpstream(t *testing.T) *limitsUpstream {
+	u := &limitsUpstream{}
+	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u.hits.Add(1)
+		fmt.Fprintf(w, "credits=%s rate=%s", r.Header.Get("X-Credits"), r.Header.Get("X-Rate"))
+	}))
+	t.Cleanup(u.Close)
+	return u
+}
+
+// limitsGateway is the real binary with plans, on a store given as a
+// Caddyfile store line; it can be killed and started again on the same
+// data directory.
+type limitsGateway struct {
+	*runningCaddy
+	t                      *testing.T
+	dir, config, addr, base string
+}
+
+func startLimitsGateway(t *testing.T, store, upstream string) *limitsGateway {
+	t.Helper()
+	g := &limitsGateway{t: t, dir: t.TempDir()}
+	g.addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	g.base = "http://" + g.addr
+	cfg := fmt.Sprintf(`{
+	admin %s
+	apikeys {
+		%s
+		user alice %s {
+			plan credits
+		}
+		user bob %s {
+			plan rate
+		}
+		plan credits {
+			credits 1000
+		}
+		plan rate {
+			rate 100/2s per-2s
+		}
+		plan both {
+			rate 50/1m per-minute
+			credits 30 refill 720h
+		}
+	}
+}
+
+http://%s {
+	apikeys_api /api/*
+	apikey_auth /v1/* {
+		cost 3
+	}
+	apikey_auth /free/* {
+		cost 0
+	}
+	reverse_proxy /v1/* %s {
+		header_up X-Credits {http.auth.user.credits_remaining}
+		header_up X-Rate {http.auth.user.ratelimit_remaining}
+	}
+	reverse_proxy /free/* %s
+}
+`, fmt.Sprintf("127.0.0.1:%d", freePort(t)), store, bcryptHash(t, "alicepw"), bcryptHash(t, "bobpw"), g.addr,
+		strings.TrimPrefix(upstream, "http://"), strings.TrimPrefix(upstream, "http://"))
+	g.config = filepath.Join(g.dir, "Caddyfile")
+	if err := os.WriteFile(g.config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g.start()
+	return g
+}
+
+func (g *limitsGateway) start() {
+	g.runningCaddy = startBinary(g.t, g.config, g.dir, g.addr)
+}
+
+// kill stops the gateway with SIGKILL: no cleanup runs.
+func (g *limitsGateway) kill() {
+	_ = g.cmd.Process.Signal(syscall.SIGKILL)
+	<-g.done
+}
+
+func (g *limitsGateway) adminAddr() string {
+	cfg := string(mustRead(g.t, g.config))
+	return strings.Fields(cfg[strings.Index(cfg, "admin ")+len("admin "):])[0]
+}
+
+// outcome counts the answers of a run of clients.
+type outcome struct {
+	ok, limited, failed atomic.Int64
+	mu                  sync.Mutex
+	admittedAt          []time.Time
+	last429             string
+}
+
+// hammer sends requests with key to url from n clients until stop is
+// closed or each client got give429 refusals in a row, waiting between
+// requests.
+func hammer(url, key string, n, give429 int, wait time.Duration, stop <-chan struct{}, out *outcome) {
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			in429 := 0
+			for in429 < give429 {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				req, _ := http.NewRequest(http.MethodGet, url, nil)
+				req.Header.Set("Authorization", "Bearer "+key)
+				res, err := client.Do(req)
+				if err != nil {
+					out.failed.Add(1) // the gateway is down: try again
+					time.Sleep(50 * time.Millisecond)
+					continue
+				}
+				body := make([]byte, 512)
+				nr, _ := res.Body.Read(body)
+				res.Body.Close()
+				switch res.StatusCode {
+				case http.StatusOK:
+					in429 = 0
+					out.ok.Add(1)
+					out.mu.Lock()
+					out.admittedAt = append(out.admittedAt, time.Now())
+					out.mu.Unlock()
+				case http.StatusTooManyRequests:
+					in429++
+					out.limited.Add(1)
+					out.mu.Lock()
+					out.last429 = string(body[:nr]) + " Retry-After=" + res.Header.Get("Retry-After")
+					out.mu.Unlock()
+				default:
+					out.failed.Add(1)
+				}
+				time.Sleep(wait)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// TestCreditsExactOnOneGateway: 64 clients spend 1000 credits at 3 a
+// request: exactly 333 are admitted, also when the gateway is killed with
+// -9 in the middle and started again.
+func TestCreditsExactOnOneGateway(t *testing.T) {
+	up := newLimitsUpstream(t)
+	g := startLimitsGateway(t, "", up.URL)
+	k := decodeCreated(t, post(t, g.base+"/api/create_api_key", `{"auth": {"username": "alice", "password": "alicepw"}}`))
+
+	var out outcome
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { hammer(g.base+"/v1/x", k.APIKey, 64, 20, 0, stop, &out); close(done) }()
+	for out.ok.Load() < 150 {
+		time.Sleep(time.Millisecond)
+	}
+	g.kill()
+	killedAt := out.ok.Load()
+	g.start()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		close(stop)
+		<-done
+		t.Fatal("the clients did not run out of credits within 60s")
+	}
+	t.Logf("admitted %d (%d before the kill), refused %d, failed while down %d; the upstream saw %d",
+		out.ok.Load(), killedAt, out.limited.Load(), out.failed.Load(), up.hits.Load())
+	if got := out.ok.Load(); got != 333 {
+		t.Fatalf("%d requests of cost 3 admitted on 1000 credits across a kill -9, want exactly 333", got)
+	}
+	if !strings.Contains(out.last429, `"the key's credits are spent"`) || strings.Contains(out.last429, "Retry-After=1") {
+		t.Fatalf("the refusal: %s", out.last429)
+	}
+	// A free route still works, and the key shows what is left.
+	if r := do(t, http.MethodGet, g.base+"/free/x", "", "Authorization", "Bearer "+k.APIKey); r.status != 200 {
+		t.Fatalf("a free route without credits: %d %s", r.status, r.body)
+	}
+	listed := fetchKeysAt(t, g.base, `{"username": "alice", "password": "alicepw"}`)
+	raw := post(t, g.base+"/api/fetch_api_keys", `{"auth": {"username": "alice", "password": "alicepw"}}`).body
+	if len(listed) != 1 || !strings.Contains(raw, `"plan":"credits"`) || !strings.Contains(raw, `"credits":{"remaining":1,"amount":1000}`) {
+		t.Fatalf("fetch_api_keys: %s", raw)
+	}
+}
+
+// TestRateLimitOnOneGateway: 64 clients at twice a key's rate: no window
+// of the limit's length admits more than the limit, and the answers carry
+// the RateLimit fields.
+func TestRateLimitOnOneGateway(t *testing.T) {
+	up := newLimitsUpstream(t)
+	g := startLimitsGateway(t, "", up.URL)
+	k := decodeCreated(t, post(t, g.base+"/api/create_api_key", `{"auth": {"username": "bob", "password": "bobpw"}}`))
+
+	// The fields on an admitted and on a refused answer.
+	r := do(t, http.MethodGet, g.base+"/v1/x", "", "Authorization", "Bearer "+k.APIKey)
+	if r.status != 200 || r.header.Get("RateLimit-Policy") != `"per-2s";q=100;w=2` ||
+		!strings.HasPrefix(r.header.Get("RateLimit"), `"per-2s";r=99;t=`) || !strings.Contains(r.body, "rate=99") {
+		t.Fatalf("admitted: %d %q %q %s", r.status, r.header.Get("RateLimit-Policy"), r.header.Get("RateLimit"), r.body)
+	}
+
+	// 100 per 2 s is 50/s; 64 clients send 100/s for 7 s.
+	var out outcome
+	stop := make(chan struct{})
+	time.AfterFunc(7*time.Second, func() { close(stop) })
+	hammer(g.base+"/v1/x", k.APIKey, 64, 1<<30, 640*time.Millisecond, stop, &out)
+	worst := worstWindow(out.admittedAt, 2*time.Second)
+	t.Logf("admitted %d, refused %d in 7s; the most in any 2s window: %d (limit 100)", out.ok.Load(), out.limited.Load(), worst)
+	if worst > 100 {
+		t.Fatalf("%d requests admitted within one 2s window, limit 100", worst)
+	}
+	if out.ok.Load() < 200 {
+		t.Fatalf("only %d admitted in 7s at twice a rate of 50/s", out.ok.Load())
+	}
+	var refusal struct {
+		Success *bool  `json:"success"`
+		Error   string `json:"error"`
+	}
+	body, retry, _ := strings.Cut(out.last429, " Retry-After=")
+	if json.Unmarshal([]byte(body), &refusal) != nil || refusal.Success == nil || *refusal.Success ||
+		!strings.Contains(refusal.Error, `rate limit "per-2s" exceeded`) || retry == "" || retry == "0" {
+		t.Fatalf("the refusal: %s", out.last429)
+	}
+}
+
+// worstWindow is the most admissions within any interval of length w
+// (measured at the clients, so slightly wider than at the gateway).
+func worstWindow(at []time.Time, w time.Duration) int {
+	slices.SortFunc(at, func(a, b time.Time) int { return a.Compare(b) })
+	worst, j := 0, 0
+	for i := range at {
+		for at[i].Sub(at[j]) >= w {
+			j++
+		}
+		worst = max(worst, i-j+1)
+	}
+	return worst
+}
+
+// TestPlansThroughTheCLI: operators give a key a plan and set and add
+// credits, and the owner sees them.
+func TestPlansThroughTheCLI(t *testing.T) {
+	up := newLimitsUpstream(t)
+	g := startLimitsGateway(t, "", up.URL)
+	admin := g.adminAddr()
+	k := decodeCreated(t, post(t, g.base+"/api/create_api_key", `{"auth": {"username": "bob", "password": "bobpw"}}`))
+	if out := mustCLI(t, "", "--address", admin, "key", "plan", k.ID, "both"); !strings.Contains(out, "plan both") {
+		t.Fatalf("key plan:\n%s", out)
+	}
+	if out := mustCLI(t, "", "--address", admin, "key", "credits", k.ID); !strings.Contains(out, "30 of 30 credits left") || !strings.Contains(out, "refills every 720h0m0s") {
+		t.Fatalf("key credits:\n%s", out)
+	}
+	for range 10 { // 30 credits at 3
+		if r := do(t, http.MethodGet, g.base+"/v1/x", "", "Authorization", "Bearer "+k.APIKey); r.status != 200 {
+			t.Fatalf("%d %s", r.status, r.body)
+		}
+	}
+	r := do(t, http.MethodGet, g.base+"/v1/x", "", "Authorization", "Bearer "+k.APIKey)
+	wait, _ := strconv.Atoi(r.header.Get("Retry-After"))
+	if r.status != 429 || wait < 719*3600 || !strings.Contains(r.body, "refill in") {
+		t.Fatalf("credits spent: %d Retry-After=%q %s", r.status, r.header.Get("Retry-After"), r.body)
+	}
+	mustCLI(t, "", "--address", admin, "key", "credits", k.ID, "--add", "6")
+	for i := range 3 {
+		r := do(t, http.MethodGet, g.base+"/v1/x", "", "Authorization", "Bearer "+k.APIKey)
+		if want := []int{200, 200, 429}[i]; r.status != want {
+			t.Fatalf("after adding 6 credits, request %d: %d %s", i, r.status, r.body)
+		}
+	}
+	if out := mustCLI(t, "", "--address", admin, "key", "credits", k.ID, "--set", "3"); !strings.Contains(out, "3 of 30") {
+		t.Fatalf("key credits --set:\n%s", out)
+	}
+	if r := do(t, http.MethodGet, g.base+"/v1/x", "", "Authorization", "Bearer "+k.APIKey); r.status != 200 {
+		t.Fatalf("after setting 3: %d %s", r.status, r.body)
+	}
+	// Owners cannot give themselves a plan: create_api_key has no such
+	// member, and operators' plans must exist.
+	if out, ok := cli(t, "", "--address", admin, "key", "plan", k.ID, "platinum"); ok || !strings.Contains(out, "no such plan") {
+		t.Fatalf("an unknown plan: ok=%v\n%s", ok, out)
+	}
+	if !strings.Contains(g.out.String(), `"msg":"credits set"`) || !strings.Contains(g.out.String(), `"msg":"key plan changed"`) {
+		t.Fatal("no audit events for the plan and balance changes")
+	}
+	if v := metricValue(t, "http://"+admin+"/metrics", `caddy_apikeys_limited_total{reason="credits"}`); v != 2 {
+		t.Fatalf("limited_total{credits} = %v, want 2", v)
+	}
+}
