@@ -199,6 +199,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.policy, err = a.keyPolicy(repl); err != nil {
 		return err
 	}
+	a.warnPerKeyCredits()
 	if a.metrics, err = newMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}

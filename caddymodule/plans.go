@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
@@ -80,6 +81,28 @@ func (a *App) plans() (map[string]*keystore.Plan, error) {
 		out[name] = p
 	}
 	return out, nil
+}
+
+// warnPerKeyCredits warns of plans that give each key its own credits
+// while owners mint their own keys: a new key is a new balance, so such
+// credits bound a key, not an owner.
+func (a *App) warnPerKeyCredits() {
+	minting := map[string]bool{a.policy.DefaultPlan: true}
+	for _, u := range a.policy.ConfigUsers {
+		minting[u.Plan] = true
+	}
+	for _, s := range a.policy.Sources {
+		minting[s.Plan] = true
+	}
+	if s := a.policy.AnySource; s != nil {
+		minting[s.Plan] = true
+	}
+	for name, p := range a.policy.Plans {
+		if minting[name] && p.Credits != nil && !p.Credits.PerOwner {
+			a.logger.Warn("the plan's credits are per key, and its users mint their own keys: each new key brings a new balance; add per_owner to bound what an owner spends",
+				zap.String("plan", name))
+		}
+	}
 }
 
 func rates(in []RateConfig) ([]keystore.Rate, error) {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -57,11 +58,17 @@ func startLimitsGateway(t *testing.T, store, upstream string) *limitsGateway {
 		user bob %s {
 			plan rate
 		}
+		user carol %s {
+			plan rate10
+		}
 		plan credits {
 			credits 1000
 		}
 		plan rate {
 			rate 100/2s per-2s
+		}
+		plan rate10 {
+			rate 100/10s per-10s
 		}
 		plan both {
 			rate 50/1m per-minute
@@ -84,7 +91,7 @@ http://%s {
 	}
 	reverse_proxy /free/* %s
 }
-`, fmt.Sprintf("127.0.0.1:%d", freePort(t)), store, bcryptHash(t, "alicepw"), bcryptHash(t, "bobpw"), g.addr,
+`, fmt.Sprintf("127.0.0.1:%d", freePort(t)), store, bcryptHash(t, "alicepw"), bcryptHash(t, "bobpw"), bcryptHash(t, "carolpw"), g.addr,
 		strings.TrimPrefix(upstream, "http://"), strings.TrimPrefix(upstream, "http://"))
 	g.config = filepath.Join(g.dir, "Caddyfile")
 	if err := os.WriteFile(g.config, []byte(cfg), 0o600); err != nil {
@@ -117,22 +124,36 @@ type outcome struct {
 	last429             string
 }
 
-// hammer sends requests with key to url from n clients until stop is
-// closed or each client got give429 refusals in a row, waiting between
-// requests.
-func hammer(url, key string, n, give429 int, wait time.Duration, stop <-chan struct{}, out *outcome) {
+// load is a run of clients sending requests with one key.
+type load struct {
+	// urls are spread over: client i sends its n-th request to
+	// urls[(i+n) % len(urls)].
+	urls    []string
+	key     string
+	clients int
+	// give429 ends a client after that many refusals in a row (0: never).
+	give429 int
+	// wait is the pause after each answer; waitRefused after a refusal.
+	wait, waitRefused time.Duration
+	// stop ends all clients.
+	stop <-chan struct{}
+}
+
+// run sends the requests until stop is closed or every client gave up,
+// counting the answers in out.
+func (l load) run(out *outcome) {
 	var wg sync.WaitGroup
-	for range n {
+	for i := range l.clients {
 		wg.Go(func() {
 			in429 := 0
-			for in429 < give429 {
+			for n := i; l.give429 == 0 || in429 < l.give429; n++ {
 				select {
-				case <-stop:
+				case <-l.stop:
 					return
 				default:
 				}
-				req, _ := http.NewRequest(http.MethodGet, url, nil)
-				req.Header.Set("Authorization", "Bearer "+key)
+				req, _ := http.NewRequest(http.MethodGet, l.urls[n%len(l.urls)], nil)
+				req.Header.Set("Authorization", "Bearer "+l.key)
 				res, err := client.Do(req)
 				if err != nil {
 					out.failed.Add(1) // the gateway is down: try again
@@ -155,10 +176,11 @@ func hammer(url, key string, n, give429 int, wait time.Duration, stop <-chan str
 					out.mu.Lock()
 					out.last429 = string(body[:nr]) + " Retry-After=" + res.Header.Get("Retry-After")
 					out.mu.Unlock()
+					time.Sleep(l.waitRefused)
 				default:
 					out.failed.Add(1)
 				}
-				time.Sleep(wait)
+				time.Sleep(l.wait)
 			}
 		})
 	}
@@ -176,7 +198,10 @@ func TestCreditsExactOnOneGateway(t *testing.T) {
 	var out outcome
 	stop := make(chan struct{})
 	done := make(chan struct{})
-	go func() { hammer(g.base+"/v1/x", k.APIKey, 64, 20, 0, stop, &out); close(done) }()
+	go func() {
+		load{urls: []string{g.base + "/v1/x"}, key: k.APIKey, clients: 64, give429: 20, stop: stop}.run(&out)
+		close(done)
+	}()
 	for out.ok.Load() < 150 {
 		time.Sleep(time.Millisecond)
 	}
@@ -197,6 +222,11 @@ func TestCreditsExactOnOneGateway(t *testing.T) {
 	}
 	if !strings.Contains(out.last429, `"the key's credits are spent"`) || strings.Contains(out.last429, "Retry-After=1") {
 		t.Fatalf("the refusal: %s", out.last429)
+	}
+	// Alice mints her own keys, so her plan's per-key credits bound a
+	// key, not her: the gateway said so at start.
+	if !strings.Contains(g.out.String(), `each new key brings a new balance; add per_owner to bound what an owner spends","plan":"credits"`) {
+		t.Fatal("no warning that per-key credits do not bound owners who mint keys")
 	}
 	// A free route still works, and the key shows what is left.
 	if r := do(t, http.MethodGet, g.base+"/free/x", "", "Authorization", "Bearer "+k.APIKey); r.status != 200 {
@@ -228,7 +258,7 @@ func TestRateLimitOnOneGateway(t *testing.T) {
 	var out outcome
 	stop := make(chan struct{})
 	time.AfterFunc(7*time.Second, func() { close(stop) })
-	hammer(g.base+"/v1/x", k.APIKey, 64, 1<<30, 640*time.Millisecond, stop, &out)
+	load{urls: []string{g.base + "/v1/x"}, key: k.APIKey, clients: 64, wait: 640 * time.Millisecond, stop: stop}.run(&out)
 	worst := worstWindow(out.admittedAt, 2*time.Second)
 	t.Logf("admitted %d, refused %d in 7s; the most in any 2s window: %d (limit 100)", out.ok.Load(), out.limited.Load(), worst)
 	if worst > 100 {
@@ -295,18 +325,32 @@ func TestPlansThroughTheCLI(t *testing.T) {
 	if out := mustCLI(t, "", "--address", admin, "key", "credits", k.ID, "--set", "3"); !strings.Contains(out, "3 of 30") {
 		t.Fatalf("key credits --set:\n%s", out)
 	}
+	// The balance and the plan survive a reload and a restart.
+	reload := exec.Command(caddyBinary(t), "reload", "--config", g.config, "--address", admin, "--force")
+	if out, err := reload.CombinedOutput(); err != nil {
+		t.Fatalf("caddy reload: %v\n%s", err, out)
+	}
 	if r := do(t, http.MethodGet, g.base+"/v1/x", "", "Authorization", "Bearer "+k.APIKey); r.status != 200 {
-		t.Fatalf("after setting 3: %d %s", r.status, r.body)
+		t.Fatalf("after setting 3 and a reload: %d %s", r.status, r.body)
+	}
+	logs := g.out.String()
+	g.stop()
+	g.start()
+	if out := mustCLI(t, "", "--address", admin, "key", "credits", k.ID); !strings.Contains(out, "0 of 30 credits left; refills") {
+		t.Fatalf("key credits after a restart:\n%s", out)
+	}
+	if r := do(t, http.MethodGet, g.base+"/v1/x", "", "Authorization", "Bearer "+k.APIKey); r.status != 429 {
+		t.Fatalf("spent, after a restart: %d %s", r.status, r.body)
 	}
 	// Owners cannot give themselves a plan: create_api_key has no such
 	// member, and operators' plans must exist.
 	if out, ok := cli(t, "", "--address", admin, "key", "plan", k.ID, "platinum"); ok || !strings.Contains(out, "no such plan") {
 		t.Fatalf("an unknown plan: ok=%v\n%s", ok, out)
 	}
-	if !strings.Contains(g.out.String(), `"msg":"credits set"`) || !strings.Contains(g.out.String(), `"msg":"key plan changed"`) {
+	if !strings.Contains(logs, `"msg":"credits set"`) || !strings.Contains(logs, `"msg":"key plan changed"`) {
 		t.Fatal("no audit events for the plan and balance changes")
 	}
-	if v := metricValue(t, "http://"+admin+"/metrics", `caddy_apikeys_limited_total{reason="credits"}`); v != 2 {
-		t.Fatalf("limited_total{credits} = %v, want 2", v)
+	if v := metricValue(t, "http://"+admin+"/metrics", `caddy_apikeys_limited_total{reason="credits"}`); v != 1 {
+		t.Fatalf("limited_total{credits} = %v since the restart, want 1", v)
 	}
 }

@@ -36,9 +36,17 @@ func chromium(t *testing.T) string {
 // states go to a temporary folder (or $APIKEYS_SCREENSHOTS).
 func TestKeyPageInBrowser(t *testing.T) {
 	browser := chromium(t)
-	root := repoRoot(t)
-	rc := startBinary(t, filepath.Join(root, "Caddyfile.example"), t.TempDir(), "127.0.0.1:8000")
-	const base = "http://localhost:8000"
+	// The example, off the demo's ports, with a plan for every key.
+	config, base, addr := exampleCopy(t, func(cfg string) string {
+		return strings.Replace(cfg, "\tapikeys {\n", `	apikeys {
+		default_plan demo
+		plan demo {
+			rate 100/1m
+			credits 1000 refill 720h
+		}
+`, 1)
+	})
+	rc := startBinary(t, config, t.TempDir(), addr)
 
 	// The page's security headers.
 	r := do(t, http.MethodGet, base+"/keys/", "")
@@ -127,6 +135,10 @@ func TestKeyPageInBrowser(t *testing.T) {
 	}
 	if got := routeStatus(t, base, key); got != 200 {
 		t.Fatalf("the key from the page: %d", got)
+	}
+	// The key's plan, before its first request.
+	if got := read("limits", chromedp.Text(`#key-rows td[data-label="Limits"]`)); got != "demo: 100 per minute; 1000 of 1000 credits, refills every 30 days" {
+		t.Fatalf("the key's limits on the page: %q", got)
 	}
 
 	// Rotate it from the page (two presses): a new key is revealed, the

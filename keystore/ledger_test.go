@@ -73,3 +73,16 @@ func TestLedgerOverflowsIntoMemory(t *testing.T) {
 		t.Fatalf("slot indexes %v: the third should be a spare in memory", idx)
 	}
 }
+
+// Caddy makes its data directory lazily; the ledger may be its first file.
+func TestLedgerMakesItsDirectory(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "not", "yet", "ledger")
+	l, _, err := openLedger(path, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = l.close()
+	if info, err := os.Stat(filepath.Dir(path)); err != nil || info.Mode().Perm() != 0o700 {
+		t.Fatalf("the ledger's directory: %v %v", info, err)
+	}
+}

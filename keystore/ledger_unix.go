@@ -5,12 +5,17 @@ package keystore
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"syscall"
 )
 
 // mapFile maps the file at path, at least size bytes long, shared and
 // writable, holding an exclusive lock on it until closed.
 func mapFile(path string, size int) ([]byte, func() error, error) {
+	// Caddy makes its data directory lazily: it may not exist yet.
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, nil, err
+	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, nil, err

@@ -119,6 +119,32 @@
     return b;
   }
 
+  // span says a number of seconds in the largest whole unit.
+  function span(seconds) {
+    for (const [unit, n] of [["day", 86400], ["hour", 3600], ["minute", 60], ["second", 1]]) {
+      if (seconds % n === 0) {
+        const count = seconds / n;
+        return count === 1 ? unit : `${count} ${unit}s`;
+      }
+    }
+    return `${seconds} seconds`;
+  }
+
+  // limits describes a key's plan: its rate limits and its credits.
+  function limits(k) {
+    if (!k.plan) return "none";
+    const ours = (shared) => (shared ? " (all your keys)" : "");
+    const parts = (k.limits || []).map((l) => `${l.limit} per ${span(l.window)}${ours(l.shared)}`);
+    const c = k.credits;
+    if (c) {
+      let text = `${c.remaining} of ${c.amount} credits${ours(c.shared)}`;
+      if (c.next_refill != null) text += `, refills ${when(c.next_refill)}`;
+      else if (c.refill) text += `, refills every ${span(c.refill)}`;
+      parts.push(text);
+    }
+    return parts.length ? `${k.plan}: ${parts.join("; ")}` : k.plan;
+  }
+
   function row(k) {
     const tr = document.createElement("tr");
     tr.dataset.id = k.id;
@@ -128,6 +154,7 @@
       cell("Created", when(k.created)),
       cell("Last used", when(k.last_used)),
       cell("Expires", k.expires == null ? "never" : when(k.expires)),
+      cell("Limits", limits(k)),
     );
     const actions = document.createElement("td");
     actions.className = "actions";

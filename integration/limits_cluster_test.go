@@ -1,0 +1,132 @@
+package integration
+
+import (
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddy-apikeys/caddy-apikeys/internal/etcdtest"
+)
+
+// TestLimitsAcrossThreeGateways: three gateways over a three-member etcd
+// cluster share credits exactly and a rate limit within its parts.
+func TestLimitsAcrossThreeGateways(t *testing.T) {
+	c := etcdtest.Start(t, 3)
+	up := newLimitsUpstream(t)
+	store := "store etcd " + strings.Join(c.Endpoints(), " ") + " {\n\t\t\tprefix /limits/\n\t\t}"
+	var gws []*limitsGateway
+	for range 3 {
+		gws = append(gws, startLimitsGateway(t, store, up.URL))
+	}
+	a := gws[0]
+	urls := func(gs ...*limitsGateway) []string {
+		var u []string
+		for _, g := range gs {
+			u = append(u, g.base+"/v1/x")
+		}
+		return u
+	}
+	mint := func(user string) string {
+		return decodeCreated(t, post(t, a.base+"/api/create_api_key", `{"auth": {"username": "`+user+`", "password": "`+user+`pw"}}`)).APIKey
+	}
+	// Every gateway counts the three of them before the rates are measured.
+	for _, g := range gws {
+		untilLogged(t, g.runningCaddy, `"msg":"gateways sharing the store","count":3`)
+	}
+
+	t.Run("credits: exactly 333 of 1000 at 3 across a kill -9", func(t *testing.T) {
+		key := mint("alice")
+		var out outcome
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			load{urls: urls(gws...), key: key, clients: 64, waitRefused: 50 * time.Millisecond, stop: stop}.run(&out)
+			close(done)
+		}()
+		for out.ok.Load() < 150 {
+			time.Sleep(time.Millisecond)
+		}
+		gws[2].kill()
+		killedAt := out.ok.Load()
+		gws[2].start()
+		quiet(&out, 5*time.Second, 90*time.Second)
+		close(stop)
+		<-done
+		t.Logf("admitted %d (%d before one gateway was killed), refused %d, failed while down %d",
+			out.ok.Load(), killedAt, out.limited.Load(), out.failed.Load())
+		if got := out.ok.Load(); got != 333 {
+			t.Fatalf("%d requests of cost 3 admitted on 1000 credits by three gateways, want exactly 333", got)
+		}
+	})
+
+	t.Run("credits held by idle gateways move to the busy one", func(t *testing.T) {
+		key := mint("alice")
+		var out outcome
+		stop := make(chan struct{})
+		spread := load{urls: urls(gws...), key: key, clients: 64, stop: stop}
+		done := make(chan struct{})
+		go func() { spread.run(&out); close(done) }()
+		for out.ok.Load() < 150 {
+			time.Sleep(time.Millisecond)
+		}
+		close(stop)
+		<-done
+		moved := time.Now()
+		var last atomic.Int64
+		stop = make(chan struct{})
+		done = make(chan struct{})
+		go func() {
+			load{urls: urls(a), key: key, clients: 64, waitRefused: 50 * time.Millisecond, stop: stop}.run(&out)
+			close(done)
+		}()
+		deadline := time.After(30 * time.Second)
+		for out.ok.Load() < 333 {
+			select {
+			case <-deadline:
+				close(stop)
+				<-done
+				t.Fatalf("after the load moved to one gateway, %d of 333 admitted within 30s", out.ok.Load())
+			case <-time.After(time.Millisecond):
+			}
+		}
+		last.Store(int64(time.Since(moved)))
+		time.Sleep(time.Second) // any 334th would show now
+		close(stop)
+		<-done
+		t.Logf("the last of 333 admitted %v after the load moved to one gateway; %d admitted in all",
+			time.Duration(last.Load()).Round(time.Millisecond), out.ok.Load())
+		if got := out.ok.Load(); got != 333 {
+			t.Fatalf("%d admitted, want exactly 333", got)
+		}
+	})
+
+	t.Run("rate: 100 per 10s across three gateways", func(t *testing.T) {
+		key := mint("carol")
+		var out outcome
+		stop := make(chan struct{})
+		time.AfterFunc(25*time.Second, func() { close(stop) })
+		// 64 clients every 3.2 s send 20/s, twice the rate.
+		load{urls: urls(gws...), key: key, clients: 64, wait: 3200 * time.Millisecond, stop: stop}.run(&out)
+		worst := worstWindow(out.admittedAt, 10*time.Second)
+		t.Logf("admitted %d, refused %d in 25s; the most in any 10s window: %d (limit 100)", out.ok.Load(), out.limited.Load(), worst)
+		if worst > 110 {
+			t.Fatalf("%d requests admitted within one 10s window by three gateways, limit 100 (+10%%)", worst)
+		}
+		if out.ok.Load() < 200 {
+			t.Fatalf("only %d admitted in 25s at twice a rate of 10/s", out.ok.Load())
+		}
+	})
+}
+
+// quiet returns once out has admitted nothing for d, or after most.
+func quiet(out *outcome, d, most time.Duration) {
+	end := time.Now().Add(most)
+	last, since := out.ok.Load(), time.Now()
+	for time.Now().Before(end) && time.Since(since) < d {
+		time.Sleep(10 * time.Millisecond)
+		if n := out.ok.Load(); n != last {
+			last, since = n, time.Now()
+		}
+	}
+}
