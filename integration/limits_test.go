@@ -39,7 +39,7 @@ func newLimitsUpstream(t *testing.T) *limitsUpstream {
 // data directory.
 type limitsGateway struct {
 	*runningCaddy
-	t                      *testing.T
+	t                       *testing.T
 	dir, config, addr, base string
 }
 
