@@ -122,7 +122,15 @@ func (g *APIKeyGate) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	// leaves the gateway's buffers: a request the gateway never answers
 	// (the upstream unreachable, the gateway killed on the way) spends
 	// nothing, and its client may retry.
-	if err := next.ServeHTTP(w, r); err != nil {
+	settled := false
+	defer func() {
+		if !settled { // a handler after this one panicked
+			v.Charge.Cancel()
+		}
+	}()
+	err = next.ServeHTTP(w, r)
+	settled = true
+	if err != nil {
 		v.Charge.Cancel()
 		return err
 	}

@@ -108,7 +108,9 @@ func (p *APIKeyAuth) Authenticate(w http.ResponseWriter, r *http.Request) (caddy
 	if k == nil || err != nil {
 		return caddyauth.User{}, false, err
 	}
-	v, err := k.Limits().Take(r.Context(), 1)
+	// The authentication handler cannot see the response: the credit is
+	// spent now.
+	v, err := k.Limits().Spend(r.Context(), 1)
 	if err != nil {
 		return caddyauth.User{}, false, err
 	}

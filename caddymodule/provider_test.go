@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -252,5 +253,53 @@ func TestProviderStripsOnlyTheKeyFromTheQuery(t *testing.T) {
 	}
 	if want := "z=1&b=%2F&a=1;c=2&e=x+y"; r.URL.RawQuery != want || r.RequestURI != "/v1/a%2Fb?"+want {
 		t.Fatalf("after strip: RawQuery %q, RequestURI %q; want %q", r.URL.RawQuery, r.RequestURI, want)
+	}
+}
+
+// The authentication provider spends a key's credits when it admits the
+// request: they stay spent across a restart, and over them the request is
+// refused like a bad key.
+func TestProviderSpendsCredits(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "k.db")
+	config := `{"store": ` + storeJSON(path) + `, "default_plan": "p", "plans": {"p": {"credits": {"amount": 3}}}}`
+	start := func() (*App, func()) {
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		var app App
+		if err := json.Unmarshal([]byte(config), &app); err != nil {
+			t.Fatal(err)
+		}
+		if err := app.Provision(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return &app, func() { cancel(); _ = app.Cleanup() }
+	}
+	app, stop := start()
+	m, err := app.keyring.Mint(context.Background(), keystore.Actor{Owner: keystore.Service("svc"), Operator: true}, keystore.KeyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	authenticate := func(app *App) bool {
+		p := &APIKeyAuth{app: app, challenge: `Bearer realm="apikeys"`, MaxBodyBytes: DefaultMaxBodyBytes}
+		r := httptest.NewRequest(http.MethodGet, "/v1/", nil)
+		r.Header.Set("Authorization", "Bearer "+m.Secret)
+		_, ok, err := p.Authenticate(httptest.NewRecorder(), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	for i := range 3 {
+		if !authenticate(app) {
+			t.Fatalf("request %d of 3 credits refused", i+1)
+		}
+	}
+	if authenticate(app) {
+		t.Fatal("a 4th request on 3 credits admitted")
+	}
+	stop()
+	app, stop = start()
+	defer stop()
+	if authenticate(app) {
+		t.Fatal("after a restart, a request on 3 spent credits admitted")
 	}
 }

@@ -41,6 +41,9 @@ type UnknownKeyBudget struct {
 // a token while it is in flight and gives it back if the key exists, so
 // that however many lookups run at once, no more keys that turn out
 // unknown are read than the bucket holds, and valid keys cost nothing.
+// A lookup that finds every token left held by lookups in flight waits
+// for them to settle (up to unknownLookupWait): a burst of new valid keys
+// from one address is then not refused for arriving at once.
 type unknownKeys struct {
 	rate  rate.Limit
 	burst int
@@ -50,9 +53,14 @@ type unknownKeys struct {
 	clients map[string]*budget
 }
 
+// unknownLookupWait bounds how long a lookup waits for the lookups in
+// flight from its address to settle.
+const unknownLookupWait = time.Second
+
 type budget struct {
 	tokens   *rate.Limiter
-	inflight int // lookups holding a token
+	inflight int           // lookups holding a token
+	settled  chan struct{} // closed when one settles; nil when none waits
 }
 
 // limiter returns the budget's buckets, or nil when it is off.
@@ -79,6 +87,35 @@ func (u *unknownKeys) allow(addr string) (settle func(exists bool), ok bool) {
 		return func(bool) {}, true
 	}
 	addr = identity.AddressKey(addr)
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		b, wait := u.take(addr)
+		if b != nil {
+			return u.settler(b), true
+		}
+		if wait == nil {
+			return nil, false
+		}
+		if timer == nil {
+			timer = time.NewTimer(unknownLookupWait)
+		}
+		select {
+		case <-wait:
+		case <-timer.C:
+			return nil, false
+		}
+	}
+}
+
+// take holds a token of addr's budget and returns the budget, or, when
+// the tokens left are all held by lookups in flight, a channel closed
+// when one of them settles; neither when the budget is spent.
+func (u *unknownKeys) take(addr string) (*budget, <-chan struct{}) {
 	now := time.Now()
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -90,10 +127,21 @@ func (u *unknownKeys) allow(addr string) (settle func(exists bool), ok bool) {
 		b = &budget{tokens: rate.NewLimiter(u.rate, u.burst)}
 		u.clients[addr] = b
 	}
-	if b.tokens.TokensAt(now)-float64(b.inflight) < 1 {
-		return nil, false
+	left := b.tokens.TokensAt(now)
+	switch {
+	case left-float64(b.inflight) >= 1:
+		b.inflight++
+		return b, nil
+	case left < 1:
+		return nil, nil
 	}
-	b.inflight++
+	if b.settled == nil {
+		b.settled = make(chan struct{})
+	}
+	return nil, b.settled
+}
+
+func (u *unknownKeys) settler(b *budget) func(exists bool) {
 	return func(exists bool) {
 		u.mu.Lock()
 		defer u.mu.Unlock()
@@ -101,7 +149,11 @@ func (u *unknownKeys) allow(addr string) (settle func(exists bool), ok bool) {
 		if !exists {
 			b.tokens.AllowN(time.Now(), 1)
 		}
-	}, true
+		if b.settled != nil {
+			close(b.settled)
+			b.settled = nil
+		}
+	}
 }
 
 // prune forgets idle addresses whose bucket is full again (forgetting

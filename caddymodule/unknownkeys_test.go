@@ -5,6 +5,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -29,7 +30,8 @@ func TestUnknownKeyBudgetPerAddress(t *testing.T) {
 		settle(true)
 	}
 	// Lookups in flight hold their tokens: no more run at once than the
-	// bucket holds.
+	// bucket holds. One more waits for them: it goes on when one turns out
+	// to exist, and is refused when they all turn out unknown.
 	var held []func(bool)
 	for range 3 {
 		settle, ok := u.allow("2001:db8::1")
@@ -38,11 +40,36 @@ func TestUnknownKeyBudgetPerAddress(t *testing.T) {
 		}
 		held = append(held, settle)
 	}
-	if _, ok := u.allow("2001:db8::2"); ok {
-		t.Fatal("a fourth lookup at once, from the same /64, allowed")
+	type result struct {
+		settle func(bool)
+		ok     bool
 	}
+	fourth := func() chan result {
+		got := make(chan result, 1)
+		go func() {
+			settle, ok := u.allow("2001:db8::2")
+			got <- result{settle, ok}
+		}()
+		select {
+		case r := <-got:
+			t.Fatalf("a fourth lookup at once, from the same /64, did not wait (ok=%v)", r.ok)
+		case <-time.After(50 * time.Millisecond):
+		}
+		return got
+	}
+	got := fourth()
+	held[0](true) // that key existed: its token is free again
+	r := <-got
+	if !r.ok {
+		t.Fatal("the waiting lookup was refused although a token came back")
+	}
+	held[0] = r.settle
+	got = fourth()
 	for _, settle := range held {
 		settle(false)
+	}
+	if (<-got).ok {
+		t.Fatal("a waiting lookup was allowed after the budget was spent")
 	}
 	if spend("2001:db8::ffff") {
 		t.Fatal("budget not spent by three unknown keys")

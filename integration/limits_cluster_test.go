@@ -37,6 +37,7 @@ func TestLimitsAcrossThreeGateways(t *testing.T) {
 
 	t.Run("credits: exactly 333 of 1000 at 3 across a kill -9", func(t *testing.T) {
 		key := mint("alice")
+		rev := c.Revision(t)
 		var out outcome
 		stop := make(chan struct{})
 		done := make(chan struct{})
@@ -53,8 +54,8 @@ func TestLimitsAcrossThreeGateways(t *testing.T) {
 		quiet(&out, 5*time.Second, 90*time.Second)
 		close(stop)
 		<-done
-		t.Logf("admitted %d (%d before one gateway was killed), refused %d, failed while down %d",
-			out.ok.Load(), killedAt, out.limited.Load(), out.failed.Load())
+		t.Logf("admitted %d (%d before one gateway was killed), refused %d, failed while down %d; etcd revisions meanwhile: %d",
+			out.ok.Load(), killedAt, out.limited.Load(), out.failed.Load(), c.Revision(t)-rev)
 		if got := out.ok.Load(); got != 333 {
 			t.Fatalf("%d requests of cost 3 admitted on 1000 credits by three gateways, want exactly 333", got)
 		}

@@ -220,7 +220,7 @@ func TestCreditsExactOnOneGateway(t *testing.T) {
 	if got := out.ok.Load(); got != 333 {
 		t.Fatalf("%d requests of cost 3 admitted on 1000 credits across a kill -9, want exactly 333", got)
 	}
-	if !strings.Contains(out.last429, `"the key's credits are spent"`) || strings.Contains(out.last429, "Retry-After=1") {
+	if !strings.Contains(out.last429, `"the key's credits are spent"`) || !strings.HasSuffix(out.last429, "Retry-After=") {
 		t.Fatalf("the refusal: %s", out.last429)
 	}
 	// Alice mints her own keys, so her plan's per-key credits bound a
@@ -302,7 +302,7 @@ func TestPlansThroughTheCLI(t *testing.T) {
 	if out := mustCLI(t, "", "--address", admin, "key", "plan", k.ID, "both"); !strings.Contains(out, "plan both") {
 		t.Fatalf("key plan:\n%s", out)
 	}
-	if out := mustCLI(t, "", "--address", admin, "key", "credits", k.ID); !strings.Contains(out, "30 of 30 credits left") || !strings.Contains(out, "refills every 720h0m0s") {
+	if out := mustCLI(t, "", "--address", admin, "key", "credits", k.ID); !strings.Contains(out, "30 of 30 credits left") || !strings.Contains(out, "refills 20") {
 		t.Fatalf("key credits:\n%s", out)
 	}
 	for range 10 { // 30 credits at 3

@@ -2,6 +2,7 @@ package keystore
 
 import (
 	"context"
+	"errors"
 	"strconv"
 
 	"golang.org/x/sync/singleflight"
@@ -18,7 +19,18 @@ import (
 // away; a caller that goes away stops waiting for it.
 func (kr *Keyring) readKeyShared(ctx context.Context, h Hash, gen uint64) (Key, error) {
 	ch := kr.reads.DoChan(string(h[:])+strconv.FormatUint(gen, 10), func() (any, error) {
-		return kr.store.KeyByHash(context.WithoutCancel(ctx), h)
+		// A caller that missed the cache just before a read of h ended
+		// starts a read of its own: the answer is in the cache by now if
+		// the key does not exist, so a flood of one unknown key costs one
+		// read, however the requests fall around it.
+		if k, ok := kr.cache.get(h); ok && k == nil && kr.cache.generation(h) == gen && kr.cacheTrusted(kr.now()) {
+			return Key{}, ErrNotFound
+		}
+		k, err := kr.store.KeyByHash(context.WithoutCancel(ctx), h)
+		if errors.Is(err, ErrNotFound) {
+			kr.cache.put(h, nil, gen) // before the read is forgotten
+		}
+		return k, err
 	})
 	select {
 	case r := <-ch:

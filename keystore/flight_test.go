@@ -152,3 +152,21 @@ func TestVerifyWithinBudget(t *testing.T) {
 		t.Fatalf("budget told %v, want [true false] (the valid key existed, the unknown one not)", settled)
 	}
 }
+
+// A lookup that missed the cache while a read of the same unknown key
+// was ending, and so starts a read of its own after it, finds the answer
+// the first read left in the cache instead of reading again.
+func TestSharedReadAfterAnEndedOne(t *testing.T) {
+	kr, cs := newTestKeyring(t, Options{})
+	key, _ := NewKey(DefaultPrefix)
+	h := HashKey(key)
+	gen := kr.cache.generation(h) // both lookups missed the cache here
+	for range 2 {
+		if _, err := kr.readKeyShared(context.Background(), h, gen); !errors.Is(err, ErrNotFound) {
+			t.Fatal(err)
+		}
+	}
+	if n := cs.lookups.Load(); n != 1 {
+		t.Fatalf("%d store reads for one unknown key, want 1", n)
+	}
+}

@@ -405,7 +405,15 @@ func storedBalance(ctx context.Context, store Store, id string, terms CreditTerm
 	acct, err := store.CreditAccount(ctx, id)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		return CreditAccount{}, terms.Amount, time.Time{}, nil
+		// Not used yet: a key's own periods start at its creation, an
+		// owner's at its first use.
+		var next time.Time
+		if !terms.Anchor.IsZero() && !terms.Anchor.After(now) {
+			var a CreditAccount
+			a.openOrRefill(false, terms, now)
+			next = a.NextRefill(terms, now)
+		}
+		return CreditAccount{}, terms.Amount, next, nil
 	case err != nil:
 		return CreditAccount{}, 0, time.Time{}, err
 	}

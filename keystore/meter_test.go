@@ -359,3 +359,57 @@ func TestKeyringPlans(t *testing.T) {
 		t.Fatalf("the rotated key's balance: %+v, want the 30 left", b)
 	}
 }
+
+// downStore fails credit operations while down is set.
+type downStore struct {
+	Store
+	down atomic.Bool
+}
+
+var errStoreDown = errors.New("store down")
+
+func (d *downStore) UpdateCredits(ctx context.Context, id string, f func(*CreditAccount, bool) error) (CreditAccount, error) {
+	if d.down.Load() {
+		return CreditAccount{}, errStoreDown
+	}
+	return d.Store.UpdateCredits(ctx, id, f)
+}
+
+// While the store cannot be reached, the block in hand is still spent,
+// then Take fails (the gateway answers 503) rather than admitting on
+// credits it cannot reserve; nothing is lost when the store returns.
+func TestMeterCreditsWhileTheStoreIsDown(t *testing.T) {
+	s, _ := openTestBolt(t)
+	ds := &downStore{Store: s}
+	m := newTestMeter(t, ds, MeterOptions{})
+	l := m.LimitsFor(meterKey("k"), &Plan{Name: "p", Credits: &Credits{Amount: 80}})
+	ctx := context.Background()
+	if v, err := l.Take(ctx, 1); err != nil || !v.Allowed { // takes a block of 10
+		t.Fatal(v, err)
+	} else {
+		v.Charge.Commit()
+	}
+	ds.down.Store(true)
+	admitted := int64(1)
+	for {
+		v, err := l.Take(ctx, 1)
+		if err != nil {
+			if !errors.Is(err, errStoreDown) {
+				t.Fatal(err)
+			}
+			break
+		}
+		if !v.Allowed {
+			t.Fatalf("refused as spent while the store is down: %+v", v)
+		}
+		v.Charge.Commit()
+		admitted++
+	}
+	if admitted != 10 {
+		t.Fatalf("%d admitted from the block in hand, want 10", admitted)
+	}
+	ds.down.Store(false)
+	if total := admitted + takeAll(t, l, 100, 1); total != 80 {
+		t.Fatalf("%d admitted on 80 credits across the outage", total)
+	}
+}
