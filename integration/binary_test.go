@@ -166,14 +166,12 @@ func runClient(t *testing.T, dir string, name string, args ...string) string {
 }
 
 // seedBlock returns the first fenced code block of the given language in
-// the seed's create_api_key.md, or skips when the seed is not present.
+// the API documentation's create_api_key.md (a copy is kept in
+// testdata/seed, so that the examples run in any clone).
 func seedBlock(t *testing.T, lang string) string {
 	t.Helper()
-	path := filepath.Join(repoRoot(t), "..", "shared", "seed", "create_api_key.md")
+	path := filepath.Join(repoRoot(t), "integration", "testdata", "seed", "create_api_key.md")
 	doc, err := os.ReadFile(path)
-	if os.IsNotExist(err) {
-		t.Skipf("seed document %s not present", path)
-	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,14 +184,22 @@ func seedBlock(t *testing.T, lang string) string {
 
 var printedKey = regexp.MustCompile(`API_KEY: (\S+)`)
 
-// TestExampleGatewayWithRealClients builds the binary, runs it on
-// Caddyfile.example exactly as the README does, and drives it with
-// Python requests, Node's fetch, and the seed's own examples.
+// TestExampleGatewayWithRealClients builds the binary, runs it on a copy
+// of Caddyfile.example with only its ports moved (so that it runs next to
+// the README's demo), and drives it with Python requests, Node's fetch,
+// curl, and the API documentation's own examples, their URL pointed at
+// the copy.
 func TestExampleGatewayWithRealClients(t *testing.T) {
 	root := repoRoot(t)
-	dataDir := t.TempDir()
-	startBinary(t, filepath.Join(root, "Caddyfile.example"), dataDir, "127.0.0.1:8000")
-	const base = "http://localhost:8000"
+	config, base, addr := exampleCopy(t, nil)
+	startBinary(t, config, t.TempDir(), addr)
+	seedExample := func(lang string) string {
+		code := seedBlock(t, lang)
+		if !strings.Contains(code, "http://localhost:8000/") {
+			t.Fatalf("the %s example no longer calls http://localhost:8000/:\n%s", lang, code)
+		}
+		return strings.ReplaceAll(code, "http://localhost:8000/", base+"/")
+	}
 	clients := filepath.Join(root, "integration", "testdata", "clients")
 
 	useKey := func(t *testing.T, key string) {
@@ -218,7 +224,7 @@ func TestExampleGatewayWithRealClients(t *testing.T) {
 	})
 	t.Run("seed python example", func(t *testing.T) {
 		dir := t.TempDir()
-		if err := os.WriteFile(filepath.Join(dir, "seed.py"), []byte(seedBlock(t, "python")), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, "seed.py"), []byte(seedExample("python")), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		out := runClient(t, dir, "python3", "seed.py")
@@ -230,7 +236,7 @@ func TestExampleGatewayWithRealClients(t *testing.T) {
 	})
 	t.Run("seed javascript example", func(t *testing.T) {
 		dir := t.TempDir()
-		if err := os.WriteFile(filepath.Join(dir, "seed.js"), []byte(seedBlock(t, "javascript")), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, "seed.js"), []byte(seedExample("javascript")), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		out := runClient(t, dir, "node", "seed.js")
@@ -241,9 +247,6 @@ func TestExampleGatewayWithRealClients(t *testing.T) {
 		useKey(t, m[1])
 	})
 	t.Run("curl walkthrough", func(t *testing.T) {
-		if _, err := exec.LookPath("curl"); err != nil {
-			t.Skip("curl not installed")
-		}
 		out := runClient(t, root, "curl", "-sS", "-u", "example_username:example_password", "-X", "POST", base+"/api/create_api_key")
 		m := regexp.MustCompile(`"api_key":"([^"]+)"`).FindStringSubmatch(out)
 		if m == nil {
