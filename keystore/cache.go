@@ -8,9 +8,8 @@ import (
 // keyCache is a bounded map from key digest to record, with a smaller map
 // of digests known not to exist so that a flood of unknown keys neither
 // reaches the store each time nor evicts known keys. When a map is full it
-// drops an arbitrary tenth of its entries, as Caddy's basic_auth hash
-// cache does: no bookkeeping on the read path, and the store answers any
-// miss.
+// drops a tenth of its entries, chosen at random (see randomMap): no
+// bookkeeping on the read path, and the store answers any miss.
 //
 // A lookup that misses reads the store and then fills the cache. So that a
 // change reported while that read is in flight cannot be overwritten by
@@ -21,8 +20,8 @@ type keyCache struct {
 	mu         sync.RWMutex
 	max        int
 	maxUnknown int
-	keys       map[Hash]*Key
-	unknown    map[Hash]struct{}
+	keys       randomMap[*Key]
+	unknown    randomMap[struct{}]
 	gens       [256]atomic.Uint64
 }
 
@@ -30,8 +29,8 @@ func newKeyCache(size int) *keyCache {
 	return &keyCache{
 		max:        size,
 		maxUnknown: max(size/4, 1),
-		keys:       make(map[Hash]*Key),
-		unknown:    make(map[Hash]struct{}),
+		keys:       newRandomMap[*Key](),
+		unknown:    newRandomMap[struct{}](),
 	}
 }
 
@@ -39,9 +38,9 @@ func newKeyCache(size int) *keyCache {
 // known not to exist.
 func (c *keyCache) get(h Hash) (k *Key, ok bool) {
 	c.mu.RLock()
-	k, ok = c.keys[h]
+	k, ok = c.keys.get(h)
 	if !ok {
-		_, ok = c.unknown[h]
+		_, ok = c.unknown.get(h)
 	}
 	c.mu.RUnlock()
 	return k, ok
@@ -59,33 +58,18 @@ func (c *keyCache) put(h Hash, k *Key, gen uint64) {
 		return
 	}
 	if k == nil {
-		evictSome(c.unknown, c.maxUnknown)
-		c.unknown[h] = struct{}{}
+		c.unknown.put(h, struct{}{}, c.maxUnknown)
 		return
 	}
-	evictSome(c.keys, c.max)
-	c.keys[h] = k
-}
-
-func evictSome[V any](m map[Hash]V, limit int) {
-	if len(m) < limit {
-		return
-	}
-	drop := max(limit/10, 1)
-	for old := range m {
-		delete(m, old)
-		if drop--; drop == 0 {
-			return
-		}
-	}
+	c.keys.put(h, k, c.max)
 }
 
 // remove forgets h, and any fill of h that began before.
 func (c *keyCache) remove(h Hash) {
 	c.mu.Lock()
 	c.gens[h[0]].Add(1)
-	delete(c.keys, h)
-	delete(c.unknown, h)
+	c.keys.delete(h)
+	c.unknown.delete(h)
 	c.mu.Unlock()
 }
 
@@ -94,7 +78,7 @@ func (c *keyCache) remove(h Hash) {
 func (c *keyCache) forgetUnknown(h Hash) {
 	c.mu.Lock()
 	c.gens[h[0]].Add(1)
-	delete(c.unknown, h)
+	c.unknown.delete(h)
 	c.mu.Unlock()
 }
 
@@ -104,7 +88,7 @@ func (c *keyCache) clear() {
 	for i := range c.gens {
 		c.gens[i].Add(1)
 	}
-	c.keys = make(map[Hash]*Key)
-	c.unknown = make(map[Hash]struct{})
+	c.keys = newRandomMap[*Key]()
+	c.unknown = newRandomMap[struct{}]()
 	c.mu.Unlock()
 }

@@ -195,7 +195,7 @@ func TestKeyringCacheBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := len(kr.cache.keys); n > 10 {
+	if n := kr.cache.keys.len(); n > 10 {
 		t.Fatalf("cache holds %d entries, bound is 10", n)
 	}
 	// Evicted keys still verify from the store.

@@ -101,7 +101,7 @@ func TestKeyringUnknownKeysCannotEvictKnownOnes(t *testing.T) {
 	if cs.lookups.Load() != before {
 		t.Fatal("a flood of unknown keys evicted a known one")
 	}
-	if n := len(kr.cache.unknown); n > 10 {
+	if n := kr.cache.unknown.len(); n > 10 {
 		t.Fatalf("%d unknown digests cached, bound is 10", n)
 	}
 }
