@@ -30,12 +30,14 @@ const (
 	DefaultMaxBodyBytes = 64 << 10
 )
 
-// APIHandler serves the key owners' endpoints, QueryLake-compatible:
-// POST <path_prefix>/create_api_key, fetch_api_keys, delete_api_key and
-// rotate_api_key. Requests for other paths go to the next handler. The caller proves who it is with "auth" in the JSON body
-// (an OAuth2 JWT string, or {"username", "password"}), or, when the body
-// has none, with an Authorization header (Basic or Bearer JWT). API keys
-// are refused here: a leaked key must not be able to mint more.
+// APIHandler serves the key owners' four endpoints, QueryLake-compatible:
+// POST <path_prefix>/create_api_key, <path_prefix>/fetch_api_keys,
+// <path_prefix>/delete_api_key and <path_prefix>/rotate_api_key. Requests
+// for other paths go to the next handler. The caller proves who it is with
+// "auth" in the JSON body (an OAuth2 JWT string, or {"username",
+// "password"}), or, when the body has none, with an Authorization header
+// (Basic or Bearer JWT). API keys are refused here: a leaked key must not
+// be able to mint more.
 type APIHandler struct {
 	// Path under which the endpoints live. Default: "/api".
 	PathPrefix string `json:"path_prefix,omitempty"`

@@ -1,6 +1,10 @@
-// Package caddymodule is the Caddy glue of caddy-apikeys: the apikeys app,
-// the apikeys_api handler that mints keys, the apikey authentication
-// provider that checks them, and their Caddyfile syntax.
+// Package caddymodule is the Caddy glue of caddy-apikeys: the apikeys app
+// (its stores, key policy, plans and metrics), the apikeys_api handler
+// that owners mint and manage keys with, the apikey_auth handler and the
+// apikey authentication provider that check keys and hold them to their
+// plans, the apikeys_ui key page, the /apikeys/ admin API and the `caddy
+// apikeys` command (including migrate) that operators use, and the
+// Caddyfile syntax of all of them.
 package caddymodule
 
 import (
@@ -263,7 +267,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("plans: %w", err)
 		}
 	}
-	a.keyring = keystore.NewKeyring(a.timed(store), keystore.Options{
+	a.keyring = keystore.NewKeyring(store, keystore.Options{
+		Observer:      a.metrics.observeStore,
 		Prefix:        a.KeyPrefix,
 		CacheSize:     a.CacheSize,
 		FlushInterval: time.Duration(a.LastUsedFlushInterval),
@@ -282,18 +287,18 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err := registerStaleness(ctx.GetMetricsRegistry(), a.keyring); err != nil {
 		return err
 	}
-	a.verifier = identity.NewVerifier(users, storedUserLookup(a.keyring.Store()), issuers, identity.VerifierOptions{
+	a.verifier = identity.NewVerifier(users, storedUserLookup(a.keyring), issuers, identity.VerifierOptions{
 		Throttle:            a.Lockout.throttle(),
 		MaxConcurrentHashes: a.MaxConcurrentPasswordChecks,
 		MaxQueuedHashes:     a.MaxQueuedPasswordChecks,
-		StoredHashes:        storedHashes(a.keyring.Store()),
+		StoredHashes:        storedHashes(a.keyring),
 	})
 	return nil
 }
 
-func storedUserLookup(store keystore.Store) identity.UserLookup {
+func storedUserLookup(kr *keystore.Keyring) identity.UserLookup {
 	return func(ctx context.Context, name string) (string, bool, error) {
-		u, err := store.User(ctx, name)
+		u, err := kr.StoredUser(ctx, name)
 		if errors.Is(err, keystore.ErrNotFound) {
 			return "", false, nil
 		}
@@ -306,9 +311,9 @@ func storedUserLookup(store keystore.Store) identity.UserLookup {
 
 // storedHashes lists the stored users' password hashes, so that the
 // verifier knows the cost of every kind of hash in use.
-func storedHashes(store keystore.Store) func(context.Context) ([]string, error) {
+func storedHashes(kr *keystore.Keyring) func(context.Context) ([]string, error) {
 	return func(ctx context.Context) ([]string, error) {
-		users, err := store.Users(ctx)
+		users, err := kr.StoredUsers(ctx)
 		hashes := make([]string, 0, len(users))
 		for _, u := range users {
 			hashes = append(hashes, u.PasswordHash)

@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"context"
 	"errors"
 	"time"
 
@@ -116,97 +115,7 @@ func (m *metrics) countRefusal(err error) {
 	}
 }
 
-// timedStore records the latency of every store operation.
-type timedStore struct {
-	keystore.Store
-	hist *prometheus.HistogramVec
-}
-
-// timedWatchableStore keeps a shared store's watch visible to the Keyring.
-type timedWatchableStore struct {
-	timedStore
-	keystore.Watchable
-}
-
-// timed wraps store so that its operations are measured.
-func (a *App) timed(store keystore.Store) keystore.Store {
-	t := timedStore{Store: store, hist: a.metrics.storeLatency}
-	if w, ok := store.(keystore.Watchable); ok {
-		return timedWatchableStore{t, w}
-	}
-	return t
-}
-
-func (s timedStore) observe(op string, start time.Time) {
-	s.hist.WithLabelValues(op).Observe(time.Since(start).Seconds())
-}
-
-func (s timedStore) CreateKey(ctx context.Context, k keystore.Key, opts keystore.CreateOptions) error {
-	defer s.observe("create_key", time.Now())
-	return s.Store.CreateKey(ctx, k, opts)
-}
-
-func (s timedStore) KeyByHash(ctx context.Context, h keystore.Hash) (keystore.Key, error) {
-	defer s.observe("key_by_hash", time.Now())
-	return s.Store.KeyByHash(ctx, h)
-}
-
-func (s timedStore) KeyByID(ctx context.Context, id string) (keystore.Key, error) {
-	defer s.observe("key_by_id", time.Now())
-	return s.Store.KeyByID(ctx, id)
-}
-
-func (s timedStore) KeysByOwner(ctx context.Context, owner keystore.Owner) ([]keystore.Key, error) {
-	defer s.observe("keys_by_owner", time.Now())
-	return s.Store.KeysByOwner(ctx, owner)
-}
-
-func (s timedStore) Keys(ctx context.Context) ([]keystore.Key, error) {
-	defer s.observe("keys", time.Now())
-	return s.Store.Keys(ctx)
-}
-
-func (s timedStore) UpdateKey(ctx context.Context, id string, fn func(*keystore.Key) error) (keystore.Key, error) {
-	defer s.observe("update_key", time.Now())
-	return s.Store.UpdateKey(ctx, id, fn)
-}
-
-func (s timedStore) RotateKey(ctx context.Context, id string, next keystore.Key, at time.Time, max int) (keystore.Key, error) {
-	defer s.observe("rotate_key", time.Now())
-	return s.Store.RotateKey(ctx, id, next, at, max)
-}
-
-func (s timedStore) DeleteKey(ctx context.Context, id string) (keystore.Key, error) {
-	defer s.observe("delete_key", time.Now())
-	return s.Store.DeleteKey(ctx, id)
-}
-
-func (s timedStore) DeleteKeysOf(ctx context.Context, owner keystore.Owner) ([]keystore.Key, error) {
-	defer s.observe("delete_keys_of", time.Now())
-	return s.Store.DeleteKeysOf(ctx, owner)
-}
-
-func (s timedStore) TouchKeys(ctx context.Context, m map[string]time.Time) error {
-	defer s.observe("touch_keys", time.Now())
-	return s.Store.TouchKeys(ctx, m)
-}
-
-func (s timedStore) User(ctx context.Context, name string) (keystore.User, error) {
-	defer s.observe("user", time.Now())
-	return s.Store.User(ctx, name)
-}
-
-func (s timedStore) CreateUser(ctx context.Context, u keystore.User) error {
-	defer s.observe("create_user", time.Now())
-	return s.Store.CreateUser(ctx, u)
-}
-
-func (s timedStore) UpdateUser(ctx context.Context, name string, fn func(*keystore.User) error) (keystore.User, error) {
-	defer s.observe("update_user", time.Now())
-	return s.Store.UpdateUser(ctx, name, fn)
-}
-
-func (s timedStore) DeleteUser(ctx context.Context, name string) ([]keystore.Key, error) {
-	defer s.observe("delete_user", time.Now())
-	return s.Store.DeleteUser(ctx, name)
+// observeStore records the latency of a store operation of the Keyring.
+func (m *metrics) observeStore(op string, took time.Duration, _ error) {
+	m.storeLatency.WithLabelValues(op).Observe(took.Seconds())
 }

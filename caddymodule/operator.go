@@ -316,7 +316,7 @@ func (o operator) setDisabled(ctx context.Context, id string, disabled bool) (ad
 }
 
 func (o operator) listUsers(ctx context.Context) ([]adminUser, error) {
-	users, err := o.keyring.Store().Users(ctx)
+	users, err := o.keyring.StoredUsers(ctx)
 	if err != nil {
 		return nil, err
 	}

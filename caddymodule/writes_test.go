@@ -15,7 +15,7 @@ import (
 // in one transaction.
 func TestValidationWritesOnlyFlushes(t *testing.T) {
 	p, app, key := testProvider(t, &APIKeyAuth{})
-	db := app.keyring.Store().(timedStore).Store.(*keystore.BoltStore).DB()
+	db := app.keyring.Store().(*keystore.BoltStore).DB()
 	txid := func() int {
 		var id int
 		_ = db.View(func(tx *bolt.Tx) error { id = tx.ID(); return nil })

@@ -40,7 +40,9 @@ var ErrClosed = errors.New("key store is closed")
 // maxCommitBatch bounds how many key creations share one transaction.
 const maxCommitBatch = 1024
 
-// BoltStore is a Store in a single bbolt file.
+// BoltStore is a Store in a single bbolt file: keys as binary records
+// (record.go) indexed by digest and by owner, users and credit accounts
+// as JSON.
 type BoltStore struct {
 	db *bolt.DB
 

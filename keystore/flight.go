@@ -26,7 +26,7 @@ func (kr *Keyring) readKeyShared(ctx context.Context, h Hash, gen uint64) (Key, 
 		if k, ok := kr.cache.get(h); ok && k == nil && kr.cache.generation(h) == gen && kr.cacheTrusted(kr.now()) {
 			return Key{}, ErrNotFound
 		}
-		k, err := kr.store.KeyByHash(context.WithoutCancel(ctx), h)
+		k, err := observe(kr, "key_by_hash", func() (Key, error) { return kr.store.KeyByHash(context.WithoutCancel(ctx), h) })
 		if errors.Is(err, ErrNotFound) {
 			kr.cache.put(h, nil, gen) // before the read is forgotten
 		}

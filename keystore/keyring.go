@@ -51,6 +51,9 @@ type Options struct {
 	Meter *Meter
 	// Now returns the current time; tests may replace it. Default time.Now.
 	Now func() time.Time
+	// Observer, if set, is told of every store operation the Keyring
+	// makes (e.g. to export their latency).
+	Observer StoreObserver
 }
 
 // Keyring is the key service in front of a Store: it mints keys, verifies
@@ -58,13 +61,14 @@ type Options struct {
 // times in memory, writing them in one transaction every FlushInterval.
 // A Keyring does not own its Store; Close flushes but does not close it.
 type Keyring struct {
-	store  Store
-	prefix string
-	policy Policy
-	meter  *Meter
-	now    func() time.Time
-	cache  *keyCache
-	usage  usageLog
+	store    Store
+	observer StoreObserver
+	prefix   string
+	policy   Policy
+	meter    *Meter
+	now      func() time.Time
+	cache    *keyCache
+	usage    usageLog
 
 	// For Watchable stores: the watch's cancel and end, and when it last
 	// caught up (Unix nanoseconds).
@@ -103,6 +107,7 @@ func NewKeyring(store Store, opts Options) *Keyring {
 	}
 	kr := &Keyring{
 		store:        store,
+		observer:     opts.Observer,
 		prefix:       opts.Prefix,
 		policy:       opts.Policy,
 		meter:        opts.Meter,
@@ -226,7 +231,7 @@ func (kr *Keyring) Flush(ctx context.Context) error {
 	if len(pending) == 0 {
 		return nil
 	}
-	if err := kr.store.TouchKeys(ctx, pending); err != nil {
+	if err := observeErr(kr, "touch_keys", func() error { return kr.store.TouchKeys(ctx, pending) }); err != nil {
 		kr.usage.restore(pending) // keep them for the next try
 		return err
 	}

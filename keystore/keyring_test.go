@@ -254,3 +254,39 @@ var operator = Actor{Operator: true}
 // operatorFor is an operator acting for the service owner name, which
 // needs no user to exist.
 func operatorFor(name string) Actor { return Actor{Owner: Service(name), Operator: true} }
+
+// The observer hears of every store operation the Keyring makes, by name.
+func TestKeyringObservesStoreOperations(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]int{}
+	kr, _ := newTestKeyring(t, Options{Observer: func(op string, took time.Duration, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if took < 0 {
+			t.Errorf("%s took %v", op, took)
+		}
+		seen[op]++
+	}})
+	ctx := context.Background()
+	m, err := kr.Mint(ctx, Actor{Owner: Service("svc"), Operator: true}, KeyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknown, _ := NewKey(DefaultPrefix)
+	if _, err := kr.Verify(ctx, unknown); !errors.Is(err, ErrNotFound) {
+		t.Fatal(err)
+	}
+	if _, err := kr.Delete(ctx, Actor{Owner: Service("svc"), Operator: true}, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kr.StoredUsers(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, op := range []string{"create_key", "key_by_hash", "delete_key", "users"} {
+		if seen[op] == 0 {
+			t.Errorf("no %s observed; saw %v", op, seen)
+		}
+	}
+}

@@ -50,7 +50,7 @@ func (kr *Keyring) Mint(ctx context.Context, a Actor, req KeyRequest) (Minted, e
 	if a.Operator {
 		opts.MaxPerOwner = 0
 	}
-	if err := kr.store.CreateKey(ctx, m.Key, opts); err != nil {
+	if err := observeErr(kr, "create_key", func() error { return kr.store.CreateKey(ctx, m.Key, opts) }); err != nil {
 		return Minted{}, err
 	}
 	kr.cache.remove(m.Hash) // in case it was presented before it existed
@@ -192,7 +192,7 @@ func (kr *Keyring) Rotate(ctx context.Context, a Actor, id string, grace time.Du
 			limit = kr.policy.MaxKeysPerOwner
 		}
 	}
-	if old, err = kr.store.RotateKey(ctx, id, next.Key, retireAt, limit); err != nil {
+	if old, err = observe(kr, "rotate_key", func() (Key, error) { return kr.store.RotateKey(ctx, id, next.Key, retireAt, limit) }); err != nil {
 		return Minted{}, Key{}, err
 	}
 	kr.cache.remove(old.Hash)
@@ -228,7 +228,7 @@ func Retired(old Key, retireAt time.Time) Key {
 // key, owners on their own. Anything else is ErrNotFound, so that other
 // owners' key ids cannot be probed.
 func (kr *Keyring) owned(ctx context.Context, a Actor, id string) (Key, error) {
-	k, err := kr.store.KeyByID(ctx, id)
+	k, err := observe(kr, "key_by_i_d", func() (Key, error) { return kr.store.KeyByID(ctx, id) })
 	if err != nil {
 		return Key{}, err
 	}
@@ -244,7 +244,7 @@ func (kr *Keyring) Delete(ctx context.Context, a Actor, id string) (Key, error) 
 	if _, err := kr.owned(ctx, a, id); err != nil {
 		return Key{}, err
 	}
-	k, err := kr.store.DeleteKey(ctx, id)
+	k, err := observe(kr, "delete_key", func() (Key, error) { return kr.store.DeleteKey(ctx, id) })
 	if err != nil {
 		return Key{}, err
 	}
@@ -255,7 +255,7 @@ func (kr *Keyring) Delete(ctx context.Context, a Actor, id string) (Key, error) 
 // RevokeOwner removes every key of owner, whatever its source, and
 // returns them.
 func (kr *Keyring) RevokeOwner(ctx context.Context, owner Owner) ([]Key, error) {
-	removed, err := kr.store.DeleteKeysOf(ctx, owner)
+	removed, err := observe(kr, "delete_keys_of", func() ([]Key, error) { return kr.store.DeleteKeysOf(ctx, owner) })
 	for _, k := range removed {
 		kr.cache.remove(k.Hash)
 	}
@@ -265,9 +265,11 @@ func (kr *Keyring) RevokeOwner(ctx context.Context, owner Owner) ([]Key, error) 
 // SetDisabled disables or re-enables the key id; a disabled key is refused
 // from the next Verify on. Only operators do this.
 func (kr *Keyring) SetDisabled(ctx context.Context, id string, disabled bool) (Key, error) {
-	k, err := kr.store.UpdateKey(ctx, id, func(k *Key) error {
-		k.Disabled = disabled
-		return nil
+	k, err := observe(kr, "update_key", func() (Key, error) {
+		return kr.store.UpdateKey(ctx, id, func(k *Key) error {
+			k.Disabled = disabled
+			return nil
+		})
 	})
 	if err != nil {
 		return Key{}, err
@@ -278,7 +280,7 @@ func (kr *Keyring) SetDisabled(ctx context.Context, id string, disabled bool) (K
 
 // KeyByID returns the key id with any pending last-used time applied.
 func (kr *Keyring) KeyByID(ctx context.Context, id string) (Key, error) {
-	k, err := kr.store.KeyByID(ctx, id)
+	k, err := observe(kr, "key_by_i_d", func() (Key, error) { return kr.store.KeyByID(ctx, id) })
 	if err != nil {
 		return Key{}, err
 	}
@@ -289,7 +291,7 @@ func (kr *Keyring) KeyByID(ctx context.Context, id string) (Key, error) {
 // Keys lists every key, oldest first, with pending last-used times and
 // Orphaned set.
 func (kr *Keyring) Keys(ctx context.Context) ([]Key, error) {
-	keys, err := kr.store.Keys(ctx)
+	keys, err := observe(kr, "keys", func() ([]Key, error) { return kr.store.Keys(ctx) })
 	if err != nil {
 		return nil, err
 	}
@@ -299,7 +301,7 @@ func (kr *Keyring) Keys(ctx context.Context) ([]Key, error) {
 // KeysByOwner lists owner's keys, oldest first, with pending last-used
 // times and Orphaned set.
 func (kr *Keyring) KeysByOwner(ctx context.Context, owner Owner) ([]Key, error) {
-	keys, err := kr.store.KeysByOwner(ctx, owner)
+	keys, err := observe(kr, "keys_by_owner", func() ([]Key, error) { return kr.store.KeysByOwner(ctx, owner) })
 	if err != nil {
 		return nil, err
 	}
@@ -354,7 +356,7 @@ func (kr *Keyring) PasswordUser(ctx context.Context, name string) (rules UserRul
 	if rules, ok := kr.policy.ConfigUsers[name]; ok {
 		return rules, true, nil
 	}
-	u, err := kr.store.User(ctx, name)
+	u, err := observe(kr, "user", func() (User, error) { return kr.store.User(ctx, name) })
 	if errors.Is(err, ErrNotFound) {
 		return UserRules{}, false, nil
 	}
@@ -414,12 +416,12 @@ func (kr *Keyring) AddUser(ctx context.Context, u User, orphans Orphans) error {
 	if err := kr.policy.checkPlan(u.Plan); err != nil {
 		return err
 	}
-	old, err := kr.store.KeysByOwner(ctx, PasswordUser(u.Name))
+	old, err := observe(kr, "keys_by_owner", func() ([]Key, error) { return kr.store.KeysByOwner(ctx, PasswordUser(u.Name)) })
 	if err != nil {
 		return err
 	}
 	if len(old) > 0 {
-		if _, err := kr.store.User(ctx, u.Name); err == nil {
+		if _, err := observe(kr, "user", func() (User, error) { return kr.store.User(ctx, u.Name) }); err == nil {
 			return ErrExists
 		}
 		switch orphans {
@@ -431,7 +433,7 @@ func (kr *Keyring) AddUser(ctx context.Context, u User, orphans Orphans) error {
 			}
 		}
 	}
-	if err := kr.store.CreateUser(ctx, u); err != nil {
+	if err := observeErr(kr, "create_user", func() error { return kr.store.CreateUser(ctx, u) }); err != nil {
 		return err
 	}
 	kr.cache.clear()
@@ -450,24 +452,28 @@ func (kr *Keyring) SetUserScopes(ctx context.Context, name string, scopes []stri
 	if err := kr.policy.checkVocabulary(scopes); err != nil {
 		return User{}, err
 	}
-	return kr.store.UpdateUser(ctx, name, func(u *User) error {
-		u.Scopes = scopes
-		return nil
+	return observe(kr, "update_user", func() (User, error) {
+		return kr.store.UpdateUser(ctx, name, func(u *User) error {
+			u.Scopes = scopes
+			return nil
+		})
 	})
 }
 
 // SetPassword replaces a stored user's password hash.
 func (kr *Keyring) SetPassword(ctx context.Context, name, hash string) error {
-	_, err := kr.store.UpdateUser(ctx, name, func(u *User) error {
-		u.PasswordHash = hash
-		return nil
+	_, err := observe(kr, "update_user", func() (User, error) {
+		return kr.store.UpdateUser(ctx, name, func(u *User) error {
+			u.PasswordHash = hash
+			return nil
+		})
 	})
 	return err
 }
 
 // RemoveUser deletes a stored user and revokes all their keys.
 func (kr *Keyring) RemoveUser(ctx context.Context, name string) ([]Key, error) {
-	removed, err := kr.store.DeleteUser(ctx, name)
+	removed, err := observe(kr, "delete_user", func() ([]Key, error) { return kr.store.DeleteUser(ctx, name) })
 	for _, k := range removed {
 		kr.cache.remove(k.Hash)
 	}
@@ -527,7 +533,7 @@ func (kr *Keyring) BalanceOf(ctx context.Context, k Key) (b Balance, ok bool, er
 		return Balance{}, false, nil
 	}
 	now := kr.now()
-	acct, remaining, next, err := storedBalance(ctx, kr.store, id, terms, now)
+	acct, remaining, next, err := kr.storedBalance(ctx, id, terms, now)
 	if err != nil {
 		return Balance{}, true, err
 	}
@@ -554,15 +560,17 @@ func (kr *Keyring) AdjustCredits(ctx context.Context, k Key, amount int64, set b
 		return Balance{}, badRequest("a balance must not be negative")
 	}
 	now := kr.now()
-	acct, err := kr.store.UpdateCredits(ctx, id, func(a *CreditAccount, exists bool) error {
-		a.openOrRefill(exists, terms, now)
-		if set {
-			a.Balance = amount
-			a.Gen++
-		} else {
-			a.Balance = max(a.Balance+amount, 0)
-		}
-		return nil
+	acct, err := observe(kr, "update_credits", func() (CreditAccount, error) {
+		return kr.store.UpdateCredits(ctx, id, func(a *CreditAccount, exists bool) error {
+			a.openOrRefill(exists, terms, now)
+			if set {
+				a.Balance = amount
+				a.Gen++
+			} else {
+				a.Balance = max(a.Balance+amount, 0)
+			}
+			return nil
+		})
 	})
 	if err != nil {
 		return Balance{}, err
@@ -588,9 +596,11 @@ func (kr *Keyring) SetKeyPlan(ctx context.Context, id, plan string) (Key, error)
 	if err := kr.policy.checkPlan(plan); err != nil {
 		return Key{}, err
 	}
-	k, err := kr.store.UpdateKey(ctx, id, func(k *Key) error {
-		k.Plan = plan
-		return nil
+	k, err := observe(kr, "update_key", func() (Key, error) {
+		return kr.store.UpdateKey(ctx, id, func(k *Key) error {
+			k.Plan = plan
+			return nil
+		})
 	})
 	if err != nil {
 		return Key{}, err
@@ -611,12 +621,25 @@ func (kr *Keyring) SetUserPlan(ctx context.Context, name, plan string) (User, er
 	if err := kr.policy.checkPlan(plan); err != nil {
 		return User{}, err
 	}
-	u, err := kr.store.UpdateUser(ctx, name, func(u *User) error {
-		u.Plan = plan
-		return nil
+	u, err := observe(kr, "update_user", func() (User, error) {
+		return kr.store.UpdateUser(ctx, name, func(u *User) error {
+			u.Plan = plan
+			return nil
+		})
 	})
 	if err == nil {
 		kr.cache.clear()
 	}
 	return u, err
+}
+
+// StoredUser returns the user kept in the store under name; ErrNotFound
+// if there is none (users of the config are not stored).
+func (kr *Keyring) StoredUser(ctx context.Context, name string) (User, error) {
+	return observe(kr, "user", func() (User, error) { return kr.store.User(ctx, name) })
+}
+
+// StoredUsers returns every user kept in the store.
+func (kr *Keyring) StoredUsers(ctx context.Context) ([]User, error) {
+	return observe(kr, "users", func() ([]User, error) { return kr.store.Users(ctx) })
 }

@@ -401,8 +401,8 @@ func (m *Meter) giveBackLeftovers(ctx context.Context) {
 
 // storedBalance is the store's view of the balance of account id at now,
 // and when it next refills.
-func storedBalance(ctx context.Context, store Store, id string, terms CreditTerms, now time.Time) (CreditAccount, int64, time.Time, error) {
-	acct, err := store.CreditAccount(ctx, id)
+func (kr *Keyring) storedBalance(ctx context.Context, id string, terms CreditTerms, now time.Time) (CreditAccount, int64, time.Time, error) {
+	acct, err := observe(kr, "credit_account", func() (CreditAccount, error) { return kr.store.CreditAccount(ctx, id) })
 	switch {
 	case errors.Is(err, ErrNotFound):
 		// Not used yet: a key's own periods start at its creation, an

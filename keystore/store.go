@@ -1,7 +1,10 @@
 // Package keystore mints, stores and verifies API keys. It holds the key
-// format, the Store interface with its bbolt implementation, and the
-// Keyring that puts an in-memory cache and last-used coalescing in front of
-// a Store. It has no dependency on Caddy.
+// format, owners and the key Policy (who may hold and grant what), the
+// Store interface with its bbolt implementation (binary key records,
+// record.go), the Keyring that puts an in-memory cache, last-used
+// coalescing and the unknown-key budget in front of a Store, and the
+// Meter that holds keys to their plans' rate limits and credits. It has no
+// dependency on Caddy.
 package keystore
 
 import (
