@@ -30,8 +30,8 @@ func init() {
 // authentication provider both use it. Configure it with the global
 // option block `apikeys { … }`; without one, the defaults apply.
 type App struct {
-	// Where keys and users are kept. Default: the bbolt store
-	// (`{"backend": "bolt"}`) in Caddy's data directory.
+	// Where keys and users are kept. Default: the bbolt store in the data
+	// directory (`{"backend": "bolt"}`).
 	StoreRaw json.RawMessage `json:"store,omitempty" caddy:"namespace=apikeys.stores inline_key=backend"`
 
 	// Prefix of minted keys. Default: "sk-". Keys are the prefix followed
@@ -51,12 +51,12 @@ type App struct {
 	// Default: tokens are not accepted.
 	JWT []*JWTConfig `json:"jwt,omitempty"`
 
-	// Lifetime of keys minted without "expires_in". Default: 0, keys do
-	// not expire.
+	// Lifetime of keys minted without "expires_in". Default: keys never
+	// expire (0).
 	DefaultKeyLifetime caddy.Duration `json:"default_key_lifetime,omitempty"`
 
 	// Longest lifetime a key may be minted with; longer "expires_in" is
-	// refused with 400. Default: 0, no limit. When set, keys minted
+	// refused with 400. Default: none (0). When set, keys minted
 	// without "expires_in" get this lifetime unless default_key_lifetime
 	// is shorter.
 	MaxKeyLifetime caddy.Duration `json:"max_key_lifetime,omitempty"`
@@ -64,7 +64,7 @@ type App struct {
 	// Most keys one owner may hold, counting keys in a rotation's grace
 	// period; minting more, or rotating with a grace period at the limit,
 	// is refused with 409. Operators (the admin API and the CLI) are not
-	// held to it. Default: 0, no limit.
+	// held to it. Default: no limit (0).
 	MaxKeysPerUser int `json:"max_keys_per_user,omitempty"`
 
 	// The scope vocabulary: the only scope names keys may have; others are

@@ -68,7 +68,8 @@ type JWTConfig struct {
 	// password user (config or store) of that name, which must then
 	// exist: only for an issuer that vouches for exactly those users.
 	// Another name may be shared by several jwt blocks on purpose.
-	// Default: "jwt:" followed by issuer ("jwt" without one).
+	// Default: jwt:<issuer> (without issuer: "jwt:" followed by each
+	// token's own "iss").
 	Namespace string `json:"namespace,omitempty"`
 
 	// Scopes this issuer's tokens may pass on to keys: a key may have a

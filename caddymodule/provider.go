@@ -54,8 +54,9 @@ type APIKeyAuth struct {
 	// Largest body read when body is on, in bytes. Default: 65536.
 	MaxBodyBytes int64 `json:"max_body_bytes,omitempty"`
 
-	// Forward the presented key upstream. By default the header or query
-	// parameter that carried it is removed before the request goes on.
+	// Forward the presented key upstream. Default: false. (The header or
+	// query parameter that carried the key is removed before the request
+	// goes on.)
 	KeepCredentials bool `json:"keep_credentials,omitempty"`
 
 	// Realm announced in the WWW-Authenticate challenge. Default: "apikeys".
