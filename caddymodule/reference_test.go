@@ -205,4 +205,3 @@ func normalize(s string) string {
 	s = strings.NewReplacer("`", "", `"`, "", "'", "").Replace(s)
 	return strings.ToLower(strings.Join(strings.Fields(s), " "))
 }
-
