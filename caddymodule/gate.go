@@ -104,10 +104,9 @@ func (g *APIKeyGate) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		return writeLimited(w, v)
 	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	repl.Set("http.auth.user.id", k.Owner.Name)
-	for name, value := range k.Attributes() {
-		repl.Set("http.auth.user."+name, value)
-	}
+	// Answered when asked (an access log's user_id, a header_up), from
+	// values built once per key: nothing is copied per request.
+	repl.Map(k.PlaceholderFunc())
 	if k.Limits() == nil {
 		return next.ServeHTTP(w, r)
 	}
@@ -118,10 +117,10 @@ func (g *APIKeyGate) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		return next.ServeHTTP(w, r)
 	}
 	repl.Set("http.auth.user.credits_remaining", v.Credits)
-	// The credits are spent once the response is complete, and before it
-	// leaves the gateway's buffers: a request the gateway never answers
-	// (the upstream unreachable, the gateway killed on the way) spends
-	// nothing, and its client may retry.
+	// The credits are spent once the response is complete, before the
+	// server flushes what is left of it: a request the gateway never
+	// answers (the upstream unreachable, the gateway killed on the way)
+	// spends nothing, and its client may retry.
 	settled := false
 	defer func() {
 		if !settled { // a handler after this one panicked
@@ -135,7 +134,6 @@ func (g *APIKeyGate) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		return err
 	}
 	v.Charge.Commit()
-	_ = http.NewResponseController(w).Flush()
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -15,25 +16,50 @@ import (
 // draft-ietf-httpapi-ratelimit-headers-11 for the verdict's limit (the
 // most restrictive one): RateLimit-Policy ("name";q=quota;w=window) and
 // RateLimit ("name";r=remaining;t=seconds until it is whole again). Keys
-// without limits get neither.
+// without limits get neither. A policy's field is built once; the state
+// costs two allocations.
 func writeRateLimitFields(h http.Header, v keystore.Verdict) {
 	if v.Name == "" {
 		return
 	}
-	name := strconv.Quote(v.Name) // rate names are printable ASCII without quotes
-	policy := name + ";q=" + strconv.FormatInt(v.Quota, 10)
+	h["Ratelimit-Policy"] = rateLimitPolicy(v)
+	var buf [96]byte
+	state := strconv.AppendQuote(buf[:0], v.Name) // rate names are printable ASCII without quotes
+	state = append(state, ";r="...)
+	state = strconv.AppendInt(state, max(v.Remaining, 0), 10)
+	if v.Reset > 0 {
+		state = append(state, ";t="...)
+		state = strconv.AppendInt(state, ceilSeconds(v.Reset), 10)
+	}
+	h["Ratelimit"] = []string{string(state)}
+}
+
+// policyKey names a RateLimit-Policy field value.
+type policyKey struct {
+	name          string
+	quota, window int64
+}
+
+// policyFields caches RateLimit-Policy values: few exist (one per limit
+// of each plan, and per gateway share), and each is the same on every
+// response. The slices are shared and never modified (len = cap, so an
+// append by a later handler copies).
+var policyFields sync.Map // policyKey -> []string
+
+func rateLimitPolicy(v keystore.Verdict) []string {
+	key := policyKey{v.Name, v.Quota, ceilSeconds(v.Window)}
+	if f, ok := policyFields.Load(key); ok {
+		return f.([]string)
+	}
+	policy := strconv.Quote(v.Name) + ";q=" + strconv.FormatInt(v.Quota, 10)
 	if v.Window > 0 {
-		policy += ";w=" + strconv.FormatInt(ceilSeconds(v.Window), 10)
+		policy += ";w=" + strconv.FormatInt(key.window, 10)
 	}
 	if v.Name == "credits" {
 		policy += `;qu="credits"`
 	}
-	h.Set("RateLimit-Policy", policy)
-	state := name + ";r=" + strconv.FormatInt(max(v.Remaining, 0), 10)
-	if v.Reset > 0 {
-		state += ";t=" + strconv.FormatInt(ceilSeconds(v.Reset), 10)
-	}
-	h.Set("RateLimit", state)
+	f, _ := policyFields.LoadOrStore(key, []string{policy})
+	return f.([]string)
 }
 
 // writeLimited answers a request over its limits: 429 JSON saying what

@@ -103,6 +103,10 @@ func TestExampleKeepsSecretsOutOfLogs(t *testing.T) {
 			}
 			warned := strings.Count(logs, accessLogWarning)
 			if shipped {
+				// Keyed requests are logged with their owner.
+				if !strings.Contains(logs, `"user_id":"example_username"`) {
+					t.Error("no access log line names the key's owner as user_id")
+				}
 				if warned != 0 {
 					t.Errorf("the example warns about its own access log:\n%s", logs)
 				}
