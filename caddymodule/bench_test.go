@@ -38,9 +38,40 @@ var (
 )
 
 // storeWithKeys returns a store with n keys, built once per process: from
-// $APIKEYS_BENCH_STORE_<n> (a file made by bench/loadkeys, with its keys
-// in <file>.keys) when set, as bench/run.sh does, else by minting.
+// $APIKEYS_BENCH_STORE_<n> (a file made by bench/loadkeys, with some of
+// its keys in <file>.keys) when set, as bench/run.sh does, else by
+// minting (mintedStore).
 func storeWithKeys(b *testing.B, n int) *benchStore {
+	src := os.Getenv(fmt.Sprintf("APIKEYS_BENCH_STORE_%d", n))
+	if src == "" {
+		return mintedStore(b, n)
+	}
+	benchStoresMu.Lock()
+	defer benchStoresMu.Unlock()
+	if s, ok := benchStores[-n]; ok {
+		return s
+	}
+	dir, err := os.MkdirTemp("", "apikeys-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := &benchStore{path: filepath.Join(dir, "keys.db")}
+	data, err := os.ReadFile(src)
+	if err == nil {
+		err = os.WriteFile(s.path, data, 0o600)
+	}
+	keys, err2 := os.ReadFile(src + ".keys")
+	if err = errors.Join(err, err2); err != nil {
+		b.Fatal(err)
+	}
+	s.secrets = strings.Fields(string(keys))
+	benchStores[-n] = s
+	return s
+}
+
+// mintedStore returns a store with n keys minted by 256 callers for 1 000
+// owners, and every key's secret, built once per process.
+func mintedStore(b *testing.B, n int) *benchStore {
 	benchStoresMu.Lock()
 	defer benchStoresMu.Unlock()
 	if s, ok := benchStores[n]; ok {
@@ -50,47 +81,30 @@ func storeWithKeys(b *testing.B, n int) *benchStore {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := &benchStore{path: filepath.Join(dir, "keys.db")}
-	if src := os.Getenv(fmt.Sprintf("APIKEYS_BENCH_STORE_%d", n)); src != "" {
-		data, err := os.ReadFile(src)
-		if err == nil {
-			err = os.WriteFile(s.path, data, 0o600)
-		}
-		keys, err2 := os.ReadFile(src + ".keys")
-		if err = errors.Join(err, err2); err != nil {
-			b.Fatal(err)
-		}
-		s.secrets = strings.Fields(string(keys))
-	} else {
-		b.Logf("minting %d keys for the benchmark (set APIKEYS_BENCH_STORE_%d to reuse a store)", n, n)
-		st, err := keystore.OpenBolt(s.path, time.Second)
-		if err != nil {
-			b.Fatal(err)
-		}
-		kr := keystore.NewKeyring(st, keystore.Options{})
-		var next atomic.Int64
-		var mu sync.Mutex
-		var wg sync.WaitGroup
-		for range 256 {
-			wg.Go(func() {
-				for i := next.Add(1); i <= int64(n); i = next.Add(1) {
-					m, err := kr.Mint(context.Background(), keystore.Actor{Owner: keystore.Service(fmt.Sprintf("user%d", i%1000)), Operator: true}, keystore.KeyRequest{Title: "bench"})
-					if err != nil {
-						b.Error(err)
-						return
-					}
-					if i%int64(max(n/16, 1)) == 0 {
-						mu.Lock()
-						s.secrets = append(s.secrets, m.Secret)
-						mu.Unlock()
-					}
-				}
-			})
-		}
-		wg.Wait()
-		_ = kr.Close()
-		_ = st.Close()
+	s := &benchStore{path: filepath.Join(dir, "keys.db"), secrets: make([]string, n)}
+	b.Logf("minting %d keys for the benchmark (set APIKEYS_BENCH_STORE_%d to reuse a store)", n, n)
+	st, err := keystore.OpenBolt(s.path, time.Second)
+	if err != nil {
+		b.Fatal(err)
 	}
+	kr := keystore.NewKeyring(st, keystore.Options{})
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 256 {
+		wg.Go(func() {
+			for i := next.Add(1); i <= int64(n); i = next.Add(1) {
+				m, err := kr.Mint(context.Background(), keystore.Actor{Owner: keystore.Service(fmt.Sprintf("user%d", i%1000)), Operator: true}, keystore.KeyRequest{Title: "bench"})
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				s.secrets[i-1] = m.Secret
+			}
+		})
+	}
+	wg.Wait()
+	_ = kr.Close()
+	_ = st.Close()
 	benchStores[n] = s
 	return s
 }

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-apikeys/caddy-apikeys/internal/etcdtest"
+	"github.com/caddy-apikeys/caddy-apikeys/internal/testutil"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore/storetest"
 )
@@ -91,17 +92,6 @@ func (r *recorder) state() (changed map[keystore.Hash]int, lost int, caughtUp ti
 	return changed, r.lost, r.caughtUp
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func watch(t *testing.T, s *Store) *recorder {
 	t.Helper()
 	r := newRecorder()
@@ -123,7 +113,7 @@ func TestWatchReportsChangesFromAnotherStore(t *testing.T) {
 	a := openStore(t, c, Options{SyncInterval: 50 * time.Millisecond})
 	b := New(a.Client(), Options{Prefix: a.prefix, SyncInterval: 50 * time.Millisecond})
 	r := watch(t, b)
-	eventually(t, "the watch has caught up", func() bool { _, _, at := r.state(); return !at.IsZero() })
+	testutil.Eventually(t, 10*time.Second, "the watch has caught up", func() bool { _, _, at := r.state(); return !at.IsZero() })
 	if _, lost, _ := r.state(); lost != 1 {
 		t.Fatalf("ChangesLost called %d times on start, want 1", lost)
 	}
@@ -141,7 +131,7 @@ func TestWatchReportsChangesFromAnotherStore(t *testing.T) {
 	if _, err := kr.Delete(ctx, keystore.Actor{Operator: true}, m.ID); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "create, disable and delete were reported", func() bool {
+	testutil.Eventually(t, 10*time.Second, "create, disable and delete were reported", func() bool {
 		changed, _, _ := r.state()
 		return changed[m.Hash] == 3
 	})
@@ -152,7 +142,7 @@ func TestWatchReportsChangesFromAnotherStore(t *testing.T) {
 	}
 	before, _, _ := r.state()
 	caughtUp := time.Now()
-	eventually(t, "the watch caught up past the last-used write", func() bool { _, _, at := r.state(); return at.After(caughtUp) })
+	testutil.Eventually(t, 10*time.Second, "the watch caught up past the last-used write", func() bool { _, _, at := r.state(); return at.After(caughtUp) })
 	if changed, _, _ := r.state(); changed[other.Hash] != before[other.Hash] {
 		t.Fatal("a last-used write was reported as a change of the key")
 	}
@@ -175,14 +165,14 @@ func TestWatchResumesWhereItStopped(t *testing.T) {
 	defer writer.Close()
 	k := storeKey(t, writer)
 	r := watch(t, watcher)
-	eventually(t, "the watch has caught up", func() bool { _, _, at := r.state(); return !at.IsZero() })
+	testutil.Eventually(t, 10*time.Second, "the watch has caught up", func() bool { _, _, at := r.state(); return !at.IsZero() })
 
 	c.Members[0].Kill()
 	if _, err := writer.DeleteKey(ctx, k.ID); err != nil {
 		t.Fatal(err)
 	}
 	c.Members[0].Restart(t)
-	eventually(t, "the delete made while the watch was down is reported", func() bool {
+	testutil.Eventually(t, 10*time.Second, "the delete made while the watch was down is reported", func() bool {
 		changed, _, _ := r.state()
 		return changed[k.Hash] > 0
 	})
@@ -235,7 +225,7 @@ func mintCached(t *testing.T, kr *keystore.Keyring) keystore.Minted {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the key verifies", func() bool { _, err := kr.Verify(ctx, m.Secret); return err == nil })
+	testutil.Eventually(t, 10*time.Second, "the key verifies", func() bool { _, err := kr.Verify(ctx, m.Secret); return err == nil })
 	// Once the key's creation has arrived (it drops fills in flight) and
 	// the watch has caught up, verify again so that the key is cached.
 	time.Sleep(200 * time.Millisecond)
@@ -266,13 +256,13 @@ func TestKeyringFailsClosedWhenEtcdIsGone(t *testing.T) {
 	if _, err := kr.Mint(ctx, keystore.Actor{Owner: keystore.Service("alice"), Operator: true}, keystore.KeyRequest{}); err == nil {
 		t.Fatal("minted with etcd gone")
 	}
-	eventually(t, "the recently seen key is refused", func() bool { _, err := kr.Verify(ctx, m.Secret); return err != nil })
+	testutil.Eventually(t, 10*time.Second, "the recently seen key is refused", func() bool { _, err := kr.Verify(ctx, m.Secret); return err != nil })
 	if took := time.Since(stopped); took < maxStale-100*time.Millisecond {
 		t.Fatalf("the cached key was refused after %v, before MaxStale", took)
 	}
 
 	c.Members[0].Restart(t)
-	eventually(t, "the key verifies again", func() bool { _, err := kr.Verify(ctx, m.Secret); return err == nil })
+	testutil.Eventually(t, 10*time.Second, "the key verifies again", func() bool { _, err := kr.Verify(ctx, m.Secret); return err == nil })
 }
 
 // TestMemberWithoutQuorumIsNotTrusted connects a Keyring to one member of
@@ -299,7 +289,7 @@ func TestMemberWithoutQuorumIsNotTrusted(t *testing.T) {
 	if _, err := kr.Verify(ctx, m.Secret); err != nil {
 		t.Fatalf("right after quorum was lost: %v", err)
 	}
-	eventually(t, "the key is refused without quorum", func() bool { _, err := kr.Verify(ctx, m.Secret); return err != nil })
+	testutil.Eventually(t, 10*time.Second, "the key is refused without quorum", func() bool { _, err := kr.Verify(ctx, m.Secret); return err != nil })
 	if took := time.Since(cut); took < maxStale-100*time.Millisecond {
 		t.Fatalf("refused after %v, before MaxStale", took)
 	}
@@ -308,5 +298,5 @@ func TestMemberWithoutQuorumIsNotTrusted(t *testing.T) {
 	}
 
 	c.Restart(t)
-	eventually(t, "the key verifies with quorum back", func() bool { _, err := kr.Verify(ctx, m.Secret); return err == nil })
+	testutil.Eventually(t, 10*time.Second, "the key verifies with quorum back", func() bool { _, err := kr.Verify(ctx, m.Secret); return err == nil })
 }

@@ -17,6 +17,8 @@ import (
 
 	"github.com/MicahParks/jwkset"
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/caddy-apikeys/caddy-apikeys/internal/testutil"
 )
 
 // jwksServer serves a JWK Set that the test can change, and can be made
@@ -78,16 +80,6 @@ func signKID(t *testing.T, m jwt.SigningMethod, key any, kid string) string {
 	return s
 }
 
-// eventually retries f until it succeeds or 10s pass.
-func eventually(t *testing.T, what string, f func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !f(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 10s", what)
-		}
-	}
-}
-
 func TestJWKSRotation(t *testing.T) {
 	srv := newJWKSServer(t)
 	k1, _ := rsa.GenerateKey(rand.Reader, 2048)
@@ -104,7 +96,7 @@ func TestJWKSRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	old := signKID(t, jwt.SigningMethodRS256, k1, "k1")
-	eventually(t, "first fetch", func() bool { _, err := v.Verify(context.Background(), old); return err == nil })
+	testutil.Eventually(t, 10*time.Second, "first fetch", func() bool { _, err := v.Verify(context.Background(), old); return err == nil })
 
 	// Rotation at the issuer: k2 appears, k1 goes. The very first token
 	// signed with k2 is accepted: it waits for the fetch it causes.
@@ -137,7 +129,7 @@ func TestJWKSForgedKIDsFetchOncePerInterval(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "first fetch", func() bool {
+	testutil.Eventually(t, 10*time.Second, "first fetch", func() bool {
 		_, err := v.Verify(context.Background(), signKID(t, jwt.SigningMethodRS256, k1, "k1"))
 		return err == nil
 	})
@@ -176,7 +168,7 @@ func TestJWKSRotationRightAfterAMadeUpKID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "first fetch", func() bool {
+	testutil.Eventually(t, 10*time.Second, "first fetch", func() bool {
 		_, err := v.Verify(context.Background(), signKID(t, jwt.SigningMethodRS256, k1, "k1"))
 		return err == nil
 	})
@@ -284,7 +276,7 @@ func TestJWKSRedirectsNeverDowngrade(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the refused redirect reported", func() bool {
+	testutil.Eventually(t, 10*time.Second, "the refused redirect reported", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(errs) > 0
@@ -312,7 +304,7 @@ func TestJWKSAlgorithmPinningAndKIDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	good := signKID(t, jwt.SigningMethodPS256, rk, "rsa-ps")
-	eventually(t, "fetch", func() bool { _, err := v.Verify(context.Background(), good); return err == nil })
+	testutil.Eventually(t, 10*time.Second, "fetch", func() bool { _, err := v.Verify(context.Background(), good); return err == nil })
 	hmacWithPub := jwt.NewWithClaims(jwt.SigningMethodHS256, validClaims())
 	hmacWithPub.Header["kid"] = "rsa-ps"
 	hs, _ := hmacWithPub.SignedString([]byte("anything-at-all-32-bytes-long!!!"))

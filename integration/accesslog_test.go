@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddy-apikeys/caddy-apikeys/internal/testutil"
 )
 
 // exampleCopy writes Caddyfile.example with its ports (8000, 9001 and the
@@ -48,12 +50,9 @@ func exampleCopy(t testing.TB, edit func(string) string) (path, base, addr strin
 // every app started).
 func untilLogged(t *testing.T, rc *runningCaddy, s string) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(rc.out.String(), s); {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q in the output:\n%s", s, rc.out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Eventually(t, 10*time.Second, fmt.Sprintf("%q in the output", s), func() bool {
+		return strings.Contains(rc.out.String(), s)
+	})
 }
 
 const accessLogWarning = "a log records API keys in clear"

@@ -18,6 +18,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/caddy-apikeys/caddy-apikeys/internal/etcdtest"
+	"github.com/caddy-apikeys/caddy-apikeys/internal/testutil"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
@@ -179,7 +180,7 @@ func TestGatewaysShareAnEtcdCluster(t *testing.T) {
 				t.Fatalf("use %d: %d", i, s)
 			}
 		}
-		eventuallyIT(t, "A lists the use made on B and C", func() bool {
+		testutil.Eventually(t, 15*time.Second, "A lists the use made on B and C", func() bool {
 			for _, lk := range fetchKeysAt(t, a.base, auth) {
 				if lk.ID == k.ID {
 					return lk.LastUsed != nil
@@ -259,7 +260,7 @@ func TestGatewaysShareAnEtcdCluster(t *testing.T) {
 		// asking the leader, holds every key the others do.
 		others := slices.Delete(slices.Clone(c.Endpoints()), leader, leader+1)
 		want := countKeys(t, c, others, false)
-		eventuallyIT(t, "the restarted member holds every key", func() bool {
+		testutil.Eventually(t, 15*time.Second, "the restarted member holds every key", func() bool {
 			return countKeys(t, c, c.Endpoints()[leader:leader+1], true) == want
 		})
 	})
@@ -318,7 +319,7 @@ http://%s {
 	g := &clusterGateway{name: "A", base: "http://" + addr}
 	auth := `{"username": "alice", "password": "alicepw"}`
 	seen := g.mint(t, auth)
-	eventuallyIT(t, "the key works", func() bool { return g.status(t, seen.APIKey) == http.StatusOK })
+	testutil.Eventually(t, 15*time.Second, "the key works", func() bool { return g.status(t, seen.APIKey) == http.StatusOK })
 	// Once the key's creation has arrived (it drops lookups in flight) and
 	// the watch has caught up, use the key again so that it is cached.
 	time.Sleep(500 * time.Millisecond)
@@ -353,8 +354,8 @@ http://%s {
 	}
 
 	c.Restart(t)
-	eventuallyIT(t, "the key works again", func() bool { return g.status(t, seen.APIKey) == http.StatusOK })
-	eventuallyIT(t, "minting works again", func() bool {
+	testutil.Eventually(t, 15*time.Second, "the key works again", func() bool { return g.status(t, seen.APIKey) == http.StatusOK })
+	testutil.Eventually(t, 15*time.Second, "minting works again", func() bool {
 		return post(t, g.base+"/api/create_api_key", `{"auth": `+auth+`}`).status == http.StatusOK
 	})
 }

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/caddytest"
+
+	"github.com/caddy-apikeys/caddy-apikeys/internal/testutil"
 )
 
 var (
@@ -202,7 +204,7 @@ http://localhost:9080 {
 		return post(t, createPath, `{"auth": "`+token+`", "title": "from hydra"}`)
 	}
 	// The JWK Set is discovered and fetched in the background.
-	eventuallyIT(t, "first JWKS fetch", func() bool { return create(tok).status == 200 })
+	testutil.Eventually(t, 15*time.Second, "first JWKS fetch", func() bool { return create(tok).status == 200 })
 
 	k := decodeCreated(t, create(tok))
 	if got := do(t, http.MethodGet, gateway+"/v1/", "", "Authorization", "Bearer "+k.APIKey); got.body != "user=svc-1 source=jwt:"+h.public {
@@ -233,14 +235,5 @@ http://localhost:9080 {
 	}
 	if r := create(tok); r.status != 401 || !strings.Contains(r.body, "invalid OAuth2 token") {
 		t.Fatalf("old token: %d %s", r.status, r.body)
-	}
-}
-
-func eventuallyIT(t *testing.T, what string, f func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(15 * time.Second); !f(); time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 15s", what)
-		}
 	}
 }

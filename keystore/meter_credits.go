@@ -300,7 +300,9 @@ func (m *Meter) giveBackIdle(ctx context.Context, before time.Time) {
 	for _, a := range idle {
 		a.mu.Lock()
 		cs := a.credits
-		if cs == nil || cs.slot == nil || cs.reserving != nil || cs.held > 0 && !before.IsZero() {
+		// Requests still in flight keep what they hold (detach leaves it
+		// retiring); the rest goes back.
+		if cs == nil || cs.slot == nil || cs.reserving != nil {
 			a.mu.Unlock()
 			continue
 		}

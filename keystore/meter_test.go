@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -115,35 +116,35 @@ func TestMeterCreditsExact(t *testing.T) {
 }
 
 // Two gateways (two meters over one store) share an account exactly, and
-// credits one of them holds while idle become usable by the other.
+// credits one of them holds while idle become usable by the other once
+// it has been idle for IdleReturn, even while a request there still holds
+// part of them (in a bubble of fake time).
 func TestMeterCreditsAcrossMeters(t *testing.T) {
-	s, _ := openTestBolt(t)
-	a := newTestMeter(t, s, MeterOptions{IdleReturn: 100 * time.Millisecond})
-	b := newTestMeter(t, s, MeterOptions{IdleReturn: 100 * time.Millisecond})
-	plan := &Plan{Name: "p", Credits: &Credits{Amount: 1000}}
-	k := meterKey("k")
-	la, lb := a.LimitsFor(k, plan), b.LimitsFor(k, plan)
-	if v, _ := la.Take(context.Background(), 3); !v.Allowed { // a holds a block now
-		t.Fatal(v)
-	}
-	var total atomic.Int64
-	var wg sync.WaitGroup
-	for _, l := range []*Limits{la, lb} {
-		wg.Go(func() { total.Add(takeAll(t, l, 300, 3)) })
-	}
-	wg.Wait()
-	// Whatever a still holds goes back when idle, and b can spend it.
-	deadline := time.Now().Add(5 * time.Second)
-	for total.Load() < 332 && time.Now().Before(deadline) {
-		if v, _ := lb.Take(context.Background(), 3); v.Allowed {
-			total.Add(1)
-			continue
+	synctest.Test(t, func(t *testing.T) {
+		s, _ := openTestBolt(t)
+		a := newTestMeter(t, s, MeterOptions{})
+		b := newTestMeter(t, s, MeterOptions{})
+		plan := &Plan{Name: "p", Credits: &Credits{Amount: 1000}}
+		k := meterKey("k")
+		la, lb := a.LimitsFor(k, plan), b.LimitsFor(k, plan)
+		// a holds a block now, and a request in flight holds 3 of it.
+		inFlight, _ := la.Take(context.Background(), 3)
+		if !inFlight.Allowed {
+			t.Fatal(inFlight)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if got := total.Load() + 1; got != 333 {
-		t.Fatalf("%d requests admitted across two meters, want 333", got)
-	}
+		defer inFlight.Charge.Commit()
+		// b spends everything the store has; a still holds a block.
+		total := 1 + takeAll(t, lb, 400, 3)
+		if total >= 333 {
+			t.Fatalf("%d admitted while a holds a block: the test tests nothing", total)
+		}
+		// What a still holds goes back once a is idle, and b spends it.
+		time.Sleep(DefaultIdleReturn + time.Second)
+		synctest.Wait()
+		if got := total + takeAll(t, lb, 400, 3); got != 333 {
+			t.Fatalf("%d requests admitted across two meters, want 333", got)
+		}
+	})
 }
 
 func TestMeterRefill(t *testing.T) {
