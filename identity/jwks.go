@@ -2,6 +2,7 @@ package identity
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -69,6 +70,10 @@ type JWKSSource struct {
 	kick    chan struct{}
 	done    chan struct{}
 	url     atomic.Pointer[string]
+	// gen counts the sets fetched with other content than the one
+	// before, so that verifications cached under older keys are redone.
+	gen      atomic.Uint64
+	lastBody [32]byte
 
 	// Waiters for a fresh set: next is closed when the fetch after the
 	// one in flight ends, inflight when the one in flight ends; nil when
@@ -241,6 +246,8 @@ func (s *JWKSSource) fetch() error {
 	if err != nil {
 		return err
 	}
+	sum := sha256.Sum256(body)
+	changed := sum != s.lastBody
 	var set jwkset.JWKSMarshal
 	if err := json.Unmarshal(body, &set); err != nil {
 		return fmt.Errorf("JWK Set from %s: %w", *url, err)
@@ -256,6 +263,10 @@ func (s *JWKSSource) fetch() error {
 		}
 	}
 	s.current.Store(store)
+	if changed { // after the store: a verification that read the old set
+		s.lastBody = sum // took the generation before, and is voided
+		s.gen.Add(1)
+	}
 	return nil
 }
 

@@ -97,6 +97,8 @@ type JWTVerifier struct {
 	namespace string
 	grantable []string
 	lifetime  time.Duration
+	leeway    time.Duration
+	now       func() time.Time
 }
 
 // asymmetric lists the algorithms a JWKS may serve keys for.
@@ -188,7 +190,9 @@ func NewJWTVerifier(cfg JWTConfig) (*JWTVerifier, error) {
 	if cfg.Issuer != "" {
 		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
 	}
+	now := time.Now
 	if cfg.Now != nil {
+		now = cfg.Now
 		opts = append(opts, jwt.WithTimeFunc(cfg.Now))
 	}
 	claim := cfg.IdentityClaim
@@ -197,7 +201,7 @@ func NewJWTVerifier(cfg JWTConfig) (*JWTVerifier, error) {
 	}
 	return &JWTVerifier{keys: keys, allowed: allowed, jwks: cfg.JWKS, parser: jwt.NewParser(opts...), claim: claim,
 		issuer: cfg.Issuer, audience: cfg.Audiences, typ: cfg.TokenType, scopes: cfg.RequiredScopes, claims: cfg.RequiredClaims,
-		namespace: namespace, grantable: cfg.AllowedScopes, lifetime: cfg.MaxKeyLifetime}, nil
+		namespace: namespace, grantable: cfg.AllowedScopes, lifetime: cfg.MaxKeyLifetime, leeway: leeway, now: now}, nil
 }
 
 func algorithmsFor(pk crypto.PublicKey) ([]string, error) {
@@ -262,6 +266,12 @@ type TokenIdentity struct {
 	Scopes []string
 	// MaxKeyLifetime caps the keys minted with the token; 0: no cap.
 	MaxKeyLifetime time.Duration
+
+	// The verification holds until validUntil (the token's exp, with the
+	// leeway), by issuer's clock, while its key set is at generation gen.
+	issuer     *JWTVerifier
+	validUntil time.Time
+	gen        uint64
 }
 
 // Verify checks the token's signature and claims and returns who it is
@@ -271,6 +281,7 @@ func (v *JWTVerifier) Verify(ctx context.Context, token string) (TokenIdentity, 
 	if len(token) > MaxTokenLen {
 		return TokenIdentity{}, tokenError("token is too long")
 	}
+	gen := v.keysGeneration() // before: a set that changes meanwhile voids the result
 	claims := jwt.MapClaims{}
 	parsed, err := v.parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) { return v.keyFor(ctx, t) })
 	if err != nil {
@@ -316,13 +327,36 @@ func (v *JWTVerifier) Verify(ctx context.Context, token string) (TokenIdentity, 
 			return TokenIdentity{}, tokenError("issuer is not a valid name: " + err.Error())
 		}
 	}
-	id := TokenIdentity{Owner: keystore.Owner{Source: ns, Name: user}, MaxKeyLifetime: v.lifetime}
+	exp, err := claims.GetExpirationTime()
+	if err != nil || exp == nil { // the parser requires exp: cannot happen
+		return TokenIdentity{}, tokenError("token has no usable exp")
+	}
+	id := TokenIdentity{Owner: keystore.Owner{Source: ns, Name: user}, MaxKeyLifetime: v.lifetime,
+		issuer: v, validUntil: exp.Add(v.leeway), gen: gen}
 	for _, s := range carried {
 		if slices.Contains(v.grantable, s) && !slices.Contains(id.Scopes, s) {
 			id.Scopes = append(id.Scopes, s)
 		}
 	}
 	return id, nil
+}
+
+// keysGeneration changes whenever the keys this verifier checks
+// signatures with change (a JWK Set fetched with other keys); static keys
+// never change.
+func (v *JWTVerifier) keysGeneration() uint64 {
+	if v.jwks == nil {
+		return 0
+	}
+	return v.jwks.gen.Load()
+}
+
+// stillValid reports whether a verification of the token could be
+// repeated with the same outcome now: its exp (with the leeway) is not
+// past and the issuer's keys are the same.
+func (id TokenIdentity) stillValid() bool {
+	v := id.issuer
+	return v != nil && v.now().Before(id.validUntil) && v.keysGeneration() == id.gen
 }
 
 // tokenScopes lists the scopes in the "scope" (space separated) and "scp"

@@ -92,7 +92,7 @@ func TestJWTAcceptsEachKeyFamily(t *testing.T) {
 	}
 	for alg, tok := range tokens {
 		if user, err := v.Verify(context.Background(), tok); err != nil || user.Owner.Name != "alice" {
-			t.Errorf("%s: Verify = %q, %v", alg, user, err)
+			t.Errorf("%s: Verify = %+v, %v", alg, user, err)
 		}
 	}
 }

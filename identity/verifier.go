@@ -66,9 +66,10 @@ type VerifierOptions struct {
 	// password check, so that the cost of every kind of hash in use is
 	// known; kinds added to the store later are learnt when met.
 	StoredHashes func(context.Context) ([]string, error)
-	// SuccessCacheSize bounds the remembered successful comparisons (as
-	// Caddy's basic_auth does), which spare repeat sign-ins the hashing
-	// cost. Default 1000; negative disables the cache.
+	// SuccessCacheSize bounds the remembered successful password
+	// comparisons (as Caddy's basic_auth does) and, separately, the
+	// remembered token verifications; both spare repeat sign-ins their
+	// cost. Default 1000; negative disables the caches.
 	SuccessCacheSize int
 }
 
@@ -81,6 +82,7 @@ type Verifier struct {
 	slots  chan struct{}
 	queued atomic.Int64 // checks waiting for a slot
 	cache  *successCache
+	tokens *tokenCache
 
 	costs    hashCosts
 	fakeOnce sync.Once
@@ -107,6 +109,7 @@ func NewVerifier(users map[string]string, lookup UserLookup, jwt JWTIssuers, opt
 		slots: make(chan struct{}, opts.MaxConcurrentHashes)}
 	if opts.SuccessCacheSize > 0 {
 		v.cache = &successCache{max: opts.SuccessCacheSize, m: make(map[[32]byte]struct{})}
+		v.tokens = newTokenCache(opts.SuccessCacheSize)
 	}
 	for _, h := range users {
 		v.fakeLike = append(v.fakeLike, h)
@@ -145,7 +148,7 @@ func (v *Verifier) Authenticate(ctx context.Context, cred Credential, addr strin
 		if len(v.jwt) == 0 {
 			return Identity{}, ErrOAuth2Disabled
 		}
-		tok, err := v.jwt.Verify(ctx, cred.Token)
+		tok, err := v.verifyToken(ctx, cred.Token)
 		if err != nil {
 			return Identity{}, err
 		}
@@ -300,6 +303,22 @@ func cacheKey(name, hash, password string) [32]byte {
 // successCache remembers digests of (user, hash, password) triples that
 // matched. A changed password changes the hash, so old entries stop
 // matching by themselves.
+// verifyToken verifies token, or finds it verified still in the cache.
+func (v *Verifier) verifyToken(ctx context.Context, token string) (TokenIdentity, error) {
+	if v.tokens == nil {
+		return v.jwt.Verify(ctx, token)
+	}
+	key := sha256.Sum256([]byte(token))
+	if id, ok := v.tokens.get(key); ok {
+		return id, nil
+	}
+	id, err := v.jwt.Verify(ctx, token)
+	if err == nil {
+		v.tokens.put(key, id)
+	}
+	return id, err
+}
+
 type successCache struct {
 	mu  sync.Mutex
 	max int
