@@ -9,41 +9,44 @@ import (
 
 func TestDecodeRequestBody(t *testing.T) {
 	cases := []struct {
+		name   string
 		in     string
 		status int // 0: accepted
 		title  string
 	}{
-		{in: ``, title: ""}, // the key policy's default
-		{in: `{}`, title: ""},
-		{in: `{"auth": "x", "title": "T"}`, title: "T"},
-		{in: ` {"title": null} `, title: ""},
-		{in: `{"title": "é"}`, title: "é"},
-		{in: `{"title": 5}`, status: 400},
-		{in: `{"title": ["a"]}`, status: 400},
-		{in: `[]`, status: 400},
-		{in: `"auth"`, status: 400},
-		{in: `null`, status: 400},
-		{in: `42`, status: 400},
-		{in: `{"auth": `, status: 400},
-		{in: `{"auth": "x"} trailing`, status: 400},
-		{in: `not json`, status: 400},
+		{name: "empty body", in: ``, title: ""}, // the key policy's default
+		{name: "empty object", in: `{}`, title: ""},
+		{name: "title given", in: `{"auth": "x", "title": "T"}`, title: "T"},
+		{name: "null title with spaces around", in: ` {"title": null} `, title: ""},
+		{name: "non-ASCII title", in: `{"title": "é"}`, title: "é"},
+		{name: "title a number", in: `{"title": 5}`, status: 400},
+		{name: "title an array", in: `{"title": ["a"]}`, status: 400},
+		{name: "array body", in: `[]`, status: 400},
+		{name: "string body", in: `"auth"`, status: 400},
+		{name: "null body", in: `null`, status: 400},
+		{name: "number body", in: `42`, status: 400},
+		{name: "truncated JSON", in: `{"auth": `, status: 400},
+		{name: "trailing data", in: `{"auth": "x"} trailing`, status: 400},
+		{name: "not JSON", in: `not json`, status: 400},
 	}
 	for _, c := range cases {
-		b, err := decodeRequestBody([]byte(c.in))
-		if err == nil {
-			var title string
-			title, err = b.title()
+		t.Run(c.name, func(t *testing.T) {
+			b, err := decodeRequestBody([]byte(c.in))
 			if err == nil {
-				if c.status != 0 || title != c.title {
-					t.Errorf("%.40q: accepted with title %.20q, want status %d title %.20q", c.in, title, c.status, c.title)
+				var title string
+				title, err = b.title()
+				if err == nil {
+					if c.status != 0 || title != c.title {
+						t.Errorf("%.40q: accepted with title %.20q, want status %d title %.20q", c.in, title, c.status, c.title)
+					}
+					return
 				}
-				continue
 			}
-		}
-		var ae *apiError
-		if !errors.As(err, &ae) || ae.status != c.status {
-			t.Errorf("%.40q: error %v, want status %d", c.in, err, c.status)
-		}
+			var ae *apiError
+			if !errors.As(err, &ae) || ae.status != c.status {
+				t.Errorf("%.40q: error %v, want status %d", c.in, err, c.status)
+			}
+		})
 	}
 }
 

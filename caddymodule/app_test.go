@@ -70,10 +70,12 @@ func TestAppSecretsFromEnvAndFile(t *testing.T) {
 	tokens["env"], _ = jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte("a-secret-from-the-env-0123456789abcdef"))
 	tokens["pem"], _ = jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims).SignedString(priv)
 	for from, tok := range tokens {
-		user, err := app.verifier.Authenticate(context.Background(), identity.Credential{Kind: identity.KindOAuth2, Token: tok}, "")
-		if err != nil || user.Owner.Name != "alice" {
-			t.Errorf("token signed with the %s key: %+v, %v", from, user, err)
-		}
+		t.Run(from, func(t *testing.T) {
+			user, err := app.verifier.Authenticate(context.Background(), identity.Credential{Kind: identity.KindOAuth2, Token: tok}, "")
+			if err != nil || user.Owner.Name != "alice" {
+				t.Errorf("token signed with the %s key: %+v, %v", from, user, err)
+			}
+		})
 	}
 }
 
@@ -96,10 +98,12 @@ func TestAppConfigErrors(t *testing.T) {
 		"discover no issuer": `{"jwt": [{"discover": true}]}`,
 	}
 	for name, cfg := range cases {
-		cfg = strings.Replace(cfg, "{", `{"store": `+storeJSON(filepath.Join(dir, name+".db"))+", ", 1)
-		if _, err := provisionApp(t, cfg); err == nil {
-			t.Errorf("%s: provisioned without error", name)
-		}
+		t.Run(name, func(t *testing.T) {
+			cfg = strings.Replace(cfg, "{", `{"store": `+storeJSON(filepath.Join(dir, name+".db"))+", ", 1)
+			if _, err := provisionApp(t, cfg); err == nil {
+				t.Errorf("%s: provisioned without error", name)
+			}
+		})
 	}
 }
 

@@ -86,8 +86,10 @@ func TestAdaptErrors(t *testing.T) {
 		"bad max_body_bytes":      ":80 {\n apikeys_api {\n  max_body_bytes 0\n }\n}",
 	}
 	for name, cf := range cases {
-		if _, err := adapt(t, cf); err == nil {
-			t.Errorf("%s: adapted without error", name)
-		}
+		t.Run(name, func(t *testing.T) {
+			if _, err := adapt(t, cf); err == nil {
+				t.Errorf("%s: adapted without error", name)
+			}
+		})
 	}
 }

@@ -239,9 +239,11 @@ func TestProviderRefusesTwoDifferentKeys(t *testing.T) {
 			return r
 		}(),
 	} {
-		if _, ok, _ := p.Authenticate(httptest.NewRecorder(), r); ok {
-			t.Errorf("%s: admitted", name)
-		}
+		t.Run(name, func(t *testing.T) {
+			if _, ok, _ := p.Authenticate(httptest.NewRecorder(), r); ok {
+				t.Errorf("%s: admitted", name)
+			}
+		})
 	}
 }
 

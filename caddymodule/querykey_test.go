@@ -10,25 +10,27 @@ import (
 
 func TestQueryParamKeepsTheRestAsSent(t *testing.T) {
 	cases := []struct {
-		raw, rest string
-		values    []string
-		ambiguous bool
+		name, raw, rest string
+		values          []string
+		ambiguous       bool
 	}{
-		{"api_key=K", "", []string{"K"}, false},
-		{"b=%2F&api_key=K&a=1;c=2&e=x+y", "b=%2F&a=1;c=2&e=x+y", []string{"K"}, false},
-		{"z=1&&api_key=K&z=1", "z=1&&z=1", []string{"K"}, false},
-		{"api%5Fkey=K1&api+key=x&api_key=K%2B2", "api+key=x", []string{"K1", "K+2"}, false},
-		{"a=%zz&api_key=%zz", "a=%zz", []string{"%zz"}, false},
-		{"x=1;api_key=K", "x=1;api_key=K", nil, true},
-		{"x=1;api%5Fkey", "x=1;api%5Fkey", nil, true},
-		{"api_keys=K&xapi_key=K", "api_keys=K&xapi_key=K", nil, false},
-		{"", "", nil, false},
+		{"only the key", "api_key=K", "", []string{"K"}, false},
+		{"key among other parameters", "b=%2F&api_key=K&a=1;c=2&e=x+y", "b=%2F&a=1;c=2&e=x+y", []string{"K"}, false},
+		{"empty segments kept", "z=1&&api_key=K&z=1", "z=1&&z=1", []string{"K"}, false},
+		{"escaped spellings of the name", "api%5Fkey=K1&api+key=x&api_key=K%2B2", "api+key=x", []string{"K1", "K+2"}, false},
+		{"invalid escapes kept as sent", "a=%zz&api_key=%zz", "a=%zz", []string{"%zz"}, false},
+		{"key after a semicolon", "x=1;api_key=K", "x=1;api_key=K", nil, true},
+		{"escaped name after a semicolon", "x=1;api%5Fkey", "x=1;api%5Fkey", nil, true},
+		{"longer names", "api_keys=K&xapi_key=K", "api_keys=K&xapi_key=K", nil, false},
+		{"empty query", "", "", nil, false},
 	}
 	for _, c := range cases {
-		values, rest, ambiguous := queryParam(c.raw, "api_key")
-		if rest != c.rest || !slices.Equal(values, c.values) || ambiguous != c.ambiguous {
-			t.Errorf("queryParam(%q) = %q, %q, %v; want %q, %q, %v", c.raw, values, rest, ambiguous, c.values, c.rest, c.ambiguous)
-		}
+		t.Run(c.name, func(t *testing.T) {
+			values, rest, ambiguous := queryParam(c.raw, "api_key")
+			if rest != c.rest || !slices.Equal(values, c.values) || ambiguous != c.ambiguous {
+				t.Errorf("queryParam(%q) = %q, %q, %v; want %q, %q, %v", c.raw, values, rest, ambiguous, c.values, c.rest, c.ambiguous)
+			}
+		})
 	}
 	if got := withQuery("/v1/x?api_key=K&a=1", "a=1"); got != "/v1/x?a=1" {
 		t.Errorf("withQuery = %q", got)
@@ -70,18 +72,20 @@ func FuzzQueryParam(f *testing.F) {
 }
 
 func TestDuplicateMemberInAnyLetterCase(t *testing.T) {
-	for body, want := range map[string]string{
-		`{"auth": "x", "AUTH": "y"}`:                   "AUTH",
-		`{"auth": {"username": "a", "UserName": "b"}}`: "UserName",
-		`{"api_key_id": "a", "api_\u212aey_id": "b"}`:  "api_\u212aey_id",
-		`{"scopes": [], "ſcopes": []}`:                 "ſcopes",
-		`{"a": {"x": 1}, "b": {"x": 1}}`:               "",
-		`{"é": 1, "É": 2}`:                             "É",
+	for _, c := range []struct{ name, body, want string }{
+		{"upper case", `{"auth": "x", "AUTH": "y"}`, "AUTH"},
+		{"nested mixed case", `{"auth": {"username": "a", "UserName": "b"}}`, "UserName"},
+		{"Kelvin sign for k", `{"api_key_id": "a", "api_\u212aey_id": "b"}`, "api_\u212aey_id"},
+		{"long s for s", `{"scopes": [], "ſcopes": []}`, "ſcopes"},
+		{"same member in sibling objects", `{"a": {"x": 1}, "b": {"x": 1}}`, ""},
+		{"accented letter in another case", `{"é": 1, "É": 2}`, "É"},
 	} {
-		got, dup := duplicateMember([]byte(body))
-		if got != want || dup != (want != "") {
-			t.Errorf("%s: %q, %v; want %q", body, got, dup, want)
-		}
+		t.Run(c.name, func(t *testing.T) {
+			got, dup := duplicateMember([]byte(c.body))
+			if got != c.want || dup != (c.want != "") {
+				t.Errorf("%s: %q, %v; want %q", c.body, got, dup, c.want)
+			}
+		})
 	}
 }
 

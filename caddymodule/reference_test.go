@@ -74,23 +74,25 @@ func TestJSONReferenceMatchesTheCode(t *testing.T) {
 func TestJSONReferenceNamesNestedMembers(t *testing.T) {
 	rows := readmeReference(t)
 	for _, c := range []struct {
-		module, field string
-		types         []any
+		name, module, field string
+		types               []any
 	}{
-		{"app `apikeys`", "lockout", []any{LockoutConfig{}}},
-		{"app `apikeys`", "unknown_key_budget", []any{UnknownKeyBudget{}}},
-		{"app `apikeys`", "users", []any{User{}}},
-		{"app `apikeys`", "plans", []any{PlanConfig{}, RateConfig{}, CreditsConfig{}}},
-		{"`apikeys.stores.etcd`", "tls", []any{EtcdTLS{}}},
+		{"lockout", "app `apikeys`", "lockout", []any{LockoutConfig{}}},
+		{"unknown_key_budget", "app `apikeys`", "unknown_key_budget", []any{UnknownKeyBudget{}}},
+		{"users", "app `apikeys`", "users", []any{User{}}},
+		{"plans", "app `apikeys`", "plans", []any{PlanConfig{}, RateConfig{}, CreditsConfig{}}},
+		{"etcd tls", "`apikeys.stores.etcd`", "tls", []any{EtcdTLS{}}},
 	} {
-		meaning := rows[c.module][c.field]
-		for _, v := range c.types {
-			for name := range jsonFields(reflect.TypeOf(v)) {
-				if !strings.Contains(meaning, `"`+name+`"`) {
-					t.Errorf("%s %q: README does not name its member %q: %s", c.module, c.field, name, meaning)
+		t.Run(c.name, func(t *testing.T) {
+			meaning := rows[c.module][c.field]
+			for _, v := range c.types {
+				for name := range jsonFields(reflect.TypeOf(v)) {
+					if !strings.Contains(meaning, `"`+name+`"`) {
+						t.Errorf("%s %q: README does not name its member %q: %s", c.module, c.field, name, meaning)
+					}
 				}
 			}
-		}
+		})
 	}
 }
 

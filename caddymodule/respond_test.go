@@ -8,16 +8,22 @@ import (
 )
 
 func TestEpochSecondsAlwaysHasFraction(t *testing.T) {
-	cases := map[time.Time]string{
-		time.UnixMicro(1728425378066576): "1728425378.066576",
-		time.Unix(1728425378, 0):         "1728425378.0",
-		time.UnixMicro(1728425378500000): "1728425378.5",
+	cases := []struct {
+		name string
+		in   time.Time
+		want string
+	}{
+		{"microseconds", time.UnixMicro(1728425378066576), "1728425378.066576"},
+		{"whole second", time.Unix(1728425378, 0), "1728425378.0"},
+		{"half second", time.UnixMicro(1728425378500000), "1728425378.5"},
 	}
-	for in, want := range cases {
-		got, err := json.Marshal(epochSeconds(in))
-		if err != nil || string(got) != want {
-			t.Errorf("epochSeconds(%v) = %s, %v; want %s", in, got, err, want)
-		}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := json.Marshal(epochSeconds(c.in))
+			if err != nil || string(got) != c.want {
+				t.Errorf("epochSeconds(%v) = %s, %v; want %s", c.in, got, err, c.want)
+			}
+		})
 	}
 }
 

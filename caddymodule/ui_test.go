@@ -15,25 +15,27 @@ func TestKeyPageServesAssetsWithHeaders(t *testing.T) {
 	if err := p.Provision(caddyContext(t)); err != nil {
 		t.Fatal(err)
 	}
-	cases := map[string]string{
-		"/keys/":          "text/html",
-		"/keys/anything":  "text/html",
-		"/keys/app.js":    "text/javascript",
-		"/keys/style.css": "text/css",
+	cases := []struct{ name, path, ct string }{
+		{"page", "/keys/", "text/html"},
+		{"any other path", "/keys/anything", "text/html"},
+		{"script", "/keys/app.js", "text/javascript"},
+		{"stylesheet", "/keys/style.css", "text/css"},
 	}
-	for path, ct := range cases {
-		w := httptest.NewRecorder()
-		if err := p.ServeHTTP(w, httptest.NewRequest(http.MethodGet, path, nil), nil); err != nil {
-			t.Fatal(err)
-		}
-		h := w.Header()
-		if w.Code != 200 || !strings.HasPrefix(h.Get("Content-Type"), ct) || h.Get("X-Frame-Options") != "DENY" ||
-			!strings.Contains(h.Get("Content-Security-Policy"), "script-src 'self'") || h.Get("X-Content-Type-Options") != "nosniff" {
-			t.Errorf("%s: %d %v", path, w.Code, h)
-		}
-		if ct == "text/html" && (strings.Contains(w.Body.String(), `"><script>`) || !strings.Contains(w.Body.String(), `data-api="/api&#34;&gt;&lt;script&gt;"`)) {
-			t.Errorf("api prefix not escaped in the page")
-		}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			w := httptest.NewRecorder()
+			if err := p.ServeHTTP(w, httptest.NewRequest(http.MethodGet, c.path, nil), nil); err != nil {
+				t.Fatal(err)
+			}
+			h := w.Header()
+			if w.Code != 200 || !strings.HasPrefix(h.Get("Content-Type"), c.ct) || h.Get("X-Frame-Options") != "DENY" ||
+				!strings.Contains(h.Get("Content-Security-Policy"), "script-src 'self'") || h.Get("X-Content-Type-Options") != "nosniff" {
+				t.Errorf("%s: %d %v", c.path, w.Code, h)
+			}
+			if c.ct == "text/html" && (strings.Contains(w.Body.String(), `"><script>`) || !strings.Contains(w.Body.String(), `data-api="/api&#34;&gt;&lt;script&gt;"`)) {
+				t.Errorf("api prefix not escaped in the page")
+			}
+		})
 	}
 	w := httptest.NewRecorder()
 	err := p.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/keys/", nil), nil)

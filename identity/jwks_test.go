@@ -243,16 +243,18 @@ func TestJWKSURLsMustBeHTTPS(t *testing.T) {
 // A redirect from https to http is never followed, nor one from a
 // loopback http URL to a remote one.
 func TestJWKSRedirectsNeverDowngrade(t *testing.T) {
-	for _, tc := range []struct{ from, to string }{
-		{"https://idp.example/jwks", "http://idp.example/jwks"},
-		{"https://idp.example/jwks", "http://127.0.0.1/jwks"},
-		{"http://127.0.0.1/jwks", "http://idp.example/jwks"},
+	for _, tc := range []struct{ name, from, to string }{
+		{"https to http", "https://idp.example/jwks", "http://idp.example/jwks"},
+		{"https to loopback http", "https://idp.example/jwks", "http://127.0.0.1/jwks"},
+		{"loopback to remote http", "http://127.0.0.1/jwks", "http://idp.example/jwks"},
 	} {
-		from, _ := http.NewRequest("GET", tc.from, nil)
-		to, _ := http.NewRequest("GET", tc.to, nil)
-		if err := refuseDowngrade(to, []*http.Request{from}); err == nil {
-			t.Errorf("redirect from %s to %s followed", tc.from, tc.to)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			from, _ := http.NewRequest("GET", tc.from, nil)
+			to, _ := http.NewRequest("GET", tc.to, nil)
+			if err := refuseDowngrade(to, []*http.Request{from}); err == nil {
+				t.Errorf("redirect from %s to %s followed", tc.from, tc.to)
+			}
+		})
 	}
 	from, _ := http.NewRequest("GET", "https://idp.example/jwks", nil)
 	to, _ := http.NewRequest("GET", "https://cdn.idp.example/jwks", nil)
@@ -318,9 +320,11 @@ func TestJWKSAlgorithmPinningAndKIDs(t *testing.T) {
 		"oversized kid":                    signKID(t, jwt.SigningMethodPS256, rk, strings.Repeat("k", 300)),
 	}
 	for name, tok := range cases {
-		if _, err := v.Verify(context.Background(), tok); err == nil {
-			t.Errorf("%s: accepted", name)
-		}
+		t.Run(name, func(t *testing.T) {
+			if _, err := v.Verify(context.Background(), tok); err == nil {
+				t.Errorf("%s: accepted", name)
+			}
+		})
 	}
 	if _, err := v.Verify(context.Background(), signKID(t, jwt.SigningMethodES256, ek, "ec")); err != nil {
 		t.Fatalf("ES256 with its EC key: %v", err)
@@ -349,9 +353,11 @@ func TestJWTIssuersAndRequiredClaims(t *testing.T) {
 		"b with azp in email": {tok(other, jwt.MapClaims{"iss": "https://b.test", "email": "bo@b.test", "azp": "portal"}), "bo@b.test"},
 	}
 	for name, c := range ok {
-		if user, err := is.Verify(context.Background(), c.tok); err != nil || user.Owner.Name != c.user {
-			t.Errorf("%s: %+v, %v", name, user, err)
-		}
+		t.Run(name, func(t *testing.T) {
+			if user, err := is.Verify(context.Background(), c.tok); err != nil || user.Owner.Name != c.user {
+				t.Errorf("%s: %+v, %v", name, user, err)
+			}
+		})
 	}
 	bad := map[string]string{
 		"a without scope":       tok(testSecret, jwt.MapClaims{"iss": "https://a.test", "sub": "al", "scope": "openid"}),
@@ -362,8 +368,10 @@ func TestJWTIssuersAndRequiredClaims(t *testing.T) {
 		"garbage":               "x.y.z",
 	}
 	for name, tk := range bad {
-		if _, err := is.Verify(context.Background(), tk); err == nil {
-			t.Errorf("%s: accepted", name)
-		}
+		t.Run(name, func(t *testing.T) {
+			if _, err := is.Verify(context.Background(), tk); err == nil {
+				t.Errorf("%s: accepted", name)
+			}
+		})
 	}
 }

@@ -91,9 +91,11 @@ func TestJWTAcceptsEachKeyFamily(t *testing.T) {
 		"EdDSA": sign(t, jwt.SigningMethodEdDSA, k.ed, validClaims()),
 	}
 	for alg, tok := range tokens {
-		if user, err := v.Verify(context.Background(), tok); err != nil || user.Owner.Name != "alice" {
-			t.Errorf("%s: Verify = %+v, %v", alg, user, err)
-		}
+		t.Run(alg, func(t *testing.T) {
+			if user, err := v.Verify(context.Background(), tok); err != nil || user.Owner.Name != "alice" {
+				t.Errorf("%s: Verify = %+v, %v", alg, user, err)
+			}
+		})
 	}
 }
 
@@ -150,14 +152,16 @@ func TestJWTRefusesAttacks(t *testing.T) {
 		"HS token, wrong secret": {hsV, sign(t, jwt.SigningMethodHS256, []byte("another-secret-of-32-bytes-long!"), validClaims())},
 	}
 	for name, c := range cases {
-		user, err := c.v.Verify(context.Background(), c.tok)
-		if err == nil {
-			t.Errorf("%s: accepted as %+v", name, user)
-			continue
-		}
-		if !errors.Is(err, ErrInvalidToken) || !errors.Is(err, ErrBadCredentials) {
-			t.Errorf("%s: error %v does not wrap ErrInvalidToken and ErrBadCredentials", name, err)
-		}
+		t.Run(name, func(t *testing.T) {
+			user, err := c.v.Verify(context.Background(), c.tok)
+			if err == nil {
+				t.Errorf("%s: accepted as %+v", name, user)
+				return
+			}
+			if !errors.Is(err, ErrInvalidToken) || !errors.Is(err, ErrBadCredentials) {
+				t.Errorf("%s: error %v does not wrap ErrInvalidToken and ErrBadCredentials", name, err)
+			}
+		})
 	}
 }
 
@@ -188,12 +192,14 @@ func TestJWTConfigErrors(t *testing.T) {
 		"service namespace":   {HMACSecrets: [][]byte{testSecret}, AnyAudience: true, Namespace: "service"},
 	}
 	for name, cfg := range cases {
-		if name != "no audience" && name != "service namespace" {
-			cfg.AnyAudience = true // so that each case fails for its own reason
-		}
-		if _, err := NewJWTVerifier(cfg); err == nil {
-			t.Errorf("%s: accepted", name)
-		}
+		t.Run(name, func(t *testing.T) {
+			if name != "no audience" && name != "service namespace" {
+				cfg.AnyAudience = true // so that each case fails for its own reason
+			}
+			if _, err := NewJWTVerifier(cfg); err == nil {
+				t.Errorf("%s: accepted", name)
+			}
+		})
 	}
 	if _, err := NewJWTVerifier(JWTConfig{HMACSecrets: [][]byte{testSecret}}); err == nil || !strings.Contains(err.Error(), "accept_any_audience") || !strings.Contains(err.Error(), "RFC 9068") {
 		t.Fatalf("a config without audience: %v; the error must say why and how to opt out", err)

@@ -91,24 +91,28 @@ func TestReservationsBoundAddressSpray(t *testing.T) {
 }
 
 func TestAddressKeyGroupsIPv6By64(t *testing.T) {
-	for _, c := range []struct{ a, b string }{
-		{"2001:db8::1", "2001:db8::ffff:1"},
-		{"2001:db8:0:0:1::1", "2001:db8::9"},
-		{"::ffff:192.0.2.1", "192.0.2.1"},
-		{"fe80::1%eth0", "fe80::2"},
+	for _, c := range []struct{ name, a, b string }{
+		{"same 64-bit prefix", "2001:db8::1", "2001:db8::ffff:1"},
+		{"same prefix spelt out", "2001:db8:0:0:1::1", "2001:db8::9"},
+		{"IPv4-mapped and IPv4", "::ffff:192.0.2.1", "192.0.2.1"},
+		{"link-local with a zone", "fe80::1%eth0", "fe80::2"},
 	} {
-		if AddressKey(c.a) != AddressKey(c.b) {
-			t.Errorf("%s and %s counted apart: %s, %s", c.a, c.b, AddressKey(c.a), AddressKey(c.b))
-		}
+		t.Run(c.name, func(t *testing.T) {
+			if AddressKey(c.a) != AddressKey(c.b) {
+				t.Errorf("%s and %s counted apart: %s, %s", c.a, c.b, AddressKey(c.a), AddressKey(c.b))
+			}
+		})
 	}
-	for _, c := range []struct{ a, b string }{
-		{"2001:db8::1", "2001:db8:0:1::1"},
-		{"192.0.2.1", "192.0.2.2"},
-		{"not-an-ip", "not-an-ip2"},
+	for _, c := range []struct{ name, a, b string }{
+		{"next 64-bit prefix", "2001:db8::1", "2001:db8:0:1::1"},
+		{"two IPv4 addresses", "192.0.2.1", "192.0.2.2"},
+		{"two non-addresses", "not-an-ip", "not-an-ip2"},
 	} {
-		if AddressKey(c.a) == AddressKey(c.b) {
-			t.Errorf("%s and %s counted together as %s", c.a, c.b, AddressKey(c.a))
-		}
+		t.Run(c.name, func(t *testing.T) {
+			if AddressKey(c.a) == AddressKey(c.b) {
+				t.Errorf("%s and %s counted together as %s", c.a, c.b, AddressKey(c.a))
+			}
+		})
 	}
 	th := NewThrottle(LockoutPolicy{AccountThreshold: 100, AddressThreshold: 2}, nil)
 	th.Failed("a", "2001:db8::1")

@@ -173,14 +173,16 @@ func TestCreateWithEachCredential(t *testing.T) {
 		{"Bearer JWT header", `{"title": "T"}`, []string{"Authorization", "Bearer " + token}, "carol"},
 	}
 	for _, c := range cases {
-		k := decodeCreated(t, post(t, createPath, c.body, c.headers...))
-		got := do(t, http.MethodGet, gateway+"/v1/", "", "X-Api-Key", k.APIKey)
-		if !strings.HasPrefix(got.body, "user="+c.owner+" ") {
-			t.Errorf("%s: upstream saw %q, want owner %s", c.name, got.body, c.owner)
-		}
-		if c.body == "" && k.Title != "API Key" {
-			t.Errorf("%s: default title %q", c.name, k.Title)
-		}
+		t.Run(c.name, func(t *testing.T) {
+			k := decodeCreated(t, post(t, createPath, c.body, c.headers...))
+			got := do(t, http.MethodGet, gateway+"/v1/", "", "X-Api-Key", k.APIKey)
+			if !strings.HasPrefix(got.body, "user="+c.owner+" ") {
+				t.Errorf("%s: upstream saw %q, want owner %s", c.name, got.body, c.owner)
+			}
+			if c.body == "" && k.Title != "API Key" {
+				t.Errorf("%s: default title %q", c.name, k.Title)
+			}
+		})
 	}
 }
 
@@ -218,19 +220,21 @@ func TestCreateErrors(t *testing.T) {
 		{"GET", "GET", ``, nil, 405, "method GET is not allowed; use POST"},
 	}
 	for _, c := range cases {
-		r := do(t, c.method, createPath, c.body, c.headers...)
-		want, _ := json.Marshal(map[string]any{"success": false, "error": c.error})
-		var got, exp map[string]any
-		_ = json.Unmarshal(want, &exp)
-		if err := json.Unmarshal([]byte(r.body), &got); err != nil || r.status != c.status || fmt.Sprint(got) != fmt.Sprint(exp) {
-			t.Errorf("%s: %d %s, want %d %s", c.name, r.status, r.body, c.status, want)
-		}
-		if ct := r.header.Get("Content-Type"); ct != "application/json" {
-			t.Errorf("%s: Content-Type %q", c.name, ct)
-		}
-		if c.status == 405 && r.header.Get("Allow") != "POST" {
-			t.Errorf("%s: Allow %q", c.name, r.header.Get("Allow"))
-		}
+		t.Run(c.name, func(t *testing.T) {
+			r := do(t, c.method, createPath, c.body, c.headers...)
+			want, _ := json.Marshal(map[string]any{"success": false, "error": c.error})
+			var got, exp map[string]any
+			_ = json.Unmarshal(want, &exp)
+			if err := json.Unmarshal([]byte(r.body), &got); err != nil || r.status != c.status || fmt.Sprint(got) != fmt.Sprint(exp) {
+				t.Errorf("%s: %d %s, want %d %s", c.name, r.status, r.body, c.status, want)
+			}
+			if ct := r.header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("%s: Content-Type %q", c.name, ct)
+			}
+			if c.status == 405 && r.header.Get("Allow") != "POST" {
+				t.Errorf("%s: Allow %q", c.name, r.header.Get("Allow"))
+			}
+		})
 	}
 }
 

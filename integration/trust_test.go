@@ -246,7 +246,7 @@ func TestScopesAreEntitlements(t *testing.T) {
 		"user alice "+bcryptHash(t, "alicepw")+" {\n\t\t\tscopes read write\n\t\t}",
 		"user bob "+bcryptHash(t, "bobpw"))
 	mustCLI(t, "carolpw\n", "--address", g.admin, "user", "add", "carol", "--scopes", "read")
-	mint := func(auth, scopes string) response {
+	mint := func(t *testing.T, auth, scopes string) response {
 		return g.call(t, "create_api_key", `{"auth": `+auth+`, "scopes": [`+scopes+`]}`)
 	}
 	refused := func(r response, scope string) bool {
@@ -256,7 +256,7 @@ func TestScopesAreEntitlements(t *testing.T) {
 		return quoted(token(t, idpA, idpASecret, "dave", jwt.MapClaims{"scope": scope}))
 	}
 	for _, tc := range []struct {
-		who, auth, ask, refuse string
+		name, auth, ask, refuse string
 	}{
 		{"config user within grants", `{"username": "alice", "password": "alicepw"}`, `"read", "write"`, ""},
 		{"config user beyond grants", `{"username": "alice", "password": "alicepw"}`, `"admin"`, "admin"},
@@ -268,10 +268,12 @@ func TestScopesAreEntitlements(t *testing.T) {
 		{"scope the token lacks", aTok("openid"), `"read"`, "read"},
 		{"issuer without allowed_scopes", quoted(token(t, idpB, idpBSecret, "erin", jwt.MapClaims{"scope": "admin"}, "typ", "at+jwt")), `"admin"`, "admin"},
 	} {
-		r := mint(tc.auth, tc.ask)
-		if tc.refuse == "" && r.status != 200 || tc.refuse != "" && !refused(r, tc.refuse) {
-			t.Errorf("%s asking for %s: %d %s", tc.who, tc.ask, r.status, r.body)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			r := mint(t, tc.auth, tc.ask)
+			if tc.refuse == "" && r.status != 200 || tc.refuse != "" && !refused(r, tc.refuse) {
+				t.Errorf("%s asking for %s: %d %s", tc.name, tc.ask, r.status, r.body)
+			}
+		})
 	}
 	// Basic credentials are held to the same grants.
 	r := post(t, g.base+"/api/create_api_key", `{"scopes": ["admin"]}`, "Authorization", "Basic YWxpY2U6YWxpY2Vwdw==")

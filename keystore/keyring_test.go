@@ -314,9 +314,11 @@ func TestKeyPlaceholders(t *testing.T) {
 		"http.auth.user.id": "svc", "http.auth.user.key_id": m.ID, "http.auth.user.key_title": "ci",
 		"http.auth.user.source": SourceService,
 	} {
-		if v, ok := get(name); !ok || v != want {
-			t.Errorf("%s = %v, %v; want %q", name, v, ok, want)
-		}
+		t.Run(name, func(t *testing.T) {
+			if v, ok := get(name); !ok || v != want {
+				t.Errorf("%s = %v, %v; want %q", name, v, ok, want)
+			}
+		})
 	}
 	if _, ok := get("http.auth.user.key_scopes"); ok {
 		t.Error("key_scopes answered for a key without scopes")

@@ -74,14 +74,24 @@ func TestMeterRateLimit(t *testing.T) {
 }
 
 func TestMeterSharesAddUpToTheLimit(t *testing.T) {
-	for _, tc := range []struct{ limit, count int64 }{{100, 3}, {10, 4}, {2, 3}, {1000, 7}} {
-		sum := int64(0)
-		for i := range tc.count {
-			sum += partOf(tc.limit, &share{i, tc.count})
-		}
-		if sum != tc.limit {
-			t.Fatalf("parts of %d over %d gateways add up to %d", tc.limit, tc.count, sum)
-		}
+	for _, tc := range []struct {
+		name         string
+		limit, count int64
+	}{
+		{"100 over 3 gateways", 100, 3},
+		{"10 over 4 gateways", 10, 4},
+		{"2 over 3 gateways", 2, 3},
+		{"1000 over 7 gateways", 1000, 7},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sum := int64(0)
+			for i := range tc.count {
+				sum += partOf(tc.limit, &share{i, tc.count})
+			}
+			if sum != tc.limit {
+				t.Fatalf("parts of %d over %d gateways add up to %d", tc.limit, tc.count, sum)
+			}
+		})
 	}
 	s, _ := openTestBolt(t)
 	m := newTestMeter(t, s, MeterOptions{})
@@ -303,12 +313,21 @@ func TestKeyringPlans(t *testing.T) {
 	alice, _ := kr.Mint(ctx, owner("alice"), KeyRequest{})
 	bob, _ := kr.Mint(ctx, owner("bob"), KeyRequest{})
 	for _, tc := range []struct {
+		name string
 		m    Minted
 		plan *Plan
-	}{{alice, pro}, {bob, free}} {
-		k, err := kr.Verify(ctx, tc.m.Secret)
-		if err != nil || k.Limits() == nil || k.Limits().Plan != tc.plan {
-			t.Fatalf("%s: limits %+v, %v; want plan %s", tc.m.Owner, k.Limits(), err, tc.plan.Name)
+	}{
+		{"user given a plan", alice, pro},
+		{"user on the default plan", bob, free},
+	} {
+		ok := t.Run(tc.name, func(t *testing.T) {
+			k, err := kr.Verify(ctx, tc.m.Secret)
+			if err != nil || k.Limits() == nil || k.Limits().Plan != tc.plan {
+				t.Fatalf("%s: limits %+v, %v; want plan %s", tc.m.Owner, k.Limits(), err, tc.plan.Name)
+			}
+		})
+		if !ok {
+			t.FailNow() // what follows needs the plans
 		}
 	}
 	// Owners cannot give themselves a plan; operators can, per key.
