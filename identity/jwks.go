@@ -100,7 +100,7 @@ func NewJWKSSource(ctx context.Context, cfg JWKSConfig) (*JWKSSource, error) {
 	}
 	for _, u := range []string{cfg.URL, cfg.DiscoverFrom} {
 		if u != "" {
-			if err := checkFetchURL(u); err != nil {
+			if err := CheckFetchURL(u); err != nil {
 				return nil, err
 			}
 		}
@@ -113,7 +113,7 @@ func NewJWKSSource(ctx context.Context, cfg JWKSConfig) (*JWKSSource, error) {
 		client = new(http.Client)
 		*client = *cfg.Client
 	}
-	client.CheckRedirect = refuseDowngrade
+	client.CheckRedirect = RefuseUnsafeRedirects
 	cfg.Client = client
 	s := &JWKSSource{cfg: cfg, ctx: ctx,
 		limiter: rate.NewLimiter(rate.Every(cfg.UnknownKIDRefresh), 1),
@@ -286,7 +286,7 @@ func (s *JWKSSource) discover() (string, error) {
 	if strings.TrimSuffix(doc.Issuer, "/") != base {
 		return "", fmt.Errorf("OIDC discovery at %s names another issuer, %q", base, doc.Issuer)
 	}
-	if err := checkFetchURL(doc.JWKSURI); err != nil {
+	if err := CheckFetchURL(doc.JWKSURI); err != nil {
 		return "", fmt.Errorf("OIDC discovery at %s: jwks_uri: %w", base, err)
 	}
 	return doc.JWKSURI, nil
@@ -310,9 +310,9 @@ func (s *JWKSSource) get(url string) ([]byte, error) {
 	return io.ReadAll(io.LimitReader(res.Body, maxDiscoveryBytes))
 }
 
-// checkFetchURL accepts https URLs, and http ones only to a loopback
+// CheckFetchURL accepts https URLs, and http ones only to a loopback
 // host: keys fetched in the clear could be swapped by anyone on the path.
-func checkFetchURL(raw string) error {
+func CheckFetchURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return fmt.Errorf("invalid URL %q: %v", raw, err)
@@ -336,14 +336,15 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// refuseDowngrade follows redirects only to URLs checkFetchURL accepts,
-// and never from https to http.
-func refuseDowngrade(req *http.Request, via []*http.Request) error {
+// RefuseUnsafeRedirects, an http.Client's CheckRedirect, follows
+// redirects only to URLs CheckFetchURL accepts, and never from https to
+// http.
+func RefuseUnsafeRedirects(req *http.Request, via []*http.Request) error {
 	if len(via) >= 5 {
 		return errors.New("too many redirects")
 	}
 	if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
 		return fmt.Errorf("refusing a redirect from https to %s", req.URL.Redacted())
 	}
-	return checkFetchURL(req.URL.String())
+	return CheckFetchURL(req.URL.String())
 }

@@ -251,14 +251,14 @@ func TestJWKSRedirectsNeverDowngrade(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			from, _ := http.NewRequest("GET", tc.from, nil)
 			to, _ := http.NewRequest("GET", tc.to, nil)
-			if err := refuseDowngrade(to, []*http.Request{from}); err == nil {
+			if err := RefuseUnsafeRedirects(to, []*http.Request{from}); err == nil {
 				t.Errorf("redirect from %s to %s followed", tc.from, tc.to)
 			}
 		})
 	}
 	from, _ := http.NewRequest("GET", "https://idp.example/jwks", nil)
 	to, _ := http.NewRequest("GET", "https://cdn.idp.example/jwks", nil)
-	if err := refuseDowngrade(to, []*http.Request{from}); err != nil {
+	if err := RefuseUnsafeRedirects(to, []*http.Request{from}); err != nil {
 		t.Errorf("https to https redirect refused: %v", err)
 	}
 

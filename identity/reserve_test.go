@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -226,5 +227,48 @@ func TestUnknownUsersCostTheMostExpensiveKind(t *testing.T) {
 				t.Fatalf("%d kinds measured, want 2 (argon2id as configured and as the CLI writes, stored bcrypt)", kinds)
 			}
 		})
+	}
+}
+
+// A configured user whose password was checked right recently signs in
+// from the success cache: neither other people's guesses nor the user's
+// own concurrent sign-ins lock it out, and guesses are still bounded.
+func TestKnownPasswordIsNotLockedOut(t *testing.T) {
+	alice, _ := bcrypt.GenerateFromPassword([]byte("alicepw"), bcrypt.MinCost)
+	const threshold = 3
+	th := NewThrottle(LockoutPolicy{AccountThreshold: threshold, AddressThreshold: 1 << 20}, nil)
+	v := NewVerifier(map[string]string{"alice": string(alice)}, nil, nil,
+		VerifierOptions{Throttle: th, MaxConcurrentHashes: 2, MaxQueuedHashes: 1000, HashWait: time.Minute})
+	ctx := context.Background()
+	right := Credential{Kind: KindPassword, Username: "alice", Password: "alicepw"}
+	if _, err := v.Authenticate(ctx, right, "192.0.2.1"); err != nil {
+		t.Fatal(err)
+	}
+	var checked, refused, signedIn atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 64 {
+		wg.Go(func() { // guesses from elsewhere
+			_, err := v.Authenticate(ctx, Credential{Kind: KindPassword, Username: "alice", Password: fmt.Sprint("guess", i)}, "198.51.100.7")
+			var locked *LockedOutError
+			switch {
+			case errors.Is(err, ErrBadCredentials):
+				checked.Add(1)
+			case errors.As(err, &locked):
+				refused.Add(1)
+			default:
+				t.Error(err)
+			}
+		})
+		wg.Go(func() { // the client, 64 sign-ins at once
+			if _, err := v.Authenticate(ctx, right, "192.0.2.1"); err != nil {
+				t.Errorf("the right, known password: %v", err)
+				return
+			}
+			signedIn.Add(1)
+		})
+	}
+	wg.Wait()
+	if checked.Load() != threshold || signedIn.Load() != 64 {
+		t.Fatalf("%d guesses checked (want %d), %d of 64 sign-ins with the known password", checked.Load(), threshold, signedIn.Load())
 	}
 }

@@ -164,6 +164,13 @@ func (v *Verifier) Authenticate(ctx context.Context, cred Credential, addr strin
 }
 
 func (v *Verifier) checkPassword(ctx context.Context, name, password, addr string) (string, error) {
+	// A configured user's password checked right recently is known from
+	// the success cache without a hash comparison: it is no guess, so it
+	// neither counts against nor waits for the lockout (concurrent
+	// sign-ins of one client, or guesses by others, do not lock it out).
+	if hash, ok := v.users[name]; ok && v.cache != nil && v.cache.has(cacheKey(name, hash, password)) {
+		return name, nil
+	}
 	// The failure is counted before anything is looked up or hashed, and
 	// taken back only if the password is right or was never checked.
 	res, wait := v.opts.Throttle.reserve(name, addr)
