@@ -73,7 +73,15 @@ func OpenBolt(path string, timeout time.Duration) (*BoltStore, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("creating directory for %s: %w", path, err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout: timeout,
+		// The free pages are kept in a map (as etcd does), and not
+		// written at each commit but found again when the file opens:
+		// commits write fewer pages, and opening 10⁶ keys still takes
+		// well under a second (BENCHMARKS.md).
+		FreelistType:   bolt.FreelistMapType,
+		NoFreelistSync: true,
+	})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("opening %s: %w (is another Caddy running with it? use 'caddy reload' to change a running server's config)", path, ErrLocked)
 	}

@@ -84,11 +84,28 @@ func (s *BoltStore) commitCreates(batch []createRequest) {
 		// full pages suit appends (bbolt's default, half-full, suits
 		// random inserts, as into the hash index).
 		tx.Bucket(bucketKeys).FillPercent = 0.95
+		var hashes []int // the batch's digests, put in order at the end
 		for i, req := range batch {
 			if results[i] = checkCreate(tx, req.key, req.opts); results[i] != nil {
 				continue
 			}
-			if err := putKey(tx, req.key, req.val); err != nil {
+			if slices.ContainsFunc(hashes, func(j int) bool { return batch[j].key.Hash == req.key.Hash }) {
+				results[i] = ErrExists // a digest not in the index yet
+				continue
+			}
+			// Requests of one batch see each other's ids and owner
+			// entries (limits) in the transaction, and digests above.
+			if err := putKeyRecord(tx, req.key, req.val); err != nil {
+				return err
+			}
+			hashes = append(hashes, i)
+		}
+		// Digests are random: in order, the inserts walk the index once
+		// from left to right instead of jumping about it.
+		slices.SortFunc(hashes, func(a, b int) int { return bytes.Compare(batch[a].key.Hash[:], batch[b].key.Hash[:]) })
+		hb := tx.Bucket(bucketHashes)
+		for _, i := range hashes {
+			if err := hb.Put(batch[i].key.Hash[:], []byte(batch[i].key.ID)); err != nil {
 				return err
 			}
 		}
@@ -156,13 +173,19 @@ func keysOf(tx *bolt.Tx, owner Owner) ([]Key, error) {
 }
 
 func putKey(tx *bolt.Tx, k Key, val []byte) error {
+	if err := putKeyRecord(tx, k, val); err != nil {
+		return err
+	}
+	return tx.Bucket(bucketHashes).Put(k.Hash[:], []byte(k.ID))
+}
+
+// putKeyRecord writes k's record and its owner index entry, not its
+// digest.
+func putKeyRecord(tx *bolt.Tx, k Key, val []byte) error {
 	if val == nil {
 		val = encodeKey(k)
 	}
 	if err := tx.Bucket(bucketKeys).Put([]byte(k.ID), val); err != nil {
-		return err
-	}
-	if err := tx.Bucket(bucketHashes).Put(k.Hash[:], []byte(k.ID)); err != nil {
 		return err
 	}
 	return tx.Bucket(bucketOwners).Put(ownerIndexKey(k), nil)

@@ -228,7 +228,7 @@ func Retired(old Key, retireAt time.Time) Key {
 // key, owners on their own. Anything else is ErrNotFound, so that other
 // owners' key ids cannot be probed.
 func (kr *Keyring) owned(ctx context.Context, a Actor, id string) (Key, error) {
-	k, err := observe(kr, "key_by_i_d", func() (Key, error) { return kr.store.KeyByID(ctx, id) })
+	k, err := observe(kr, "key_by_id", func() (Key, error) { return kr.store.KeyByID(ctx, id) })
 	if err != nil {
 		return Key{}, err
 	}
@@ -280,7 +280,7 @@ func (kr *Keyring) SetDisabled(ctx context.Context, id string, disabled bool) (K
 
 // KeyByID returns the key id with any pending last-used time applied.
 func (kr *Keyring) KeyByID(ctx context.Context, id string) (Key, error) {
-	k, err := observe(kr, "key_by_i_d", func() (Key, error) { return kr.store.KeyByID(ctx, id) })
+	k, err := observe(kr, "key_by_id", func() (Key, error) { return kr.store.KeyByID(ctx, id) })
 	if err != nil {
 		return Key{}, err
 	}

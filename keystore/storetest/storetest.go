@@ -26,6 +26,7 @@ func Run(t *testing.T, open Opener) {
 		{"CreateAndLookup", testCreateAndLookup},
 		{"RefusesDuplicates", testRefusesDuplicates},
 		{"ConcurrentDuplicatesOneWins", testConcurrentDuplicatesOneWins},
+		{"ConcurrentSameDigestOneWins", testConcurrentSameDigestOneWins},
 		{"LimitPerOwner", testLimitPerOwner},
 		{"ConcurrentLimitHolds", testConcurrentLimitHolds},
 		{"ListsOldestFirst", testListsOldestFirst},
@@ -164,6 +165,24 @@ func testConcurrentDuplicatesOneWins(t *testing.T, s keystore.Store) {
 	k := newKey(t, alice, time.Now())
 	if won := race(t, 8, keystore.ErrExists, func(int) error { return s.CreateKey(ctx, k, keystore.CreateOptions{}) }); won != 1 {
 		t.Fatalf("%d of 8 identical creates succeeded, want 1", won)
+	}
+}
+
+// Keys with different ids but one digest, created at once (so that they
+// may share a transaction), leave one key: the index maps a digest to one
+// key.
+func testConcurrentSameDigestOneWins(t *testing.T, s keystore.Store) {
+	first := newKey(t, alice, time.Now())
+	keys := make([]keystore.Key, 8)
+	for i := range keys {
+		keys[i] = newKey(t, alice, time.Now())
+		keys[i].Hash = first.Hash
+	}
+	if won := race(t, 8, keystore.ErrExists, func(i int) error { return s.CreateKey(ctx, keys[i], keystore.CreateOptions{}) }); won != 1 {
+		t.Fatalf("%d of 8 creates with one digest succeeded, want 1", won)
+	}
+	if all, _ := s.Keys(ctx); len(all) != 1 {
+		t.Fatalf("%d keys stored for one digest, want 1", len(all))
 	}
 }
 
