@@ -44,6 +44,9 @@ type keyView struct {
 	// Orphaned keys belong to a password user who no longer exists and
 	// are refused.
 	Orphaned bool `json:"orphaned,omitempty"`
+	// Leaked keys were reported found in public by a secret scanner and
+	// are refused for good.
+	Leaked bool `json:"leaked,omitempty"`
 	// Plan is the plan the key follows, when it has one (listings only).
 	Plan string `json:"plan,omitempty"`
 	// Limits are the plan's rate limits (listings only).
@@ -124,6 +127,7 @@ func newKeyView(k keystore.Key) keyView {
 		Disabled:   k.Disabled,
 		Rotated:    k.Rotated,
 		Orphaned:   k.Orphaned,
+		Leaked:     k.Leaked,
 	}
 }
 
@@ -245,6 +249,8 @@ func (a *App) policyRefusal(err error, rotating bool) error {
 		return fail(http.StatusConflict, fmt.Sprintf("key limit reached: an owner may hold at most %d keys; delete one first", a.MaxKeysPerUser))
 	case errors.Is(err, keystore.ErrDisabled):
 		return fail(http.StatusForbidden, "the key is disabled; a disabled key cannot be rotated")
+	case errors.Is(err, keystore.ErrLeaked):
+		return fail(http.StatusConflict, err.Error())
 	case errors.Is(err, keystore.ErrExpired):
 		return fail(http.StatusConflict, "the key has expired; an expired key cannot be rotated")
 	case errors.Is(err, keystore.ErrRotated):

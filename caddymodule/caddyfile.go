@@ -15,9 +15,11 @@ func init() {
 	httpcaddyfile.RegisterGlobalOption("apikeys", parseGlobalOption)
 	httpcaddyfile.RegisterHandlerDirective("apikeys_api", parseAPIHandler)
 	httpcaddyfile.RegisterHandlerDirective("apikey_auth", parseAPIKeyAuth)
+	httpcaddyfile.RegisterHandlerDirective("apikeys_leaks", parseLeakHandler)
 	// The endpoints come first so that a broad apikey_auth cannot lock
 	// out the minting of keys; the key check sits with the other auth.
 	httpcaddyfile.RegisterDirectiveOrder("apikeys_api", httpcaddyfile.Before, "basic_auth")
+	httpcaddyfile.RegisterDirectiveOrder("apikeys_leaks", httpcaddyfile.Before, "basic_auth")
 	httpcaddyfile.RegisterDirectiveOrder("apikey_auth", httpcaddyfile.After, "basic_auth")
 }
 

@@ -84,6 +84,11 @@ func TestAdaptErrors(t *testing.T) {
 		"bad body size":           ":80 {\n apikey_auth {\n  body -5\n }\n}",
 		"unknown api option":      ":80 {\n apikeys_api {\n  colour blue\n }\n}",
 		"bad max_body_bytes":      ":80 {\n apikeys_api {\n  max_body_bytes 0\n }\n}",
+		"unknown leaks option":    ":80 {\n apikeys_leaks {\n  colour blue\n }\n}",
+		"leaks takes no args":     ":80 {\n apikeys_leaks /leaks extra\n}",
+		"bad on_leak":             ":80 {\n apikeys_leaks {\n  on_leak delete\n }\n}",
+		"bad leaks refresh":       ":80 {\n apikeys_leaks {\n  refresh soon\n }\n}",
+		"bad leaks body size":     ":80 {\n apikeys_leaks {\n  max_body_bytes -1\n }\n}",
 	}
 	for name, cf := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -344,6 +344,8 @@ func keyList(cmd *cobra.Command, _ []string, b backend, asJSON bool) error {
 		switch {
 		case k.Orphaned:
 			status = "orphaned"
+		case k.Leaked:
+			status = "leaked"
 		case k.Disabled:
 			status = "disabled"
 		case k.Expires != nil && time.Now().After(time.Time(*k.Expires)):

@@ -304,6 +304,9 @@ func (o operator) revokeOwner(ctx context.Context, ref ownerRef) (int, error) {
 
 func (o operator) setDisabled(ctx context.Context, id string, disabled bool) (adminKey, error) {
 	k, err := o.keyring.SetDisabled(ctx, id, disabled)
+	if errors.Is(err, keystore.ErrLeaked) {
+		return adminKey{}, fail(http.StatusConflict, err.Error())
+	}
 	if err != nil {
 		return adminKey{}, notFoundAs(err, "no API key with id "+id)
 	}

@@ -24,6 +24,7 @@ var referenceModules = map[string]any{
 	"provider `apikey`":               APIKeyAuth{},
 	"handler `apikey_require_scopes`": RequireScopes{},
 	"handler `apikeys_ui`":            KeyPage{},
+	"handler `apikeys_leaks`":         LeakHandler{},
 }
 
 // TestJSONReferenceMatchesTheCode: README's JSON reference names exactly

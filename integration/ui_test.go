@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/caddy-apikeys/caddy-apikeys/internal/scannertest"
 )
 
 // chromium returns the browser the UI test drives, or fails: .ci/run
@@ -37,7 +39,10 @@ func chromium(t *testing.T) string {
 func TestKeyPageInBrowser(t *testing.T) {
 	browser := chromium(t)
 	// The example, off the demo's ports, with a plan for every key.
+	// A scanner reports leaks to it.
+	scanner := scannertest.NewScanner(t)
 	config, base, addr := exampleCopy(t, func(cfg string) string {
+		cfg = strings.Replace(cfg, "\tapikeys_ui /keys/*", "\tapikeys_leaks /leaks {\n\t\tpublic_keys_url "+scanner.URL+"\n\t}\n\tapikeys_ui /keys/*", 1)
 		return strings.Replace(cfg, "\tapikeys {\n", `	apikeys {
 		default_plan demo
 		plan demo {
@@ -140,6 +145,9 @@ func TestKeyPageInBrowser(t *testing.T) {
 	if got := read("limits", chromedp.Text(`#key-rows td[data-label="Limits"]`)); !strings.HasPrefix(got, "demo: 100 per minute; 1000 of 1000 credits, refills ") {
 		t.Fatalf("the key's limits on the page: %q", got)
 	}
+	if got := read("status", chromedp.Text(`#key-rows td[data-label="Status"]`)); got != "active" {
+		t.Fatalf("a new key's status on the page: %q", got)
+	}
 
 	// Rotate it from the page (two presses): a new key is revealed, the
 	// old one stops working.
@@ -182,13 +190,39 @@ func TestKeyPageInBrowser(t *testing.T) {
 		t.Fatalf("revoked key: %d", got)
 	}
 
+	// A key a scanner found in public is shown as leaked, and cannot be
+	// rotated from the page.
+	perform("create a key that leaks", chromedp.Click("#create-button"), chromedp.WaitVisible("#reveal"))
+	leaked := strings.TrimSpace(read("key that leaks", chromedp.Text("#new-key")))
+	alert := []byte(`[{"token":"` + leaked + `","type":"demo_key","url":"https://example.com/leak","source":"content"}]`)
+	if r := post(t, base+"/leaks", string(alert), "Github-Public-Key-Identifier", "k1",
+		"Github-Public-Key-Signature", scanner.Sign(t, "k1", alert)); r.status != 200 || !strings.Contains(r.body, "true_positive") {
+		t.Fatalf("alert: %d %s", r.status, r.body)
+	}
+	perform("see it leaked",
+		chromedp.Click("#done"),
+		chromedp.Reload(),
+		chromedp.WaitVisible("#username"),
+		chromedp.SetValue("#username", "example_username"),
+		chromedp.SetValue("#password", "example_password"),
+		chromedp.Click("#sign-in-button"),
+		chromedp.WaitVisible("#key-rows tr"),
+		shot("5-leaked"),
+	)
+	if got := read("leaked status", chromedp.Text(`#key-rows td[data-label="Status"]`)); !strings.HasPrefix(got, "leaked") {
+		t.Fatalf("a leaked key's status on the page: %q", got)
+	}
+	if n := read("rotate buttons", chromedp.Evaluate[string](`String(document.querySelectorAll("#key-rows button.rotate").length)`)); n != "0" {
+		t.Fatalf("%s rotate buttons beside a leaked key", n)
+	}
+
 	// Phone-sized screen, then a reload signs out.
 	perform("phone and reload",
 		chromedp.EmulateViewport(375, 740),
 		chromedp.SendKeys("#title", "phone key"),
 		chromedp.Click("#create-button"),
 		chromedp.WaitVisible("#reveal"),
-		shot("5-phone"),
+		shot("6-phone"),
 		chromedp.Reload(),
 		chromedp.WaitVisible("#sign-in"),
 	)

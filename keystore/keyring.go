@@ -13,6 +13,8 @@ import (
 var (
 	ErrExpired  = errors.New("API key has expired")
 	ErrDisabled = errors.New("API key is disabled")
+	// ErrLeaked refuses to enable a key reported leaked.
+	ErrLeaked = errors.New("the API key was reported leaked: it stays disabled; mint a new one")
 )
 
 // OwnerRecheck is how long a key found orphaned stays refused from the

@@ -267,6 +267,9 @@ func (kr *Keyring) RevokeOwner(ctx context.Context, owner Owner) ([]Key, error) 
 func (kr *Keyring) SetDisabled(ctx context.Context, id string, disabled bool) (Key, error) {
 	k, err := observe(kr, "update_key", func() (Key, error) {
 		return kr.store.UpdateKey(ctx, id, func(k *Key) error {
+			if k.Leaked && !disabled {
+				return ErrLeaked
+			}
 			k.Disabled = disabled
 			return nil
 		})
@@ -276,6 +279,44 @@ func (kr *Keyring) SetDisabled(ctx context.Context, id string, disabled bool) (K
 	}
 	kr.cache.remove(k.Hash)
 	return k, nil
+}
+
+// ReportLeak handles a secret that a scanner found in public: if it is
+// one of the store's keys, the key is disabled at once (for every
+// gateway sharing the store), and, unless disableOnly, marked leaked so
+// that it can never be enabled again. found is false for secrets that
+// are not (or no longer) keys here; nothing is written for them. A
+// second report of the same key changes nothing more.
+func (kr *Keyring) ReportLeak(ctx context.Context, secret string, disableOnly bool) (k Key, found bool, err error) {
+	if err := ParseKey(secret, kr.prefix); err != nil {
+		return Key{}, false, nil
+	}
+	h := HashKey(secret)
+	stored, err := observe(kr, "key_by_hash", func() (Key, error) { return kr.store.KeyByHash(ctx, h) })
+	if errors.Is(err, ErrNotFound) {
+		return Key{}, false, nil
+	}
+	if err != nil {
+		return Key{}, false, err
+	}
+	if stored.Disabled && (stored.Leaked || disableOnly) {
+		return stored, true, nil // reported before
+	}
+	k, err = observe(kr, "update_key", func() (Key, error) {
+		return kr.store.UpdateKey(ctx, stored.ID, func(k *Key) error {
+			k.Disabled = true
+			k.Leaked = k.Leaked || !disableOnly
+			return nil
+		})
+	})
+	if errors.Is(err, ErrNotFound) { // deleted meanwhile
+		return Key{}, false, nil
+	}
+	if err != nil {
+		return Key{}, false, err
+	}
+	kr.cache.remove(h)
+	return k, true, nil
 }
 
 // KeyByID returns the key id with any pending last-used time applied.

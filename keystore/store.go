@@ -62,6 +62,10 @@ type Key struct {
 	Scopes []string
 	// Disabled keys are kept but refused.
 	Disabled bool
+	// Leaked keys were reported found in public by a secret scanner:
+	// they are disabled for good (they cannot be enabled or rotated) and
+	// kept so that their owners see what happened.
+	Leaked bool
 	// Rotated keys were replaced by a rotation and work only until
 	// Expires, the end of their grace period; they cannot be rotated
 	// again.

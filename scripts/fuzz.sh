@@ -21,6 +21,8 @@ targets=(
 	"./caddymodule FuzzBearerToken"
 	"./caddymodule FuzzQueryParam"
 	"./caddymodule FuzzAPIKeyInBody"
+	"./leaks FuzzParseAlerts"
+	"./leaks FuzzVerify"
 )
 failed=0
 summary=()

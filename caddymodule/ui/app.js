@@ -130,6 +130,16 @@
     return `${seconds} seconds`;
   }
 
+  // status says whether a key works, and if not why.
+  function status(k) {
+    if (k.leaked) return "leaked: found in public and revoked";
+    if (k.disabled) return "disabled by an operator";
+    if (k.orphaned) return "refused: its user no longer exists";
+    if (k.rotated) return "replaced; works until it expires";
+    if (k.expires != null && k.expires * 1000 < Date.now()) return "expired";
+    return "active";
+  }
+
   // limits describes a key's plan: its rate limits and its credits.
   function limits(k) {
     if (!k.plan) return "none";
@@ -155,16 +165,22 @@
       cell("Last used", when(k.last_used)),
       cell("Expires", k.expires == null ? "never" : when(k.expires)),
       cell("Limits", limits(k)),
+      cell("Status", status(k)),
     );
     const actions = document.createElement("td");
     actions.className = "actions";
+    // Only a working key can be rotated (the gateway refuses the rest).
+    if (!k.disabled && !k.rotated && !k.orphaned) {
+      actions.append(
+        confirmButton(`Rotate`, `Confirm rotate`, "secondary rotate", async () => {
+          const created = await call("rotate_api_key", { api_key_id: k.id });
+          reveal(created.api_key);
+          say(`Key "${k.title}" was replaced. The old key no longer works.`, true);
+          await refresh();
+        }),
+      );
+    }
     actions.append(
-      confirmButton(`Rotate`, `Confirm rotate`, "secondary rotate", async () => {
-        const created = await call("rotate_api_key", { api_key_id: k.id });
-        reveal(created.api_key);
-        say(`Key "${k.title}" was replaced. The old key no longer works.`, true);
-        await refresh();
-      }),
       confirmButton(`Revoke`, `Confirm revoke`, "danger revoke", async () => {
         await call("delete_api_key", { api_key_id: k.id });
         say(`Key "${k.title}" was revoked.`, true);

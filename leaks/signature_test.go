@@ -1,0 +1,87 @@
+package leaks
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/caddy-apikeys/caddy-apikeys/internal/scannertest"
+)
+
+func TestVerify(t *testing.T) {
+	sc := scannertest.NewScanner(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	keys, err := NewKeys(ctx, KeysConfig{URL: sc.URL, Refresh: time.Hour, UnknownRefresh: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`[{"token":"t","type":"x"}]`)
+	sig := sc.Sign(t, "k1", body)
+	// The first alert waits for the first fetch.
+	if err := keys.Verify(body, "k1", sig); err != nil {
+		t.Fatalf("a good signature: %v", err)
+	}
+	for _, c := range []struct{ name, id, sig string }{
+		{"another body's signature", "k1", sc.Sign(t, "k1", []byte(`[]`))},
+		{"no identifier", "", sig},
+		{"no signature", "k1", ""},
+		{"signature not base64", "k1", "!!!"},
+		{"truncated signature", "k1", sig[:20]},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if err := keys.Verify(body, c.id, c.sig); !errors.Is(err, ErrBadSignature) {
+				t.Fatalf("Verify = %v, want ErrBadSignature", err)
+			}
+		})
+	}
+	// A key the scanner starts using is fetched at its first alert, and
+	// unknown identifiers fetch at most once per UnknownRefresh.
+	before := sc.Fetches.Load()
+	sc.AddKey(t, "k2")
+	if err := keys.Verify(body, "k2", sc.Sign(t, "k2", body)); err != nil {
+		t.Fatalf("the scanner's new key: %v", err)
+	}
+	for range 20 {
+		if err := keys.Verify(body, "made-up", sig); !errors.Is(err, ErrBadSignature) {
+			t.Fatalf("unknown identifier: %v", err)
+		}
+	}
+	if n := sc.Fetches.Load() - before; n != 1 {
+		t.Fatalf("%d fetches for a new key and 20 made-up identifiers within UnknownRefresh, want 1", n)
+	}
+	cancel()
+	<-keys.Done()
+}
+
+func TestKeysURLMustBeSafe(t *testing.T) {
+	if _, err := NewKeys(context.Background(), KeysConfig{URL: "http://scanner.example.com/keys"}); err == nil {
+		t.Fatal("plain http to a remote host accepted")
+	}
+}
+
+// Headers and bodies from anyone: Verify never panics and accepts only
+// the scanner's own signature of the body.
+func FuzzVerify(f *testing.F) {
+	sc := scannertest.NewScanner(f)
+	keys, err := NewKeys(f.Context(), KeysConfig{URL: sc.URL, Refresh: time.Hour, UnknownRefresh: time.Hour})
+	if err != nil {
+		f.Fatal(err)
+	}
+	body := []byte(`[{"token":"t"}]`)
+	good := sc.Sign(f, "k1", body)
+	f.Add(body, "k1", good)
+	f.Add([]byte(`[]`), "k1", good)
+	f.Add(body, "k2", good)
+	f.Add(body, "k1", "MEUCIQ==")
+	f.Fuzz(func(t *testing.T, b []byte, id, sig string) {
+		err := keys.Verify(b, id, sig)
+		if err == nil && !(string(b) == string(body) && id == "k1") {
+			t.Fatalf("Verify accepted %q signed %q by %q", b, sig, id)
+		}
+		if err != nil && !errors.Is(err, ErrBadSignature) {
+			t.Fatalf("error %v is not ErrBadSignature", err)
+		}
+	})
+}
