@@ -25,6 +25,8 @@ func init() {
 //	POST   /apikeys/keys                   create a key: {<owner>, "title"?, "expires_in"?, "scopes"?}
 //	DELETE /apikeys/keys?<owner>           revoke every key of an owner
 //	DELETE /apikeys/keys/<id>              revoke a key
+//	POST   /apikeys/keys/lookup            find keys by digest: {"hashes"} → [key or null]
+//	POST   /apikeys/keys/leaked            revoke leaked keys: {"hashes", "disable_only"?} → [key or null]
 //	POST   /apikeys/keys/<id>/disable      disable a key
 //	POST   /apikeys/keys/<id>/enable       enable a key
 //	PUT    /apikeys/keys/<id>/plan         give a key a plan: {"plan"} ("" for its owner's)
@@ -91,6 +93,16 @@ func serveAdmin(w http.ResponseWriter, r *http.Request) error {
 		var req newKeyRequest
 		if err = decodeAdminBody(r, &req); err == nil {
 			result, err = op.createKey(ctx, req)
+		}
+	case match(r, parts, "POST", "keys", "lookup"):
+		var req hashesRequest
+		if err = decodeAdminBody(r, &req); err == nil {
+			result, err = op.lookupKeys(ctx, req)
+		}
+	case match(r, parts, "POST", "keys", "leaked"):
+		var req hashesRequest
+		if err = decodeAdminBody(r, &req); err == nil {
+			result, err = op.reportLeaked(ctx, req)
 		}
 	case match(r, parts, "DELETE", "keys", "*"):
 		err = op.revokeKey(ctx, parts[1])

@@ -26,7 +26,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "apikeys",
-		Usage: "user|key|migrate <command> [--address <admin>] [--db <file>] [--json]",
+		Usage: "user|key|migrate|scan <command> [--address <admin>] [--db <file>] [--json]",
 		Short: "Manages the users and API keys of the apikeys app",
 		Long: `
 Manages the users and API keys of the apikeys app.
@@ -62,6 +62,9 @@ programs (--service), or a token identity (--user with --source as key
 listings show it, e.g. --source jwt:https://idp.example).
   caddy apikeys migrate (--db <file> | --from <config>) --to <config>
                                           copies users and keys into another store
+  caddy apikeys scan [path...] [--prefix <p>] [--check | --revoke]
+                                          finds keys in files, directories or
+                                          stdin (-); exit status 1 if any
 
 Output is a table; --json prints JSON for scripts.`,
 		CobraFunc: apikeysCommand,
@@ -109,7 +112,7 @@ func apikeysCommand(cmd *cobra.Command) {
 		&cobra.Command{Use: "disable <id>", Short: "Disables a key", Args: cobra.ExactArgs(1), RunE: withBackend(keyDisable)},
 		&cobra.Command{Use: "enable <id>", Short: "Enables a key", Args: cobra.ExactArgs(1), RunE: withBackend(keyEnable)},
 	)
-	cmd.AddCommand(user, key, migrateCommand())
+	cmd.AddCommand(user, key, migrateCommand(), scanCommand())
 }
 
 // backend is where a command's action happens: the running Caddy's admin
@@ -129,6 +132,8 @@ type backend interface {
 	credits(id string) (creditsView, error)
 	adjustCredits(id string, amount int64, set bool) (creditsView, error)
 	removeUser(name string) (int, error)
+	lookupKeys(req hashesRequest) ([]*adminKey, error)
+	reportLeaked(req hashesRequest) ([]*adminKey, error)
 	close() error
 }
 
@@ -153,26 +158,26 @@ type cliAction func(cmd *cobra.Command, args []string, b backend, asJSON bool) e
 func withBackend(f cliAction) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
 		cmd.SilenceUsage = true
-		flags := cmd.Flags()
-		asJSON, _ := flags.GetBool("json")
-		var b backend
-		var err error
-		if db, _ := flags.GetString("db"); db != "" {
-			config, _ := flags.GetString("config")
-			adapter, _ := flags.GetString("adapter")
-			b, err = openOffline(db, config, adapter)
-		} else {
-			address, _ := flags.GetString("address")
-			config, _ := flags.GetString("config")
-			adapter, _ := flags.GetString("adapter")
-			b, err = dialAdmin(address, config, adapter)
-		}
+		asJSON, _ := cmd.Flags().GetBool("json")
+		b, err := openBackend(cmd)
 		if err != nil {
 			return err
 		}
 		defer b.close()
 		return f(cmd, args, b, asJSON)
 	}
+}
+
+// openBackend is the store file of --db, or else the admin API.
+func openBackend(cmd *cobra.Command) (backend, error) {
+	flags := cmd.Flags()
+	config, _ := flags.GetString("config")
+	adapter, _ := flags.GetString("adapter")
+	if db, _ := flags.GetString("db"); db != "" {
+		return openOffline(db, config, adapter)
+	}
+	address, _ := flags.GetString("address")
+	return dialAdmin(address, config, adapter)
 }
 
 func userAdd(cmd *cobra.Command, args []string, b backend, _ bool) error {
@@ -340,24 +345,28 @@ func keyList(cmd *cobra.Command, _ []string, b backend, asJSON bool) error {
 	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tOWNER\tSOURCE\tTITLE\tPREVIEW\tCREATED\tLAST USED\tEXPIRES\tSCOPES\tSTATUS")
 	for _, k := range keys {
-		status := "active"
-		switch {
-		case k.Orphaned:
-			status = "orphaned"
-		case k.Leaked:
-			status = "leaked"
-		case k.Disabled:
-			status = "disabled"
-		case k.Expires != nil && time.Now().After(time.Time(*k.Expires)):
-			status = "expired"
-		case k.Rotated:
-			status = "rotated"
-		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Owner, k.Source, k.Title, k.KeyPreview,
 			formatTime(time.Time(k.Created)), formatOptional(k.LastUsed), formatOptional(k.Expires),
-			dash(strings.Join(k.Scopes, ",")), status)
+			dash(strings.Join(k.Scopes, ",")), keyStatus(k))
 	}
 	return tw.Flush()
+}
+
+// keyStatus says whether a key works, and if not why, in a word.
+func keyStatus(k adminKey) string {
+	switch {
+	case k.Orphaned:
+		return "orphaned"
+	case k.Leaked:
+		return "leaked"
+	case k.Disabled:
+		return "disabled"
+	case k.Expires != nil && time.Now().After(time.Time(*k.Expires)):
+		return "expired"
+	case k.Rotated:
+		return "rotated"
+	}
+	return "active"
 }
 
 func keyRevoke(cmd *cobra.Command, args []string, b backend, asJSON bool) error {
@@ -561,6 +570,14 @@ func (o *offlineBackend) removeUser(name string) (int, error) {
 	return o.op.removeUser(context.Background(), name)
 }
 
+func (o *offlineBackend) lookupKeys(req hashesRequest) ([]*adminKey, error) {
+	return o.op.lookupKeys(context.Background(), req)
+}
+
+func (o *offlineBackend) reportLeaked(req hashesRequest) ([]*adminKey, error) {
+	return o.op.reportLeaked(context.Background(), req)
+}
+
 // adminBackend talks to a running Caddy's admin API.
 type adminBackend struct{ address string }
 
@@ -748,4 +765,14 @@ func (a *adminBackend) removeUser(name string) (int, error) {
 		KeysRevoked int `json:"keys_revoked"`
 	}
 	return out.KeysRevoked, a.call(http.MethodDelete, "/apikeys/users/"+pathSegment(name), nil, &out)
+}
+
+func (a *adminBackend) lookupKeys(req hashesRequest) ([]*adminKey, error) {
+	var out []*adminKey
+	return out, a.call(http.MethodPost, "/apikeys/keys/lookup", req, &out)
+}
+
+func (a *adminBackend) reportLeaked(req hashesRequest) ([]*adminKey, error) {
+	var out []*adminKey
+	return out, a.call(http.MethodPost, "/apikeys/keys/leaked", req, &out)
 }

@@ -291,8 +291,13 @@ func (kr *Keyring) ReportLeak(ctx context.Context, secret string, disableOnly bo
 	if err := ParseKey(secret, kr.prefix); err != nil {
 		return Key{}, false, nil
 	}
-	h := HashKey(secret)
-	stored, err := observe(kr, "key_by_hash", func() (Key, error) { return kr.store.KeyByHash(ctx, h) })
+	return kr.ReportLeakedHash(ctx, HashKey(secret), disableOnly)
+}
+
+// ReportLeakedHash is ReportLeak for a key known by its digest, as the
+// CLI's scanner sends it (the key itself need not travel).
+func (kr *Keyring) ReportLeakedHash(ctx context.Context, h Hash, disableOnly bool) (k Key, found bool, err error) {
+	stored, err := kr.KeyByHash(ctx, h)
 	if errors.Is(err, ErrNotFound) {
 		return Key{}, false, nil
 	}
@@ -317,6 +322,21 @@ func (kr *Keyring) ReportLeak(ctx context.Context, secret string, disableOnly bo
 	}
 	kr.cache.remove(h)
 	return k, true, nil
+}
+
+// KeyByHash returns the stored key whose digest is h (whether or not it
+// would verify), with its pending last-used time and Orphaned set, or
+// ErrNotFound.
+func (kr *Keyring) KeyByHash(ctx context.Context, h Hash) (Key, error) {
+	k, err := observe(kr, "key_by_hash", func() (Key, error) { return kr.store.KeyByHash(ctx, h) })
+	if err != nil {
+		return Key{}, err
+	}
+	keys := []Key{k}
+	if err := kr.annotate(ctx, keys); err != nil {
+		return Key{}, err
+	}
+	return keys[0], nil
 }
 
 // KeyByID returns the key id with any pending last-used time applied.

@@ -23,6 +23,7 @@ targets=(
 	"./caddymodule FuzzAPIKeyInBody"
 	"./leaks FuzzParseAlerts"
 	"./leaks FuzzVerify"
+	"./leaks FuzzScanKeys"
 )
 failed=0
 summary=()

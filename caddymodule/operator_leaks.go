@@ -1,0 +1,97 @@
+package caddymodule
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
+)
+
+// maxHashesPerCall bounds the digests one lookup or leak report names
+// (the CLI sends larger sets in batches).
+const maxHashesPerCall = 500
+
+// hashesRequest names keys by their digests, the hex SHA-256 of the
+// whole key, so that finding or revoking a key does not send the key.
+type hashesRequest struct {
+	Hashes []string `json:"hashes"`
+	// DisableOnly, in leak reports, disables the keys instead of marking
+	// them leaked (an operator may enable them again).
+	DisableOnly bool `json:"disable_only,omitempty"`
+}
+
+func (req hashesRequest) digests() ([]keystore.Hash, error) {
+	if len(req.Hashes) > maxHashesPerCall {
+		return nil, fail(http.StatusBadRequest, fmt.Sprintf("at most %d hashes at a time", maxHashesPerCall))
+	}
+	out := make([]keystore.Hash, len(req.Hashes))
+	for i, s := range req.Hashes {
+		if len(s) != hex.EncodedLen(len(out[i])) {
+			return nil, fail(http.StatusBadRequest, fmt.Sprintf("hash %d is not a hex SHA-256", i))
+		}
+		if _, err := hex.Decode(out[i][:], []byte(s)); err != nil {
+			return nil, fail(http.StatusBadRequest, fmt.Sprintf("hash %d is not a hex SHA-256", i))
+		}
+	}
+	return out, nil
+}
+
+// lookupKeys returns, for each digest, the key it names, or nil.
+func (o operator) lookupKeys(ctx context.Context, req hashesRequest) ([]*adminKey, error) {
+	hashes, err := req.digests()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*adminKey, len(hashes))
+	for i, h := range hashes {
+		k, err := o.keyring.KeyByHash(ctx, h)
+		if errors.Is(err, keystore.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		view, err := o.listOne(ctx, k)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = &view
+	}
+	return out, nil
+}
+
+// reportLeaked revokes the keys the digests name as leaked (or only
+// disables them), as a secret scanner's alert does; nil for digests that
+// name no key.
+func (o operator) reportLeaked(ctx context.Context, req hashesRequest) ([]*adminKey, error) {
+	hashes, err := req.digests()
+	if err != nil {
+		return nil, err
+	}
+	action := "revoke"
+	if req.DisableOnly {
+		action = "disable"
+	}
+	out := make([]*adminKey, len(hashes))
+	for i, h := range hashes {
+		k, found, err := o.keyring.ReportLeakedHash(ctx, h, req.DisableOnly)
+		if err != nil {
+			return nil, err
+		}
+		if !found {
+			continue
+		}
+		if o.metrics != nil {
+			o.metrics.leaks.WithLabelValues("true_positive").Inc()
+		}
+		o.event("key leaked", ownerFields(k.Owner, zap.String("key_id", k.ID), zap.String("action", action))...)
+		view := newAdminKey(k)
+		out[i] = &view
+	}
+	return out, nil
+}
