@@ -71,7 +71,7 @@ func serveAdmin(w http.ResponseWriter, r *http.Request) error {
 		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: errors.New("the running config has no apikeys app")}
 	}
 	a := app.(*App)
-	op := operator{keyring: a.keyring, audit: a.audit, metrics: a.metrics, via: "admin_api", remote: r.RemoteAddr}
+	op := operator{keyring: a.keyring, audit: a.audit, metrics: a.metrics, via: "admin_api", remote: r.RemoteAddr, publish: a.publish}
 	parts, err := pathSegments(r)
 	if err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}

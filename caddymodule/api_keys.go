@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
+	"github.com/caddy-apikeys/caddy-apikeys/notify"
 )
 
 // MaxGrace is the longest rotation grace period.
@@ -180,12 +181,14 @@ func (h *APIHandler) deleteAPIKey(r *http.Request, b *requestBody) (any, error) 
 	if err != nil {
 		return nil, err
 	}
-	if _, err := h.app.keyring.Delete(r.Context(), id.Actor(), keyID); err != nil {
+	deleted, err := h.app.keyring.Delete(r.Context(), id.Actor(), keyID)
+	if err != nil {
 		return nil, h.app.policyRefusal(err, false)
 	}
 	h.app.metrics.deleted.Inc()
 	h.app.audit.Info("key deleted", ownerFields(id.Owner, zap.String("key_id", keyID),
 		zap.String("via", "api"), zap.String("remote_addr", r.RemoteAddr))...)
+	h.app.publish(r.Context(), keyEvent(notify.KeyRevoked, deleted, "via", "api"))
 	return nil, nil
 }
 

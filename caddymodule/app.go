@@ -1,10 +1,11 @@
 // Package caddymodule is the Caddy glue of caddy-apikeys: the apikeys app
-// (its stores, key policy, plans and metrics), the apikeys_api handler
-// that owners mint and manage keys with, the apikey_auth handler and the
-// apikey authentication provider that check keys and hold them to their
-// plans, the apikeys_ui key page, the /apikeys/ admin API and the `caddy
-// apikeys` command (including migrate) that operators use, and the
-// Caddyfile syntax of all of them.
+// (its stores, key policy, plans, notices and metrics), the apikeys_api
+// handler that owners mint and manage keys with, the apikey_auth handler
+// and the apikey authentication provider that check keys and hold them to
+// their plans, the apikeys_leaks handler that secret scanners report
+// leaked keys to, the apikeys_ui key page, the /apikeys/ admin API and the
+// `caddy apikeys` command (including migrate and scan) that operators
+// use, and the Caddyfile syntax of all of them.
 package caddymodule
 
 import (
@@ -19,6 +20,7 @@ import (
 
 	"github.com/caddy-apikeys/caddy-apikeys/identity"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
+	"github.com/caddy-apikeys/caddy-apikeys/notify"
 )
 
 func init() {
@@ -110,6 +112,10 @@ type App struct {
 	// and reload. Default: 5s.
 	LastUsedFlushInterval caddy.Duration `json:"last_used_flush_interval,omitempty"`
 
+	// Webhook endpoints that hear what happens to keys (leaked, revoked,
+	// disabled, expiring soon); see NotifyConfig. Default: none.
+	Notify []*NotifyConfig `json:"notify,omitempty"`
+
 	policy  keystore.Policy
 	store   StoreOpener
 	release func() error
@@ -122,6 +128,8 @@ type App struct {
 	verifier      *identity.Verifier
 	unknown       *unknownKeys
 	stopJWKS      context.CancelFunc
+	notifier      *notify.Notifier
+	stopNotify    func()
 	metrics       *metrics
 	logger        *zap.Logger
 	audit         *zap.Logger
@@ -288,6 +296,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err := registerStaleness(ctx.GetMetricsRegistry(), a.keyring); err != nil {
 		return err
 	}
+	if err := a.setUpNotify(repl); err != nil {
+		return err
+	}
 	a.verifier = identity.NewVerifier(users, storedUserLookup(a.keyring), issuers, identity.VerifierOptions{
 		Throttle:            a.Lockout.throttle(),
 		MaxConcurrentHashes: a.MaxConcurrentPasswordChecks,
@@ -328,12 +339,20 @@ func storedHashes(kr *keystore.Keyring) func(context.Context) ([]string, error) 
 // handlers.
 func (a *App) Start() error {
 	a.warnUnfilteredKeys()
+	a.startNotify()
 	return nil
 }
 
-// Stop does nothing; resources are released in Cleanup, after the HTTP
-// servers of the same config have drained.
-func (*App) Stop() error { return nil }
+// Stop stops delivering notices (queued ones wait in the store for the
+// next config or gateway); other resources are released in Cleanup,
+// after the HTTP servers of the same config have drained.
+func (a *App) Stop() error {
+	if a.stopNotify != nil {
+		a.stopNotify()
+		a.stopNotify = nil
+	}
+	return nil
+}
 
 // Cleanup writes pending last-used times and releases the store. It is
 // safe after a Provision that failed part-way.
@@ -341,6 +360,7 @@ func (a *App) Cleanup() error {
 	if a.stopJWKS != nil {
 		a.stopJWKS()
 	}
+	_ = a.Stop()
 	var errs []error
 	if a.keyring != nil {
 		errs = append(errs, a.keyring.Close())

@@ -78,6 +78,12 @@ func init() {
 //	    }
 //	    cache_size               <n>
 //	    last_used_flush_interval <duration>
+//	    notify [<url>] {         (repeat for more endpoints)
+//	        url             <url>
+//	        secret          <whsec_…>
+//	        events          <type...>
+//	        expiring_within <duration>
+//	    }
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 	var app App
@@ -225,6 +231,12 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&a.DefaultPlan) {
 				return d.ArgErr()
 			}
+		case "notify":
+			nc := new(NotifyConfig)
+			if err := nc.unmarshalCaddyfile(d); err != nil {
+				return err
+			}
+			a.Notify = append(a.Notify, nc)
 		default:
 			return d.Errf("unrecognized apikeys option '%s'", d.Val())
 		}
@@ -600,6 +612,48 @@ func (pc *PlanConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("unrecognized plan option '%s'", opt)
 		}
+	}
+	return nil
+}
+
+// unmarshalCaddyfile reads `notify [<url>] { … }`.
+func (nc *NotifyConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		nc.URL = d.Val()
+	}
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "url":
+			if !d.AllArgs(&nc.URL) {
+				return d.ArgErr()
+			}
+		case "secret":
+			if !d.AllArgs(&nc.Secret) {
+				return d.ArgErr()
+			}
+		case "events":
+			nc.Events = d.RemainingArgs()
+			if len(nc.Events) == 0 {
+				return d.ArgErr()
+			}
+		case "expiring_within":
+			dur, err := durationArg(d)
+			if err != nil {
+				return err
+			}
+			nc.ExpiringWithin = dur
+		default:
+			return d.Errf("unrecognized notify option '%s'", d.Val())
+		}
+	}
+	if nc.URL == "" {
+		return d.Err("notify needs a url")
+	}
+	if nc.Secret == "" {
+		return d.Err("notify needs a secret (whsec_ and base64: echo whsec_$(openssl rand -base64 32))")
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-apikeys/caddy-apikeys/leaks"
+	"github.com/caddy-apikeys/caddy-apikeys/notify"
 )
 
 func init() {
@@ -132,6 +133,7 @@ func (h *LeakHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyh
 		return writeError(w, http.StatusBadRequest, err.Error())
 	}
 	feedback := make([]leaks.Feedback, 0, len(alerts))
+	var leaked []notify.Event
 	for _, a := range alerts {
 		k, found, err := h.app.keyring.ReportLeak(r.Context(), a.Token, h.OnLeak == "disable")
 		if err != nil {
@@ -145,10 +147,12 @@ func (h *LeakHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyh
 			h.app.audit.Info("key leaked", ownerFields(k.Owner, zap.String("key_id", k.ID), zap.String("action", h.OnLeak),
 				zap.String("found_at", a.URL), zap.String("found_in", a.Source), zap.String("via", "secret_scanning"),
 				zap.String("remote_addr", r.RemoteAddr))...)
+			leaked = append(leaked, keyEvent(notify.KeyLeaked, k, "action", h.OnLeak, "found_at", a.URL, "found_in", a.Source, "via", "secret_scanning"))
 		}
 		h.app.metrics.leaks.WithLabelValues(label).Inc()
 		feedback = append(feedback, leaks.FeedbackFor(a, label))
 	}
+	h.app.publish(r.Context(), leaked...)
 	return writeJSON(w, http.StatusOK, feedback)
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/caddy-apikeys/caddy-apikeys/identity"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
+	"github.com/caddy-apikeys/caddy-apikeys/notify"
 )
 
 // operator carries out the operator's actions on a keyring. The admin API
@@ -26,6 +27,16 @@ type operator struct {
 	via     string   // "admin_api" or "cli"
 	remote  string   // the admin API client's address, if any
 	offline bool     // a store opened directly: config users are unknown
+	// publish queues notices of what happened to keys; nil when offline
+	// (a stopped gateway has no notify endpoints).
+	publish func(context.Context, ...notify.Event)
+}
+
+// notify queues notices, if the operator sends any.
+func (o operator) notify(ctx context.Context, events ...notify.Event) {
+	if o.publish != nil {
+		o.publish(ctx, events...)
+	}
 }
 
 // adminKey is a key as operators see it: fetch_api_keys' fields and the
@@ -279,6 +290,7 @@ func (o operator) revokeKey(ctx context.Context, id string) error {
 		o.metrics.deleted.Inc()
 	}
 	o.event("key deleted", ownerFields(k.Owner, zap.String("key_id", id))...)
+	o.notify(ctx, keyEvent(notify.KeyRevoked, k, "via", o.via))
 	return nil
 }
 
@@ -299,6 +311,7 @@ func (o operator) revokeOwner(ctx context.Context, ref ownerRef) (int, error) {
 		o.metrics.deleted.Add(float64(len(removed)))
 	}
 	o.event("keys of an owner revoked", ownerFields(owner, zap.Int("keys_revoked", len(removed)))...)
+	o.notify(ctx, revokedEvents(removed, "via", o.via)...)
 	return len(removed), nil
 }
 
@@ -313,6 +326,7 @@ func (o operator) setDisabled(ctx context.Context, id string, disabled bool) (ad
 	msg := "key enabled"
 	if disabled {
 		msg = "key disabled"
+		o.notify(ctx, keyEvent(notify.KeyDisabled, k, "via", o.via))
 	}
 	o.event(msg, ownerFields(k.Owner, zap.String("key_id", id))...)
 	return newAdminKey(k), nil
@@ -399,6 +413,7 @@ func (o operator) removeUser(ctx context.Context, name string) (int, error) {
 		o.metrics.deleted.Add(float64(len(removed)))
 	}
 	o.event("user removed", zap.String("user", name), zap.Int("keys_revoked", len(removed)))
+	o.notify(ctx, revokedEvents(removed, "via", o.via)...)
 	return len(removed), nil
 }
 

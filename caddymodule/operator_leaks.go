@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
+	"github.com/caddy-apikeys/caddy-apikeys/notify"
 )
 
 // maxHashesPerCall bounds the digests one lookup or leak report names
@@ -90,6 +91,7 @@ func (o operator) reportLeaked(ctx context.Context, req hashesRequest) ([]*admin
 			o.metrics.leaks.WithLabelValues("true_positive").Inc()
 		}
 		o.event("key leaked", ownerFields(k.Owner, zap.String("key_id", k.ID), zap.String("action", action))...)
+		o.notify(ctx, keyEvent(notify.KeyLeaked, k, "action", action, "via", o.via))
 		view := newAdminKey(k)
 		out[i] = &view
 	}

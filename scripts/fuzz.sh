@@ -24,6 +24,7 @@ targets=(
 	"./leaks FuzzParseAlerts"
 	"./leaks FuzzVerify"
 	"./leaks FuzzScanKeys"
+	"./notify FuzzVerify"
 )
 failed=0
 summary=()

@@ -44,6 +44,8 @@ func Run(t *testing.T, open Opener) {
 		{"ConcurrentCreditUpdatesAreNotLost", testConcurrentCreditUpdatesAreNotLost},
 		{"DeleteUserTakesTheirKeys", testDeleteUserTakesTheirKeys},
 		{"KeysOfStoredUsersNeedTheUser", testKeysOfStoredUsersNeedTheUser},
+		{"Notices", testNotices},
+		{"ConcurrentNoticeLeasesOneWins", testConcurrentNoticeLeasesOneWins},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
@@ -651,5 +653,97 @@ func testKeysOfStoredUsersNeedTheUser(t *testing.T, s keystore.Store) {
 		if keys, _ := s.KeysByOwner(ctx, alice); len(keys) != 0 {
 			t.Fatalf("round %d: %d keys outlived their user", round, len(keys))
 		}
+	}
+}
+
+func noticeStore(t *testing.T, s keystore.Store) keystore.NoticeStore {
+	t.Helper()
+	ns, ok := s.(keystore.NoticeStore)
+	if !ok {
+		t.Fatalf("%T keeps no notices", s)
+	}
+	return ns
+}
+
+// Notices are named by endpoint and id: queued twice, they are stored
+// once, as first written; endpoints do not see each other's.
+func testNotices(t *testing.T, s keystore.Store) {
+	ns := noticeStore(t, s)
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	first := keystore.Notice{Endpoint: "ep1", ID: "msg_1", Type: "key.leaked", Body: []byte(`{"n":1}`), Created: now, KeepUntil: now.Add(time.Hour)}
+	again := first
+	again.Body = []byte(`{"n":2}`)
+	other := first
+	other.Endpoint = "ep10"
+	if err := ns.AddNotices(ctx, []keystore.Notice{first, other}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.AddNotices(ctx, []keystore.Notice{again}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ns.Notices(ctx, "ep1")
+	if err != nil || len(got) != 1 || string(got[0].Body) != `{"n":1}` || got[0].ID != "msg_1" || got[0].Endpoint != "ep1" || !got[0].Created.Equal(now) {
+		t.Fatalf("Notices(ep1) = %+v, %v", got, err)
+	}
+	done, err := ns.UpdateNotice(ctx, "ep1", "msg_1", func(n *keystore.Notice) error {
+		n.Done, n.Body = now, nil
+		return nil
+	})
+	if err != nil || !done.Done.Equal(now) {
+		t.Fatalf("UpdateNotice = %+v, %v", done, err)
+	}
+	// A done notice still keeps the event from being queued again.
+	if err := ns.AddNotices(ctx, []keystore.Notice{first}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := ns.Notices(ctx, "ep1"); len(got) != 1 || got[0].Done.IsZero() {
+		t.Fatalf("after queuing a done event again: %+v", got)
+	}
+	if _, err := ns.UpdateNotice(ctx, "ep1", "nosuch", func(*keystore.Notice) error { return nil }); !errors.Is(err, keystore.ErrNotFound) {
+		t.Fatalf("UpdateNotice of nothing: %v", err)
+	}
+	if err := ns.DeleteNotice(ctx, "ep1", "msg_1"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := ns.Notices(ctx, "ep1"); len(got) != 0 {
+		t.Fatalf("after delete: %+v", got)
+	}
+	if got, _ := ns.Notices(ctx, "ep10"); len(got) != 1 {
+		t.Fatalf("another endpoint's notices: %+v", got)
+	}
+}
+
+// Gateways racing to lease one notice: exactly one gets it.
+func testConcurrentNoticeLeasesOneWins(t *testing.T, s keystore.Store) {
+	ns := noticeStore(t, s)
+	now := time.Now()
+	if err := ns.AddNotices(ctx, []keystore.Notice{{Endpoint: "ep", ID: "msg", Type: "key.revoked", Created: now, KeepUntil: now.Add(time.Hour)}}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	won := 0
+	for range 16 {
+		wg.Go(func() {
+			_, err := ns.UpdateNotice(ctx, "ep", "msg", func(n *keystore.Notice) error {
+				if n.LeaseUntil.After(time.Now()) {
+					return keystore.ErrNoticeBusy
+				}
+				n.LeaseUntil = time.Now().Add(time.Minute)
+				return nil
+			})
+			switch {
+			case err == nil:
+				mu.Lock()
+				won++
+				mu.Unlock()
+			case !errors.Is(err, keystore.ErrNoticeBusy):
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if won != 1 {
+		t.Fatalf("%d of 16 leased the notice, want 1", won)
 	}
 }

@@ -1,0 +1,73 @@
+package keystore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// Notice is one event waiting for (or done with) delivery to one
+// endpoint. Notices are kept in the store so that deliveries survive
+// restarts and are shared by every gateway of a cluster: a gateway
+// leases a notice before it sends it, so that one delivers it.
+type Notice struct {
+	// Endpoint is the id of the endpoint it goes to; ID the event's id,
+	// the same for every endpoint. Together they name the notice.
+	Endpoint string `json:"-"`
+	ID       string `json:"-"`
+	// Type is the event's type, e.g. key.leaked.
+	Type string `json:"type"`
+	// Body is the payload sent, exactly (it is signed as it is).
+	Body json.RawMessage `json:"body,omitempty"`
+	// Created is when the event happened.
+	Created time.Time `json:"created"`
+	// Attempts counts failed deliveries; NextAttempt is when the next
+	// may start.
+	Attempts    int       `json:"attempts,omitempty"`
+	NextAttempt time.Time `json:"next_attempt,omitzero"`
+	// LeaseUntil: a gateway delivers the notice until then; others
+	// leave it alone.
+	LeaseUntil time.Time `json:"lease_until,omitzero"`
+	// Done is when it was delivered, or given up; it is then kept (so
+	// that the same event is not queued again) until KeepUntil.
+	Done      time.Time `json:"done,omitzero"`
+	GaveUp    bool      `json:"gave_up,omitempty"`
+	KeepUntil time.Time `json:"keep_until"`
+	// LastError says why the last delivery failed.
+	LastError string `json:"last_error,omitempty"`
+}
+
+// ErrNoticeBusy is returned by a function given to UpdateNotice to leave
+// the notice as it is.
+var ErrNoticeBusy = errors.New("notice is leased or done")
+
+// NoticeStore keeps notices. Both stores implement it.
+type NoticeStore interface {
+	// AddNotices stores each notice unless one with its endpoint and id
+	// is stored already (pending or done): queuing an event twice, from
+	// one gateway or several, delivers it once.
+	AddNotices(ctx context.Context, notices []Notice) error
+	// Notices lists the notices of an endpoint.
+	Notices(ctx context.Context, endpoint string) ([]Notice, error)
+	// UpdateNotice applies fn to a stored notice and writes the result
+	// atomically; fn may run more than once (etcd retries it when
+	// another gateway wrote the notice meanwhile). An error from fn
+	// leaves the notice as it is and is returned.
+	UpdateNotice(ctx context.Context, endpoint, id string, fn func(*Notice) error) (Notice, error)
+	// DeleteNotice removes a notice (done ones past KeepUntil).
+	DeleteNotice(ctx context.Context, endpoint, id string) error
+}
+
+// MarshalNotice encodes a notice's stored form.
+func MarshalNotice(n Notice) ([]byte, error) { return json.Marshal(n) }
+
+// UnmarshalNotice decodes a notice's stored form.
+func UnmarshalNotice(endpoint, id string, b []byte) (Notice, error) {
+	var n Notice
+	if err := json.Unmarshal(b, &n); err != nil {
+		return Notice{}, errors.Join(errCorruptRecord, err)
+	}
+	n.Endpoint, n.ID = endpoint, id
+	return n, nil
+}

@@ -1,0 +1,238 @@
+package notify
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddy-apikeys/caddy-apikeys/internal/testutil"
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
+)
+
+var testSecret = []byte("0123456789abcdef0123456789abcdef")
+
+// receiver is a webhook endpoint on loopback that refuses the first
+// deliveries, verifies every signature and counts what it accepted by
+// webhook-id.
+type receiver struct {
+	*httptest.Server
+	refuseFirst int64
+	calls       atomic.Int64
+	mu          sync.Mutex
+	accepted    map[string]int
+	bodies      map[string]payload
+	badSig      atomic.Int64
+}
+
+func newReceiver(t *testing.T, refuseFirst int64) *receiver {
+	r := &receiver{refuseFirst: refuseFirst, accepted: map[string]int{}, bodies: map[string]payload{}}
+	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(req.Body)
+		id := req.Header.Get("webhook-id")
+		if !Verify(testSecret, id, req.Header.Get("webhook-timestamp"), body, req.Header.Get("webhook-signature"), time.Now(), 5*time.Minute) {
+			r.badSig.Add(1)
+			http.Error(w, "bad signature", http.StatusUnauthorized)
+			return
+		}
+		if r.calls.Add(1) <= r.refuseFirst {
+			http.Error(w, "not now", http.StatusServiceUnavailable)
+			return
+		}
+		var p payload
+		if err := json.Unmarshal(body, &p); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		r.mu.Lock()
+		r.accepted[id]++
+		r.bodies[id] = p
+		r.mu.Unlock()
+	}))
+	t.Cleanup(r.Close)
+	return r
+}
+
+func (r *receiver) snapshot() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range r.accepted {
+		out[k] = v
+	}
+	return out
+}
+
+func openStore(t *testing.T, path string) *keystore.BoltStore {
+	t.Helper()
+	s, err := keystore.OpenBolt(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func fastConfig(s keystore.NoticeStore, urls ...string) Config {
+	var eps []Endpoint
+	for _, u := range urls {
+		eps = append(eps, Endpoint{URL: u, Secret: testSecret})
+	}
+	return Config{Endpoints: eps, Store: s, Poll: 20 * time.Millisecond, FirstRetry: 50 * time.Millisecond, MaxRetry: 200 * time.Millisecond, Lease: 5 * time.Second}
+}
+
+func key(id string) keystore.Key {
+	return keystore.Key{ID: id, Title: "t", Preview: "sk-...abcd", Owner: keystore.PasswordUser("alice")}
+}
+
+// Deliveries the receiver refuses are tried again until it takes them;
+// events queued before a stop are delivered after a restart; each event
+// reaches each endpoint once, signed.
+func TestDeliveryRetriesAndSurvivesRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keys.db")
+	s := openStore(t, path)
+	r1, r2 := newReceiver(t, 3), newReceiver(t, 0)
+	ctx, stop := context.WithCancel(context.Background())
+	n := New(fastConfig(s, r1.URL, r2.URL))
+	done := make(chan struct{})
+	go func() { n.Run(ctx); close(done) }()
+	for i := range 5 {
+		if err := n.Publish(context.Background(), Event{Type: KeyRevoked, Key: key(string(rune('a' + i))), Details: map[string]string{"via": "api"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, "five events at both endpoints", func() bool {
+		return len(r1.snapshot()) == 5 && len(r2.snapshot()) == 5
+	})
+	// Queued while stopped: delivered by the next run on the same store.
+	stop()
+	<-done
+	for i := range 3 {
+		if err := n.Publish(context.Background(), Event{Type: KeyDisabled, Key: key(string(rune('x' + i)))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, path)
+	defer s.Close()
+	ctx, stop = context.WithCancel(context.Background())
+	defer stop()
+	go New(fastConfig(s, r1.URL, r2.URL)).Run(ctx)
+	testutil.Eventually(t, 10*time.Second, "the three queued before the restart", func() bool {
+		return len(r1.snapshot()) == 8 && len(r2.snapshot()) == 8
+	})
+	for _, r := range []*receiver{r1, r2} {
+		for id, times := range r.snapshot() {
+			if times != 1 {
+				t.Errorf("%s accepted %d times", id, times)
+			}
+		}
+		if r.badSig.Load() != 0 {
+			t.Errorf("%d deliveries with a bad signature", r.badSig.Load())
+		}
+	}
+	if r1.calls.Load() < 8+3 {
+		t.Errorf("the refusing endpoint was called %d times, want at least 11", r1.calls.Load())
+	}
+	r1.mu.Lock()
+	defer r1.mu.Unlock()
+	for _, p := range r1.bodies {
+		if p.Type == KeyRevoked && (p.Data["via"] != "api" || p.Data["owner"] != "alice" || p.Data["key_preview"] != "sk-...abcd") {
+			t.Errorf("payload %+v", p)
+		}
+	}
+}
+
+// Two gateways on one store, each queuing the same expiring keys and
+// polling the same queue: every event reaches the endpoint once.
+func TestOneDeliveryPerEventAcrossGateways(t *testing.T) {
+	s := openStore(t, filepath.Join(t.TempDir(), "keys.db"))
+	defer s.Close()
+	r := newReceiver(t, 2)
+	now := time.Now()
+	var keys []keystore.Key
+	for i := range 20 {
+		k := key(string(rune('A' + i)))
+		k.Expires = now.Add(time.Duration(i+1) * time.Hour) // within the default 7 days
+		keys = append(keys, k)
+	}
+	far := key("far")
+	far.Expires = now.Add(30 * 24 * time.Hour)
+	keys = append(keys, far)
+	cfg := fastConfig(s, r.URL)
+	cfg.Keys = func(context.Context) ([]keystore.Key, error) { return keys, nil }
+	cfg.ScanEvery = 30 * time.Millisecond // scans again and again
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	var wg sync.WaitGroup
+	for range 2 {
+		n := New(cfg)
+		wg.Go(func() { n.Run(ctx) })
+	}
+	for range 2 { // and a revocation published by one of them
+		_ = New(cfg).Publish(ctx, Event{Type: KeyRevoked, Key: key("gone"), ID: "msg_once"})
+	}
+	testutil.Eventually(t, 10*time.Second, "21 events", func() bool { return len(r.snapshot()) == 21 })
+	time.Sleep(300 * time.Millisecond) // more scans and polls: nothing more arrives
+	stop()
+	wg.Wait()
+	for id, times := range r.snapshot() {
+		if times != 1 {
+			t.Errorf("%s accepted %d times", id, times)
+		}
+	}
+	if got := len(r.snapshot()); got != 21 {
+		t.Fatalf("%d events, want 20 expiring and 1 revoked", got)
+	}
+}
+
+// A notice nobody takes is given up after GiveUpAfter, and stays done.
+func TestGivesUp(t *testing.T) {
+	s := openStore(t, filepath.Join(t.TempDir(), "keys.db"))
+	defer s.Close()
+	r := newReceiver(t, 1<<40)
+	cfg := fastConfig(s, r.URL)
+	cfg.GiveUpAfter = 200 * time.Millisecond
+	n := New(cfg)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go n.Run(ctx)
+	if err := n.Publish(ctx, Event{Type: KeyLeaked, Key: key("k")}); err != nil {
+		t.Fatal(err)
+	}
+	ep := cfg.Endpoints[0].ID()
+	testutil.Eventually(t, 10*time.Second, "the notice given up", func() bool {
+		q, err := s.Notices(ctx, ep)
+		return err == nil && len(q) == 1 && q[0].GaveUp && !q[0].Done.IsZero() && q[0].LastError != ""
+	})
+	calls := r.calls.Load()
+	time.Sleep(200 * time.Millisecond)
+	if r.calls.Load() != calls {
+		t.Fatal("deliveries went on after the notice was given up")
+	}
+}
+
+// An endpoint gets only the types it asked for.
+func TestEndpointTypes(t *testing.T) {
+	s := openStore(t, filepath.Join(t.TempDir(), "keys.db"))
+	defer s.Close()
+	cfg := fastConfig(s, "http://127.0.0.1:1/leaks", "http://127.0.0.1:1/all")
+	cfg.Endpoints[0].Types = []string{KeyLeaked}
+	n := New(cfg)
+	ctx := context.Background()
+	if err := n.Publish(ctx, Event{Type: KeyRevoked, Key: key("a")}, Event{Type: KeyLeaked, Key: key("b")}); err != nil {
+		t.Fatal(err)
+	}
+	leaksOnly, _ := s.Notices(ctx, cfg.Endpoints[0].ID())
+	all, _ := s.Notices(ctx, cfg.Endpoints[1].ID())
+	if len(leaksOnly) != 1 || leaksOnly[0].Type != KeyLeaked || len(all) != 2 {
+		t.Fatalf("leaks-only endpoint %d notices, the other %d", len(leaksOnly), len(all))
+	}
+}
