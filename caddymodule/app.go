@@ -130,6 +130,7 @@ type App struct {
 	stopJWKS      context.CancelFunc
 	notifier      *notify.Notifier
 	stopNotify    func()
+	meter         *keystore.Meter // nil without plans
 	metrics       *metrics
 	logger        *zap.Logger
 	audit         *zap.Logger
@@ -275,6 +276,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("plans: %w", err)
 		}
 	}
+	a.meter = meter
 	a.keyring = keystore.NewKeyring(store, keystore.Options{
 		Observer:        a.metrics.observeStore,
 		AttributePrefix: "http.auth.user.",

@@ -83,6 +83,7 @@ func init() {
 //	        secret          <whsec_…>
 //	        events          <type...>
 //	        expiring_within <duration>
+//	        credits_below   <n>
 //	    }
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
@@ -645,6 +646,12 @@ func (nc *NotifyConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			nc.ExpiringWithin = dur
+		case "credits_below":
+			n, err := intArg(d)
+			if err != nil {
+				return err
+			}
+			nc.CreditsBelow = int64(n)
 		default:
 			return d.Errf("unrecognized notify option '%s'", d.Val())
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -18,8 +19,8 @@ import (
 
 // NotifyConfig is a webhook endpoint that hears what happens to keys:
 // signed notices (Standard Webhooks: webhook-id, webhook-timestamp,
-// webhook-signature) that a key leaked, was revoked or disabled, or
-// expires soon. They are queued in the key store, so that they survive
+// webhook-signature) that a key leaked, was revoked or disabled, expires
+// soon, or is running out of credits. They are queued in the key store, so that they survive
 // restarts and, with several gateways, are sent once by one of them.
 type NotifyConfig struct {
 	// Where notices are POSTed: https, or http (logged as a warning
@@ -32,12 +33,17 @@ type NotifyConfig struct {
 	Secret string `json:"secret"`
 
 	// Event types sent: key.leaked, key.revoked, key.disabled,
-	// key.expiring. Default: all.
+	// key.expiring, credits.low. Default: all.
 	Events []string `json:"events,omitempty"`
 
 	// How long before a key expires the endpoint hears of it
 	// (key.expiring). Default: 168h (7 days).
 	ExpiringWithin caddy.Duration `json:"expiring_within,omitempty"`
+
+	// The balance under which the endpoint hears that a key's (or an
+	// owner's) credits run low (credits.low), once per refill period.
+	// Default: 0, never.
+	CreditsBelow int64 `json:"credits_below,omitempty"`
 }
 
 // notifyTimeout bounds the store write that queues a request's notices.
@@ -96,18 +102,84 @@ func (nc *NotifyConfig) endpoint(repl *caddy.Replacer) (notify.Endpoint, error) 
 	if nc.ExpiringWithin < 0 {
 		return notify.Endpoint{}, errors.New("expiring_within must not be negative")
 	}
-	return notify.Endpoint{URL: raw, Secret: secret, Types: nc.Events, ExpiringWithin: time.Duration(nc.ExpiringWithin)}, nil
+	if nc.CreditsBelow < 0 {
+		return notify.Endpoint{}, errors.New("credits_below must not be negative")
+	}
+	return notify.Endpoint{URL: raw, Secret: secret, Types: nc.Events,
+		ExpiringWithin: time.Duration(nc.ExpiringWithin), CreditsBelow: nc.CreditsBelow}, nil
 }
 
-// startNotify delivers notices until stopNotify.
+// startNotify delivers notices until stopNotify, and hears of credits
+// taken, for credits.low.
 func (a *App) startNotify() {
 	if a.notifier == nil {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { a.notifier.Run(ctx); close(done) }()
-	a.stopNotify = func() { cancel(); <-done }
+	var wg sync.WaitGroup
+	wg.Go(func() { a.notifier.Run(ctx) })
+	var hook *func(keystore.CreditsReserved)
+	if a.meter != nil && a.notifier.WantsCredits(0) {
+		low := make(chan keystore.CreditsReserved, 64)
+		f := func(c keystore.CreditsReserved) {
+			if a.notifier.WantsCredits(c.Balance) {
+				select {
+				case low <- c:
+				default: // a later block taken tells again
+				}
+			}
+		}
+		hook = &f
+		a.meter.SetOnReserved(hook)
+		wg.Go(func() { a.publishCreditsLow(ctx, low) })
+	}
+	a.stopNotify = func() {
+		if hook != nil {
+			a.meter.ClearOnReserved(hook)
+		}
+		cancel()
+		wg.Wait()
+	}
+}
+
+// publishCreditsLow queues credits.low for accounts seen below an
+// endpoint's threshold, each once per refill period (the store also
+// refuses a second copy).
+func (a *App) publishCreditsLow(ctx context.Context, low <-chan keystore.CreditsReserved) {
+	type stretch struct {
+		account string
+		period  int64
+		gen     uint64
+	}
+	seen := map[stretch]bool{}
+	for {
+		var c keystore.CreditsReserved
+		select {
+		case <-ctx.Done():
+			return
+		case c = <-low:
+		}
+		id := stretch{c.Account, c.Period, c.Gen}
+		if seen[id] {
+			continue
+		}
+		if len(seen) > 10_000 {
+			clear(seen)
+		}
+		seen[id] = true
+		ev := notify.LowCredits{CreditsReserved: c, Key: keystore.Key{Owner: c.Owner}}
+		if c.Owner == (keystore.Owner{}) { // a key's account: its id is the key's (or its first rotation's)
+			if k, err := a.keyring.KeyByID(ctx, c.Account); err == nil {
+				ev.Key = k
+			}
+		}
+		pctx, cancel := context.WithTimeout(ctx, notifyTimeout)
+		if err := a.notifier.PublishCreditsLow(pctx, ev); err != nil && ctx.Err() == nil {
+			a.logger.Error("queuing a credits.low notice", zap.Error(err))
+			delete(seen, id)
+		}
+		cancel()
+	}
 }
 
 // publish queues notices of what happened to keys; a failure is logged,
@@ -127,7 +199,7 @@ func (a *App) publish(ctx context.Context, events ...notify.Event) {
 // once, so those events have a fixed id: reported twice, they are sent
 // once.
 func keyEvent(typ string, k keystore.Key, details ...string) notify.Event {
-	e := notify.Event{Type: typ, Key: k, Details: map[string]string{}}
+	e := notify.Event{Type: typ, Key: k, Details: map[string]any{}}
 	for i := 0; i+1 < len(details); i += 2 {
 		if details[i+1] != "" {
 			e.Details[details[i]] = details[i+1]

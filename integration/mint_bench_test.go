@@ -32,7 +32,7 @@ import (
 // token, password a configured user's username and password (whose
 // check is cached after the first). The audit log is on, to a file.
 //
-//	go test ./integration -run '^$' -bench MintCurve -benchtime 1x -timeout 60m -v
+//	bench/mint-curve.sh   (or: go test ./integration -run '^$' -bench MintCurve -benchtime 1x -timeout 60m -v)
 func BenchmarkMintCurve(b *testing.B) {
 	if _, err := exec.LookPath("wrk"); err != nil {
 		b.Skip("needs wrk (bench/run.sh installs it)")

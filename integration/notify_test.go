@@ -224,3 +224,72 @@ func TestNoticesReachReceiversOnce(t *testing.T) {
 		}
 	})
 }
+
+// TestCreditsLowIsNoticedOnce: a key's credits falling below the
+// endpoint's threshold is one credits.low notice, however many requests
+// spend further.
+func TestCreditsLowIsNoticedOnce(t *testing.T) {
+	rcv := newWebhookReceiver(t)
+	dir := t.TempDir()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	config := filepath.Join(dir, "Caddyfile")
+	cfg := fmt.Sprintf(`{
+	admin 127.0.0.1:%d
+	apikeys {
+		store bolt %s
+		user alice %s
+		default_plan metered
+		plan metered {
+			credits 100 refill 720h
+		}
+		notify %s {
+			secret %s
+			events credits.low
+			credits_below 50
+		}
+	}
+}
+
+http://%s {
+	apikeys_api /api/*
+	apikey_auth /v1/*
+	respond /v1/* "ok"
+}
+`, freePort(t), filepath.Join(dir, "keys.db"), bcryptHash(t, "alicepw"), rcv.URL, webhookSecret, addr)
+	if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	startBinary(t, config, dir, addr)
+	key := decodeCreated(t, post(t, "http://"+addr+"/api/create_api_key", `{"auth": {"username": "alice", "password": "alicepw"}}`))
+	spend := func(n int) {
+		for range n {
+			if r := do(t, http.MethodGet, "http://"+addr+"/v1/x", "", "Authorization", "Bearer "+key.APIKey); r.status != 200 {
+				t.Fatalf("request refused: %d %s", r.status, r.body)
+			}
+		}
+	}
+	spend(40)
+	time.Sleep(500 * time.Millisecond)
+	if got, _ := rcv.byType(); len(got) != 0 {
+		t.Fatalf("notices with 60 of 100 credits left: %v", got)
+	}
+	spend(50)
+	testutil.Eventually(t, 10*time.Second, "credits.low", func() bool {
+		got, _ := rcv.byType()
+		return len(got[notify.CreditsLow]) == 1
+	})
+	spend(5)
+	time.Sleep(2 * time.Second)
+	got, most := rcv.byType()
+	if len(got) != 1 || len(got[notify.CreditsLow]) != 1 || got[notify.CreditsLow][0] != key.ID || most != 1 {
+		t.Fatalf("accepted %v (most repeated %d), want one credits.low for %s", got, most, key.ID)
+	}
+	rcv.mu.Lock()
+	defer rcv.mu.Unlock()
+	for _, ps := range rcv.accepted {
+		data := ps[0]["data"].(map[string]any)
+		if b, ok := data["balance"].(float64); !ok || b >= 50 || data["owner"] != "alice" {
+			t.Fatalf("payload %v", ps[0])
+		}
+	}
+}

@@ -48,6 +48,8 @@ type Meter struct {
 	idle    time.Duration
 	onError func(error)
 	shares  atomic.Pointer[share]
+	// onReserved, if set, hears of every block of credits taken.
+	onReserved atomic.Pointer[func(CreditsReserved)]
 
 	mu       sync.Mutex
 	accounts map[string]*account
@@ -73,7 +75,33 @@ type account struct {
 	credits *creditState
 	lastUse atomic.Int64
 	dead    atomic.Bool // dropped by the meter: resolve again
+	// owner is the owner of an owner's account (zero for a key's).
+	owner Owner
 }
+
+// CreditsReserved describes a credit account right after a gateway took
+// a block of credits from it (or found it empty).
+type CreditsReserved struct {
+	// Account is the account's id: a key's AccountID, or an owner's
+	// OwnerAccount.
+	Account string
+	// Owner is the owner of an owner's account; zero for a key's.
+	Owner Owner
+	// Balance is what is left in the store, held by no gateway.
+	Balance int64
+	// Period is the refill period, and Gen the operator's last setting:
+	// together they tell one stretch of the balance from the next.
+	Period int64
+	Gen    uint64
+}
+
+// SetOnReserved sets the function told of every block of credits taken,
+// in the request that took it: it must not block. It replaces any other.
+func (m *Meter) SetOnReserved(f *func(CreditsReserved)) { m.onReserved.Store(f) }
+
+// ClearOnReserved removes f if it is still the one set (a config being
+// replaced leaves its successor's alone).
+func (m *Meter) ClearOnReserved(f *func(CreditsReserved)) { m.onReserved.CompareAndSwap(f, nil) }
 
 // Limits are the counters a key spends from, which a Keyring attaches to
 // the key it caches.
@@ -193,7 +221,11 @@ func (m *Meter) LimitsFor(k *Key, plan *Plan) *Limits {
 	l.key.Store(m.account(l.keyID, plan.Rates, l.keyTerms))
 	if len(plan.OwnerRates) > 0 || l.ownerTerms != nil {
 		l.ownerID = OwnerAccount(k.Owner)
-		l.owner.Store(m.account(l.ownerID, plan.OwnerRates, l.ownerTerms))
+		a := m.account(l.ownerID, plan.OwnerRates, l.ownerTerms)
+		a.mu.Lock()
+		a.owner = k.Owner
+		a.mu.Unlock()
+		l.owner.Store(a)
 	}
 	return l
 }

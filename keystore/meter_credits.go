@@ -259,6 +259,12 @@ func (m *Meter) reserve(ctx context.Context, a *account, cost int64) error {
 		return reserve(terms, cost, maxBlock, block, now, &grant)(acct, exists)
 	})
 
+	var reserved *CreditsReserved // told after a's lock is let go
+	defer func() {
+		if f := m.onReserved.Load(); f != nil && reserved != nil {
+			(*f)(*reserved)
+		}
+	}()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	defer close(done)
@@ -274,6 +280,7 @@ func (m *Meter) reserve(ctx context.Context, a *account, cost int64) error {
 		m.ledger.release(back.slot, back.index)
 	}
 	cs.anchor, cs.balance, cs.known = acct.Anchor, acct.Balance, true
+	reserved = &CreditsReserved{Account: a.id, Owner: a.owner, Balance: acct.Balance, Period: acct.Period, Gen: acct.Gen}
 	if grant.Amount <= 0 {
 		m.ledger.release(slot, index)
 		cs.exhausted, cs.exhaustedIn = now.UnixNano(), cs.period(now)

@@ -433,3 +433,44 @@ func TestMeterCreditsWhileTheStoreIsDown(t *testing.T) {
 		t.Fatalf("%d admitted on 80 credits across the outage", total)
 	}
 }
+
+// Every block of credits taken is told, with what the store has left,
+// after the account's lock is let go; owners' accounts say whose they
+// are; a cleared hook of an older config leaves a newer one alone.
+func TestMeterTellsOfCreditsReserved(t *testing.T) {
+	s, _ := openTestBolt(t)
+	m := newTestMeter(t, s, MeterOptions{})
+	var mu sync.Mutex
+	var told []CreditsReserved
+	f := func(c CreditsReserved) { mu.Lock(); told = append(told, c); mu.Unlock() }
+	m.SetOnReserved(&f)
+	l := m.LimitsFor(meterKey("k"), &Plan{Name: "p", Credits: &Credits{Amount: 80}})
+	if got := takeAll(t, l, 25, 1); got != 25 {
+		t.Fatalf("%d of 25 admitted", got)
+	}
+	mu.Lock()
+	if len(told) != 3 || told[0].Account != "k" || told[0].Balance != 70 || told[2].Balance != 50 || told[2].Owner != (Owner{}) {
+		t.Fatalf("told %+v, want blocks of 10 taken from k down to 50", told)
+	}
+	told = nil
+	mu.Unlock()
+
+	owner := Service("team")
+	lo := m.LimitsFor(&Key{ID: "k2", Owner: owner, Created: time.Now()}, &Plan{Name: "q", Credits: &Credits{Amount: 16, PerOwner: true}})
+	takeAll(t, lo, 1, 1)
+	old := func(CreditsReserved) { t.Error("an older config's hook was told") }
+	m.ClearOnReserved(&old) // not the one set: nothing changes
+	takeAll(t, lo, 3, 1)
+	mu.Lock()
+	if len(told) != 2 || told[0].Owner != owner || told[0].Account != OwnerAccount(owner) {
+		t.Fatalf("told %+v, want two blocks of the owner's account", told)
+	}
+	mu.Unlock()
+	m.ClearOnReserved(&f)
+	takeAll(t, lo, 10, 1)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(told) != 2 {
+		t.Fatalf("told after the hook was cleared: %+v", told)
+	}
+}

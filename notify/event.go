@@ -21,10 +21,13 @@ const (
 	KeyDisabled = "key.disabled"
 	// KeyExpiring: the key expires within the endpoint's horizon.
 	KeyExpiring = "key.expiring"
+	// CreditsLow: a key's (or an owner's) credits fell below the
+	// endpoint's threshold.
+	CreditsLow = "credits.low"
 )
 
 // Types are every event type, the default subscription of an endpoint.
-var Types = []string{KeyLeaked, KeyRevoked, KeyDisabled, KeyExpiring}
+var Types = []string{KeyLeaked, KeyRevoked, KeyDisabled, KeyExpiring, CreditsLow}
 
 // Event is something that happened to a key.
 type Event struct {
@@ -39,7 +42,7 @@ type Event struct {
 	// Key is the key it happened to.
 	Key keystore.Key
 	// Details are added to the payload's data (e.g. "via", "found_at").
-	Details map[string]string
+	Details map[string]any
 }
 
 // payload is the body of a delivery, in the Standard Webhooks shape.
@@ -53,12 +56,9 @@ type payload struct {
 // title and owner: never the key itself, which the store does not have.
 func (e Event) body() ([]byte, error) {
 	k := e.Key
-	data := map[string]any{
-		"key_id":      k.ID,
-		"key_preview": k.Preview,
-		"title":       k.Title,
-		"owner":       k.Owner.Name,
-		"source":      k.Owner.Source,
+	data := map[string]any{"owner": k.Owner.Name, "source": k.Owner.Source}
+	if k.ID != "" { // an owner's credits concern no one key
+		data["key_id"], data["key_preview"], data["title"] = k.ID, k.Preview, k.Title
 	}
 	if !k.Expires.IsZero() {
 		data["expires"] = k.Expires.UTC().Format(time.RFC3339)

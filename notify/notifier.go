@@ -43,6 +43,9 @@ type Endpoint struct {
 	// ExpiringWithin is how long before a key expires the endpoint
 	// hears of it (KeyExpiring).
 	ExpiringWithin time.Duration
+	// CreditsBelow is the balance under which the endpoint hears of
+	// credits running low (CreditsLow); 0 for never.
+	CreditsBelow int64
 }
 
 // ID names the endpoint in the store: a digest of its URL, so that every
@@ -126,6 +129,11 @@ func New(cfg Config) *Notifier {
 // durably: they are delivered even if the gateway stops now. It does not
 // wait for deliveries.
 func (n *Notifier) Publish(ctx context.Context, events ...Event) error {
+	return n.PublishTo(ctx, nil, events...)
+}
+
+// PublishTo is Publish to the endpoints that to accepts (nil: all).
+func (n *Notifier) PublishTo(ctx context.Context, to func(Endpoint) bool, events ...Event) error {
 	var notices []keystore.Notice
 	woken := make([]bool, len(n.cfg.Endpoints))
 	now := n.cfg.Now()
@@ -145,7 +153,7 @@ func (n *Notifier) Publish(ctx context.Context, events ...Event) error {
 			keep = e.Key.Expires.Add(n.cfg.Keep) // found again until it expires
 		}
 		for i, ep := range n.cfg.Endpoints {
-			if !ep.wants(e.Type) {
+			if !ep.wants(e.Type) || to != nil && !to(ep) {
 				continue
 			}
 			notices = append(notices, keystore.Notice{Endpoint: ep.ID(), ID: e.ID, Type: e.Type, Body: body, Created: e.Time, KeepUntil: keep})
@@ -354,21 +362,40 @@ func (n *Notifier) ScanExpiring(ctx context.Context) error {
 // they are within.
 func (n *Notifier) publishWithin(ctx context.Context, events []Event) error {
 	now := n.cfg.Now()
-	for i, ep := range n.cfg.Endpoints {
+	for _, ep := range n.cfg.Endpoints {
 		var mine []Event
 		for _, e := range events {
-			if ep.wants(KeyExpiring) && e.Key.Expires.Sub(now) <= ep.ExpiringWithin {
+			if e.Key.Expires.Sub(now) <= ep.ExpiringWithin {
 				mine = append(mine, e)
 			}
 		}
-		if len(mine) == 0 {
-			continue
-		}
-		one := &Notifier{cfg: n.cfg, wake: n.wake[i : i+1]}
-		one.cfg.Endpoints = n.cfg.Endpoints[i : i+1]
-		if err := one.Publish(ctx, mine...); err != nil {
+		if err := n.PublishTo(ctx, func(e Endpoint) bool { return e.URL == ep.URL }, mine...); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// LowCredits is what a gateway saw of a credit account after taking
+// credits from it (keystore.CreditsReserved), with the key it concerns
+// (only the owner, for an owner's account).
+type LowCredits struct {
+	keystore.CreditsReserved
+	Key keystore.Key
+}
+
+// PublishCreditsLow queues CreditsLow for the endpoints whose threshold
+// the balance is below, once per account, refill period and operator
+// setting.
+func (n *Notifier) PublishCreditsLow(ctx context.Context, c LowCredits) error {
+	e := Event{Type: CreditsLow, Key: c.Key,
+		ID:      EventID(CreditsLow, c.Account, strconv.FormatInt(c.Period, 10), strconv.FormatUint(c.Gen, 10)),
+		Details: map[string]any{"account": c.Account, "balance": c.Balance}}
+	return n.PublishTo(ctx, func(ep Endpoint) bool { return c.Balance < ep.CreditsBelow }, e)
+}
+
+// WantsCredits reports whether any endpoint hears of credits below
+// balance.
+func (n *Notifier) WantsCredits(balance int64) bool {
+	return slices.ContainsFunc(n.cfg.Endpoints, func(ep Endpoint) bool { return ep.wants(CreditsLow) && balance < ep.CreditsBelow })
 }

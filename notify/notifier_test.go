@@ -102,7 +102,7 @@ func TestDeliveryRetriesAndSurvivesRestart(t *testing.T) {
 	done := make(chan struct{})
 	go func() { n.Run(ctx); close(done) }()
 	for i := range 5 {
-		if err := n.Publish(context.Background(), Event{Type: KeyRevoked, Key: key(string(rune('a' + i))), Details: map[string]string{"via": "api"}}); err != nil {
+		if err := n.Publish(context.Background(), Event{Type: KeyRevoked, Key: key(string(rune('a' + i))), Details: map[string]any{"via": "api"}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -234,5 +234,32 @@ func TestEndpointTypes(t *testing.T) {
 	all, _ := s.Notices(ctx, cfg.Endpoints[1].ID())
 	if len(leaksOnly) != 1 || leaksOnly[0].Type != KeyLeaked || len(all) != 2 {
 		t.Fatalf("leaks-only endpoint %d notices, the other %d", len(leaksOnly), len(all))
+	}
+}
+
+// credits.low goes to the endpoints whose threshold the balance is
+// under, once per account, period and operator setting.
+func TestCreditsLowThresholds(t *testing.T) {
+	s := openStore(t, filepath.Join(t.TempDir(), "keys.db"))
+	defer s.Close()
+	cfg := fastConfig(s, "http://127.0.0.1:1/low", "http://127.0.0.1:1/high")
+	cfg.Endpoints[0].CreditsBelow, cfg.Endpoints[1].CreditsBelow = 10, 100
+	n := New(cfg)
+	ctx := context.Background()
+	low := func(balance, period int64) LowCredits {
+		return LowCredits{CreditsReserved: keystore.CreditsReserved{Account: "k", Balance: balance, Period: period}, Key: key("k")}
+	}
+	for _, c := range []LowCredits{low(50, 0), low(40, 0), low(5, 0), low(50, 1)} {
+		if err := n.PublishCreditsLow(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lowQ, _ := s.Notices(ctx, cfg.Endpoints[0].ID())
+	highQ, _ := s.Notices(ctx, cfg.Endpoints[1].ID())
+	if len(lowQ) != 1 || len(highQ) != 2 {
+		t.Fatalf("threshold 10: %d notices (want 1), threshold 100: %d (want 2: one per period)", len(lowQ), len(highQ))
+	}
+	if !n.WantsCredits(99) || n.WantsCredits(100) {
+		t.Fatal("WantsCredits")
 	}
 }

@@ -1,10 +1,10 @@
 // Package notify tells people what happens to their keys: it queues
-// events (a key leaked, revoked, disabled, about to expire) in the key
-// store, one notice per endpoint, and delivers them as webhooks signed
-// the Standard Webhooks way (webhook-id, webhook-timestamp,
-// webhook-signature: HMAC-SHA256), at least once, with retries, from
-// whichever gateway of a cluster leases them first. It has no dependency
-// on Caddy.
+// events (a key leaked, revoked, disabled, about to expire, running out
+// of credits) in the key store, one notice per endpoint, and delivers
+// them as webhooks signed the Standard Webhooks way (webhook-id,
+// webhook-timestamp, webhook-signature: HMAC-SHA256), at least once,
+// with retries, from whichever gateway of a cluster leases them first.
+// It has no dependency on Caddy.
 package notify
 
 import (
