@@ -17,6 +17,7 @@ type metrics struct {
 	credentialFailures       *prometheus.CounterVec
 	limited                  *prometheus.CounterVec
 	leaks                    *prometheus.CounterVec
+	notices                  *prometheus.CounterVec
 	storeLatency             *prometheus.HistogramVec
 
 	// Resolved once: the hot path then costs one atomic add.
@@ -42,13 +43,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			"Requests refused by a key's plan, by reason: rate_limit, credits.")), []string{"reason"}),
 		leaks: prometheus.NewCounterVec(prometheus.CounterOpts(opts("leak_reports_total",
 			"Tokens secret scanners reported, by label: true_positive (a key here, now revoked), false_positive.")), []string{"label"}),
+		notices: prometheus.NewCounterVec(prometheus.CounterOpts(opts("notice_deliveries_total",
+			"Deliveries of notices to notify endpoints, by event type and outcome: delivered, failed (tried again later), given_up.")), []string{"type", "outcome"}),
 		storeLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "store_operation_duration_seconds",
 			Help:    "Time taken by key store operations, by operation.",
 			Buckets: []float64{.0001, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"operation"}),
 	}
-	for _, c := range []prometheus.Collector{m.minted, m.deleted, m.rotated, m.validations, m.credentialFailures, m.limited, m.leaks, m.storeLatency} {
+	for _, c := range []prometheus.Collector{m.minted, m.deleted, m.rotated, m.validations, m.credentialFailures, m.limited, m.leaks, m.notices, m.storeLatency} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

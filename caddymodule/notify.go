@@ -80,6 +80,9 @@ func (a *App) setUpNotify(repl *caddy.Replacer) error {
 		Store:     ns,
 		Keys:      a.keyring.Keys,
 		Logger:    a.logger.Named("notify"),
+		OnDelivery: func(typ, outcome string) {
+			a.metrics.notices.WithLabelValues(typ, outcome).Inc()
+		},
 	})
 	return nil
 }

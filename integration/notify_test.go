@@ -196,6 +196,22 @@ func TestNoticesReachReceiversOnce(t *testing.T) {
 		t.Fatalf("a webhook-id accepted %d times; %d deliveries badly signed", most, rcv.badSig.Load())
 	}
 	t.Logf("%d deliveries for 4 events (the first refused)", rcv.calls.Load())
+	// Both gateways count what they delivered (a's counts since its
+	// restart, before which nothing was taken).
+	delivered := 0.0
+	for _, g := range []*notifyGateway{a, b} {
+		r := do(t, http.MethodGet, "http://"+g.admin+"/metrics", "")
+		for _, line := range strings.Split(r.body, "\n") {
+			if rest, ok := strings.CutPrefix(line, `caddy_apikeys_notice_deliveries_total{outcome="delivered",`); ok {
+				var n float64
+				fmt.Sscan(rest[strings.LastIndexByte(rest, ' ')+1:], &n)
+				delivered += n
+			}
+		}
+	}
+	if delivered != 4 {
+		t.Errorf("the gateways count %v notices delivered, want 4", delivered)
+	}
 
 	t.Run("no notice holds a key", func(t *testing.T) {
 		rcv.mu.Lock()

@@ -85,6 +85,9 @@ type Config struct {
 	Lease time.Duration
 	// Now is the clock; nil for time.Now.
 	Now func() time.Time
+	// OnDelivery, if set, is told of each delivery's outcome: delivered,
+	// failed (to be tried again) or given_up.
+	OnDelivery func(eventType, outcome string)
 }
 
 // Notifier queues and delivers notices.
@@ -280,7 +283,7 @@ func (n *Notifier) settle(ctx context.Context, ep Endpoint, q keystore.Notice, s
 		// Stopping: the lease runs out and a gateway delivers it again.
 		return
 	}
-	_, err := n.cfg.Store.UpdateNotice(ctx, q.Endpoint, q.ID, func(s *keystore.Notice) error {
+	settled, err := n.cfg.Store.UpdateNotice(ctx, q.Endpoint, q.ID, func(s *keystore.Notice) error {
 		now := n.cfg.Now()
 		s.LeaseUntil = time.Time{}
 		if sendErr == nil {
@@ -299,13 +302,21 @@ func (n *Notifier) settle(ctx context.Context, ep Endpoint, q keystore.Notice, s
 		return nil
 	})
 	fields := []zap.Field{zap.String("url", ep.URL), zap.String("webhook_id", q.ID), zap.String("type", q.Type)}
+	outcome := "delivered"
 	switch {
 	case err != nil:
 		n.cfg.Logger.Warn("recording a delivery", append(fields, zap.Error(err))...)
 	case sendErr == nil:
 		n.cfg.Logger.Debug("notice delivered", fields...)
+	case settled.GaveUp:
+		outcome = "given_up"
+		n.cfg.Logger.Error("notice given up after failed deliveries", append(fields, zap.Int("attempts", settled.Attempts), zap.Error(sendErr))...)
 	default:
-		n.cfg.Logger.Warn("notice not delivered; trying again later", append(fields, zap.Int("attempts", q.Attempts+1), zap.Error(sendErr))...)
+		outcome = "failed"
+		n.cfg.Logger.Warn("notice not delivered; trying again later", append(fields, zap.Int("attempts", settled.Attempts), zap.Error(sendErr))...)
+	}
+	if n.cfg.OnDelivery != nil && err == nil {
+		n.cfg.OnDelivery(q.Type, outcome)
 	}
 }
 

@@ -200,6 +200,11 @@ func TestGivesUp(t *testing.T) {
 	r := newReceiver(t, 1<<40)
 	cfg := fastConfig(s, r.URL)
 	cfg.GiveUpAfter = 200 * time.Millisecond
+	var outcomes sync.Map // outcome → *atomic.Int64
+	cfg.OnDelivery = func(typ, outcome string) {
+		c, _ := outcomes.LoadOrStore(typ+" "+outcome, new(atomic.Int64))
+		c.(*atomic.Int64).Add(1)
+	}
 	n := New(cfg)
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
@@ -216,6 +221,17 @@ func TestGivesUp(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	if r.calls.Load() != calls {
 		t.Fatal("deliveries went on after the notice was given up")
+	}
+	count := func(k string) int64 {
+		c, ok := outcomes.Load(k)
+		if !ok {
+			return 0
+		}
+		return c.(*atomic.Int64).Load()
+	}
+	if count("key.leaked given_up") != 1 || count("key.leaked failed") != calls-1 || count("key.leaked delivered") != 0 {
+		t.Fatalf("outcomes told: given_up %d, failed %d of %d calls, delivered %d",
+			count("key.leaked given_up"), count("key.leaked failed"), calls, count("key.leaked delivered"))
 	}
 }
 
