@@ -1,8 +1,8 @@
 package caddymodule
 
 import (
-	"bytes"
 	"encoding/json"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 )
@@ -12,56 +12,198 @@ import (
 // in letter case count as the same: encoding/json matches them to one
 // field (the last wins), while other decoders keep them apart. Decoders
 // disagree on which duplicate wins, so such a body is refused rather than
-// guessed at.
+// guessed at. It scans the bytes itself (a json.Decoder's tokens cost an
+// allocation each, on every request with a body); on data that is not
+// valid JSON it stops early and reports nothing.
 func duplicateMember(data []byte) (string, bool) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	name, _ := findDuplicate(dec)
+	s := memberScanner{data: data}
+	name := s.value()
 	return name, name != ""
 }
 
-func findDuplicate(dec *json.Decoder) (string, error) {
-	tok, err := dec.Token()
-	if err != nil {
-		return "", err
+// memberScanner walks valid JSON for duplicateMember.
+type memberScanner struct {
+	data []byte
+	i    int
+}
+
+func (s *memberScanner) skipSpace() {
+	for s.i < len(s.data) {
+		switch s.data[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
 	}
-	delim, ok := tok.(json.Delim)
-	if !ok {
-		return "", nil
+}
+
+// value scans one value and returns the first duplicate name in it.
+func (s *memberScanner) value() string {
+	s.skipSpace()
+	if s.i >= len(s.data) {
+		return ""
 	}
-	switch delim {
+	switch s.data[s.i] {
 	case '{':
-		seen := make(map[string]struct{})
-		for dec.More() {
-			keyTok, err := dec.Token()
-			if err != nil {
-				return "", err
+		return s.object()
+	case '[':
+		s.i++
+		for {
+			s.skipSpace()
+			if s.i >= len(s.data) {
+				return ""
 			}
-			key, _ := keyTok.(string)
-			folded := foldName(key)
-			if _, dup := seen[folded]; dup {
-				return key, nil
+			switch s.data[s.i] {
+			case ']':
+				s.i++
+				return ""
+			case ',':
+				s.i++
+				continue
 			}
-			seen[folded] = struct{}{}
-			if name, err := findDuplicate(dec); name != "" || err != nil {
-				return name, err
+			before := s.i
+			if name := s.value(); name != "" || s.i == before {
+				return name
 			}
 		}
-	case '[':
-		for dec.More() {
-			if name, err := findDuplicate(dec); name != "" || err != nil {
-				return name, err
-			}
+	case '"':
+		s.str()
+	default: // a number, true, false or null
+		for s.i < len(s.data) && !isDelimiter(s.data[s.i]) {
+			s.i++
 		}
 	}
-	_, err = dec.Token() // the closing delimiter
-	return "", err
+	return ""
+}
+
+func isDelimiter(c byte) bool {
+	switch c {
+	case ',', ']', '}', ' ', '\t', '\n', '\r':
+		return true
+	}
+	return false
+}
+
+// object scans an object from its '{'.
+func (s *memberScanner) object() string {
+	s.i++
+	var names []string           // folded; a map once there are many
+	var many map[string]struct{} // (so that huge objects stay linear)
+	for {
+		s.skipSpace()
+		if s.i >= len(s.data) {
+			return ""
+		}
+		switch s.data[s.i] {
+		case '}':
+			s.i++
+			return ""
+		case ',':
+			s.i++
+			continue
+		case '"':
+		default:
+			return "" // not valid JSON
+		}
+		raw, plain, ok := s.str()
+		if !ok {
+			return ""
+		}
+		var folded, name string
+		if plain {
+			folded = upperASCII(raw)
+		} else {
+			name = decodeString(raw)
+			folded = foldName(name)
+		}
+		dupName := func() string {
+			if plain {
+				return string(raw[1 : len(raw)-1])
+			}
+			return name
+		}
+		if many != nil {
+			if _, dup := many[folded]; dup {
+				return dupName()
+			}
+			many[folded] = struct{}{}
+		} else {
+			for _, n := range names {
+				if n == folded {
+					return dupName()
+				}
+			}
+			if names = append(names, folded); len(names) > 16 {
+				many = make(map[string]struct{}, 2*len(names))
+				for _, n := range names {
+					many[n] = struct{}{}
+				}
+			}
+		}
+		s.skipSpace()
+		if s.i >= len(s.data) || s.data[s.i] != ':' {
+			return ""
+		}
+		s.i++
+		before := s.i
+		if name := s.value(); name != "" || s.i == before {
+			return name
+		}
+	}
+}
+
+// str scans a string from its opening quote and returns it quoted, and
+// whether it is plain: only ASCII, no escapes.
+func (s *memberScanner) str() (raw []byte, plain, ok bool) {
+	start := s.i
+	s.i++
+	plain = true
+	for s.i < len(s.data) {
+		switch c := s.data[s.i]; {
+		case c == '\\':
+			plain = false
+			s.i += 2
+			continue
+		case c == '"':
+			s.i++
+			return s.data[start:s.i], plain, true
+		case c >= utf8.RuneSelf:
+			plain = false
+		}
+		s.i++
+	}
+	return nil, false, false
+}
+
+// decodeString decodes a quoted JSON string as encoding/json does
+// (invalid UTF-8 becomes U+FFFD).
+func decodeString(raw []byte) string {
+	var v string
+	_ = json.Unmarshal(raw, &v)
+	return v
+}
+
+// upperASCII folds a plain quoted string: its letters in upper case.
+func upperASCII(raw []byte) string {
+	var b strings.Builder
+	b.Grow(len(raw) - 2)
+	for _, c := range raw[1 : len(raw)-1] {
+		if 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
 }
 
 // foldName maps names that encoding/json matches to one field (as
 // bytes.EqualFold does, e.g. "auth", "AUTH" and "\u212aey" for "key") to
 // one string.
 func foldName(name string) string {
+	if isUpperASCII(name) {
+		return name // its own fold: no copy
+	}
 	var b []byte
 	for _, r := range name {
 		if r < utf8.RuneSelf {
@@ -83,4 +225,15 @@ func foldName(name string) string {
 		b = utf8.AppendRune(b, r)
 	}
 	return string(b)
+}
+
+// isUpperASCII reports whether name has only ASCII and no lower-case
+// letters: it is its own fold.
+func isUpperASCII(name string) bool {
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; c >= utf8.RuneSelf || 'a' <= c && c <= 'z' {
+			return false
+		}
+	}
+	return true
 }

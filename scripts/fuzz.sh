@@ -21,6 +21,7 @@ targets=(
 	"./caddymodule FuzzBearerToken"
 	"./caddymodule FuzzQueryParam"
 	"./caddymodule FuzzAPIKeyInBody"
+	"./caddymodule FuzzDuplicateMember"
 	"./leaks FuzzParseAlerts"
 	"./leaks FuzzVerify"
 	"./leaks FuzzScanKeys"
