@@ -21,8 +21,8 @@ func scanCommand() *cobra.Command {
 		Short: "Finds API keys in files, directories or stdin (-); exit status 1 when any is found",
 		Long: `Finds strings that are API keys of this gateway's format (the prefix, 48
 base62 characters and a valid checksum: random strings of the same shape are
-not reported) in files, in directories (recursively, skipping .git) and on
-stdin ("-", or no path at all). Each key is printed as file:line:column and
+not reported) in files, in directories (recursively, skipping .git and not
+following links met inside) and on stdin ("-", or no path at all). Each key is printed as file:line:column and
 its preview, never whole. The exit status is 1 when any key is found, so the
 command works as a pre-commit hook and in CI.
 
@@ -105,13 +105,28 @@ func runScan(cmd *cobra.Command, args []string) error {
 	return nil
 }
 
-// scanPath scans a file, a directory's files, or stdin ("-").
+// scanPath scans a file, a directory's files, or stdin ("-"). A path
+// given is followed wherever it leads (a symbolic link, /dev/stdin, a
+// pipe); within a directory, only regular files are read and links are
+// not followed.
 func scanPath(cmd *cobra.Command, path, prefix string, found func(scanFinding)) error {
 	if path == "-" {
 		return scanReader(cmd.InOrStdin(), "(stdin)", prefix, found)
 	}
+	info, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if !info.IsDir() {
+		return scanFile(path, path, prefix, found)
+	}
+	// Walk where the path leads, and name files by the path given.
+	root, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return err
+	}
 	var errs []error
-	err := filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		switch {
 		case err != nil:
 			errs = append(errs, err)
@@ -121,18 +136,29 @@ func scanPath(cmd *cobra.Command, path, prefix string, found func(scanFinding)) 
 		case !d.Type().IsRegular():
 			return nil // directories, and symbolic links, devices, …: not followed
 		}
-		f, err := os.Open(p)
-		if err != nil {
-			errs = append(errs, err)
-			return nil
+		name := p
+		if rel, err := filepath.Rel(root, p); err == nil {
+			name = filepath.Join(path, rel)
 		}
-		defer f.Close()
-		if err := scanReader(f, p, prefix, found); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", p, err))
+		if err := scanFile(p, name, prefix, found); err != nil {
+			errs = append(errs, err)
 		}
 		return nil
 	})
 	return errors.Join(append(errs, err)...)
+}
+
+// scanFile scans the file at path, naming its findings by name.
+func scanFile(path, name, prefix string, found func(scanFinding)) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := scanReader(f, name, prefix, found); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
 }
 
 func scanReader(r io.Reader, name, prefix string, found func(scanFinding)) error {

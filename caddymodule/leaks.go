@@ -135,15 +135,18 @@ func (h *LeakHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyh
 	feedback := make([]leaks.Feedback, 0, len(alerts))
 	var leaked []notify.Event
 	for _, a := range alerts {
-		k, found, err := h.app.keyring.ReportLeak(r.Context(), a.Token, h.OnLeak == "disable")
+		rep, err := h.app.keyring.ReportLeak(r.Context(), a.Token, h.OnLeak == "disable")
 		if err != nil {
 			// Not answered: the scanner sends the alert again.
 			h.logger.Error("key store failure while revoking a leaked key", zap.Error(err))
 			return writeError(w, http.StatusServiceUnavailable, "the key store is unavailable; try again later")
 		}
 		label := leaks.FalsePositive
-		if found {
+		if rep.Found {
 			label = leaks.TruePositive
+		}
+		if rep.Changed { // a report of what already was so tells nothing new
+			k := rep.Key
 			h.app.audit.Info("key leaked", ownerFields(k.Owner, zap.String("key_id", k.ID), zap.String("action", h.OnLeak),
 				zap.String("found_at", a.URL), zap.String("found_in", a.Source), zap.String("via", "secret_scanning"),
 				zap.String("remote_addr", r.RemoteAddr))...)

@@ -198,9 +198,9 @@ func (a *App) publish(ctx context.Context, events ...notify.Event) {
 	}
 }
 
-// keyEvent is an event of type typ about k. A key leaks or is revoked
-// once, so those events have a fixed id: reported twice, they are sent
-// once.
+// keyEvent is an event of type typ about k. A key is deleted once, so
+// key.revoked has a fixed id (a retried delete is sent once); the other
+// events are published only for a change, each with its own id.
 func keyEvent(typ string, k keystore.Key, details ...string) notify.Event {
 	e := notify.Event{Type: typ, Key: k, Details: map[string]any{}}
 	for i := 0; i+1 < len(details); i += 2 {
@@ -208,7 +208,7 @@ func keyEvent(typ string, k keystore.Key, details ...string) notify.Event {
 			e.Details[details[i]] = details[i+1]
 		}
 	}
-	if typ == notify.KeyLeaked || typ == notify.KeyRevoked {
+	if typ == notify.KeyRevoked {
 		e.ID = notify.EventID(typ, k.ID)
 	}
 	return e

@@ -316,12 +316,15 @@ func (o operator) revokeOwner(ctx context.Context, ref ownerRef) (int, error) {
 }
 
 func (o operator) setDisabled(ctx context.Context, id string, disabled bool) (adminKey, error) {
-	k, err := o.keyring.SetDisabled(ctx, id, disabled)
+	k, changed, err := o.keyring.ChangeDisabled(ctx, id, disabled)
 	if errors.Is(err, keystore.ErrLeaked) {
 		return adminKey{}, fail(http.StatusConflict, err.Error())
 	}
 	if err != nil {
 		return adminKey{}, notFoundAs(err, "no API key with id "+id)
+	}
+	if !changed { // already so: nothing happened to tell of
+		return newAdminKey(k), nil
 	}
 	msg := "key enabled"
 	if disabled {

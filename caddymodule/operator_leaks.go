@@ -80,19 +80,21 @@ func (o operator) reportLeaked(ctx context.Context, req hashesRequest) ([]*admin
 	}
 	out := make([]*adminKey, len(hashes))
 	for i, h := range hashes {
-		k, found, err := o.keyring.ReportLeakedHash(ctx, h, req.DisableOnly)
+		rep, err := o.keyring.ReportLeakedHash(ctx, h, req.DisableOnly)
 		if err != nil {
 			return nil, err
 		}
-		if !found {
+		if !rep.Found {
 			continue
 		}
 		if o.metrics != nil {
 			o.metrics.leaks.WithLabelValues("true_positive").Inc()
 		}
-		o.event("key leaked", ownerFields(k.Owner, zap.String("key_id", k.ID), zap.String("action", action))...)
-		o.notify(ctx, keyEvent(notify.KeyLeaked, k, "action", action, "via", o.via))
-		view := newAdminKey(k)
+		if rep.Changed {
+			o.event("key leaked", ownerFields(rep.Key.Owner, zap.String("key_id", rep.Key.ID), zap.String("action", action))...)
+			o.notify(ctx, keyEvent(notify.KeyLeaked, rep.Key, "action", action, "via", o.via))
+		}
+		view := newAdminKey(rep.Key)
 		out[i] = &view
 	}
 	return out, nil

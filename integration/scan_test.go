@@ -99,8 +99,9 @@ http://%s {
 		"example = 'sk-6kwHVPIcgnRtz3LE2WixpqXkvbPEyDRt4QEukkK4vZF4JfaN'\n")
 	writeFile(t, filepath.Join(repo, "notes", "todo.md"), "rotate "+other.APIKey+" and "+neverMinted+" soon\n")
 	writeFile(t, filepath.Join(repo, ".git", "COMMIT_EDITMSG"), live.APIKey+"\n")
-	writeFile(t, filepath.Join(t.TempDir(), "outside"), live.APIKey)
-	if err := os.Symlink(filepath.Join(filepath.Dir(repo), "outside"), filepath.Join(repo, "link")); err != nil {
+	outside := filepath.Join(t.TempDir(), "outside")
+	writeFile(t, outside, live.APIKey)
+	if err := os.Symlink(outside, filepath.Join(repo, "link")); err != nil {
 		t.Fatal(err)
 	}
 	clean := filepath.Join(repo, "README.md")
@@ -142,6 +143,29 @@ http://%s {
 		}
 		if _, errOut, status := scanCLI(t, "", filepath.Join(repo, "nosuch")); status != 1 || !strings.Contains(errOut, "nosuch") {
 			t.Fatalf("a missing path: status %d, %q", status, errOut)
+		}
+	})
+
+	t.Run("paths given are followed: links, /dev/stdin", func(t *testing.T) {
+		fileLink := filepath.Join(t.TempDir(), "env-link")
+		if err := os.Symlink(filepath.Join(repo, "config.env"), fileLink); err != nil {
+			t.Fatal(err)
+		}
+		out, _, status := scanCLI(t, "", fileLink)
+		if status != 1 || strings.TrimSpace(out) != fileLink+":3:9: "+live.KeyPreview {
+			t.Fatalf("a link given: status %d, %q", status, out)
+		}
+		dirLink := filepath.Join(t.TempDir(), "notes-link")
+		if err := os.Symlink(filepath.Join(repo, "notes"), dirLink); err != nil {
+			t.Fatal(err)
+		}
+		out, _, status = scanCLI(t, "", dirLink)
+		if status != 1 || strings.Count(out, filepath.Join(dirLink, "todo.md")+":1:") != 2 {
+			t.Fatalf("a link to a directory given: status %d, %q", status, out)
+		}
+		out, _, status = scanCLI(t, "API_KEY="+other.APIKey, "/dev/stdin")
+		if status != 1 || !strings.Contains(out, other.KeyPreview) {
+			t.Fatalf("/dev/stdin: status %d, %q", status, out)
 		}
 	})
 

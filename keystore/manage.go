@@ -265,63 +265,104 @@ func (kr *Keyring) RevokeOwner(ctx context.Context, owner Owner) ([]Key, error) 
 // SetDisabled disables or re-enables the key id; a disabled key is refused
 // from the next Verify on. Only operators do this.
 func (kr *Keyring) SetDisabled(ctx context.Context, id string, disabled bool) (Key, error) {
-	k, err := observe(kr, "update_key", func() (Key, error) {
+	k, _, err := kr.ChangeDisabled(ctx, id, disabled)
+	return k, err
+}
+
+// ChangeDisabled is SetDisabled that also reports whether the key
+// changed (false when it already was so: nothing is written).
+func (kr *Keyring) ChangeDisabled(ctx context.Context, id string, disabled bool) (k Key, changed bool, err error) {
+	k, err = observe(kr, "update_key", func() (Key, error) {
 		return kr.store.UpdateKey(ctx, id, func(k *Key) error {
 			if k.Leaked && !disabled {
 				return ErrLeaked
+			}
+			if k.Disabled == disabled {
+				return errUnchanged
 			}
 			k.Disabled = disabled
 			return nil
 		})
 	})
+	if errors.Is(err, errUnchanged) {
+		k, err = kr.KeyByID(ctx, id)
+		return k, false, err
+	}
 	if err != nil {
-		return Key{}, err
+		return Key{}, false, err
 	}
 	kr.cache.remove(k.Hash)
-	return k, nil
+	return k, true, nil
 }
+
+// LeakReport is what became of a secret reported found in public.
+type LeakReport struct {
+	// Key is the store's key the secret is, if Found.
+	Key Key
+	// Found: the secret is one of the store's keys.
+	Found bool
+	// Changed: this report disabled the key or marked it leaked; false
+	// when it already was (a replay, or another gateway was first).
+	Changed bool
+}
+
+// errUnchanged leaves a key as it is from within UpdateKey.
+var errUnchanged = errors.New("unchanged")
 
 // ReportLeak handles a secret that a scanner found in public: if it is
 // one of the store's keys, the key is disabled at once (for every
 // gateway sharing the store), and, unless disableOnly, marked leaked so
-// that it can never be enabled again. found is false for secrets that
-// are not (or no longer) keys here; nothing is written for them. A
-// second report of the same key changes nothing more.
-func (kr *Keyring) ReportLeak(ctx context.Context, secret string, disableOnly bool) (k Key, found bool, err error) {
+// that it can never be enabled again. Nothing is written for secrets
+// that are not (or no longer) keys here, nor for a key already so.
+func (kr *Keyring) ReportLeak(ctx context.Context, secret string, disableOnly bool) (LeakReport, error) {
 	if err := ParseKey(secret, kr.prefix); err != nil {
-		return Key{}, false, nil
+		return LeakReport{}, nil
 	}
 	return kr.ReportLeakedHash(ctx, HashKey(secret), disableOnly)
 }
 
 // ReportLeakedHash is ReportLeak for a key known by its digest, as the
 // CLI's scanner sends it (the key itself need not travel).
-func (kr *Keyring) ReportLeakedHash(ctx context.Context, h Hash, disableOnly bool) (k Key, found bool, err error) {
+func (kr *Keyring) ReportLeakedHash(ctx context.Context, h Hash, disableOnly bool) (LeakReport, error) {
 	stored, err := kr.KeyByHash(ctx, h)
 	if errors.Is(err, ErrNotFound) {
-		return Key{}, false, nil
+		return LeakReport{}, nil
 	}
 	if err != nil {
-		return Key{}, false, err
+		return LeakReport{}, err
 	}
-	if stored.Disabled && (stored.Leaked || disableOnly) {
-		return stored, true, nil // reported before
+	already := func(k *Key) bool { return k.Disabled && (k.Leaked || disableOnly) }
+	if already(&stored) {
+		return LeakReport{Key: stored, Found: true}, nil
 	}
-	k, err = observe(kr, "update_key", func() (Key, error) {
+	k, err := observe(kr, "update_key", func() (Key, error) {
 		return kr.store.UpdateKey(ctx, stored.ID, func(k *Key) error {
+			if already(k) {
+				return errUnchanged // another report was first
+			}
 			k.Disabled = true
 			k.Leaked = k.Leaked || !disableOnly
 			return nil
 		})
 	})
-	if errors.Is(err, ErrNotFound) { // deleted meanwhile
-		return Key{}, false, nil
-	}
-	if err != nil {
-		return Key{}, false, err
+	switch {
+	case errors.Is(err, ErrNotFound): // deleted meanwhile
+		return LeakReport{}, nil
+	case errors.Is(err, errUnchanged):
+		k, err := kr.KeyByID(ctx, stored.ID)
+		return LeakReport{Key: k, Found: err == nil}, ignoreNotFound(err)
+	case err != nil:
+		return LeakReport{}, err
 	}
 	kr.cache.remove(h)
-	return k, true, nil
+	return LeakReport{Key: k, Found: true, Changed: true}, nil
+}
+
+func ignoreNotFound(err error) error {
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	return err
 }
 
 // KeyByHash returns the stored key whose digest is h (whether or not it

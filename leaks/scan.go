@@ -21,10 +21,11 @@ const scanChunk = 64 << 10
 
 // ScanKeys reports every key of this format in r: the prefix, exactly
 // keystore.BodyLen base62 characters with a valid checksum, and no
-// base62 character right before or after, so that random strings of the
-// same shape and longer tokens are not reported. It reads r in chunks of
-// bounded size, whatever the length of its lines. found's error stops
-// the scan and is returned.
+// base62 character right before (unless it ends an escape: %3D, \n,
+// \u0022) or after, so that random strings of the same shape and longer
+// tokens are not reported. It reads r in chunks of bounded size,
+// whatever the length of its lines. found's error stops the scan and is
+// returned.
 func ScanKeys(r io.Reader, prefix string, found func(Found) error) error {
 	if prefix == "" {
 		return errors.New("scanning for keys needs their prefix")
@@ -33,12 +34,18 @@ func ScanKeys(r io.Reader, prefix string, found func(Found) error) error {
 	need := len(prefix) + keystore.BodyLen
 	buf := make([]byte, 0, scanChunk+need)
 	var (
-		start     int64     // offset in r of buf[0]
-		counted   int64     // offset up to which lines are counted
-		lineStart int64     // offset of the current line's first byte
-		line            = 1 // the current line
-		before    byte  = 0 // the byte before buf[0]
+		start     int64  // offset in r of buf[0]
+		counted   int64  // offset up to which lines are counted
+		lineStart int64  // offset of the current line's first byte
+		line      = 1    // the current line
+		history   []byte // up to maxEscape bytes before buf[0]
 	)
+	// glued reports whether a base62 character that is not the end of
+	// an escape comes right before buf[j].
+	glued := func(j int) bool {
+		back := append(history[:len(history):len(history)], buf[max(0, j-maxEscape):j]...)
+		return len(back) > 0 && isBase62(back[len(back)-1]) && !endsWithEscape(back)
+	}
 	// countLines advances the line count to offset to (within buf).
 	countLines := func(to int64) {
 		seg := buf[counted-start : to-start]
@@ -73,11 +80,7 @@ func ScanKeys(r io.Reader, prefix string, found func(Found) error) error {
 			if end > len(buf) {
 				continue
 			}
-			prev := before
-			if j > 0 {
-				prev = buf[j-1]
-			}
-			if isBase62(prev) || end < len(buf) && isBase62(buf[end]) {
+			if glued(j) || end < len(buf) && isBase62(buf[end]) {
 				continue
 			}
 			key := string(buf[j:end])
@@ -93,9 +96,8 @@ func ScanKeys(r io.Reader, prefix string, found func(Found) error) error {
 			break
 		}
 		countLines(start + int64(keep))
-		if keep > 0 {
-			before = buf[keep-1]
-		}
+		history = append(history, buf[:keep]...)
+		history = history[max(0, len(history)-maxEscape):]
 		buf = buf[:copy(buf, buf[keep:])]
 		start += int64(keep)
 	}
@@ -104,4 +106,27 @@ func ScanKeys(r io.Reader, prefix string, found func(Found) error) error {
 
 func isBase62(c byte) bool {
 	return '0' <= c && c <= '9' || 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z'
+}
+
+// maxEscape is the longest escape ScanKeys looks back for (\uXXXX).
+const maxEscape = 6
+
+// endsWithEscape reports whether b ends with an escape sequence that
+// may come right before a key in encoded text: %XX (URLs), \n, \r,
+// \t, \b, \f (JSON and C strings) or \uXXXX (JSON).
+func endsWithEscape(b []byte) bool {
+	n := len(b)
+	switch {
+	case n >= 3 && b[n-3] == '%' && isHex(b[n-2]) && isHex(b[n-1]):
+		return true
+	case n >= 2 && b[n-2] == '\\' && bytes.IndexByte([]byte("nrtbf"), b[n-1]) >= 0:
+		return true
+	case n >= 6 && b[n-6] == '\\' && b[n-5] == 'u' && isHex(b[n-4]) && isHex(b[n-3]) && isHex(b[n-2]) && isHex(b[n-1]):
+		return true
+	}
+	return false
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }

@@ -30,6 +30,9 @@ func scanAll(t testing.TB, r io.Reader, prefix string) []Found {
 	return got
 }
 
+// escapeBefore matches the escapes that may end right before a key.
+var escapeBefore = regexp.MustCompile(`(?:%[0-9A-Fa-f]{2}|\\[nrtbf]|\\u[0-9A-Fa-f]{4})$`)
+
 // naiveScan is what ScanKeys must find, the obvious way: the whole input
 // in memory, a regular expression, the checksum, lines counted from the
 // start.
@@ -43,7 +46,7 @@ func naiveScan(data []byte, prefix string) []Found {
 		}
 		s, e := i+loc[0], i+loc[1]
 		i = s + 1
-		if s > 0 && isBase62(data[s-1]) || e < len(data) && isBase62(data[e]) {
+		if s > 0 && isBase62(data[s-1]) && !escapeBefore.Match(data[max(0, s-6):s]) || e < len(data) && isBase62(data[e]) {
 			continue
 		}
 		if keystore.ParseKey(string(data[s:e]), prefix) != nil {
@@ -78,6 +81,11 @@ func TestScanKeys(t *testing.T) {
 		{"one character more", key + "x", nil},
 		{"one character less", key[:len(key)-1], nil},
 		{"glued after a letter", "x" + key, nil},
+		{"URL-encoded, after %3D", "?q=api_key%3D" + key, []Found{{1, 14, key}}},
+		{"after a JSON \\n", `"token:\n` + key + `"`, []Found{{1, 10, key}}},
+		{"after a JSON \\u0022", `\u0022` + key, []Found{{1, 7, key}}},
+		{"after a percent sign and one hex digit", "%3" + key, nil},
+		{"after an escaped x", `\x` + key, nil},
 		{"another prefix", "pk-" + key[3:], nil},
 		{"the seed's example key (no checksum)", "sk-6kwHVPIcgnRtz3LE2WixpqXkvbPEyDRt4QEukkK4vZF4JfaN", nil},
 		{"prefix only", "sk-", nil},
@@ -120,6 +128,9 @@ func TestScanKeysAcrossChunks(t *testing.T) {
 		for off := -2; off <= need+2; off++ {
 			inputs[fmt.Sprintf("a key %d bytes before byte %d", off, boundary)] =
 				[]byte(strings.Repeat(".", boundary-off) + newKey(t, "sk-") + "\n" + strings.Repeat(".", 100))
+			// An escape before the key, split by the boundary too.
+			inputs[fmt.Sprintf("an escaped key %d bytes before byte %d", off, boundary)] =
+				[]byte(strings.Repeat(".", boundary-off-6) + `\u0041` + newKey(t, "sk-") + "\n" + strings.Repeat(".", 100))
 		}
 	}
 	for name, input := range inputs {
@@ -168,6 +179,8 @@ func FuzzScanKeys(f *testing.F) {
 	f.Add([]byte("API_KEY="+k+"\n"), uint8(7))
 	f.Add([]byte(k+k), uint8(1))
 	f.Add([]byte("x"+k), uint8(0))
+	f.Add([]byte("%3D"+k), uint8(1))
+	f.Add([]byte(`\u0041`+k), uint8(0))
 	f.Fuzz(func(t *testing.T, data []byte, split uint8) {
 		var r io.Reader = bytes.NewReader(data)
 		if split%2 == 1 {

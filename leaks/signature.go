@@ -158,7 +158,8 @@ type keyList struct {
 }
 
 // fetch loads the list and swaps it in whole; keys it cannot use (not
-// ECDSA P-256) are left out.
+// ECDSA P-256) are left out, and a list without any usable key is an
+// error that leaves the keys known in place.
 func (k *Keys) fetch() error {
 	k.fetchMu.Lock()
 	defer k.fetchMu.Unlock()
@@ -190,6 +191,11 @@ func (k *Keys) fetch() error {
 		if pub := parseP256(e.Key); pub != nil && e.ID != "" {
 			keys[e.ID] = pub
 		}
+	}
+	if len(keys) == 0 {
+		// A scanner always has a key: an empty list is a fault of the
+		// source, and keeping the keys known keeps alerts working.
+		return fmt.Errorf("scanner keys from %s: no usable ECDSA P-256 key in the list; keeping the keys known", k.cfg.URL)
 	}
 	k.current.Store(&keys)
 	return nil

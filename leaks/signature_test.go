@@ -3,6 +3,7 @@ package leaks
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -53,6 +54,37 @@ func TestVerify(t *testing.T) {
 	}
 	cancel()
 	<-keys.Done()
+}
+
+// A source that answers with no usable key (an empty object, null, an
+// empty list, keys of another kind) keeps the keys known: alerts signed
+// with them still verify.
+func TestBrokenKeyListKeepsTheKeys(t *testing.T) {
+	sc := scannertest.NewScanner(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var faults atomic.Int64
+	keys, err := NewKeys(ctx, KeysConfig{URL: sc.URL, Refresh: time.Hour, UnknownRefresh: time.Nanosecond,
+		OnError: func(error) { faults.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`[{"token":"t"}]`)
+	sig := sc.Sign(t, "k1", body)
+	if err := keys.Verify(body, "k1", sig); err != nil {
+		t.Fatal(err)
+	}
+	for _, broken := range []string{`{}`, `null`, `{"public_keys":[]}`, `{"public_keys":[{"key_identifier":"x","key":"not PEM"}]}`, `<html>`} {
+		sc.Broken.Store(&broken)
+		before := faults.Load()
+		_ = keys.Verify(body, "unknown-id", sig) // makes it fetch
+		if faults.Load() != before+1 {
+			t.Errorf("%s: the fault was not reported", broken)
+		}
+		if err := keys.Verify(body, "k1", sig); err != nil {
+			t.Errorf("after the source answered %s: %v", broken, err)
+		}
+	}
 }
 
 func TestKeysURLMustBeSafe(t *testing.T) {

@@ -26,6 +26,9 @@ type Scanner struct {
 	mu      sync.Mutex
 	keys    map[string]*ecdsa.PrivateKey
 	Fetches atomic.Int64 // key list requests served
+	// Broken, if set, is served instead of the key list (a faulty
+	// source: "{}", "null", HTML…).
+	Broken atomic.Pointer[string]
 }
 
 // NewScanner starts a scanner publishing one key, "k1".
@@ -34,6 +37,10 @@ func NewScanner(t testing.TB) *Scanner {
 	s.AddKey(t, "k1")
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.Fetches.Add(1)
+		if b := s.Broken.Load(); b != nil {
+			_, _ = w.Write([]byte(*b))
+			return
+		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		var list struct {
