@@ -3,6 +3,7 @@ package etcdstore
 import (
 	"context"
 	"strings"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -11,6 +12,11 @@ import (
 )
 
 func (s *Store) noticePrefix(endpoint string) string { return s.prefix + "notices/" + endpoint + "/" }
+
+// donePrefix is where done notices are remembered, apart from the queue.
+func (s *Store) donePrefix(endpoint string) string {
+	return s.prefix + "notices-done/" + endpoint + "/"
+}
 
 // AddNotices stores each notice not stored yet; a notice another gateway
 // stored first is left as it is.
@@ -22,12 +28,13 @@ func (s *Store) AddNotices(ctx context.Context, notices []keystore.Notice) error
 		if err != nil {
 			return err
 		}
-		path := s.noticePrefix(n.Endpoint) + n.ID
+		path, done := s.noticePrefix(n.Endpoint)+n.ID, s.donePrefix(n.Endpoint)+n.ID
 		// Creating only if absent, the transaction can be tried again
 		// after a lost answer.
 		_, err = retry(ctx, func() (*clientv3.TxnResponse, error) {
 			return s.commit(ctx, func(t clientv3.Txn) clientv3.Txn {
-				return t.If(clientv3.Compare(clientv3.CreateRevision(path), "=", 0)).Then(clientv3.OpPut(path, string(val)))
+				return t.If(clientv3.Compare(clientv3.CreateRevision(path), "=", 0), clientv3.Compare(clientv3.CreateRevision(done), "=", 0)).
+					Then(clientv3.OpPut(path, string(val)))
 			})
 		})
 		if err != nil {
@@ -37,11 +44,14 @@ func (s *Store) AddNotices(ctx context.Context, notices []keystore.Notice) error
 	return nil
 }
 
-// Notices lists the notices of an endpoint.
+// Notices lists the pending notices of an endpoint.
 func (s *Store) Notices(ctx context.Context, endpoint string) ([]keystore.Notice, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	prefix := s.noticePrefix(endpoint)
+	return s.noticesUnder(ctx, endpoint, s.noticePrefix(endpoint))
+}
+
+func (s *Store) noticesUnder(ctx context.Context, endpoint, prefix string) ([]keystore.Notice, error) {
 	var out []keystore.Notice
 	err := s.rangeAll(ctx, prefix, func(kv *mvccpb.KeyValue) error {
 		n, err := keystore.UnmarshalNotice(endpoint, strings.TrimPrefix(string(kv.Key), prefix), kv.Value)
@@ -80,8 +90,12 @@ func (s *Store) UpdateNotice(ctx context.Context, endpoint, id string, fn func(*
 		if err != nil {
 			return keystore.Notice{}, err
 		}
+		write := []clientv3.Op{clientv3.OpPut(path, string(val))}
+		if !notice.Done.IsZero() { // out of the queue, remembered apart
+			write = []clientv3.Op{clientv3.OpDelete(path), clientv3.OpPut(s.donePrefix(endpoint)+id, string(val))}
+		}
 		txn, err := s.commit(ctx, func(t clientv3.Txn) clientv3.Txn {
-			return t.If(clientv3.Compare(clientv3.ModRevision(path), "=", resp.Kvs[0].ModRevision)).Then(clientv3.OpPut(path, string(val)))
+			return t.If(clientv3.Compare(clientv3.ModRevision(path), "=", resp.Kvs[0].ModRevision)).Then(write...)
 		})
 		switch {
 		case err != nil && transient(err) && backoff(ctx, n):
@@ -96,16 +110,30 @@ func (s *Store) UpdateNotice(ctx context.Context, endpoint, id string, fn func(*
 	}
 }
 
-// DeleteNotice removes a notice.
-func (s *Store) DeleteNotice(ctx context.Context, endpoint, id string) error {
-	ctx, cancel := s.withTimeout(ctx)
+// PruneNotices forgets the endpoint's done notices kept past KeepUntil.
+func (s *Store) PruneNotices(ctx context.Context, endpoint string, now time.Time) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 4*s.timeout) // a whole listing
 	defer cancel()
-	_, err := retry(ctx, func() (*clientv3.DeleteResponse, error) {
-		return try(ctx, s.timeout, func(ctx context.Context) (*clientv3.DeleteResponse, error) {
-			return s.cli.Delete(ctx, s.noticePrefix(endpoint)+id)
+	done, err := s.noticesUnder(ctx, endpoint, s.donePrefix(endpoint))
+	if err != nil {
+		return 0, err
+	}
+	pruned := 0
+	for _, n := range done {
+		if !n.KeepUntil.Before(now) {
+			continue
+		}
+		_, err := retry(ctx, func() (*clientv3.DeleteResponse, error) {
+			return try(ctx, s.timeout, func(ctx context.Context) (*clientv3.DeleteResponse, error) {
+				return s.cli.Delete(ctx, s.donePrefix(endpoint)+n.ID)
+			})
 		})
-	})
-	return fault(err)
+		if err != nil {
+			return pruned, fault(err)
+		}
+		pruned++
+	}
+	return pruned, nil
 }
 
 var _ keystore.NoticeStore = (*Store)(nil)

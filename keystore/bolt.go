@@ -30,7 +30,9 @@ var (
 	bucketOwners  = []byte("owners")  // owner 0x00 created(8, big endian) id -> empty
 	bucketUsers   = []byte("users")   // name -> userRecord JSON
 	bucketCredits = []byte("credits") // account id -> CreditAccount JSON
-	bucketNotices = []byte("notices") // endpoint 0x00 event id -> Notice JSON
+	bucketNotices = []byte("notices") // endpoint 0x00 event id -> pending Notice JSON
+
+	bucketNoticesDone = []byte("notices_done") // the same, for done ones
 
 	metaSchemaVersion = []byte("schema_version")
 )
@@ -104,7 +106,7 @@ func OpenBolt(path string, timeout time.Duration) (*BoltStore, error) {
 }
 
 func initSchema(tx *bolt.Tx) error {
-	for _, name := range [][]byte{bucketMeta, bucketKeys, bucketHashes, bucketOwners, bucketUsers, bucketCredits, bucketNotices} {
+	for _, name := range [][]byte{bucketMeta, bucketKeys, bucketHashes, bucketOwners, bucketUsers, bucketCredits, bucketNotices, bucketNoticesDone} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return err
 		}

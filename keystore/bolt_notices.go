@@ -3,11 +3,12 @@ package keystore
 import (
 	"bytes"
 	"context"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
 
-// noticeKey is a notice's key in its bucket: endpoint 0x00 id.
+// noticeKey is a notice's key in its buckets: endpoint 0x00 id.
 func noticeKey(endpoint, id string) []byte {
 	return append(append([]byte(endpoint), 0), id...)
 }
@@ -15,17 +16,17 @@ func noticeKey(endpoint, id string) []byte {
 // AddNotices stores the notices not stored yet, in one transaction.
 func (s *BoltStore) AddNotices(_ context.Context, notices []Notice) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketNotices)
+		pending, done := tx.Bucket(bucketNotices), tx.Bucket(bucketNoticesDone)
 		for _, n := range notices {
 			k := noticeKey(n.Endpoint, n.ID)
-			if b.Get(k) != nil {
+			if pending.Get(k) != nil || done.Get(k) != nil {
 				continue
 			}
 			v, err := MarshalNotice(n)
 			if err != nil {
 				return err
 			}
-			if err := b.Put(k, v); err != nil {
+			if err := pending.Put(k, v); err != nil {
 				return err
 			}
 		}
@@ -33,31 +34,42 @@ func (s *BoltStore) AddNotices(_ context.Context, notices []Notice) error {
 	})
 }
 
-// Notices lists the notices of an endpoint.
+// Notices lists the pending notices of an endpoint.
 func (s *BoltStore) Notices(_ context.Context, endpoint string) ([]Notice, error) {
 	var out []Notice
 	err := s.db.View(func(tx *bolt.Tx) error {
-		prefix := noticeKey(endpoint, "")
-		c := tx.Bucket(bucketNotices).Cursor()
-		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			n, err := UnmarshalNotice(endpoint, string(k[len(prefix):]), v)
-			if err != nil {
-				return err
-			}
+		return forEachNotice(tx.Bucket(bucketNotices), endpoint, func(_ []byte, n Notice) error {
 			out = append(out, n)
-		}
-		return nil
+			return nil
+		})
 	})
 	return out, err
 }
 
-// UpdateNotice applies fn to a notice in one transaction.
+// forEachNotice calls fn for each notice of endpoint in bucket b.
+func forEachNotice(b *bolt.Bucket, endpoint string, fn func(key []byte, n Notice) error) error {
+	prefix := noticeKey(endpoint, "")
+	c := b.Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		n, err := UnmarshalNotice(endpoint, string(k[len(prefix):]), v)
+		if err != nil {
+			return err
+		}
+		if err := fn(k, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// UpdateNotice applies fn to a pending notice in one transaction; a
+// notice it marks done moves to the done bucket.
 func (s *BoltStore) UpdateNotice(_ context.Context, endpoint, id string, fn func(*Notice) error) (Notice, error) {
 	var n Notice
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketNotices)
+		pending := tx.Bucket(bucketNotices)
 		k := noticeKey(endpoint, id)
-		v := b.Get(k)
+		v := pending.Get(k)
 		if v == nil {
 			return ErrNotFound
 		}
@@ -71,16 +83,41 @@ func (s *BoltStore) UpdateNotice(_ context.Context, endpoint, id string, fn func
 		if v, err = MarshalNotice(n); err != nil {
 			return err
 		}
-		return b.Put(k, v)
+		if n.Done.IsZero() {
+			return pending.Put(k, v)
+		}
+		if err := pending.Delete(k); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketNoticesDone).Put(k, v)
 	})
 	return n, err
 }
 
-// DeleteNotice removes a notice.
-func (s *BoltStore) DeleteNotice(_ context.Context, endpoint, id string) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketNotices).Delete(noticeKey(endpoint, id))
+// PruneNotices forgets the endpoint's done notices kept past KeepUntil.
+func (s *BoltStore) PruneNotices(_ context.Context, endpoint string, now time.Time) (int, error) {
+	pruned := 0
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		done := tx.Bucket(bucketNoticesDone)
+		var old [][]byte
+		err := forEachNotice(done, endpoint, func(k []byte, n Notice) error {
+			if n.KeepUntil.Before(now) {
+				old = append(old, bytes.Clone(k))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range old {
+			if err := done.Delete(k); err != nil {
+				return err
+			}
+		}
+		pruned = len(old)
+		return nil
 	})
+	return pruned, err
 }
 
 var _ NoticeStore = (*BoltStore)(nil)

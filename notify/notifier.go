@@ -30,6 +30,9 @@ const (
 	DefaultLease          = 15 * time.Second
 	DefaultTimeout        = 10 * time.Second
 	DefaultExpiringWithin = 7 * 24 * time.Hour
+	// pruneEvery is how often done notices past their keeping are
+	// forgotten.
+	pruneEvery = time.Hour
 )
 
 // Endpoint receives notices.
@@ -195,8 +198,15 @@ func (n *Notifier) Run(ctx context.Context) {
 func (n *Notifier) deliverLoop(ctx context.Context, i int) {
 	t := time.NewTicker(n.cfg.Poll)
 	defer t.Stop()
+	var pruned time.Time
 	for {
 		n.deliverDue(ctx, n.cfg.Endpoints[i])
+		if now := n.cfg.Now(); now.Sub(pruned) >= pruneEvery {
+			pruned = now
+			if _, err := n.cfg.Store.PruneNotices(ctx, n.cfg.Endpoints[i].ID(), now); err != nil && ctx.Err() == nil {
+				n.cfg.Logger.Warn("forgetting delivered notices", zap.Error(err))
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -223,14 +233,6 @@ func (n *Notifier) deliverDue(ctx context.Context, ep Endpoint) {
 			return
 		}
 		now := n.cfg.Now()
-		if !queued.Done.IsZero() {
-			if now.After(queued.KeepUntil) {
-				if err := n.cfg.Store.DeleteNotice(ctx, id, queued.ID); err != nil {
-					n.cfg.Logger.Warn("forgetting a delivered notice", zap.Error(err))
-				}
-			}
-			continue
-		}
 		if queued.LeaseUntil.After(now) || queued.NextAttempt.After(now) {
 			continue
 		}

@@ -214,9 +214,12 @@ func TestGivesUp(t *testing.T) {
 	}
 	ep := cfg.Endpoints[0].ID()
 	testutil.Eventually(t, 10*time.Second, "the notice given up", func() bool {
-		q, err := s.Notices(ctx, ep)
-		return err == nil && len(q) == 1 && q[0].GaveUp && !q[0].Done.IsZero() && q[0].LastError != ""
+		c, ok := outcomes.Load("key.leaked given_up")
+		return ok && c.(*atomic.Int64).Load() == 1
 	})
+	if q, err := s.Notices(ctx, ep); err != nil || len(q) != 0 {
+		t.Fatalf("still queued after it was given up: %+v, %v", q, err)
+	}
 	calls := r.calls.Load()
 	time.Sleep(200 * time.Millisecond)
 	if r.calls.Load() != calls {

@@ -666,7 +666,9 @@ func noticeStore(t *testing.T, s keystore.Store) keystore.NoticeStore {
 }
 
 // Notices are named by endpoint and id: queued twice, they are stored
-// once, as first written; endpoints do not see each other's.
+// once, as first written; endpoints do not see each other's. A done
+// notice leaves the queue but keeps the event from being queued again
+// until it is pruned.
 func testNotices(t *testing.T, s keystore.Store) {
 	ns := noticeStore(t, s)
 	now := time.Now().UTC().Truncate(time.Microsecond)
@@ -685,28 +687,45 @@ func testNotices(t *testing.T, s keystore.Store) {
 	if err != nil || len(got) != 1 || string(got[0].Body) != `{"n":1}` || got[0].ID != "msg_1" || got[0].Endpoint != "ep1" || !got[0].Created.Equal(now) {
 		t.Fatalf("Notices(ep1) = %+v, %v", got, err)
 	}
-	done, err := ns.UpdateNotice(ctx, "ep1", "msg_1", func(n *keystore.Notice) error {
-		n.Done, n.Body = now, nil
+	leased, err := ns.UpdateNotice(ctx, "ep1", "msg_1", func(n *keystore.Notice) error {
+		n.LeaseUntil = now.Add(time.Minute)
 		return nil
 	})
-	if err != nil || !done.Done.Equal(now) {
-		t.Fatalf("UpdateNotice = %+v, %v", done, err)
+	if err != nil || !leased.LeaseUntil.Equal(now.Add(time.Minute)) {
+		t.Fatalf("UpdateNotice = %+v, %v", leased, err)
 	}
-	// A done notice still keeps the event from being queued again.
+	if got, _ := ns.Notices(ctx, "ep1"); len(got) != 1 || !got[0].LeaseUntil.Equal(now.Add(time.Minute)) {
+		t.Fatalf("after a lease: %+v", got)
+	}
+	if _, err := ns.UpdateNotice(ctx, "ep1", "msg_1", func(n *keystore.Notice) error {
+		n.Done, n.Body = now, nil
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Done: out of the queue, and still keeping the event from being
+	// queued again.
 	if err := ns.AddNotices(ctx, []keystore.Notice{first}); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := ns.Notices(ctx, "ep1"); len(got) != 1 || got[0].Done.IsZero() {
-		t.Fatalf("after queuing a done event again: %+v", got)
+	if got, _ := ns.Notices(ctx, "ep1"); len(got) != 0 {
+		t.Fatalf("a done event is pending: %+v", got)
 	}
-	if _, err := ns.UpdateNotice(ctx, "ep1", "nosuch", func(*keystore.Notice) error { return nil }); !errors.Is(err, keystore.ErrNotFound) {
-		t.Fatalf("UpdateNotice of nothing: %v", err)
+	if _, err := ns.UpdateNotice(ctx, "ep1", "msg_1", func(*keystore.Notice) error { return nil }); !errors.Is(err, keystore.ErrNotFound) {
+		t.Fatalf("UpdateNotice of a done notice: %v", err)
 	}
-	if err := ns.DeleteNotice(ctx, "ep1", "msg_1"); err != nil {
+	if n, err := ns.PruneNotices(ctx, "ep1", now); err != nil || n != 0 {
+		t.Fatalf("pruning before KeepUntil: %d, %v", n, err)
+	}
+	if n, err := ns.PruneNotices(ctx, "ep1", now.Add(2*time.Hour)); err != nil || n != 1 {
+		t.Fatalf("pruning after KeepUntil: %d, %v", n, err)
+	}
+	// Forgotten: the same id may be queued again.
+	if err := ns.AddNotices(ctx, []keystore.Notice{first}); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := ns.Notices(ctx, "ep1"); len(got) != 0 {
-		t.Fatalf("after delete: %+v", got)
+	if got, _ := ns.Notices(ctx, "ep1"); len(got) != 1 {
+		t.Fatalf("after pruning, queued again: %+v", got)
 	}
 	if got, _ := ns.Notices(ctx, "ep10"); len(got) != 1 {
 		t.Fatalf("another endpoint's notices: %+v", got)
