@@ -89,7 +89,7 @@ func (h *LeakHandler) Provision(ctx caddy.Context) error {
 	fetchCtx, cancel := context.WithCancel(context.Background())
 	keys, err := leaks.NewKeys(fetchCtx, leaks.KeysConfig{
 		URL:     caddy.NewReplacer().ReplaceKnown(h.PublicKeysURL, ""),
-		Refresh: durationOr(h.Refresh, leaks.DefaultKeysRefresh),
+		Refresh: time.Duration(h.Refresh), // 0: leaks.DefaultKeysRefresh
 		OnError: func(err error) { h.logger.Warn("fetching the secret scanner's keys", zap.Error(err)) },
 	})
 	if err != nil {
@@ -157,14 +157,6 @@ func (h *LeakHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyh
 	}
 	h.app.publish(r.Context(), leaked...)
 	return writeJSON(w, http.StatusOK, feedback)
-}
-
-// durationOr is d, or def when d is not set.
-func durationOr(d caddy.Duration, def time.Duration) time.Duration {
-	if d <= 0 {
-		return def
-	}
-	return time.Duration(d)
 }
 
 // parseLeakHandler sets up an alert endpoint. Syntax:

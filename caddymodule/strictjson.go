@@ -201,9 +201,6 @@ func upperASCII(raw []byte) string {
 // bytes.EqualFold does, e.g. "auth", "AUTH" and "\u212aey" for "key") to
 // one string.
 func foldName(name string) string {
-	if isUpperASCII(name) {
-		return name // its own fold: no copy
-	}
 	var b []byte
 	for _, r := range name {
 		if r < utf8.RuneSelf {
@@ -225,15 +222,4 @@ func foldName(name string) string {
 		b = utf8.AppendRune(b, r)
 	}
 	return string(b)
-}
-
-// isUpperASCII reports whether name has only ASCII and no lower-case
-// letters: it is its own fold.
-func isUpperASCII(name string) bool {
-	for i := 0; i < len(name); i++ {
-		if c := name[i]; c >= utf8.RuneSelf || 'a' <= c && c <= 'z' {
-			return false
-		}
-	}
-	return true
 }
