@@ -295,11 +295,17 @@ func (s *JWKSSource) discover() (string, error) {
 func (s *JWKSSource) get(url string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.Timeout)
 	defer cancel()
+	return FetchBounded(ctx, s.cfg.Client, url, maxDiscoveryBytes)
+}
+
+// FetchBounded GETs url with client and returns at most limit bytes of
+// a 200 answer; any other status is an error.
+func FetchBounded(ctx context.Context, client *http.Client, url string, limit int64) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
 	}
-	res, err := s.cfg.Client.Do(req)
+	res, err := client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("fetching %s: %w", url, err)
 	}
@@ -307,7 +313,7 @@ func (s *JWKSSource) get(url string) ([]byte, error) {
 	if res.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("fetching %s: %s", url, res.Status)
 	}
-	return io.ReadAll(io.LimitReader(res.Body, maxDiscoveryBytes))
+	return io.ReadAll(io.LimitReader(res.Body, limit))
 }
 
 // CheckFetchURL accepts https URLs, and http ones only to a loopback

@@ -11,7 +11,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -165,22 +164,9 @@ func (k *Keys) fetch() error {
 	defer k.fetchMu.Unlock()
 	ctx, cancel := context.WithTimeout(k.ctx, DefaultFetchTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.cfg.URL, nil)
+	body, err := identity.FetchBounded(ctx, k.cfg.Client, k.cfg.URL, maxKeysBody)
 	if err != nil {
-		return err
-	}
-	req.Header.Set("Accept", "application/json")
-	res, err := k.cfg.Client.Do(req)
-	if err != nil {
-		return fmt.Errorf("fetching scanner keys from %s: %w", k.cfg.URL, err)
-	}
-	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		return fmt.Errorf("fetching scanner keys from %s: %s", k.cfg.URL, res.Status)
-	}
-	body, err := io.ReadAll(io.LimitReader(res.Body, maxKeysBody))
-	if err != nil {
-		return err
+		return fmt.Errorf("scanner keys: %w", err)
 	}
 	var list keyList
 	if err := json.Unmarshal(body, &list); err != nil {
