@@ -1,12 +1,13 @@
 // Package etcdtest runs real etcd clusters on loopback for tests. The
-// server is built once per test binary from the integration/tools/etcd
-// module, so a fresh machine needs nothing but the Go module proxy.
+// server is built from the integration/tools/etcd module, so a fresh
+// machine needs nothing but the Go module proxy.
 package etcdtest
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
-	"net"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/caddy-apikeys/caddy-apikeys/internal/testutil"
 )
 
 var (
@@ -25,32 +28,48 @@ var (
 	buildErr  error
 )
 
-// Binary returns the path of an etcd server built for this run. Tests that
-// need it are skipped with -short.
+// Binary returns the path of an etcd server built from the tools module.
+// Test binaries share one build per version of that module and of Go,
+// kept in the temporary directory, rather than each leaving a copy behind.
+// Tests that need it are skipped with -short.
 func Binary(t testing.TB) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs an etcd cluster")
 	}
-	buildOnce.Do(func() {
-		_, file, _, _ := runtime.Caller(0)
-		toolDir := filepath.Join(filepath.Dir(file), "..", "..", "integration", "tools", "etcd")
-		dir, err := os.MkdirTemp("", "apikeys-etcd-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "etcd")
-		cmd := exec.Command("go", "build", "-o", binPath, "go.etcd.io/etcd/server/v3")
-		cmd.Dir = toolDir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("building etcd: %v\n%s", err, out)
-		}
-	})
+	buildOnce.Do(func() { binPath, buildErr = build() })
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
 	return binPath
+}
+
+func build() (string, error) {
+	_, file, _, _ := runtime.Caller(0)
+	toolDir := filepath.Join(filepath.Dir(file), "..", "..", "integration", "tools", "etcd")
+	version := sha256.New()
+	io.WriteString(version, runtime.Version())
+	for _, name := range []string{"go.mod", "go.sum"} {
+		b, err := os.ReadFile(filepath.Join(toolDir, name))
+		if err != nil {
+			return "", err
+		}
+		version.Write(b)
+	}
+	path := filepath.Join(os.TempDir(), fmt.Sprintf("caddy-apikeys-etcd-%x", version.Sum(nil)[:8]))
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	// Test binaries of several packages may build at once: each builds a
+	// file of its own and renames it into place, which is atomic.
+	tmp := fmt.Sprintf("%s.%d", path, os.Getpid())
+	cmd := exec.Command("go", "build", "-o", tmp, "go.etcd.io/etcd/server/v3")
+	cmd.Dir = toolDir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		_ = os.Remove(tmp)
+		return "", fmt.Errorf("building etcd: %v\n%s", err, out)
+	}
+	return path, os.Rename(tmp, path)
 }
 
 // Cluster is a running etcd cluster whose members listen on loopback.
@@ -72,10 +91,12 @@ func (c *Cluster) Endpoints() []string {
 type Member struct {
 	// Name of the member in the cluster.
 	Name string
-	// ClientURL is where clients connect, e.g. http://127.0.0.1:23790.
+	// ClientURL is where clients connect, e.g. http://127.0.0.1:23790: a
+	// port that stays the member's through restarts.
 	ClientURL string
 
 	args []string
+	dir  string // working directory, where its sockets are
 	log  *os.File
 	tls  *TLSFiles
 
@@ -104,25 +125,39 @@ func StartWith(t testing.TB, n int, opts Options) *Cluster {
 	if opts.TLS != nil {
 		scheme = "https"
 	}
-	ports := freePorts(t, 2*n)
+	// Members listen on unix sockets in a directory of this cluster's own,
+	// so no other process can take their addresses, and the test reaches
+	// each through a loopback port it holds for the whole test
+	// (testutil.Forward). etcd resolves unix socket names against its
+	// working directory, which keeps them short and equal for every member.
+	sockets, err := os.MkdirTemp("", "etcd-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(sockets) })
+	socketScheme := "unix"
+	if opts.TLS != nil {
+		socketScheme = "unixs"
+	}
 	var initial []string
 	for i := range n {
-		initial = append(initial, fmt.Sprintf("m%d=http://127.0.0.1:%d", i, ports[2*i+1]))
+		initial = append(initial, fmt.Sprintf("m%d=unix://m%d.peer:0", i, i))
 	}
 	c := &Cluster{}
 	for i := range n {
-		client := fmt.Sprintf("%s://127.0.0.1:%d", scheme, ports[2*i])
-		peer := fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1])
 		name := fmt.Sprintf("m%d", i)
+		listen := fmt.Sprintf("%s://%s.client:0", socketScheme, name)
+		client := scheme + "://" + testutil.Forward(t, filepath.Join(sockets, name+".client:0"))
+		peer := fmt.Sprintf("unix://%s.peer:0", name)
 		log, err := os.Create(filepath.Join(dir, name+".log"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		m := &Member{Name: name, ClientURL: client, log: log, args: []string{
+		m := &Member{Name: name, ClientURL: client, dir: sockets, log: log, args: []string{
 			bin,
 			"--name", name,
 			"--data-dir", filepath.Join(dir, name),
-			"--listen-client-urls", client, "--advertise-client-urls", client,
+			"--listen-client-urls", listen, "--advertise-client-urls", client,
 			"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
 			"--initial-cluster", strings.Join(initial, ","),
 			"--initial-cluster-state", "new", "--initial-cluster-token", "apikeys-test",
@@ -167,6 +202,7 @@ func (m *Member) start() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	cmd := exec.Command(m.args[0], m.args[1:]...)
+	cmd.Dir = m.dir
 	cmd.Stdout, cmd.Stderr = m.log, m.log
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting etcd %s: %w", m.Name, err)
@@ -272,24 +308,6 @@ func (m *Member) healthClient() *http.Client {
 		return http.DefaultClient // the health check fails and says so
 	}
 	return &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}
-}
-
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
-	var ports []int
-	var listeners []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		listeners = append(listeners, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range listeners {
-		_ = l.Close()
-	}
-	return ports
 }
 
 func tail(s string, n int) string {
