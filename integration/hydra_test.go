@@ -59,16 +59,21 @@ func startHydra(t *testing.T) *hydra {
 	t.Helper()
 	bin := hydraBinary(t)
 	dir := t.TempDir()
-	pub, adm := freePort(t), freePort(t)
-	h := &hydra{public: fmt.Sprintf("http://127.0.0.1:%d", pub), admin: fmt.Sprintf("http://127.0.0.1:%d", adm)}
+	// Hydra listens on unix sockets of the test's own and is reached
+	// through loopback ports the test holds (see testutil.Forward).
+	sockets, err := os.MkdirTemp("", "hydra-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(sockets) })
+	pub, adm := filepath.Join(sockets, "public"), filepath.Join(sockets, "admin")
+	h := &hydra{public: "http://" + testutil.Forward(t, pub), admin: "http://" + testutil.Forward(t, adm)}
 	cfg := fmt.Sprintf(`dsn: memory
 serve:
   public:
-    host: 127.0.0.1
-    port: %d
+    host: unix:%s
   admin:
-    host: 127.0.0.1
-    port: %d
+    host: unix:%s
 urls:
   self:
     issuer: %s
