@@ -35,6 +35,11 @@ type CreditOp struct {
 	Block  uint64 `json:"block"`
 	Amount int64  `json:"amount"`
 	Return bool   `json:"return,omitempty"`
+	// Gen and Period, of a block handed out, are the account's when it
+	// was, so that a gateway that died before hearing of it can give it
+	// back (see giveBackReserved).
+	Gen    uint64 `json:"gen,omitempty"`
+	Period int64  `json:"period,omitempty"`
 }
 
 // maxRecentOps bounds CreditAccount.Recent.
@@ -135,7 +140,7 @@ func reserve(t CreditTerms, cost, maxBlock int64, block uint64, now time.Time, g
 			*grant = op // a try whose answer was lost
 			return nil
 		}
-		*grant = CreditOp{Block: block, Amount: blockSize(a.Balance, cost, maxBlock)}
+		*grant = CreditOp{Block: block, Amount: blockSize(a.Balance, cost, maxBlock), Gen: a.Gen, Period: a.Period}
 		if grant.Amount > 0 {
 			a.Balance -= grant.Amount
 			a.remember(*grant)
@@ -158,6 +163,27 @@ func giveBack(block uint64, amount int64, gen uint64, period int64) func(*Credit
 		a.Balance += amount
 		a.remember(CreditOp{Block: block, Amount: amount, Return: true})
 		return nil
+	}
+}
+
+// giveBackReserved is the UpdateCredits function that returns, whole, a
+// block whose reservation was under way when its gateway died: no request
+// spends from a block before its reservation has been answered. The
+// reservation is known to have been made if it is among the account's
+// recent operations, and then so is its return if it came back (later
+// operations are forgotten after earlier ones). A reservation not found
+// was not made, or is too old to tell: nothing comes back (ErrCreditsVoid),
+// which can only under-spend.
+func giveBackReserved(block uint64) func(*CreditAccount, bool) error {
+	return func(a *CreditAccount, exists bool) error {
+		op, made := CreditOp{}, false
+		if exists {
+			op, made = a.recent(block, false)
+		}
+		if !made {
+			return ErrCreditsVoid
+		}
+		return giveBack(block, op.Amount, op.Gen, op.Period)(a, exists)
 	}
 }
 

@@ -13,9 +13,10 @@ import (
 // into its memory. Spending a credit is a store to that memory, which
 // the kernel keeps (and writes back) when the process is killed, so a
 // gateway restarted after kill -9 knows exactly what it had not spent and
-// gives it back. After a reboot (another boot id) what reached the disk
-// may be stale, so held blocks are then written off: credits may be
-// under-spent, never over-spent.
+// gives it back. A block whose reservation was under way is given back
+// whole if the store shows it was made. After a reboot (another boot id)
+// what reached the disk may be stale, so held blocks are then written off:
+// credits may be under-spent, never over-spent.
 type ledger struct {
 	mu       sync.Mutex
 	mem      []byte       // the mapping, or plain memory when volatile
@@ -38,8 +39,10 @@ type ledgerSlot struct {
 }
 
 // States of a ledger slot. A pending slot's reservation may or may not
-// have been applied, and a returning slot's return likewise: both are
-// written off after a crash, which can only under-spend.
+// have been applied: after a crash the store's recent operations tell
+// (giveBackReserved). A returning slot's return may or may not have been
+// applied either, and an old enough return is forgotten by the store: it
+// is written off after a crash, which can only under-spend.
 const (
 	slotFree = iota
 	slotPending
@@ -65,6 +68,9 @@ type leftover struct {
 	period  int64
 	unspent int64
 	trusted bool // written in this boot: unspent is exact
+	// reserving: the block's reservation was under way, and unspent is
+	// unknown (the whole block if it was made).
+	reserving bool
 }
 
 func (s *ledgerSlot) accountID() string {
@@ -109,8 +115,13 @@ func openLedger(path string, n int) (*ledger, []leftover, error) {
 			left = append(left, leftover{slot: i, account: s.accountID(), block: s.block, gen: s.gen,
 				period: s.period, unspent: s.reserved - s.spent, trusted: sameBoot})
 			continue
+		case slotPending:
+			if sameBoot && s.block != 0 {
+				left = append(left, leftover{slot: i, account: s.accountID(), block: s.block, trusted: true, reserving: true})
+				continue
+			}
 		}
-		*s = ledgerSlot{} // pending or returning: written off
+		*s = ledgerSlot{} // returning, or pending from another boot: written off
 		l.free = append(l.free, i)
 	}
 	copy(header, ledgerMagic)

@@ -389,8 +389,12 @@ func (m *Meter) giveBackLeftovers(ctx context.Context) {
 	var retry []leftover
 	for _, l := range left {
 		s := &m.ledger.slots[l.slot]
-		if l.trusted && l.unspent > 0 {
-			_, err := m.store.UpdateCredits(ctx, l.account, giveBack(l.block, l.unspent, l.gen, l.period))
+		back := giveBack(l.block, l.unspent, l.gen, l.period)
+		if l.reserving {
+			back = giveBackReserved(l.block)
+		}
+		if l.trusted && (l.unspent > 0 || l.reserving) {
+			_, err := m.store.UpdateCredits(ctx, l.account, back)
 			if err != nil && !errors.Is(err, ErrCreditsVoid) {
 				retry = append(retry, l)
 				if m.onError != nil {

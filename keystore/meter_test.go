@@ -275,6 +275,99 @@ func TestMeterCreditsSurviveKill(t *testing.T) {
 	}
 }
 
+// dyingStore kills the process at the first UpdateCredits once armed:
+// before the store sees it, or after the store applied it and before the
+// caller hears of it.
+type dyingStore struct {
+	Store
+	armed atomic.Bool
+	after bool
+}
+
+func (d *dyingStore) UpdateCredits(ctx context.Context, id string, fn func(*CreditAccount, bool) error) (CreditAccount, error) {
+	if d.armed.Load() && !d.after {
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {}
+	}
+	a, err := d.Store.UpdateCredits(ctx, id, fn)
+	if d.armed.Load() && d.after {
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {}
+	}
+	return a, err
+}
+
+// A gateway killed while it reserves a block of credits: the block was
+// taken from the store or not; either way the credits a restart on the
+// same ledger can spend add up to the balance exactly.
+func TestMeterCreditsSurviveKillDuringReservation(t *testing.T) {
+	for _, when := range []string{"before", "after"} {
+		t.Run("killed "+when+" the store applied it", func(t *testing.T) {
+			dir := os.Getenv("APIKEYS_METER_CHILD_DIR")
+			child := dir != ""
+			if child && os.Getenv("APIKEYS_METER_CHILD_WHEN") != when {
+				t.Skip("the child runs the other case")
+			}
+			if !child {
+				dir = t.TempDir()
+			}
+			s, err := OpenBolt(filepath.Join(dir, "keys.db"), time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			plan := &Plan{Name: "p", Credits: &Credits{Amount: 1000}}
+			k := &Key{ID: "killed", Owner: Service("svc"), Created: time.Unix(1_800_000_000, 0)}
+			ledger := filepath.Join(dir, "ledger")
+			if child {
+				// Blocks of 41 requests of 3: spend three of them, then
+				// die in the fourth reservation.
+				store := &dyingStore{Store: s, after: when == "after"}
+				m, err := NewMeter(store, MeterOptions{Ledger: ledger})
+				if err != nil {
+					t.Fatal(err)
+				}
+				l := m.LimitsFor(k, plan)
+				for i := range 124 {
+					if i == 123 {
+						store.armed.Store(true)
+					}
+					v, _ := l.Take(context.Background(), 3)
+					if !v.Allowed {
+						t.Fatal("refused")
+					}
+					v.Charge.Commit()
+				}
+				t.Fatal("the fourth block was reserved without dying")
+			}
+			cmd := exec.Command(os.Args[0], "-test.run", "^TestMeterCreditsSurviveKillDuringReservation$")
+			cmd.Env = append(os.Environ(), "APIKEYS_METER_CHILD_DIR="+dir, "APIKEYS_METER_CHILD_WHEN="+when)
+			if err := s.Close(); err != nil { // the child opens the file
+				t.Fatal(err)
+			}
+			out, err := cmd.CombinedOutput()
+			if ee, ok := err.(*exec.ExitError); !ok || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+				t.Fatalf("child: %v\n%s", err, out)
+			}
+			if s, err = OpenBolt(filepath.Join(dir, "keys.db"), time.Second); err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			acct, _ := s.CreditAccount(context.Background(), "killed")
+			if wantBalance := map[string]int64{"before": 1000 - 3*123, "after": 1000 - 4*123}[when]; acct.Balance != wantBalance {
+				t.Fatalf("the store's balance after the kill: %d, want %d: the child did not die where the test means", acct.Balance, wantBalance)
+			}
+			m, err := NewMeter(s, MeterOptions{Ledger: ledger})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			if admitted := 123 + takeAll(t, m.LimitsFor(k, plan), 400, 3); admitted != 333 {
+				t.Fatalf("%d requests of 3 admitted on 1000 credits across a kill -9 in a reservation, want 333", admitted)
+			}
+		})
+	}
+}
+
 func BenchmarkTake(b *testing.B) {
 	s, _ := openTestBolt(b)
 	m, err := NewMeter(s, MeterOptions{Ledger: filepath.Join(b.TempDir(), "ledger")})
