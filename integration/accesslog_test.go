@@ -15,25 +15,25 @@ import (
 	"github.com/caddy-apikeys/caddy-apikeys/internal/testutil"
 )
 
-// exampleCopy writes Caddyfile.example with its ports (8000, 9001 and the
-// admin endpoint) moved to free ones, edited by edit, and returns its
-// path and the gateway's base URL.
-func exampleCopy(t testing.TB, edit func(string) string) (path, base, addr string) {
+// exampleCopy writes Caddyfile.example with its listeners (8000, 9001 and
+// the admin endpoint) moved to held ports, edited by edit, and returns its
+// path, the gateway's base URL and the ports to start it with.
+func exampleCopy(t testing.TB, edit func(string) string) (path, base string, ports []heldPort) {
 	t.Helper()
 	cfg := string(mustReadTB(t, filepath.Join(repoRoot(t), "Caddyfile.example")))
-	gw, up, admin := freePort(t), freePort(t), freePort(t)
-	for old, repl := range map[string]string{
-		"localhost:8000":       fmt.Sprintf("localhost:%d", gw),
-		"http://:8000":         fmt.Sprintf("http://:%d", gw),
-		"127.0.0.1:9001":       fmt.Sprintf("127.0.0.1:%d", up),
-		"http://:9001":         fmt.Sprintf("http://:%d", up),
-		"\n{\n":                fmt.Sprintf("\n{\n\tadmin 127.0.0.1:%d\n", admin),
-		"bind 127.0.0.1 [::1]": "bind 127.0.0.1",
+	ports = holdPorts(t, 3) // fd/3 the gateway, fd/4 the upstream, fd/5 admin
+	gw, up := ports[0].Addr, ports[1].Addr
+	for _, r := range []struct{ old, new string }{
+		{"localhost:8000", gw},
+		{"http://:8000 {\n\tbind 127.0.0.1 [::1]\n", "http://:" + ports[0].Number() + " {\n\tbind fd/3\n"},
+		{"127.0.0.1:9001", up},
+		{"http://:9001 {\n\tbind 127.0.0.1\n", "http://:" + ports[1].Number() + " {\n\tbind fd/4\n"},
+		{"\n{\n", "\n{\n\t" + adminOption(ports[2], 5) + "\n"},
 	} {
-		if !strings.Contains(cfg, old) {
-			t.Fatalf("Caddyfile.example has no %q to rewrite", old)
+		if !strings.Contains(cfg, r.old) {
+			t.Fatalf("Caddyfile.example has no %q to rewrite", r.old)
 		}
-		cfg = strings.ReplaceAll(cfg, old, repl)
+		cfg = strings.ReplaceAll(cfg, r.old, r.new)
 	}
 	if edit != nil {
 		cfg = edit(cfg)
@@ -42,8 +42,7 @@ func exampleCopy(t testing.TB, edit func(string) string) (path, base, addr strin
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr = fmt.Sprintf("127.0.0.1:%d", gw)
-	return path, "http://" + addr, addr
+	return path, "http://" + gw, ports
 }
 
 // untilLogged waits until the output holds s (Caddy logs its start after
@@ -78,14 +77,14 @@ func TestExampleKeepsSecretsOutOfLogs(t *testing.T) {
 			name = "without the log filter"
 		}
 		t.Run(name, func(t *testing.T) {
-			path, base, addr := exampleCopy(t, func(cfg string) string {
+			path, base, ports := exampleCopy(t, func(cfg string) string {
 				cfg = withDebugAndJWT(cfg)
 				if !shipped {
 					cfg = strings.ReplaceAll(cfg, "\t\t\trequest>headers>X-Api-Key delete\n", "")
 				}
 				return cfg
 			})
-			rc := startBinaryEnv(t, path, t.TempDir(), addr, "APIKEYS_JWT_SECRET="+jwtSecret)
+			rc := startBinary(t, path, t.TempDir(), ports, "APIKEYS_JWT_SECRET="+jwtSecret)
 			untilLogged(t, rc, "serving initial configuration")
 			secrets := exerciseExample(t, base)
 			time.Sleep(200 * time.Millisecond)
@@ -180,14 +179,14 @@ func TestLogWarningsAtStartup(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
-			addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-			cfg := fmt.Sprintf("{\n\tadmin off\n\t%s\n\tapikeys {\n\t\tstore bolt %s\n\t}\n}\n\nhttp://%s {\n\t%s\n\tapikey_auth /v1/* {\n\t\theader X-Api-Key\n\t\tquery api_key\n\t}\n\tapikey_auth /v2/* {\n\t\theader X-Api-Key\n\t}\n\trespond ok\n}\n",
-				c.global, filepath.Join(dir, "k.db"), addr, c.site)
+			port := holdPort(t)
+			cfg := fmt.Sprintf("{\n\tadmin off\n\t%s\n\tapikeys {\n\t\tstore bolt %s\n\t}\n}\n\nhttp://%s {\n\tbind fd/3\n\t%s\n\tapikey_auth /v1/* {\n\t\theader X-Api-Key\n\t\tquery api_key\n\t}\n\tapikey_auth /v2/* {\n\t\theader X-Api-Key\n\t}\n\trespond ok\n}\n",
+				c.global, filepath.Join(dir, "k.db"), port.Addr, c.site)
 			path := filepath.Join(dir, "Caddyfile")
 			if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			rc := startBinary(t, path, dir, addr)
+			rc := startBinary(t, path, dir, []heldPort{port})
 			untilLogged(t, rc, "serving initial configuration")
 			logs := rc.out.String()
 			var got []string

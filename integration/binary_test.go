@@ -3,8 +3,8 @@ package integration
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -13,8 +13,11 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/caddy-apikeys/caddy-apikeys/internal/loopback"
 )
 
 // repoRoot is the module's top directory.
@@ -97,53 +100,136 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// startBinary runs `caddy run --config <config>` with its data directory
-// in dataDir, waits until addr accepts connections, and stops it when the
-// test ends.
-func startBinary(t testing.TB, config, dataDir, addr string) *runningCaddy {
+// heldPort is a loopback port the test listens on and keeps until it
+// ends, handed to the caddy binary as an inherited file (see package
+// loopback). While no gateway runs, connections to it wait in its backlog
+// rather than being refused.
+type heldPort = loopback.Port
+
+// holdPort holds a port for the rest of the test.
+func holdPort(t testing.TB) heldPort {
 	t.Helper()
-	return startBinaryEnv(t, config, dataDir, addr)
+	p, err := loopback.Hold()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	return p
 }
 
-// startBinaryEnv is startBinary with extra environment variables.
-func startBinaryEnv(t testing.TB, config, dataDir, addr string, env ...string) *runningCaddy {
+// holdPorts holds n ports.
+func holdPorts(t testing.TB, n int) []heldPort {
 	t.Helper()
-	bin := caddyBinary(t)
-	if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
-		c.Close()
-		t.Fatalf("%s is already in use; stop whatever listens there", addr)
+	ports := make([]heldPort, n)
+	for i := range ports {
+		ports[i] = holdPort(t)
 	}
+	return ports
+}
+
+// adminOption is the global option that serves Caddy's admin API on p,
+// passed as fd/<fd>. Caddy allows no origin on a descriptor unless told,
+// and the CLI (like a browser) sends the address it was given as one.
+func adminOption(p heldPort, fd int) string {
+	return fmt.Sprintf("admin fd/%d {\n\t\torigins %s\n\t}", fd, p.Addr)
+}
+
+// refusingAddr is a loopback address that refuses connections, as a
+// stopped server's does: a port bound, so that no other process can
+// listen on it, but not listening. (A held port would accept the
+// connection into its backlog and leave the client waiting.)
+func refusingAddr(t testing.TB) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+}
+
+// caddyCommand is `caddy <args>` with its data and config directories in
+// dataDir and ports[i] inherited as descriptor 3+i, so that the config
+// names them fd/3, fd/4, and so on.
+func caddyCommand(t testing.TB, dataDir string, ports []heldPort, env []string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(caddyBinary(t), args...)
+	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dataDir, "XDG_CONFIG_HOME="+dataDir, "HOME="+dataDir)
+	cmd.Env = append(cmd.Env, env...)
+	for _, p := range ports {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, p.File)
+	}
+	return cmd
+}
+
+// exitsPromptly runs cmd and returns its combined output and error; it
+// fails the test if cmd has not exited within 30 seconds (a gateway that
+// should refuse to start, but serves).
+func exitsPromptly(t testing.TB, cmd *exec.Cmd) ([]byte, error) {
+	t.Helper()
+	var out []byte
+	var err error
+	done := make(chan struct{})
+	go func() { out, err = cmd.CombinedOutput(); close(done) }()
+	select {
+	case <-done:
+		return out, err
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("%v still running after 30s, want it to stop with an error\n%s", cmd.Args, out)
+		return nil, nil
+	}
+}
+
+// startBinary runs `caddy run --config <config>` (see caddyCommand for
+// dataDir, ports and env), waits until it answers HTTP on ports[0], and
+// stops it when the test ends.
+func startBinary(t testing.TB, config, dataDir string, ports []heldPort, env ...string) *runningCaddy {
+	t.Helper()
 	rc := &runningCaddy{out: new(syncBuffer), done: make(chan struct{})}
-	rc.cmd = exec.Command(bin, "run", "--config", config)
-	rc.cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dataDir, "XDG_CONFIG_HOME="+dataDir, "HOME="+dataDir)
-	rc.cmd.Env = append(rc.cmd.Env, env...)
+	rc.cmd = caddyCommand(t, dataDir, ports, env, "run", "--config", config)
 	rc.cmd.Stdout, rc.cmd.Stderr = rc.out, rc.out
 	if err := rc.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := rc.done
-	go func() { _ = rc.cmd.Wait(); close(done) }()
+	go func() { _ = rc.cmd.Wait(); close(rc.done) }()
 	t.Cleanup(func() {
 		rc.stop()
 		if t.Failed() {
 			t.Logf("caddy output:\n%s", rc.out.String())
 		}
 	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
-			c.Close()
-			return rc
-		}
+	waitServing(t, rc, ports[0].Addr)
+	return rc
+}
+
+// waitServing waits until rc answers an HTTP request on addr.
+func waitServing(t testing.TB, rc *runningCaddy, addr string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeoutCause(context.Background(), 30*time.Second, errors.New("not within 30s"))
+	defer cancel()
+	go func() {
 		select {
-		case <-done:
+		case <-rc.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	if err := loopback.WaitHTTP(ctx, addr); err != nil {
+		select {
+		case <-rc.done:
 			t.Fatalf("caddy exited early:\n%s", rc.out.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("caddy did not listen on %s within 30s:\n%s", addr, rc.out.String())
-		}
-		time.Sleep(100 * time.Millisecond)
+		t.Fatalf("%v:\n%s", err, rc.out.String())
 	}
 }
 
@@ -191,8 +277,8 @@ var printedKey = regexp.MustCompile(`API_KEY: (\S+)`)
 // the copy.
 func TestExampleGatewayWithRealClients(t *testing.T) {
 	root := repoRoot(t)
-	config, base, addr := exampleCopy(t, nil)
-	startBinary(t, config, t.TempDir(), addr)
+	config, base, ports := exampleCopy(t, nil)
+	startBinary(t, config, t.TempDir(), ports)
 	seedExample := func(lang string) string {
 		code := seedBlock(t, lang)
 		if !strings.Contains(code, "http://localhost:8000/") {

@@ -2,9 +2,9 @@ package integration
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -12,30 +12,25 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
-
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // cli runs `caddy apikeys <args>` with stdin and returns whether it
 // succeeded, and its standard output, followed by its error output when
 // it failed (on success that holds only logs).
 func cli(t testing.TB, stdin string, args ...string) (string, bool) {
 	t.Helper()
-	cmd := exec.Command(caddyBinary(t), append([]string{"apikeys"}, args...)...)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, caddyBinary(t), append([]string{"apikeys"}, args...)...)
 	cmd.Stdin = strings.NewReader(stdin)
 	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+t.TempDir())
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			t.Fatalf("caddy apikeys %s did not finish within 2 minutes:\n%s%s", strings.Join(args, " "), stdout.String(), stderr.String())
+		}
 		return stdout.String() + stderr.String(), false
 	}
 	return stdout.String(), true
@@ -70,27 +65,27 @@ func metricValue(t testing.TB, metricsURL, sample string) float64 {
 func TestCLIAndMetricsWithRealBinary(t *testing.T) {
 	dir := t.TempDir()
 	db := filepath.Join(dir, "keys.db")
-	adminPort, httpPort := freePort(t), freePort(t)
-	admin := fmt.Sprintf("127.0.0.1:%d", adminPort)
-	base := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
+	ports := holdPorts(t, 2) // fd/3 the site, fd/4 admin
+	admin, base := ports[1].Addr, "http://"+ports[0].Addr
 	config := filepath.Join(dir, "Caddyfile")
 	err := os.WriteFile(config, []byte(fmt.Sprintf(`{
-	admin %s
+	%s
 	apikeys {
 		store bolt %s
 	}
 }
 
-http://127.0.0.1:%d {
+%s {
+	bind fd/3
 	apikeys_api /api/*
 	apikey_auth /v1/*
 	respond /v1/* "user={http.auth.user.id}"
 }
-`, admin, db, httpPort)), 0o600)
+`, adminOption(ports[1], 4), db, base)), 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw := startBinary(t, config, dir, fmt.Sprintf("127.0.0.1:%d", httpPort))
+	gw := startBinary(t, config, dir, ports)
 	metrics := "http://" + admin + "/metrics"
 	works := func(key string) bool {
 		return do(t, http.MethodGet, base+"/v1/", "", "Authorization", "Bearer "+key).status == 200
@@ -231,7 +226,7 @@ http://127.0.0.1:%d {
 
 	// Offline, on the db file, once Caddy has stopped.
 	gw.stop()
-	if out, ok := cli(t, "", "--address", admin, "key", "list"); ok || !strings.Contains(out, "cannot reach Caddy's admin API") || !strings.Contains(out, "--db") {
+	if out, ok := cli(t, "", "--address", refusingAddr(t), "key", "list"); ok || !strings.Contains(out, "cannot reach Caddy's admin API") || !strings.Contains(out, "--db") {
 		t.Fatalf("admin API down: ok=%v\n%s", ok, out)
 	}
 	mustCLI(t, "davepw", "--db", db, "user", "add", "dave")
@@ -250,7 +245,7 @@ http://127.0.0.1:%d {
 	}
 
 	// The offline changes are there when the gateway comes back.
-	startBinary(t, config, dir, fmt.Sprintf("127.0.0.1:%d", httpPort))
+	startBinary(t, config, dir, ports)
 	if !works(offline.APIKey) || mintAs("dave", "davepw").status != 200 {
 		t.Fatal("offline changes not seen by the restarted gateway")
 	}

@@ -31,15 +31,42 @@ type clusterGateway struct {
 func startClusterGateway(t *testing.T, name string, c *etcdtest.Cluster, upstream string) *clusterGateway {
 	t.Helper()
 	dir := t.TempDir()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	g := &clusterGateway{name: name, base: "http://" + addr, admin: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
-	g.runningCaddy = startBinaryEnv(t, filepath.Join(repoRoot(t), "Caddyfile.cluster"), dir, addr,
-		"ETCD_ENDPOINTS="+strings.Join(c.Endpoints(), " "),
-		"UPSTREAM="+strings.TrimPrefix(upstream, "http://"),
-		"GATEWAY_ADDR="+addr,
-		"CADDY_ADMIN="+g.admin,
-	)
+	ports := holdPorts(t, 2)
+	g := &clusterGateway{name: name, base: "http://" + ports[0].Addr, admin: ports[1].Addr}
+	g.runningCaddy = startBinary(t, clusterCopy(t, ports), dir, ports, clusterEnv(ports, c.Endpoints(), upstream)...)
 	return g
+}
+
+// clusterCopy writes Caddyfile.cluster with the gateway's site on
+// ports[0] (fd/3) and its admin API on ports[1] (fd/4); clusterEnv gives
+// the rest of its environment.
+func clusterCopy(t testing.TB, ports []heldPort) string {
+	t.Helper()
+	cfg := string(mustReadTB(t, filepath.Join(repoRoot(t), "Caddyfile.cluster")))
+	for _, r := range []struct{ old, new string }{
+		{"http://{$GATEWAY_ADDR::8000} {\n", "http://{$GATEWAY_ADDR::8000} {\n\tbind fd/3\n"},
+		{"admin {$CADDY_ADMIN:localhost:2019}", adminOption(ports[1], 4)},
+	} {
+		if !strings.Contains(cfg, r.old) {
+			t.Fatalf("Caddyfile.cluster has no %q to rewrite", r.old)
+		}
+		cfg = strings.Replace(cfg, r.old, r.new, 1)
+	}
+	path := filepath.Join(t.TempDir(), "Caddyfile")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// clusterEnv is the environment Caddyfile.cluster reads, for a gateway
+// on ports.
+func clusterEnv(ports []heldPort, endpoints []string, upstream string) []string {
+	return []string{
+		"ETCD_ENDPOINTS=" + strings.Join(endpoints, " "),
+		"UPSTREAM=" + strings.TrimPrefix(upstream, "http://"),
+		"GATEWAY_ADDR=" + ports[0].Addr,
+	}
 }
 
 func (g *clusterGateway) mint(t *testing.T, auth string) createdKey {
@@ -290,7 +317,7 @@ func countKeys(t *testing.T, c *etcdtest.Cluster, endpoints []string, serializab
 func TestGatewayWhenEtcdIsUnreachable(t *testing.T) {
 	c := etcdtest.Start(t, 1)
 	dir := t.TempDir()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	port := holdPort(t)
 	config := filepath.Join(dir, "Caddyfile")
 	const maxStale = 3 * time.Second
 	cfg := fmt.Sprintf(`{
@@ -305,18 +332,19 @@ func TestGatewayWhenEtcdIsUnreachable(t *testing.T) {
 }
 
 http://%s {
+	bind fd/3
 	apikeys_api /api/*
 	apikey_auth /v1/* {
 		header X-Api-Key
 	}
 	respond /v1/* "ok"
 }
-`, c.Endpoints()[0], maxStale, bcryptHash(t, "alicepw"), addr)
+`, c.Endpoints()[0], maxStale, bcryptHash(t, "alicepw"), port.Addr)
 	if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	startBinary(t, config, dir, addr)
-	g := &clusterGateway{name: "A", base: "http://" + addr}
+	startBinary(t, config, dir, []heldPort{port})
+	g := &clusterGateway{name: "A", base: "http://" + port.Addr}
 	auth := `{"username": "alice", "password": "alicepw"}`
 	seen := g.mint(t, auth)
 	testutil.Eventually(t, 15*time.Second, "the key works", func() bool { return g.status(t, seen.APIKey) == http.StatusOK })

@@ -2,13 +2,11 @@ package integration
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -47,14 +45,12 @@ func BenchmarkUnknownKeyFlood(b *testing.B) {
 	c := etcdtest.Start(b, 1)
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	defer upstream.Close()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(b))
-	admin := fmt.Sprintf("127.0.0.1:%d", freePort(b))
-	clusterFile := filepath.Join(repoRoot(b), "Caddyfile.cluster")
-	rc := startBinaryEnv(b, clusterFile, b.TempDir(), addr,
-		"ETCD_ENDPOINTS="+c.Endpoints()[0], "UPSTREAM="+strings.TrimPrefix(upstream.URL, "http://"),
-		"GATEWAY_ADDR="+addr, "CADDY_ADMIN="+admin)
+	ports := holdPorts(b, 2)
+	clusterFile := clusterCopy(b, ports)
+	rc := startBinary(b, clusterFile, b.TempDir(), ports, clusterEnv(ports, c.Endpoints()[:1], upstream.URL)...)
 	defer rc.stop()
-	base, metrics := "http://"+addr, "http://"+admin+"/metrics"
+	base, admin := "http://"+ports[0].Addr, ports[1].Addr
+	metrics := "http://" + admin + "/metrics"
 	mustCLI(b, "alicepw\n", "--address", admin, "user", "add", "alice")
 	key := decodeCreated(b, post(b, base+"/api/create_api_key", `{"auth": {"username": "alice", "password": "alicepw"}}`)).APIKey
 

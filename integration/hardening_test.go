@@ -26,20 +26,21 @@ import (
 )
 
 // hardenedConfig writes a Caddyfile for the real binary: the apikeys app
-// on db, admin on adminAddr, the endpoints and a protected /v1/ on
-// httpAddr answering with the caller's id and the URI it was given. extraGlobal goes into the
-// global options, extraApp into the apikeys block.
-func hardenedConfig(t *testing.T, dir, db, adminAddr, httpAddr, extraGlobal, extraApp string) string {
+// on db, the endpoints and a protected /v1/ on ports[0] (fd/3) answering
+// with the caller's id and the URI it was given, admin on ports[1] (fd/4).
+// extraGlobal goes into the global options, extraApp into the apikeys
+// block.
+func hardenedConfig(t *testing.T, dir, db string, ports []heldPort, extraGlobal, extraApp string) string {
 	t.Helper()
-	return hardenedConfigHash(t, dir, db, adminAddr, httpAddr, extraGlobal, extraApp, bcryptHash(t, "alicepw"))
+	return hardenedConfigHash(t, dir, db, ports, extraGlobal, extraApp, bcryptHash(t, "alicepw"))
 }
 
 // hardenedConfigHash is hardenedConfig with alice's password hash given.
-func hardenedConfigHash(t *testing.T, dir, db, adminAddr, httpAddr, extraGlobal, extraApp, aliceHash string) string {
+func hardenedConfigHash(t *testing.T, dir, db string, ports []heldPort, extraGlobal, extraApp, aliceHash string) string {
 	t.Helper()
 	path := filepath.Join(dir, fmt.Sprintf("Caddyfile-%d", time.Now().UnixNano()))
 	cfg := fmt.Sprintf(`{
-	admin %s
+	%s
 	%s
 	apikeys {
 		store bolt %s {
@@ -56,6 +57,7 @@ func hardenedConfigHash(t *testing.T, dir, db, adminAddr, httpAddr, extraGlobal,
 }
 
 http://%s {
+	bind fd/3
 	apikeys_api /api/*
 	apikey_auth /v1/* {
 		header X-Api-Key
@@ -65,7 +67,7 @@ http://%s {
 	respond /v1/* "user={http.auth.user.id} uri={http.request.uri}"
 	respond /plain "ok"
 }
-`, adminAddr, extraGlobal, db, aliceHash, extraApp, httpAddr)
+`, adminOption(ports[1], 4), extraGlobal, db, aliceHash, extraApp, ports[0].Addr)
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -75,6 +77,7 @@ http://%s {
 type hardenedGateway struct {
 	*runningCaddy
 	dir, db, admin, base, config string
+	ports                        []heldPort
 }
 
 func startHardened(t *testing.T, extraGlobal, extraApp string) *hardenedGateway {
@@ -86,12 +89,11 @@ func startHardened(t *testing.T, extraGlobal, extraApp string) *hardenedGateway 
 func startHardenedHash(t *testing.T, extraGlobal, extraApp, aliceHash string) *hardenedGateway {
 	t.Helper()
 	dir := t.TempDir()
-	g := &hardenedGateway{dir: dir, db: filepath.Join(dir, "keys.db"),
-		admin: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
-	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	g.base = "http://" + httpAddr
-	g.config = hardenedConfigHash(t, dir, g.db, g.admin, httpAddr, extraGlobal, extraApp, aliceHash)
-	g.runningCaddy = startBinary(t, g.config, dir, httpAddr)
+	ports := holdPorts(t, 2)
+	g := &hardenedGateway{dir: dir, db: filepath.Join(dir, "keys.db"), ports: ports,
+		base: "http://" + ports[0].Addr, admin: ports[1].Addr}
+	g.config = hardenedConfigHash(t, dir, g.db, ports, extraGlobal, extraApp, aliceHash)
+	g.runningCaddy = startBinary(t, g.config, dir, ports)
 	return g
 }
 
@@ -370,7 +372,7 @@ func TestKill9DuringMinting(t *testing.T) {
 	}
 
 	// Every answered key works after a restart.
-	restarted := startBinary(t, g.config, g.dir, strings.TrimPrefix(g.base, "http://"))
+	restarted := startBinary(t, g.config, g.dir, g.ports)
 	defer restarted.stop()
 	for _, k := range minted {
 		if !g.works(t, "Authorization", "Bearer "+k) {
@@ -384,16 +386,14 @@ func TestKill9DuringMinting(t *testing.T) {
 // one holds: it must stop with a clear error, not hang.
 func TestLockedStoreFailsFast(t *testing.T) {
 	g := startHardened(t, "", "")
-	other := hardenedConfig(t, g.dir, g.db, fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", freePort(t)), "", "")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, caddyBinary(t), "run", "--config", other)
-	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+g.dir, "XDG_CONFIG_HOME="+t.TempDir())
+	ports := holdPorts(t, 2)
+	other := hardenedConfig(t, g.dir, g.db, ports, "", "")
+	cmd := caddyCommand(t, g.dir, ports, []string{"XDG_CONFIG_HOME=" + t.TempDir()}, "run", "--config", other)
 	start := time.Now()
-	out, err := cmd.CombinedOutput()
+	out, err := exitsPromptly(t, cmd)
 	took := time.Since(start)
-	if err == nil || ctx.Err() != nil {
-		t.Fatalf("second gateway: err=%v after %v, want a prompt failure\n%s", err, took, out)
+	if err == nil {
+		t.Fatalf("second gateway started on a locked store\n%s", out)
 	}
 	if !strings.Contains(string(out), "locked by another process") {
 		t.Fatalf("second gateway's error does not say the file is locked:\n%s", out)
@@ -410,23 +410,27 @@ func TestLockedStoreFailsFast(t *testing.T) {
 func TestFullDiskMinting503(t *testing.T) {
 	dir := t.TempDir()
 	db := filepath.Join(dir, "keys.db")
-	admin, httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	config := hardenedConfig(t, dir, db, admin, httpAddr, "", "")
+	ports := holdPorts(t, 2)
+	config := hardenedConfig(t, dir, db, ports, "", "")
 	// SIGXFSZ ignored (inherited by Go), so writes past the limit fail
 	// with EFBIG instead of killing the process. 256 KiB holds a fresh
-	// store and its first keys.
+	// store and its first keys. bash passes the ports on to Caddy.
 	script := fmt.Sprintf("trap '' XFSZ; ulimit -f 256; exec %q run --config %q", caddyBinary(t), config)
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Fatal(err)
+	}
 	rc := &runningCaddy{out: new(syncBuffer), done: make(chan struct{})}
-	rc.cmd = exec.Command("bash", "-c", script)
-	rc.cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	rc.cmd = caddyCommand(t, dir, ports, nil)
+	rc.cmd.Path, rc.cmd.Args = bash, []string{"bash", "-c", script}
 	rc.cmd.Stdout, rc.cmd.Stderr = rc.out, rc.out
 	if err := rc.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = rc.cmd.Wait(); close(rc.done) }()
 	t.Cleanup(rc.stop)
-	g := &hardenedGateway{runningCaddy: rc, base: "http://" + httpAddr}
-	waitFor(t, httpAddr, rc)
+	g := &hardenedGateway{runningCaddy: rc, base: "http://" + ports[0].Addr}
+	waitServing(t, rc, ports[0].Addr)
 
 	first := g.mint(t, `{"username": "alice", "password": "alicepw"}`)
 	var full response
@@ -443,23 +447,4 @@ func TestFullDiskMinting503(t *testing.T) {
 	if !g.works(t, "Authorization", "Bearer "+first.APIKey) {
 		t.Fatal("an existing key stopped working when the disk filled up")
 	}
-}
-
-// waitFor waits until addr accepts connections or the process exits.
-func waitFor(t *testing.T, addr string, rc *runningCaddy) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if r, err := http.Get("http://" + addr + "/"); err == nil {
-			r.Body.Close()
-			return
-		}
-		select {
-		case <-rc.done:
-			t.Fatalf("gateway exited:\n%s", rc.out.String())
-		default:
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("gateway did not listen on %s:\n%s", addr, rc.out.String())
 }

@@ -27,10 +27,10 @@ type leakGateway struct {
 
 func startLeakGateway(t *testing.T, etcd, scannerURL string) *leakGateway {
 	t.Helper()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	g := &leakGateway{base: "http://" + addr, admin: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	ports := holdPorts(t, 2)
+	g := &leakGateway{base: "http://" + ports[0].Addr, admin: ports[1].Addr}
 	cfg := fmt.Sprintf(`{
-	admin %s
+	%s
 	apikeys {
 		store etcd %s {
 			prefix /leaks/
@@ -41,6 +41,7 @@ func startLeakGateway(t *testing.T, etcd, scannerURL string) *leakGateway {
 }
 
 http://%s {
+	bind fd/3
 	apikeys_api /api/*
 	apikeys_leaks /github/secret-scanning {
 		public_keys_url %s
@@ -49,13 +50,13 @@ http://%s {
 	apikey_auth /v1/*
 	respond /v1/* "ok {http.auth.user.id}"
 }
-`, g.admin, etcd, bcryptHash(t, "alicepw"), addr, scannerURL)
+`, adminOption(ports[1], 4), etcd, bcryptHash(t, "alicepw"), ports[0].Addr, scannerURL)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	g.runningCaddy = startBinary(t, path, dir, addr)
+	g.runningCaddy = startBinary(t, path, dir, ports)
 	return g
 }
 

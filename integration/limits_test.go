@@ -39,17 +39,17 @@ func newLimitsUpstream(t *testing.T) *limitsUpstream {
 // data directory.
 type limitsGateway struct {
 	*runningCaddy
-	t                       *testing.T
-	dir, config, addr, base string
+	t                 *testing.T
+	dir, config, base string
+	ports             []heldPort // the site, admin
 }
 
 func startLimitsGateway(t *testing.T, store, upstream string) *limitsGateway {
 	t.Helper()
-	g := &limitsGateway{t: t, dir: t.TempDir()}
-	g.addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	g.base = "http://" + g.addr
+	g := &limitsGateway{t: t, dir: t.TempDir(), ports: holdPorts(t, 2)}
+	g.base = "http://" + g.ports[0].Addr
 	cfg := fmt.Sprintf(`{
-	admin %s
+	%s
 	apikeys {
 		%s
 		user alice %s {
@@ -78,6 +78,7 @@ func startLimitsGateway(t *testing.T, store, upstream string) *limitsGateway {
 }
 
 http://%s {
+	bind fd/3
 	apikeys_api /api/*
 	apikey_auth /v1/* {
 		cost 3
@@ -91,7 +92,7 @@ http://%s {
 	}
 	reverse_proxy /free/* %s
 }
-`, fmt.Sprintf("127.0.0.1:%d", freePort(t)), store, bcryptHash(t, "alicepw"), bcryptHash(t, "bobpw"), bcryptHash(t, "carolpw"), g.addr,
+`, adminOption(g.ports[1], 4), store, bcryptHash(t, "alicepw"), bcryptHash(t, "bobpw"), bcryptHash(t, "carolpw"), g.ports[0].Addr,
 		strings.TrimPrefix(upstream, "http://"), strings.TrimPrefix(upstream, "http://"))
 	g.config = filepath.Join(g.dir, "Caddyfile")
 	if err := os.WriteFile(g.config, []byte(cfg), 0o600); err != nil {
@@ -102,7 +103,7 @@ http://%s {
 }
 
 func (g *limitsGateway) start() {
-	g.runningCaddy = startBinary(g.t, g.config, g.dir, g.addr)
+	g.runningCaddy = startBinary(g.t, g.config, g.dir, g.ports)
 }
 
 // kill stops the gateway with SIGKILL: no cleanup runs.
@@ -111,10 +112,7 @@ func (g *limitsGateway) kill() {
 	<-g.done
 }
 
-func (g *limitsGateway) adminAddr() string {
-	cfg := string(mustRead(g.t, g.config))
-	return strings.Fields(cfg[strings.Index(cfg, "admin ")+len("admin "):])[0]
-}
+func (g *limitsGateway) adminAddr() string { return g.ports[1].Addr }
 
 // outcome counts the answers of a run of clients.
 type outcome struct {

@@ -58,10 +58,10 @@ func BenchmarkMintCurve(b *testing.B) {
 			c := etcdtest.Start(b, 1)
 			storeLine = "store etcd " + c.Endpoints()[0] + " {\n\t\t\tprefix /mint/\n\t\t}"
 		}
-		addr := fmt.Sprintf("127.0.0.1:%d", freePort(b))
-		admin := fmt.Sprintf("127.0.0.1:%d", freePort(b))
+		ports := holdPorts(b, 2)
+		addr, admin := ports[0].Addr, ports[1].Addr
 		cfg := fmt.Sprintf(`{
-	admin %s
+	%s
 	log default {
 		output file %s
 	}
@@ -76,14 +76,15 @@ func BenchmarkMintCurve(b *testing.B) {
 }
 
 http://%s {
+	bind fd/3
 	apikeys_api /api/*
 }
-`, admin, filepath.Join(dir, "caddy.log"), storeLine, hash, jwtSecret, addr)
+`, adminOption(ports[1], 4), filepath.Join(dir, "caddy.log"), storeLine, hash, jwtSecret, addr)
 		config := filepath.Join(dir, "Caddyfile")
 		if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
 			b.Fatal(err)
 		}
-		rc := startBinary(b, config, dir, addr)
+		rc := startBinary(b, config, dir, ports)
 		body := fmt.Sprintf(`{"auth": %q, "title": "bench"}`, token)
 		if cred == "password" {
 			body = `{"auth": {"username": "alice", "password": "alicepw"}, "title": "bench"}`

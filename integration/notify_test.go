@@ -98,16 +98,16 @@ type notifyGateway struct {
 	t                 *testing.T
 	dir, config, addr string
 	base, admin       string
+	ports             []heldPort
 }
 
 func startNotifyGateway(t *testing.T, etcd, receiver string) *notifyGateway {
-	g := &notifyGateway{t: t, dir: t.TempDir()}
-	g.addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	g := &notifyGateway{t: t, dir: t.TempDir(), ports: holdPorts(t, 2)}
+	g.addr, g.admin = g.ports[0].Addr, g.ports[1].Addr
 	g.base = "http://" + g.addr
-	g.admin = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	g.config = filepath.Join(g.dir, "Caddyfile")
 	cfg := fmt.Sprintf(`{
-	admin %s
+	%s
 	apikeys {
 		store etcd %s {
 			prefix /notify/
@@ -121,11 +121,12 @@ func startNotifyGateway(t *testing.T, etcd, receiver string) *notifyGateway {
 }
 
 http://%s {
+	bind fd/3
 	apikeys_api /api/*
 	apikey_auth /v1/*
 	respond /v1/* "ok"
 }
-`, g.admin, etcd, bcryptHash(t, "alicepw"), receiver, webhookSecret, g.addr)
+`, adminOption(g.ports[1], 4), etcd, bcryptHash(t, "alicepw"), receiver, webhookSecret, g.addr)
 	if err := os.WriteFile(g.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +134,7 @@ http://%s {
 	return g
 }
 
-func (g *notifyGateway) start() { g.runningCaddy = startBinary(g.t, g.config, g.dir, g.addr) }
+func (g *notifyGateway) start() { g.runningCaddy = startBinary(g.t, g.config, g.dir, g.ports) }
 
 func (g *notifyGateway) kill() {
 	_ = g.cmd.Process.Signal(syscall.SIGKILL)
@@ -249,10 +250,11 @@ func TestNoticesReachReceiversOnce(t *testing.T) {
 func TestCreditsLowIsNoticedOnce(t *testing.T) {
 	rcv := newWebhookReceiver(t)
 	dir := t.TempDir()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	port := holdPort(t)
+	addr := port.Addr
 	config := filepath.Join(dir, "Caddyfile")
 	cfg := fmt.Sprintf(`{
-	admin 127.0.0.1:%d
+	admin off
 	apikeys {
 		store bolt %s
 		user alice %s
@@ -269,15 +271,16 @@ func TestCreditsLowIsNoticedOnce(t *testing.T) {
 }
 
 http://%s {
+	bind fd/3
 	apikeys_api /api/*
 	apikey_auth /v1/*
 	respond /v1/* "ok"
 }
-`, freePort(t), filepath.Join(dir, "keys.db"), bcryptHash(t, "alicepw"), rcv.URL, webhookSecret, addr)
+`, filepath.Join(dir, "keys.db"), bcryptHash(t, "alicepw"), rcv.URL, webhookSecret, addr)
 	if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	startBinary(t, config, dir, addr)
+	startBinary(t, config, dir, []heldPort{port})
 	key := decodeCreated(t, post(t, "http://"+addr+"/api/create_api_key", `{"auth": {"username": "alice", "password": "alicepw"}}`))
 	spend := func(n int) {
 		for range n {

@@ -53,11 +53,11 @@ func writeFile(t *testing.T, path, content string) {
 func TestScanFindsKeysBeforeTheyLeak(t *testing.T) {
 	dir := t.TempDir()
 	db := filepath.Join(dir, "keys.db")
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	ports := holdPorts(t, 2)
+	addr, admin := ports[0].Addr, ports[1].Addr
 	config := filepath.Join(dir, "Caddyfile")
 	writeFile(t, config, fmt.Sprintf(`{
-	admin %s
+	%s
 	apikeys {
 		store bolt %s
 		user alice %s
@@ -65,12 +65,13 @@ func TestScanFindsKeysBeforeTheyLeak(t *testing.T) {
 }
 
 http://%s {
+	bind fd/3
 	apikeys_api /api/*
 	apikey_auth /v1/*
 	respond /v1/* "ok"
 }
-`, admin, db, bcryptHash(t, "alicepw"), addr))
-	gw := startBinary(t, config, dir, addr)
+`, adminOption(ports[1], 4), db, bcryptHash(t, "alicepw"), addr))
+	gw := startBinary(t, config, dir, ports)
 	mint := func() createdKey {
 		return decodeCreated(t, post(t, "http://"+addr+"/api/create_api_key", `{"auth": {"username": "alice", "password": "alicepw"}}`))
 	}

@@ -31,14 +31,16 @@ const (
 type trustGateway struct {
 	*runningCaddy
 	dir, admin, base, config string
+	ports                    []heldPort
 }
 
 // trustConfig is that config; users lists the config users' lines, so
 // that a reload can remove one.
-func trustConfig(t *testing.T, dir, db, admin, addr string, users ...string) string {
+// The site is on ports[0] (fd/3), admin on ports[1] (fd/4).
+func trustConfig(t *testing.T, dir, db string, ports []heldPort, users ...string) string {
 	t.Helper()
 	cfg := fmt.Sprintf(`{
-	admin %s
+	%s
 	apikeys {
 		store bolt %s
 		allowed_scopes read write admin
@@ -67,6 +69,7 @@ func trustConfig(t *testing.T, dir, db, admin, addr string, users ...string) str
 }
 
 http://%s {
+	bind fd/3
 	apikeys_api /api/*
 	apikey_auth /v1/* {
 		header X-Api-Key
@@ -77,7 +80,7 @@ http://%s {
 	}
 	respond /admin/* "admin"
 }
-`, admin, db, strings.Join(users, "\n\t\t"), idpASecret, idpA, idpBSecret, idpB, idpCSecret, idpC, addr)
+`, adminOption(ports[1], 4), db, strings.Join(users, "\n\t\t"), idpASecret, idpA, idpBSecret, idpB, idpCSecret, idpC, ports[0].Addr)
 	path := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -88,11 +91,10 @@ http://%s {
 func startTrustGateway(t *testing.T, users ...string) *trustGateway {
 	t.Helper()
 	dir := t.TempDir()
-	g := &trustGateway{dir: dir, admin: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	g.base = "http://" + addr
-	g.config = trustConfig(t, dir, filepath.Join(dir, "keys.db"), g.admin, addr, users...)
-	g.runningCaddy = startBinary(t, g.config, dir, addr)
+	ports := holdPorts(t, 2)
+	g := &trustGateway{dir: dir, admin: ports[1].Addr, base: "http://" + ports[0].Addr, ports: ports}
+	g.config = trustConfig(t, dir, filepath.Join(dir, "keys.db"), ports, users...)
+	g.runningCaddy = startBinary(t, g.config, dir, ports)
 	return g
 }
 
@@ -100,8 +102,7 @@ func startTrustGateway(t *testing.T, users ...string) *trustGateway {
 // API, as `caddy reload` does.
 func (g *trustGateway) reload(t *testing.T, users ...string) {
 	t.Helper()
-	addr := strings.TrimPrefix(g.base, "http://")
-	cfg := trustConfig(t, g.dir, filepath.Join(g.dir, "keys.db"), g.admin, addr, users...)
+	cfg := trustConfig(t, g.dir, filepath.Join(g.dir, "keys.db"), g.ports, users...)
 	r := do(t, http.MethodPost, "http://"+g.admin+"/load", string(mustRead(t, cfg)), "Content-Type", "text/caddyfile")
 	if r.status != 200 {
 		t.Fatalf("reload: %d %s", r.status, r.body)
@@ -470,17 +471,7 @@ func TestJWTBlockWithoutAudienceDoesNotLoad(t *testing.T) {
 	for _, verb := range []string{"validate", "run"} {
 		cmd := exec.Command(bin, verb, "--config", path)
 		cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir, "HOME="+dir)
-		done := make(chan struct{})
-		var out []byte
-		var err error
-		go func() { out, err = cmd.CombinedOutput(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-			t.Fatalf("caddy %s with a jwt block without audience did not exit", verb)
-		}
+		out, err := exitsPromptly(t, cmd)
 		if err == nil || !strings.Contains(string(out), "no audience") || !strings.Contains(string(out), "accept_any_audience") {
 			t.Fatalf("caddy %s: %v\n%s", verb, err, out)
 		}

@@ -41,7 +41,7 @@ func TestKeyPageInBrowser(t *testing.T) {
 	// The example, off the demo's ports, with a plan for every key.
 	// A scanner reports leaks to it.
 	scanner := scannertest.NewScanner(t)
-	config, base, addr := exampleCopy(t, func(cfg string) string {
+	config, base, ports := exampleCopy(t, func(cfg string) string {
 		cfg = strings.Replace(cfg, "\tapikeys_ui /keys/*", "\tapikeys_leaks /leaks {\n\t\tpublic_keys_url "+scanner.URL+"\n\t}\n\tapikeys_ui /keys/*", 1)
 		return strings.Replace(cfg, "\tapikeys {\n", `	apikeys {
 		default_plan demo
@@ -51,7 +51,7 @@ func TestKeyPageInBrowser(t *testing.T) {
 		}
 `, 1)
 	})
-	rc := startBinary(t, config, t.TempDir(), addr)
+	rc := startBinary(t, config, t.TempDir(), ports)
 
 	// The page's security headers.
 	r := do(t, http.MethodGet, base+"/keys/", "")

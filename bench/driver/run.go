@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/caddy-apikeys/caddy-apikeys/internal/loopback"
 )
 
 // setup is one row of the benchmark: a URL, the header that authorizes
@@ -86,6 +88,8 @@ func (r *run) main() error {
 	// row is a second nginx: a static map of accepted keys in front of a
 	// proxy to the same upstream, so that each row's CPU is the front
 	// server's alone.
+	// Caddy's sites are on ports held here and passed to it (fd/3); nginx
+	// takes no socket from its parent, so it binds a port found free.
 	upstream := freeAddr()
 	nginxAddr := ""
 	var nginxPids func() []int
@@ -111,7 +115,13 @@ func (r *run) main() error {
 		}
 	} else {
 		// Without nginx the upstream is a Caddy answering "ok".
-		if _, err := r.startCaddy("upstream", fmt.Sprintf("{\n\tadmin off\n}\nhttp://%s {\n\trespond ok\n}\n", upstream), upstream); err != nil {
+		port, err := loopback.Hold()
+		if err != nil {
+			return err
+		}
+		defer port.Close()
+		upstream = port.Addr
+		if _, err := r.startCaddy("upstream", fmt.Sprintf("{\n\tadmin off\n}\nhttp://%s {\n\tbind fd/3\n\trespond ok\n}\n", upstream), port); err != nil {
 			return err
 		}
 	}
@@ -128,6 +138,7 @@ func (r *run) main() error {
 	}
 }
 http://%s {
+	bind fd/3
 	route /open/* {
 		reverse_proxy %s
 	}
@@ -145,12 +156,22 @@ http://%s {
 }
 `, db, jwtSecret, addr, upstream, upstream, strings.TrimSpace(hash), upstream)
 	}
-	gw1Addr, gw2Addr := freeAddr(), freeAddr()
-	gw1, err := r.startCaddy("gateway (10^3 keys)", gwConfig(small, gw1Addr), gw1Addr)
+	gw1Port, err := loopback.Hold()
 	if err != nil {
 		return err
 	}
-	gw2, err := r.startCaddy(fmt.Sprintf("gateway (%d keys)", r.bigKeys), gwConfig(big, gw2Addr), gw2Addr)
+	defer gw1Port.Close()
+	gw2Port, err := loopback.Hold()
+	if err != nil {
+		return err
+	}
+	defer gw2Port.Close()
+	gw1Addr, gw2Addr := gw1Port.Addr, gw2Port.Addr
+	gw1, err := r.startCaddy("gateway (10^3 keys)", gwConfig(small, gw1Addr), gw1Port)
+	if err != nil {
+		return err
+	}
+	gw2, err := r.startCaddy(fmt.Sprintf("gateway (%d keys)", r.bigKeys), gwConfig(big, gw2Addr), gw2Port)
 	if err != nil {
 		return err
 	}
@@ -209,8 +230,13 @@ http://%s {
 	r.stopAll()
 	pin := r.pin
 	r.pin = false
-	mintDB, mintAddr := filepath.Join(r.work, "mint.db"), freeAddr()
-	gw3, err := r.startCaddy("gateway (minting)", gwConfig(mintDB, mintAddr), mintAddr)
+	mintPort, err := loopback.Hold()
+	if err != nil {
+		return err
+	}
+	defer mintPort.Close()
+	mintDB, mintAddr := filepath.Join(r.work, "mint.db"), mintPort.Addr
+	gw3, err := r.startCaddy("gateway (minting)", gwConfig(mintDB, mintAddr), mintPort)
 	if err != nil {
 		return err
 	}
@@ -359,14 +385,16 @@ func rssBytes(pid int) (int64, error) {
 	return 0, fmt.Errorf("no VmRSS for %d", pid)
 }
 
-// startCaddy runs the gateway on a config and waits for addr.
-func (r *run) startCaddy(name, caddyfile, addr string) (*exec.Cmd, error) {
+// startCaddy runs the gateway on a config whose site binds fd/3, passing
+// it port, and waits until it answers there.
+func (r *run) startCaddy(name, caddyfile string, port loopback.Port) (*exec.Cmd, error) {
 	path := filepath.Join(r.work, strings.NewReplacer(" ", "-", "(", "", ")", "", "^", "").Replace(name)+".Caddyfile")
 	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
 		return nil, err
 	}
 	cmd := r.pinned(serverCPU, r.caddy, "run", "--config", path, "--adapter", "caddyfile")
 	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+r.work, "XDG_CONFIG_HOME="+r.work)
+	cmd.ExtraFiles = []*os.File{port.File}
 	logf, err := os.Create(path + ".log")
 	if err != nil {
 		return nil, err
@@ -376,8 +404,14 @@ func (r *run) startCaddy(name, caddyfile, addr string) (*exec.Cmd, error) {
 		return nil, err
 	}
 	r.procs = append(r.procs, cmd)
-	log.Printf("started %s on %s (pid %d)", name, addr, cmd.Process.Pid)
-	return cmd, waitPort(addr, path+".log")
+	log.Printf("started %s on %s (pid %d)", name, port.Addr, cmd.Process.Pid)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := loopback.WaitHTTP(ctx, port.Addr); err != nil {
+		b, _ := os.ReadFile(path + ".log")
+		return cmd, fmt.Errorf("%w; log:\n%s", err, b)
+	}
+	return cmd, nil
 }
 
 // startNginx runs nginx with the given http-block servers, under its own
@@ -510,6 +544,7 @@ func waitPort(addr, logFile string) error {
 	return fmt.Errorf("nothing listens on %s after 60s; log:\n%s", addr, b)
 }
 
+// freeAddr is a loopback address that was free a moment ago, for nginx.
 func freeAddr() string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -18,11 +18,11 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"flag"
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -30,6 +30,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/caddy-apikeys/caddy-apikeys/internal/loopback"
 )
 
 func main() {
@@ -54,9 +56,11 @@ func main() {
 	}
 	bcryptHash := hash("--bcrypt-cost", fmt.Sprint(*bcryptCost))
 	argonHash := hash("--algorithm", "argon2id")
-	addr, admin := freeAddr(), freeAddr()
-	cfg := fmt.Sprintf("{\n\tadmin %s\n\tapikeys {\n\t\tstore bolt %s\n\t\tuser config-bcrypt %s\n\t\tuser config-argon2id %s\n\t\tlockout off\n\t}\n}\nhttp://%s {\n\tapikeys_api\n}\n",
-		admin, filepath.Join(dir, "keys.db"), bcryptHash, argonHash, addr)
+	// The gateway's site and admin API on ports held here (fd/3, fd/4).
+	site, admin := holdPort(), holdPort()
+	addr := site.Addr
+	cfg := fmt.Sprintf("{\n\tadmin fd/4 {\n\t\torigins %s\n\t}\n\tapikeys {\n\t\tstore bolt %s\n\t\tuser config-bcrypt %s\n\t\tuser config-argon2id %s\n\t\tlockout off\n\t}\n}\nhttp://%s {\n\tbind fd/3\n\tapikeys_api\n}\n",
+		admin.Addr, filepath.Join(dir, "keys.db"), bcryptHash, argonHash, addr)
 	path := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		log.Fatal(err)
@@ -64,20 +68,17 @@ func main() {
 	env := append(os.Environ(), "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
 	cmd := exec.Command(*caddy, "run", "--config", path)
 	cmd.Env = env
+	cmd.ExtraFiles = []*os.File{site.File, admin.File}
 	if err := cmd.Start(); err != nil {
 		log.Fatal(err)
 	}
 	defer func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() }()
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			log.Fatal("gateway did not start")
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := loopback.WaitHTTP(ctx, addr); err != nil {
+		log.Fatalf("gateway did not start: %v", err)
 	}
-	add := exec.Command(*caddy, "apikeys", "--address", admin, "user", "add", "stored-argon2id")
+	add := exec.Command(*caddy, "apikeys", "--address", admin.Addr, "user", "add", "stored-argon2id")
 	add.Env, add.Stdin = env, strings.NewReader("right-password\n")
 	if out, err := add.CombinedOutput(); err != nil {
 		log.Fatalf("caddy apikeys user add: %v\n%s", err, out)
@@ -151,11 +152,11 @@ func median(d []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// holdPort holds a loopback port for the gateway until the program ends.
+func holdPort() loopback.Port {
+	p, err := loopback.Hold()
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return p
 }
