@@ -78,12 +78,12 @@ func OpenBolt(path string, timeout time.Duration) (*BoltStore, error) {
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout: timeout,
-		// The free pages are kept in a map (as etcd does), and not
-		// written at each commit but found again when the file opens:
-		// commits write fewer pages, and opening 10⁶ keys still takes
-		// well under a second (BENCHMARKS.md).
-		FreelistType:   bolt.FreelistMapType,
-		NoFreelistSync: true,
+		// The free pages are kept in a map (as etcd does). The freelist
+		// is written at each commit: not writing it (NoFreelistSync)
+		// made minting no faster, while every open then read the whole
+		// file to find the free pages again, which took 0.2–0.3 s and
+		// left the file resident (480 MB at 10⁶ keys; BENCHMARKS.md).
+		FreelistType: bolt.FreelistMapType,
 	})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("opening %s: %w (is another Caddy running with it? use 'caddy reload' to change a running server's config)", path, ErrLocked)
