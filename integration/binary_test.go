@@ -169,6 +169,19 @@ func caddyCommand(t testing.TB, dataDir string, ports []heldPort, env []string, 
 	return cmd
 }
 
+// loadConfig loads a Caddyfile into the gateway whose admin API is at
+// admin, as `caddy reload` does. The previous config's server then closes
+// its idle connections, and a request sent on one as it does sees EOF
+// (golang/go#75591; TestReloadsUnderLoad counts them): the test's client
+// starts on new ones, as a client that saw the reload would.
+func loadConfig(t testing.TB, admin, caddyfile string) {
+	t.Helper()
+	if r := do(t, http.MethodPost, "http://"+admin+"/load", caddyfile, "Content-Type", "text/caddyfile"); r.status != 200 {
+		t.Fatalf("loading a new config: %d %s", r.status, r.body)
+	}
+	client.CloseIdleConnections()
+}
+
 // exitsPromptly runs cmd and returns its combined output and error; it
 // fails the test if cmd has not exited within 30 seconds (a gateway that
 // should refuse to start, but serves).

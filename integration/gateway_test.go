@@ -15,14 +15,48 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	_ "github.com/caddy-apikeys/caddy-apikeys/caddymodule"
+	"github.com/caddy-apikeys/caddy-apikeys/internal/loopback"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
-const (
-	gateway    = "http://localhost:9080"
-	jwtSecret  = "integration-secret-0123456789abcdef"
-	createPath = gateway + "/api/create_api_key"
+const jwtSecret = "integration-secret-0123456789abcdef"
+
+// The in-process gateway (caddytest) serves on a port this test binary
+// listens on for its whole run and hands Caddy as one of its own file
+// descriptors (bind fd/N; see package loopback), and so does the echo
+// upstream behind it: no fixed port, and no port found free and lost
+// before Caddy binds it. They are held until the process exits, since
+// Caddy remembers a descriptor by its number.
+var (
+	gatewayPort, gatewayFD   = holdForRun()
+	upstreamPort, upstreamFD = holdForRun()
+	gateway                  = "http://" + gatewayPort.Addr
+	createPath               = gateway + "/api/create_api_key"
 )
+
+// holdForRun holds a port for the rest of the process and returns it with
+// its descriptor's number.
+func holdForRun() (loopback.Port, uintptr) {
+	p, err := loopback.Hold()
+	if err != nil {
+		panic(err)
+	}
+	return p, p.File.Fd()
+}
+
+// initGateway loads config into the in-process Caddy (caddytest). A
+// previous config's server closes the idle connections the test's client
+// holds to the same port: it starts on new ones (see loadConfig).
+func initGateway(t *testing.T, config string) {
+	t.Helper()
+	caddytest.NewTester(t).InitServer(config, "caddyfile")
+	client.CloseIdleConnections()
+}
+
+// gatewaySite opens the site block of the in-process gateway.
+func gatewaySite() string {
+	return fmt.Sprintf("%s {\n\tbind fd/%d", gateway, gatewayFD)
+}
 
 // gatewayConfig is a Caddyfile with the apikeys app on a bbolt file, a
 // configured user alice (who may give keys the scopes read and write),
@@ -33,11 +67,9 @@ func gatewayConfig(dbPath, aliceHash, realm string) string {
 }
 
 // caddytestGlobals are the global options every in-process config needs:
-// caddytest's admin port and its HTTP ports.
+// caddytest's admin port.
 const caddytestGlobals = `skip_install_trust
 	admin localhost:2999
-	http_port 9080
-	https_port 9443
 	grace_period 1ns`
 
 // gatewayConfigWith adds policy lines to the apikeys block.
@@ -59,36 +91,36 @@ func gatewayConfigWith(dbPath, aliceHash, realm, policy string) string {
 	}
 }
 
-http://localhost:9080 {
+%s
 	apikeys_api /api/* {
 		cors_origins https://app.test
 	}
 	apikey_auth /v1/* {
 		header X-Api-Key
-		realm %q
+		realm %[9]q
 	}
 	apikey_auth /scoped/* {
 		require_scopes write
 	}
-	reverse_proxy /scoped/* localhost:9081
-	reverse_proxy /v1/* localhost:9081 {
+	reverse_proxy /scoped/* %[7]s
+	reverse_proxy /v1/* %[7]s {
 		header_up X-User {http.auth.user.id}
 		header_up X-Key-Id {http.auth.user.key_id}
 		header_up X-Key-Title {http.auth.user.key_title}
 	}
 }
 
-http://localhost:9081 {
+http://%[7]s {
+	bind fd/%[8]d
 	respond "user={header.X-User} key_id={header.X-Key-Id} title={header.X-Key-Title} authorization={header.Authorization} x-api-key={header.X-Api-Key}"
 }
-`, caddytestGlobals, dbPath, aliceHash, jwtSecret, policy, realm)
+`, caddytestGlobals, dbPath, aliceHash, jwtSecret, policy, gatewaySite(), upstreamPort.Addr, upstreamFD, realm)
 }
 
 func startGateway(t *testing.T) (dbPath string) {
 	t.Helper()
 	dbPath = filepath.Join(t.TempDir(), "keys.db")
-	tester := caddytest.NewTester(t)
-	tester.InitServer(gatewayConfig(dbPath, bcryptHash(t, "alicepw"), "test"), "caddyfile")
+	initGateway(t, gatewayConfig(dbPath, bcryptHash(t, "alicepw"), "test"))
 	return dbPath
 }
 
@@ -252,15 +284,14 @@ func TestStoredUserAndReload(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	tester := caddytest.NewTester(t)
 	aliceHash := bcryptHash(t, "alicepw")
-	tester.InitServer(gatewayConfig(dbPath, aliceHash, "one"), "caddyfile")
+	initGateway(t, gatewayConfig(dbPath, aliceHash, "one"))
 	k := decodeCreated(t, post(t, createPath, `{"auth": {"username": "dave", "password": "davepw"}}`))
 
 	// Each reload provisions a new config on the same file while the old
 	// one still holds it; nothing may deadlock, and keys stay valid.
 	for i := range 5 {
-		tester.InitServer(gatewayConfig(dbPath, aliceHash, fmt.Sprintf("reload-%d", i)), "caddyfile")
+		initGateway(t, gatewayConfig(dbPath, aliceHash, fmt.Sprintf("reload-%d", i)))
 		got := do(t, http.MethodGet, gateway+"/v1/", "", "X-Api-Key", k.APIKey)
 		if got.status != 200 || !strings.HasPrefix(got.body, "user=dave ") {
 			t.Fatalf("after reload %d: %d %q", i, got.status, got.body)
@@ -270,7 +301,7 @@ func TestStoredUserAndReload(t *testing.T) {
 
 	// last_used was recorded in memory and flushed: a config switch to
 	// another file releases this one, so it can be read directly.
-	tester.InitServer(gatewayConfig(filepath.Join(t.TempDir(), "other.db"), aliceHash, "x"), "caddyfile")
+	initGateway(t, gatewayConfig(filepath.Join(t.TempDir(), "other.db"), aliceHash, "x"))
 	s, err = keystore.OpenBolt(dbPath, time.Second)
 	if err != nil {
 		t.Fatalf("file still locked after the config using it was replaced: %v", err)

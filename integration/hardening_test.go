@@ -118,9 +118,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 	const accessLog = "\tlog {\n\t\tformat filter {\n\t\t\trequest>headers>X-Api-Key delete\n\t\t\trequest>uri query {\n\t\t\t\tdelete api_key\n\t\t\t}\n\t\t}\n\t}\n"
 	cfg, _ := os.ReadFile(g.config)
 	_ = os.WriteFile(g.config, []byte(strings.Replace(string(cfg), "\tapikeys_api /api/*", accessLog+"\tapikeys_api /api/*", 1)), 0o600)
-	if r := do(t, http.MethodPost, "http://"+g.admin+"/load", string(mustRead(t, g.config)), "Content-Type", "text/caddyfile"); r.status != 200 {
-		t.Fatalf("reload with access log: %d %s", r.status, r.body)
-	}
+	loadConfig(t, g.admin, string(mustRead(t, g.config)))
 
 	token, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "tokenuser", "exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte(jwtSecret))
 	secrets := []string{"alicepw", "wrong-password-123", token, jwtSecret}

@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
-
 	"github.com/caddy-apikeys/caddy-apikeys/internal/testutil"
 )
 
@@ -197,13 +195,13 @@ func TestHydraTokens(t *testing.T) {
 	}
 }
 
-http://localhost:9080 {
+%s
 	apikeys_api /api/*
 	apikey_auth /v1/*
 	respond /v1/* "user={http.auth.user.id} source={http.auth.user.source}"
 }
-`, caddytestGlobals, filepath.Join(t.TempDir(), "keys.db"), h.public)
-	caddytest.NewTester(t).InitServer(cfg, "caddyfile")
+`, caddytestGlobals, filepath.Join(t.TempDir(), "keys.db"), h.public, gatewaySite())
+	initGateway(t, cfg)
 
 	create := func(token string) response {
 		return post(t, createPath, `{"auth": "`+token+`", "title": "from hydra"}`)

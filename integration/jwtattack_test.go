@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -29,7 +28,7 @@ func TestJWTAttackBattery(t *testing.T) {
 	if err := os.WriteFile(pemPath, pubPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	caddytest.NewTester(t).InitServer(fmt.Sprintf(`{
+	initGateway(t, fmt.Sprintf(`{
 	%s
 	apikeys {
 		store bolt %s
@@ -41,10 +40,10 @@ func TestJWTAttackBattery(t *testing.T) {
 	}
 }
 
-http://localhost:9080 {
+%s
 	apikeys_api /api/*
 }
-`, caddytestGlobals, filepath.Join(dir, "keys.db"), pemPath), "caddyfile")
+`, caddytestGlobals, filepath.Join(dir, "keys.db"), pemPath, gatewaySite()))
 
 	claims := func(change func(jwt.MapClaims)) jwt.MapClaims {
 		c := jwt.MapClaims{"sub": "alice", "iss": "https://idp.test", "aud": "apikeys", "exp": time.Now().Add(time.Hour).Unix()}

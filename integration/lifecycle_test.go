@@ -9,22 +9,20 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
-
 	"github.com/caddy-apikeys/caddy-apikeys/internal/testutil"
 )
 
-const (
+var (
 	fetchPath  = gateway + "/api/fetch_api_keys"
 	deletePath = gateway + "/api/delete_api_key"
 	rotatePath = gateway + "/api/rotate_api_key"
-	alicePW    = `{"username": "alice", "password": "alicepw"}`
 )
+
+const alicePW = `{"username": "alice", "password": "alicepw"}`
 
 func startGatewayWith(t *testing.T, policy string) {
 	t.Helper()
-	tester := caddytest.NewTester(t)
-	tester.InitServer(gatewayConfigWith(filepath.Join(t.TempDir(), "keys.db"), bcryptHash(t, "alicepw"), "test", policy), "caddyfile")
+	initGateway(t, gatewayConfigWith(filepath.Join(t.TempDir(), "keys.db"), bcryptHash(t, "alicepw"), "test", policy))
 }
 
 type listedKey struct {

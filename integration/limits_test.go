@@ -328,6 +328,7 @@ func TestPlansThroughTheCLI(t *testing.T) {
 	if out, err := reload.CombinedOutput(); err != nil {
 		t.Fatalf("caddy reload: %v\n%s", err, out)
 	}
+	client.CloseIdleConnections() // see loadConfig
 	if r := do(t, http.MethodGet, g.base+"/v1/x", "", "Authorization", "Bearer "+k.APIKey); r.status != 200 {
 		t.Fatalf("after setting 3 and a reload: %d %s", r.status, r.body)
 	}

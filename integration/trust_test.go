@@ -103,10 +103,7 @@ func startTrustGateway(t *testing.T, users ...string) *trustGateway {
 func (g *trustGateway) reload(t *testing.T, users ...string) {
 	t.Helper()
 	cfg := trustConfig(t, g.dir, filepath.Join(g.dir, "keys.db"), g.ports, users...)
-	r := do(t, http.MethodPost, "http://"+g.admin+"/load", string(mustRead(t, cfg)), "Content-Type", "text/caddyfile")
-	if r.status != 200 {
-		t.Fatalf("reload: %d %s", r.status, r.body)
-	}
+	loadConfig(t, g.admin, string(mustRead(t, cfg)))
 }
 
 func (g *trustGateway) call(t *testing.T, endpoint, body string) response {
