@@ -35,7 +35,9 @@ var (
 )
 
 // holdForRun holds a port for the rest of the process and returns it with
-// its descriptor's number.
+// its descriptor's number. (Fd also leaves the socket in blocking mode, as
+// Caddy had better first find it: the file it keeps for the number then
+// does not switch the shared socket to blocking at each reload.)
 func holdForRun() (loopback.Port, uintptr) {
 	p, err := loopback.Hold()
 	if err != nil {
