@@ -199,6 +199,33 @@ func TestMeterPerOwnerCredits(t *testing.T) {
 	}
 }
 
+// dieNow kills the process, as kill -9 would: no deferred call runs.
+func dieNow() {
+	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	select {}
+}
+
+// runKilledChild closes s, runs test again in a child process (which sees
+// APIKEYS_METER_CHILD_DIR=dir and env, opens the store in dir and kills
+// itself), checks that it died of SIGKILL, and reopens the store.
+func runKilledChild(t *testing.T, s *BoltStore, dir, test string, env ...string) *BoltStore {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run", "^"+test+"$")
+	cmd.Env = append(append(os.Environ(), "APIKEYS_METER_CHILD_DIR="+dir), env...)
+	if err := s.Close(); err != nil { // the child opens the file
+		t.Fatal(err)
+	}
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	s, err = OpenBolt(filepath.Join(dir, "keys.db"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // A gateway killed with -9 loses no credits: the ledger it wrote into
 // memory survives it, and the next process gives back what it had not
 // spent. Run across two processes: this test runs itself as the child.
@@ -248,21 +275,9 @@ func TestMeterCreditsSurviveKill(t *testing.T) {
 			}
 			v.Charge.Commit()
 		}
-		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-		select {}
+		dieNow()
 	}
-	cmd := exec.Command(os.Args[0], "-test.run", "^TestMeterCreditsSurviveKill$")
-	cmd.Env = append(os.Environ(), "APIKEYS_METER_CHILD_DIR="+dir)
-	if err := s.Close(); err != nil { // the child opens the file
-		t.Fatal(err)
-	}
-	out, err := cmd.CombinedOutput()
-	if ee, ok := err.(*exec.ExitError); !ok || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-		t.Fatalf("child: %v\n%s", err, out)
-	}
-	if s, err = OpenBolt(filepath.Join(dir, "keys.db"), time.Second); err != nil {
-		t.Fatal(err)
-	}
+	s = runKilledChild(t, s, dir, "TestMeterCreditsSurviveKill")
 	defer s.Close()
 	if acct, _ := s.CreditAccount(context.Background(), "killed"); acct.Balance >= 400 {
 		t.Fatalf("the child held no block when it died (balance %d): the test tests nothing", acct.Balance)
@@ -286,13 +301,11 @@ type dyingStore struct {
 
 func (d *dyingStore) UpdateCredits(ctx context.Context, id string, fn func(*CreditAccount, bool) error) (CreditAccount, error) {
 	if d.armed.Load() && !d.after {
-		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-		select {}
+		dieNow()
 	}
 	a, err := d.Store.UpdateCredits(ctx, id, fn)
 	if d.armed.Load() && d.after {
-		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-		select {}
+		dieNow()
 	}
 	return a, err
 }
@@ -339,18 +352,7 @@ func TestMeterCreditsSurviveKillDuringReservation(t *testing.T) {
 				}
 				t.Fatal("the fourth block was reserved without dying")
 			}
-			cmd := exec.Command(os.Args[0], "-test.run", "^TestMeterCreditsSurviveKillDuringReservation$")
-			cmd.Env = append(os.Environ(), "APIKEYS_METER_CHILD_DIR="+dir, "APIKEYS_METER_CHILD_WHEN="+when)
-			if err := s.Close(); err != nil { // the child opens the file
-				t.Fatal(err)
-			}
-			out, err := cmd.CombinedOutput()
-			if ee, ok := err.(*exec.ExitError); !ok || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-				t.Fatalf("child: %v\n%s", err, out)
-			}
-			if s, err = OpenBolt(filepath.Join(dir, "keys.db"), time.Second); err != nil {
-				t.Fatal(err)
-			}
+			s = runKilledChild(t, s, dir, "TestMeterCreditsSurviveKillDuringReservation", "APIKEYS_METER_CHILD_WHEN="+when)
 			defer s.Close()
 			acct, _ := s.CreditAccount(context.Background(), "killed")
 			if wantBalance := map[string]int64{"before": 1000 - 3*123, "after": 1000 - 4*123}[when]; acct.Balance != wantBalance {
