@@ -20,28 +20,15 @@ import (
 // path, the gateway's base URL and the ports to start it with.
 func exampleCopy(t testing.TB, edit func(string) string) (path, base string, ports []heldPort) {
 	t.Helper()
-	cfg := string(mustReadTB(t, filepath.Join(repoRoot(t), "Caddyfile.example")))
 	ports = holdPorts(t, 3) // fd/3 the gateway, fd/4 the upstream, fd/5 admin
 	gw, up := ports[0].Addr, ports[1].Addr
-	for _, r := range []struct{ old, new string }{
+	path = configCopy(t, "Caddyfile.example", [][2]string{
 		{"localhost:8000", gw},
 		{"http://:8000 {\n\tbind 127.0.0.1 [::1]\n", "http://:" + ports[0].Number() + " {\n\tbind fd/3\n"},
 		{"127.0.0.1:9001", up},
 		{"http://:9001 {\n\tbind 127.0.0.1\n", "http://:" + ports[1].Number() + " {\n\tbind fd/4\n"},
 		{"\n{\n", "\n{\n\t" + adminOption(ports[2], 5) + "\n"},
-	} {
-		if !strings.Contains(cfg, r.old) {
-			t.Fatalf("Caddyfile.example has no %q to rewrite", r.old)
-		}
-		cfg = strings.ReplaceAll(cfg, r.old, r.new)
-	}
-	if edit != nil {
-		cfg = edit(cfg)
-	}
-	path = filepath.Join(t.TempDir(), "Caddyfile")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	}, edit)
 	return path, "http://" + gw, ports
 }
 

@@ -155,6 +155,29 @@ func refusingAddr(t testing.TB) string {
 	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
 }
 
+// configCopy writes a copy of the repository's Caddyfile name with every
+// occurrence of each old text replaced by its new one, then edited by edit
+// (if not nil), and returns its path. It fails the test if an old text is
+// missing: the file changed under the test.
+func configCopy(t testing.TB, name string, rewrites [][2]string, edit func(string) string) string {
+	t.Helper()
+	cfg := string(mustReadTB(t, filepath.Join(repoRoot(t), name)))
+	for _, r := range rewrites {
+		if !strings.Contains(cfg, r[0]) {
+			t.Fatalf("%s has no %q to rewrite", name, r[0])
+		}
+		cfg = strings.ReplaceAll(cfg, r[0], r[1])
+	}
+	if edit != nil {
+		cfg = edit(cfg)
+	}
+	path := filepath.Join(t.TempDir(), "Caddyfile")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 // caddyCommand is `caddy <args>` with its data and config directories in
 // dataDir and ports[i] inherited as descriptor 3+i, so that the config
 // names them fd/3, fd/4, and so on.

@@ -42,21 +42,10 @@ func startClusterGateway(t *testing.T, name string, c *etcdtest.Cluster, upstrea
 // the rest of its environment.
 func clusterCopy(t testing.TB, ports []heldPort) string {
 	t.Helper()
-	cfg := string(mustReadTB(t, filepath.Join(repoRoot(t), "Caddyfile.cluster")))
-	for _, r := range []struct{ old, new string }{
+	return configCopy(t, "Caddyfile.cluster", [][2]string{
 		{"http://{$GATEWAY_ADDR::8000} {\n", "http://{$GATEWAY_ADDR::8000} {\n\tbind fd/3\n"},
 		{"admin {$CADDY_ADMIN:localhost:2019}", adminOption(ports[1], 4)},
-	} {
-		if !strings.Contains(cfg, r.old) {
-			t.Fatalf("Caddyfile.cluster has no %q to rewrite", r.old)
-		}
-		cfg = strings.Replace(cfg, r.old, r.new, 1)
-	}
-	path := filepath.Join(t.TempDir(), "Caddyfile")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	}, nil)
 }
 
 // clusterEnv is the environment Caddyfile.cluster reads, for a gateway
