@@ -59,11 +59,7 @@ func startHydra(t *testing.T) *hydra {
 	dir := t.TempDir()
 	// Hydra listens on unix sockets of the test's own and is reached
 	// through loopback ports the test holds (see testutil.Forward).
-	sockets, err := os.MkdirTemp("", "hydra-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(sockets) })
+	sockets := testutil.SocketDir(t, "hydra-")
 	pub, adm := filepath.Join(sockets, "public"), filepath.Join(sockets, "admin")
 	h := &hydra{public: "http://" + testutil.Forward(t, pub), admin: "http://" + testutil.Forward(t, adm)}
 	cfg := fmt.Sprintf(`dsn: memory

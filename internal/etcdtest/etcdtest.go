@@ -130,11 +130,7 @@ func StartWith(t testing.TB, n int, opts Options) *Cluster {
 	// each through a loopback port it holds for the whole test
 	// (testutil.Forward). etcd resolves unix socket names against its
 	// working directory, which keeps them short and equal for every member.
-	sockets, err := os.MkdirTemp("", "etcd-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(sockets) })
+	sockets := testutil.SocketDir(t, "etcd-")
 	socketScheme := "unix"
 	if opts.TLS != nil {
 		socketScheme = "unixs"

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"testing"
 )
@@ -31,6 +32,19 @@ func Forward(tb testing.TB, path string) string {
 	go f.serve()
 	tb.Cleanup(f.close)
 	return ln.Addr().String()
+}
+
+// SocketDir returns a new directory for unix sockets, removed when the
+// test ends. It is short, unlike t.TempDir's (named after the test): a
+// socket's path may not exceed 107 bytes.
+func SocketDir(tb testing.TB, prefix string) string {
+	tb.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir
 }
 
 type forwarder struct {

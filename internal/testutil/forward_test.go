@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -55,12 +54,7 @@ func roundTrip(addr, line string) (string, error) {
 }
 
 func TestForwardReachesTheSocketThroughARestart(t *testing.T) {
-	dir, err := os.MkdirTemp("", "fwd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	path := filepath.Join(dir, "s")
+	path := filepath.Join(SocketDir(t, "fwd"), "s")
 	addr := Forward(t, path)
 
 	first := echo(t, path, "first:")
@@ -82,8 +76,7 @@ func TestForwardReachesTheSocketThroughARestart(t *testing.T) {
 }
 
 func TestForwardPassesTheServersClose(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "s")
+	path := filepath.Join(SocketDir(t, "fwd"), "s")
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)
