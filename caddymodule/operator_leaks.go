@@ -3,7 +3,6 @@ package caddymodule
 import (
 	"context"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net/http"
 
@@ -48,14 +47,14 @@ func (o operator) lookupKeys(ctx context.Context, req hashesRequest) ([]*adminKe
 	if err != nil {
 		return nil, err
 	}
+	keys, err := o.keyring.KeysByHash(ctx, hashes)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]*adminKey, len(hashes))
-	for i, h := range hashes {
-		k, err := o.keyring.KeyByHash(ctx, h)
-		if errors.Is(err, keystore.ErrNotFound) {
+	for i, k := range keys {
+		if k.ID == "" {
 			continue
-		}
-		if err != nil {
-			return nil, err
 		}
 		view, err := o.listOne(ctx, k)
 		if err != nil {
@@ -78,12 +77,12 @@ func (o operator) reportLeaked(ctx context.Context, req hashesRequest) ([]*admin
 	if req.DisableOnly {
 		action = "disable"
 	}
+	reports, err := o.keyring.ReportLeakedHashes(ctx, hashes, req.DisableOnly)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]*adminKey, len(hashes))
-	for i, h := range hashes {
-		rep, err := o.keyring.ReportLeakedHash(ctx, h, req.DisableOnly)
-		if err != nil {
-			return nil, err
-		}
+	for i, rep := range reports {
 		if !rep.Found {
 			continue
 		}

@@ -52,7 +52,7 @@ func BenchmarkKeyByHash(b *testing.B) {
 	k := storeKey(b, s)
 	ctx := context.Background()
 	for b.Loop() {
-		if _, err := s.KeyByHash(ctx, k.Hash); err != nil {
+		if _, err := s.KeyByHash(ctx, k.Hash, ""); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -149,12 +149,37 @@ func (s *Store) getByID(ctx context.Context, id string) (storedKey, error) {
 	return s.getByHex(ctx, string(resp.Kvs[0].Value))
 }
 
-// KeyByHash returns the key whose digest is h, in one round trip.
-func (s *Store) KeyByHash(ctx context.Context, h keystore.Hash) (keystore.Key, error) {
+// KeyByHash returns the key whose digest is h, in one round trip; keys
+// are found by digest alone, so the stamp is not needed.
+func (s *Store) KeyByHash(ctx context.Context, h keystore.Hash, _ string) (keystore.Key, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	k, err := s.getByHex(ctx, hexOf(h))
 	return k.Key, err
+}
+
+// KeysByHash returns the key each digest names, a zero Key where none, in
+// one read transaction per maxTxnOps/2 digests.
+func (s *Store) KeysByHash(ctx context.Context, hs []keystore.Hash) ([]keystore.Key, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	hexes := make([]string, len(hs))
+	for i, h := range hs {
+		hexes[i] = hexOf(h)
+	}
+	found, err := s.getMany(ctx, hexes)
+	if err != nil {
+		return nil, err
+	}
+	byHash := make(map[keystore.Hash]keystore.Key, len(found))
+	for _, k := range found {
+		byHash[k.Hash] = k
+	}
+	out := make([]keystore.Key, len(hs))
+	for i, h := range hs {
+		out[i] = byHash[h]
+	}
+	return out, nil
 }
 
 // KeyByID returns the key with the given id.
@@ -296,7 +321,7 @@ func (s *Store) UpdateKey(ctx context.Context, id string, fn func(*keystore.Key)
 			return keystore.Key{}, err
 		}
 		// Identity and index fields stay as they were.
-		k.ID, k.Hash, k.Owner, k.Created, k.Preview, k.LastUsed = cur.ID, cur.Hash, cur.Owner, cur.Created, cur.Preview, cur.LastUsed
+		k.ID, k.Hash, k.Owner, k.Created, k.Preview, k.LastUsed, k.Stamped = cur.ID, cur.Hash, cur.Owner, cur.Created, cur.Preview, cur.LastUsed, cur.Stamped
 		path := s.keyPath(hexOf(k.Hash))
 		resp, err := s.commit(ctx, func(t clientv3.Txn) clientv3.Txn {
 			return t.If(clientv3.Compare(clientv3.ModRevision(path), "=", cur.modRev)).

@@ -14,8 +14,10 @@ import (
 )
 
 // SchemaVersion is the layout version recorded in a bbolt file. A file with
-// a newer version is refused rather than misread.
-const SchemaVersion = 1
+// a newer version is refused rather than misread; an older one is brought
+// up to date when opened. Version 2 added the stamped digest index, which
+// releases before it would not search.
+const SchemaVersion = 2
 
 // DefaultOpenTimeout bounds how long OpenBolt waits for the file lock.
 const DefaultOpenTimeout = 5 * time.Second
@@ -26,7 +28,8 @@ var ErrLocked = errors.New("database file is locked by another process")
 var (
 	bucketMeta    = []byte("meta")
 	bucketKeys    = []byte("keys")    // id -> key record (record.go)
-	bucketHashes  = []byte("hashes")  // sha256 -> id
+	bucketHashes  = []byte("hashes")  // sha256 -> id, for keys not stamped
+	bucketStamped = []byte("stamped") // stamp sha256 -> id, for stamped keys
 	bucketOwners  = []byte("owners")  // owner 0x00 created(8, big endian) id -> empty
 	bucketUsers   = []byte("users")   // name -> userRecord JSON
 	bucketCredits = []byte("credits") // account id -> CreditAccount JSON
@@ -106,7 +109,7 @@ func OpenBolt(path string, timeout time.Duration) (*BoltStore, error) {
 }
 
 func initSchema(tx *bolt.Tx) error {
-	for _, name := range [][]byte{bucketMeta, bucketKeys, bucketHashes, bucketOwners, bucketUsers, bucketCredits, bucketNotices, bucketNoticesDone} {
+	for _, name := range [][]byte{bucketMeta, bucketKeys, bucketHashes, bucketStamped, bucketOwners, bucketUsers, bucketCredits, bucketNotices, bucketNoticesDone} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return err
 		}
@@ -116,10 +119,12 @@ func initSchema(tx *bolt.Tx) error {
 		if len(v) != 8 {
 			return fmt.Errorf("corrupt schema version record")
 		}
-		if got := binary.BigEndian.Uint64(v); got > SchemaVersion {
-			return fmt.Errorf("schema version %d is newer than this build supports (%d)", got, SchemaVersion)
+		if got := binary.BigEndian.Uint64(v); got >= SchemaVersion {
+			if got > SchemaVersion {
+				return fmt.Errorf("schema version %d is newer than this build supports (%d)", got, SchemaVersion)
+			}
+			return nil
 		}
-		return nil
 	}
 	return meta.Put(metaSchemaVersion, binary.BigEndian.AppendUint64(nil, SchemaVersion))
 }

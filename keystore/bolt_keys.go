@@ -2,6 +2,7 @@ package keystore
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -84,12 +85,12 @@ func (s *BoltStore) commitCreates(batch []createRequest) {
 		// full pages suit appends (bbolt's default, half-full, suits
 		// random inserts, as into the hash index).
 		tx.Bucket(bucketKeys).FillPercent = 0.95
-		var hashes []int // the batch's digests, put in order at the end
+		var indexed []int // the batch's digests, put in order at the end
 		for i, req := range batch {
 			if results[i] = checkCreate(tx, req.key, req.opts); results[i] != nil {
 				continue
 			}
-			if slices.ContainsFunc(hashes, func(j int) bool { return batch[j].key.Hash == req.key.Hash }) {
+			if slices.ContainsFunc(indexed, func(j int) bool { return batch[j].key.Hash == req.key.Hash }) {
 				results[i] = ErrExists // a digest not in the index yet
 				continue
 			}
@@ -98,14 +99,25 @@ func (s *BoltStore) commitCreates(batch []createRequest) {
 			if err := putKeyRecord(tx, req.key, req.val); err != nil {
 				return err
 			}
-			hashes = append(hashes, i)
+			indexed = append(indexed, i)
 		}
-		// Digests are random: in order, the inserts walk the index once
-		// from left to right instead of jumping about it.
-		slices.SortFunc(hashes, func(a, b int) int { return bytes.Compare(batch[a].key.Hash[:], batch[b].key.Hash[:]) })
-		hb := tx.Bucket(bucketHashes)
-		for _, i := range hashes {
-			if err := hb.Put(batch[i].key.Hash[:], []byte(batch[i].key.ID)); err != nil {
+		// In order, the inserts walk each index once from left to right:
+		// stamped digests append at its end, others land where they
+		// fall.
+		type put struct {
+			at digestEntry
+			id string
+		}
+		puts := make([]put, len(indexed))
+		for j, i := range indexed {
+			puts[j] = put{digestEntryOf(batch[i].key), batch[i].key.ID}
+		}
+		slices.SortFunc(puts, func(a, b put) int {
+			return cmp.Or(bytes.Compare(a.at.bucket, b.at.bucket), bytes.Compare(a.at.key, b.at.key))
+		})
+		tx.Bucket(bucketStamped).FillPercent = 0.95 // appends
+		for _, p := range puts {
+			if err := tx.Bucket(p.at.bucket).Put(p.at.key, []byte(p.id)); err != nil {
 				return err
 			}
 		}
@@ -121,13 +133,42 @@ func (s *BoltStore) commitCreates(batch []createRequest) {
 }
 
 func checkCreate(tx *bolt.Tx, k Key, opts CreateOptions) error {
-	if tx.Bucket(bucketKeys).Get([]byte(k.ID)) != nil || tx.Bucket(bucketHashes).Get(k.Hash[:]) != nil {
+	if tx.Bucket(bucketKeys).Get([]byte(k.ID)) != nil || digestTaken(tx, k) {
 		return ErrExists
 	}
 	if opts.StoredUser && (k.Owner.Source != SourcePassword || tx.Bucket(bucketUsers).Get([]byte(k.Owner.Name)) == nil) {
 		return ErrUnknownOwner
 	}
 	return checkLimit(tx, k.Owner, opts.MaxPerOwner)
+}
+
+// A digestEntry is where a key's digest is indexed: a stamped key's under
+// its stamp and digest, so that new keys append to the index; any other
+// key's under its digest alone.
+type digestEntry struct {
+	bucket, key []byte
+}
+
+func digestEntryOf(k Key) digestEntry {
+	if k.Stamped && len(k.ID) >= StampLen {
+		return digestEntry{bucketStamped, stampedDigest(k.ID[:StampLen], k.Hash)}
+	}
+	return digestEntry{bucketHashes, k.Hash[:]}
+}
+
+func stampedDigest(stamp string, h Hash) []byte {
+	return append([]byte(stamp), h[:]...)
+}
+
+// digestTaken reports whether k's digest names a stored key. A stamped
+// key's text determines its stamp, so the same digest under another
+// stamp cannot occur; the unstamped index is checked as well, for keys
+// brought in before stamps.
+func digestTaken(tx *bolt.Tx, k Key) bool {
+	if k.Stamped && len(k.ID) >= StampLen && tx.Bucket(bucketStamped).Get(stampedDigest(k.ID[:StampLen], k.Hash)) != nil {
+		return true
+	}
+	return tx.Bucket(bucketHashes).Get(k.Hash[:]) != nil
 }
 
 // checkLimit returns ErrLimit if maxPerOwner > 0 and owner holds that
@@ -176,7 +217,8 @@ func putKey(tx *bolt.Tx, k Key, val []byte) error {
 	if err := putKeyRecord(tx, k, val); err != nil {
 		return err
 	}
-	return tx.Bucket(bucketHashes).Put(k.Hash[:], []byte(k.ID))
+	at := digestEntryOf(k)
+	return tx.Bucket(at.bucket).Put(at.key, []byte(k.ID))
 }
 
 // putKeyRecord writes k's record and its owner index entry, not its
@@ -195,7 +237,8 @@ func deleteKey(tx *bolt.Tx, k Key) error {
 	if err := tx.Bucket(bucketKeys).Delete([]byte(k.ID)); err != nil {
 		return err
 	}
-	if err := tx.Bucket(bucketHashes).Delete(k.Hash[:]); err != nil {
+	at := digestEntryOf(k)
+	if err := tx.Bucket(at.bucket).Delete(at.key); err != nil {
 		return err
 	}
 	return tx.Bucket(bucketOwners).Delete(ownerIndexKey(k))
@@ -209,11 +252,17 @@ func getKey(tx *bolt.Tx, id []byte) (Key, error) {
 	return decodeKey(id, v)
 }
 
-// KeyByHash returns the key whose digest is h.
-func (s *BoltStore) KeyByHash(_ context.Context, h Hash) (Key, error) {
+// KeyByHash returns the key whose digest is h. With its text's stamp, a
+// stamped key is one index read away; without, as for a digest an
+// operator sends, the stamped index is walked (21 ns per key,
+// BenchmarkDigestOnlyLookup: about 21 ms at 10⁶ keys).
+func (s *BoltStore) KeyByHash(_ context.Context, h Hash, stamp string) (Key, error) {
 	var k Key
 	err := s.db.View(func(tx *bolt.Tx) error {
-		id := tx.Bucket(bucketHashes).Get(h[:])
+		id := lookupDigest(tx, h, stamp)
+		if id == nil && stamp == "" {
+			id = scanStamped(tx, map[Hash]int{h: 0})[0]
+		}
 		if id == nil {
 			return ErrNotFound
 		}
@@ -222,6 +271,80 @@ func (s *BoltStore) KeyByHash(_ context.Context, h Hash) (Key, error) {
 		return err
 	})
 	return k, err
+}
+
+// KeysByHash returns the key each digest names, a zero Key where none,
+// scanning the stamped index at most once for all of them.
+func (s *BoltStore) KeysByHash(_ context.Context, hs []Hash) ([]Key, error) {
+	out := make([]Key, len(hs))
+	err := s.db.View(func(tx *bolt.Tx) error {
+		ids := make([][]byte, len(hs))
+		rest := map[Hash]int{}
+		for i, h := range hs {
+			if ids[i] = lookupDigest(tx, h, ""); ids[i] == nil {
+				rest[h] = i
+			}
+		}
+		for i, id := range scanStamped(tx, rest) {
+			ids[i] = id
+		}
+		for i, id := range ids {
+			if id == nil {
+				continue
+			}
+			k, err := getKey(tx, id)
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			out[i] = k
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	// A digest listed twice names its key twice.
+	for i, h := range hs {
+		if out[i].ID == "" {
+			if j := slices.IndexFunc(out, func(k Key) bool { return k.ID != "" && k.Hash == h }); j >= 0 {
+				out[i] = out[j]
+			}
+		}
+	}
+	return out, nil
+}
+
+// lookupDigest reads the id indexed under h: with stamp, in the stamped
+// index, and in the unstamped one.
+func lookupDigest(tx *bolt.Tx, h Hash, stamp string) []byte {
+	if len(stamp) == StampLen {
+		if id := tx.Bucket(bucketStamped).Get(stampedDigest(stamp, h)); id != nil {
+			return id
+		}
+	}
+	return tx.Bucket(bucketHashes).Get(h[:])
+}
+
+// scanStamped walks the stamped index once and returns, by position, the
+// ids of the digests in want, copied out of the transaction.
+func scanStamped(tx *bolt.Tx, want map[Hash]int) map[int][]byte {
+	found := make(map[int][]byte, len(want))
+	if len(want) == 0 {
+		return found
+	}
+	c := tx.Bucket(bucketStamped).Cursor()
+	for k, v := c.First(); k != nil && len(found) < len(want); k, v = c.Next() {
+		if len(k) != StampLen+len(Hash{}) {
+			continue
+		}
+		if i, ok := want[Hash(k[StampLen:])]; ok {
+			found[i] = bytes.Clone(v)
+		}
+	}
+	return found
 }
 
 // KeyByID returns the key with the given id.
@@ -273,7 +396,7 @@ func (s *BoltStore) UpdateKey(_ context.Context, id string, fn func(*Key) error)
 			return err
 		}
 		// Identity and index fields stay as they were.
-		k.ID, k.Hash, k.Owner, k.Created, k.Preview = fixed.ID, fixed.Hash, fixed.Owner, fixed.Created, fixed.Preview
+		k.ID, k.Hash, k.Owner, k.Created, k.Preview, k.Stamped = fixed.ID, fixed.Hash, fixed.Owner, fixed.Created, fixed.Preview, fixed.Stamped
 		return tx.Bucket(bucketKeys).Put([]byte(id), encodeKey(k))
 	})
 	return k, err

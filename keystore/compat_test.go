@@ -2,11 +2,15 @@ package keystore
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // testdata/store-v1.db was written by the release before owners had
@@ -127,5 +131,40 @@ func TestUncheckedOldNamesStayPasswordUsers(t *testing.T) {
 		if _, err := kr.Delete(ctx, Actor{Operator: true}, k.ID); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// A v1 file is brought up to the current schema when opened: its keys
+// stay where they were found, and keys minted since are stamped and found
+// by the key and by digest alone, beside them.
+func TestV1StoreTakesStampedKeys(t *testing.T) {
+	s := openFixture(t, "store-v1.db")
+	err := s.DB().View(func(tx *bolt.Tx) error {
+		if v := binary.BigEndian.Uint64(tx.Bucket(bucketMeta).Get(metaSchemaVersion)); v != SchemaVersion {
+			return fmt.Errorf("schema version %d after opening, want %d", v, SchemaVersion)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr := NewKeyring(s, Options{FlushInterval: time.Hour, Policy: Policy{ConfigUsers: map[string]UserRules{"alice": {}}}})
+	defer kr.Close()
+	ctx := context.Background()
+	m, err := kr.Mint(ctx, Actor{Owner: PasswordUser("alice")}, KeyRequest{Title: "new"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.Stamped || StampOf(m.Secret, DefaultPrefix) != m.ID[:StampLen] {
+		t.Fatalf("minted %q (id %s, stamped %v): want its id's stamp", m.Secret, m.ID, m.Stamped)
+	}
+	for _, key := range []string{v1Keys["alice"], m.Secret} {
+		if k, err := kr.Verify(ctx, key); err != nil || k.Owner != PasswordUser("alice") {
+			t.Fatalf("verify %s: %+v, %v", Preview(key, DefaultPrefix), k, err)
+		}
+	}
+	found, err := kr.KeysByHash(ctx, []Hash{HashKey(v1Keys["bob"]), HashKey(m.Secret)})
+	if err != nil || found[0].Owner != PasswordUser("bob") || found[1].ID != m.ID {
+		t.Fatalf("KeysByHash = %+v, %v", found, err)
 	}
 }

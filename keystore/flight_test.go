@@ -16,10 +16,10 @@ type gatedStore struct {
 	release chan struct{}
 }
 
-func (g *gatedStore) KeyByHash(ctx context.Context, h Hash) (Key, error) {
+func (g *gatedStore) KeyByHash(ctx context.Context, h Hash, stamp string) (Key, error) {
 	g.reads.Add(1)
 	<-g.release
-	return g.Store.KeyByHash(ctx, h)
+	return g.Store.KeyByHash(ctx, h, stamp)
 }
 
 // TestConcurrentMissesShareOneRead verifies one unknown key and one
@@ -162,7 +162,7 @@ func TestSharedReadAfterAnEndedOne(t *testing.T) {
 	h := HashKey(key)
 	gen := kr.cache.generation(h) // both lookups missed the cache here
 	for range 2 {
-		if _, err := kr.readKeyShared(context.Background(), h, gen); !errors.Is(err, ErrNotFound) {
+		if _, err := kr.readKeyShared(context.Background(), h, StampOf(key, DefaultPrefix), gen); !errors.Is(err, ErrNotFound) {
 			t.Fatal(err)
 		}
 	}

@@ -19,9 +19,14 @@ const (
 	// BodyLen is the number of base62 characters after the prefix.
 	BodyLen = 48
 	// checksumLen is the number of trailing base62 characters that hold
-	// the CRC32 of the random part; 62^6 > 2^32, so every CRC fits.
+	// the CRC32 of the characters before them; 62^6 > 2^32, so every CRC
+	// fits.
 	checksumLen = 6
-	randomLen   = BodyLen - checksumLen
+	checkedLen  = BodyLen - checksumLen
+	// StampLen is the number of leading body characters that hold the
+	// key's creation time, the same characters its id starts with.
+	StampLen  = idTimeLen
+	randomLen = checkedLen - StampLen
 	// IDLen is the length of a key's public identifier.
 	IDLen = 32
 	// previewLen is how many trailing characters key_preview reveals.
@@ -49,21 +54,49 @@ func stringBytes(s string) []byte {
 	return unsafe.Slice(unsafe.StringData(s), len(s))
 }
 
-// NewKey mints a fresh key: prefix, 42 random base62 characters from
-// crypto/rand, and 6 base62 characters of their CRC32.
+// NewKey mints a fresh key stamped with the current time; see NewKeyAt.
 func NewKey(prefix string) (string, error) {
-	var b strings.Builder
-	b.Grow(len(prefix) + BodyLen)
-	b.WriteString(prefix)
+	return NewKeyAt(prefix, time.Now())
+}
+
+// NewKeyAt mints a fresh key created at created: prefix, the creation
+// time in microseconds (StampLen base62 characters, as the key's id
+// begins), 33 random base62 characters from crypto/rand (196 bits), and 6
+// base62 characters of the CRC32 of the 42 before them. The stamp lets a
+// store index keys by (stamp, digest), so that new keys append to the
+// index instead of landing on random pages; creation times are public
+// anyway.
+func NewKeyAt(prefix string, created time.Time) (string, error) {
 	random, err := randomBase62(randomLen)
 	if err != nil {
 		return "", err
 	}
-	b.WriteString(random)
+	b := make([]byte, len(prefix)+BodyLen)
+	body := b[copy(b, prefix):]
+	encodeStamp(body[:StampLen], created)
+	copy(body[StampLen:], random)
 	var sum [checksumLen]byte
-	encodeChecksum(&sum, crc32Of(random))
-	b.Write(sum[:])
-	return b.String(), nil
+	encodeChecksum(&sum, crc32Of(string(body[:checkedLen])))
+	copy(body[checkedLen:], sum[:])
+	return string(b), nil
+}
+
+// StampOf returns the creation stamp a well-formed key (one ParseKey
+// accepts) begins with. Keys minted before stamps begin with random
+// characters instead, which name no stored key's stamp.
+func StampOf(key, prefix string) string {
+	return key[len(prefix) : len(prefix)+StampLen]
+}
+
+// encodeStamp writes created, in microseconds since the epoch, as
+// len(dst) base62 digits, most significant first, so that stamps sort as
+// their times do.
+func encodeStamp(dst []byte, created time.Time) {
+	us := uint64(max(created.UnixMicro(), 0))
+	for i := len(dst) - 1; i >= 0; i-- {
+		dst[i] = base62Alphabet[us%62]
+		us /= 62
+	}
 }
 
 // idTimeLen is how many leading id characters hold the creation time.
@@ -80,11 +113,7 @@ func NewID(created time.Time) (string, error) {
 		return "", err
 	}
 	var b [IDLen]byte
-	us := uint64(max(created.UnixMicro(), 0))
-	for i := idTimeLen - 1; i >= 0; i-- {
-		b[i] = base62Alphabet[us%62]
-		us /= 62
-	}
+	encodeStamp(b[:idTimeLen], created)
 	copy(b[idTimeLen:], random)
 	return string(b[:]), nil
 }
@@ -103,8 +132,8 @@ func ParseKey(s, prefix string) error {
 		}
 	}
 	var want [checksumLen]byte
-	encodeChecksum(&want, crc32Of(body[:randomLen]))
-	if body[randomLen:] != string(want[:]) {
+	encodeChecksum(&want, crc32Of(body[:checkedLen]))
+	if body[checkedLen:] != string(want[:]) {
 		return ErrMalformedKey
 	}
 	return nil

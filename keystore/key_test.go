@@ -180,3 +180,28 @@ func TestIDsSortByCreation(t *testing.T) {
 		t.Fatalf("same-instant ids %s %s: want a shared prefix and different random parts", x, a)
 	}
 }
+
+// A key begins with the stamp its id begins with, and stamps sort as
+// their times do, so stamped digests append to the store's index.
+func TestKeysBeginWithTheirIDsStamp(t *testing.T) {
+	t0 := time.UnixMicro(1_800_000_000_000_000)
+	prev := ""
+	for _, at := range []time.Time{t0, t0.Add(time.Microsecond), t0.Add(61 * time.Microsecond), t0.Add(time.Hour)} {
+		key, err := NewKeyAt("acme_", at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := NewID(at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ParseKey(key, "acme_"); err != nil {
+			t.Fatalf("%q: %v", key, err)
+		}
+		stamp := StampOf(key, "acme_")
+		if stamp != id[:StampLen] || stamp <= prev {
+			t.Fatalf("key %q at %v: stamp %q, id %q, previous stamp %q", key, at, stamp, id, prev)
+		}
+		prev = stamp
+	}
+}

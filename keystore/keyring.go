@@ -171,7 +171,7 @@ func (kr *Keyring) verify(ctx context.Context, presented string, budget ReadBudg
 			}
 		}
 		var err error
-		k, err = kr.lookup(ctx, h, now)
+		k, err = kr.lookup(ctx, h, StampOf(presented, kr.prefix), now)
 		settle(k != nil && err == nil)
 		if err != nil {
 			return nil, err
@@ -193,11 +193,12 @@ func (kr *Keyring) verify(ctx context.Context, presented string, budget ReadBudg
 	return k, nil
 }
 
-// lookup reads h and, for a password user's key, whether its owner still
-// exists, from the store, and caches the answer, found or not.
-func (kr *Keyring) lookup(ctx context.Context, h Hash, now time.Time) (*Key, error) {
+// lookup reads h (stamped stamp, as its text begins) and, for a password
+// user's key, whether its owner still exists, from the store, and caches
+// the answer, found or not.
+func (kr *Keyring) lookup(ctx context.Context, h Hash, stamp string, now time.Time) (*Key, error) {
 	gen := kr.cache.generation(h)
-	stored, err := kr.readKeyShared(ctx, h, gen)
+	stored, err := kr.readKeyShared(ctx, h, stamp, gen)
 	if errors.Is(err, ErrNotFound) {
 		kr.cache.put(h, nil, gen)
 		return nil, nil

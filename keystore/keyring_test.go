@@ -17,9 +17,9 @@ type countingStore struct {
 	lookups, touches atomic.Int64
 }
 
-func (c *countingStore) KeyByHash(ctx context.Context, h Hash) (Key, error) {
+func (c *countingStore) KeyByHash(ctx context.Context, h Hash, stamp string) (Key, error) {
 	c.lookups.Add(1)
-	return c.Store.KeyByHash(ctx, h)
+	return c.Store.KeyByHash(ctx, h, stamp)
 }
 
 func (c *countingStore) TouchKeys(ctx context.Context, m map[string]time.Time) error {
@@ -136,7 +136,7 @@ func TestKeyringCoalescesLastUsed(t *testing.T) {
 	if n := cs.touches.Load(); n != 1 {
 		t.Fatalf("%d writes for 100 uses, want 1", n)
 	}
-	stored, _ := cs.Store.KeyByHash(ctx, m.Hash)
+	stored, _ := cs.Store.KeyByHash(ctx, m.Hash, "")
 	if stored.LastUsed.IsZero() {
 		t.Fatal("last_used not written")
 	}
@@ -156,7 +156,7 @@ func TestKeyringCloseFlushes(t *testing.T) {
 	if err := kr.Close(); err != nil { // idempotent
 		t.Fatal(err)
 	}
-	if k, _ := s.KeyByHash(ctx, m.Hash); k.LastUsed.IsZero() {
+	if k, _ := s.KeyByHash(ctx, m.Hash, ""); k.LastUsed.IsZero() {
 		t.Fatal("Close did not write last_used")
 	}
 }
@@ -173,12 +173,12 @@ func TestKeyringPeriodicFlush(t *testing.T) {
 		}
 		time.Sleep(59 * time.Second)
 		synctest.Wait()
-		if k, _ := cs.Store.KeyByHash(ctx, m.Hash); !k.LastUsed.IsZero() {
+		if k, _ := cs.Store.KeyByHash(ctx, m.Hash, ""); !k.LastUsed.IsZero() {
 			t.Fatal("last_used written before the flush interval")
 		}
 		time.Sleep(2 * time.Second)
 		synctest.Wait()
-		if k, _ := cs.Store.KeyByHash(ctx, m.Hash); k.LastUsed.IsZero() {
+		if k, _ := cs.Store.KeyByHash(ctx, m.Hash, ""); k.LastUsed.IsZero() {
 			t.Fatal("the background flush did not write last_used after its interval")
 		}
 	})

@@ -58,13 +58,13 @@ func (kr *Keyring) Mint(ctx context.Context, a Actor, req KeyRequest) (Minted, e
 }
 
 func (kr *Keyring) newKey(owner Owner, d minted) (Minted, error) {
-	secret, err := NewKey(kr.prefix)
+	// Microsecond precision, the resolution the store keeps.
+	created := kr.now().Truncate(time.Microsecond)
+	secret, err := NewKeyAt(kr.prefix, created)
 	if err != nil {
 		return Minted{}, err
 	}
-	// Microsecond precision, the resolution the store keeps.
-	created := kr.now().Truncate(time.Microsecond)
-	id, err := NewID(created)
+	id, err := NewID(created) // begins with the same stamp
 	if err != nil {
 		return Minted{}, err
 	}
@@ -77,6 +77,7 @@ func (kr *Keyring) newKey(owner Owner, d minted) (Minted, error) {
 		Created: created,
 		Expires: d.expires.Truncate(time.Microsecond),
 		Scopes:  d.scopes,
+		Stamped: true,
 	}
 	return Minted{Key: k, Secret: secret}, nil
 }
@@ -318,21 +319,41 @@ func (kr *Keyring) ReportLeak(ctx context.Context, secret string, disableOnly bo
 	if err := ParseKey(secret, kr.prefix); err != nil {
 		return LeakReport{}, nil
 	}
-	return kr.ReportLeakedHash(ctx, HashKey(secret), disableOnly)
-}
-
-// ReportLeakedHash is ReportLeak for a key known by its digest, as the
-// CLI's scanner sends it (the key itself need not travel).
-func (kr *Keyring) ReportLeakedHash(ctx context.Context, h Hash, disableOnly bool) (LeakReport, error) {
-	// The record as stored: whether its owner still exists does not
-	// matter to a leak, so KeyByHash's owner lookup is not paid for.
-	stored, err := observe(kr, "key_by_hash", func() (Key, error) { return kr.store.KeyByHash(ctx, h) })
+	h := HashKey(secret)
+	stored, err := observe(kr, "key_by_hash", func() (Key, error) { return kr.store.KeyByHash(ctx, h, StampOf(secret, kr.prefix)) })
 	if errors.Is(err, ErrNotFound) {
 		return LeakReport{}, nil
 	}
 	if err != nil {
 		return LeakReport{}, err
 	}
+	return kr.markLeaked(ctx, stored, disableOnly)
+}
+
+// ReportLeakedHashes is ReportLeak for keys known by their digests, as the
+// CLI's scanner sends them (the keys themselves need not travel): one
+// report per digest, in order.
+func (kr *Keyring) ReportLeakedHashes(ctx context.Context, hs []Hash, disableOnly bool) ([]LeakReport, error) {
+	// The records as stored: whether their owners still exist does not
+	// matter to a leak, so KeysByHash's owner lookups are not paid for.
+	stored, err := observe(kr, "keys_by_hash", func() ([]Key, error) { return kr.store.KeysByHash(ctx, hs) })
+	if err != nil {
+		return nil, err
+	}
+	out := make([]LeakReport, len(hs))
+	for i, k := range stored {
+		if k.ID == "" {
+			continue
+		}
+		if out[i], err = kr.markLeaked(ctx, k, disableOnly); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// markLeaked disables stored and, unless disableOnly, marks it leaked.
+func (kr *Keyring) markLeaked(ctx context.Context, stored Key, disableOnly bool) (LeakReport, error) {
 	already := func(k *Key) bool { return k.Disabled && (k.Leaked || disableOnly) }
 	if already(&stored) {
 		return LeakReport{Key: stored, Found: true}, nil
@@ -356,7 +377,7 @@ func (kr *Keyring) ReportLeakedHash(ctx context.Context, h Hash, disableOnly boo
 	case err != nil:
 		return LeakReport{}, err
 	}
-	kr.cache.remove(h)
+	kr.cache.remove(stored.Hash)
 	return LeakReport{Key: k, Found: true, Changed: true}, nil
 }
 
@@ -367,19 +388,29 @@ func ignoreNotFound(err error) error {
 	return err
 }
 
-// KeyByHash returns the stored key whose digest is h (whether or not it
-// would verify), with its pending last-used time and Orphaned set, or
-// ErrNotFound.
-func (kr *Keyring) KeyByHash(ctx context.Context, h Hash) (Key, error) {
-	k, err := observe(kr, "key_by_hash", func() (Key, error) { return kr.store.KeyByHash(ctx, h) })
+// KeysByHash returns the stored key each digest names (whether or not it
+// would verify), with its pending last-used time and Orphaned set, or a
+// zero Key (empty ID) for a digest that names none.
+func (kr *Keyring) KeysByHash(ctx context.Context, hs []Hash) ([]Key, error) {
+	keys, err := observe(kr, "keys_by_hash", func() ([]Key, error) { return kr.store.KeysByHash(ctx, hs) })
 	if err != nil {
-		return Key{}, err
+		return nil, err
 	}
-	keys := []Key{k}
-	if err := kr.annotate(ctx, keys); err != nil {
-		return Key{}, err
+	found := make([]Key, 0, len(keys))
+	for _, k := range keys {
+		if k.ID != "" {
+			found = append(found, k)
+		}
 	}
-	return keys[0], nil
+	if err := kr.annotate(ctx, found); err != nil {
+		return nil, err
+	}
+	for i := range keys {
+		if keys[i].ID != "" {
+			keys[i], found = found[0], found[1:]
+		}
+	}
+	return keys, nil
 }
 
 // KeyByID returns the key id with any pending last-used time applied.

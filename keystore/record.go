@@ -14,7 +14,8 @@ import (
 //	created    uvarint, Unix microseconds
 //	last used  uvarint, Unix microseconds, 0 if never
 //	expires    uvarint, Unix microseconds, 0 if never
-//	flags      byte (bit 0: disabled, bit 1: rotated, bit 2: leaked)
+//	flags      byte (bit 0: disabled, bit 1: rotated, bit 2: leaked,
+//	           bit 3: stamped; releases before it ignore it)
 //	owner, title, preview      uvarint length + bytes each (owner: the
 //	           name; in version 1 always a password user's)
 //	scopes     uvarint count, then uvarint length + bytes each
@@ -37,6 +38,7 @@ const (
 	flagDisabled = 1 << iota
 	flagRotated
 	flagLeaked
+	flagStamped
 )
 
 var errCorruptRecord = errors.New("corrupt key record")
@@ -70,6 +72,9 @@ func encodeKey(k Key) []byte {
 	}
 	if k.Leaked {
 		flags |= flagLeaked
+	}
+	if k.Stamped {
+		flags |= flagStamped
 	}
 	b = append(b, flags)
 	for _, s := range []string{k.Owner.Name, k.Title, k.Preview} {
@@ -107,6 +112,7 @@ func decodeKey(id, b []byte) (Key, error) {
 	k.Expires = fromMicros(int64(d.uvarint()))
 	flags := d.byte()
 	k.Disabled, k.Rotated, k.Leaked = flags&flagDisabled != 0, flags&flagRotated != 0, flags&flagLeaked != 0
+	k.Stamped = flags&flagStamped != 0
 	k.Owner, k.Title, k.Preview = PasswordUser(d.string()), d.string(), d.string()
 	if n := d.uvarint(); n > 0 && n <= uint64(len(b)) {
 		k.Scopes = make([]string, n)

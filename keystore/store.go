@@ -77,6 +77,11 @@ type Key struct {
 	// id of the key whose rotation made this one, so that rotating never
 	// refills them; empty means the key's own id.
 	Account string
+	// Stamped keys' text begins with the creation stamp their ID begins
+	// with (StampOf), as every key minted since stamps does; a store may
+	// then index them by stamp and digest. Keys minted before, or brought
+	// in from elsewhere, are not stamped.
+	Stamped bool
 
 	// Orphaned is set by Keyring listings, never stored: the key belongs
 	// to a password user who no longer exists, so it is refused.
@@ -203,8 +208,13 @@ type Store interface {
 	// CreateKey stores k atomically: ErrExists if its ID or Hash is taken,
 	// and, in the same transaction, the checks of opts.
 	CreateKey(ctx context.Context, k Key, opts CreateOptions) error
-	// KeyByHash returns the key with digest h, or ErrNotFound.
-	KeyByHash(ctx context.Context, h Hash) (Key, error)
+	// KeyByHash returns the key with digest h, or ErrNotFound. stamp is
+	// StampOf the key's text when the text is at hand, or "" when only
+	// the digest is known (a store may then take longer).
+	KeyByHash(ctx context.Context, h Hash, stamp string) (Key, error)
+	// KeysByHash returns the key each digest in hs names, in order, with
+	// a zero Key (empty ID) for a digest that names none.
+	KeysByHash(ctx context.Context, hs []Hash) ([]Key, error)
 	// KeyByID returns the key with the given id, or ErrNotFound.
 	KeyByID(ctx context.Context, id string) (Key, error)
 	// KeysByOwner returns owner's keys, oldest first.

@@ -26,11 +26,11 @@ func (s *watchedStore) WatchKeys(ctx context.Context, w KeyWatcher) {
 	<-ctx.Done()
 }
 
-func (s *watchedStore) KeyByHash(ctx context.Context, h Hash) (Key, error) {
+func (s *watchedStore) KeyByHash(ctx context.Context, h Hash, stamp string) (Key, error) {
 	if s.fail.Load() {
 		return Key{}, errors.New("store unreachable")
 	}
-	return s.countingStore.KeyByHash(ctx, h)
+	return s.countingStore.KeyByHash(ctx, h, stamp)
 }
 
 func (s *watchedStore) w(t *testing.T) KeyWatcher {

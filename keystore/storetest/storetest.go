@@ -62,14 +62,15 @@ var (
 	ali   = keystore.PasswordUser("ali")
 )
 
-// newKey returns an unsaved key for owner created at the given time.
+// newKey returns an unsaved key for owner created at the given time,
+// stamped as the Keyring mints them.
 func newKey(t *testing.T, owner keystore.Owner, created time.Time) keystore.Key {
 	t.Helper()
-	secret, err := keystore.NewKey(keystore.DefaultPrefix)
+	created = created.Truncate(time.Microsecond)
+	secret, err := keystore.NewKeyAt(keystore.DefaultPrefix, created)
 	if err != nil {
 		t.Fatal(err)
 	}
-	created = created.Truncate(time.Microsecond)
 	id, err := keystore.NewID(created)
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +78,26 @@ func newKey(t *testing.T, owner keystore.Owner, created time.Time) keystore.Key 
 	return keystore.Key{
 		ID: id, Hash: keystore.HashKey(secret), Owner: owner, Title: "t",
 		Preview: keystore.Preview(secret, keystore.DefaultPrefix), Created: created,
+		Stamped: true,
 	}
+}
+
+// unstampedKey is newKey for a key minted before stamps (or brought in
+// from elsewhere): its text begins with random characters.
+func unstampedKey(t *testing.T, owner keystore.Owner, created time.Time) keystore.Key {
+	t.Helper()
+	k := newKey(t, owner, created)
+	k.Stamped = false
+	return k
+}
+
+// stamp is the stamp k's text begins with; a key not stamped begins with
+// other characters than its id's.
+func stamp(k keystore.Key) string {
+	if !k.Stamped {
+		return "zzzzzzzzz"[:keystore.StampLen]
+	}
+	return k.ID[:keystore.StampLen]
 }
 
 // race runs n calls of fn at once and returns how many succeeded; each
@@ -114,7 +134,7 @@ func sameKey(a, b keystore.Key) bool {
 	return a.ID == b.ID && a.Hash == b.Hash && a.Owner == b.Owner && a.Title == b.Title &&
 		a.Preview == b.Preview && a.Created.Equal(b.Created) && a.LastUsed.Equal(b.LastUsed) &&
 		a.Expires.Equal(b.Expires) && slices.Equal(a.Scopes, b.Scopes) && a.Disabled == b.Disabled &&
-		a.Rotated == b.Rotated
+		a.Rotated == b.Rotated && a.Stamped == b.Stamped
 }
 
 func ids(keys []keystore.Key) []string {
@@ -125,25 +145,39 @@ func ids(keys []keystore.Key) []string {
 	return out
 }
 
+// Keys are found by digest with the stamp their text begins with (as a
+// presented key gives it), and without (as an operator's digest does),
+// whether stamped or not.
 func testCreateAndLookup(t *testing.T, s keystore.Store) {
-	k := newKey(t, alice, time.Now())
-	k.Title, k.Scopes = "ci – déploiement", []string{"read", "write"}
-	k.Expires = time.Now().Add(time.Hour).Truncate(time.Microsecond)
-	create(t, s, k)
-	byHash, err := s.KeyByHash(ctx, k.Hash)
-	if err != nil || !sameKey(byHash, k) {
-		t.Fatalf("KeyByHash = %+v, %v; want %+v", byHash, err, k)
-	}
-	byID, err := s.KeyByID(ctx, k.ID)
-	if err != nil || !sameKey(byID, k) {
-		t.Fatalf("KeyByID = %+v, %v", byID, err)
+	stamped := newKey(t, alice, time.Now())
+	stamped.Title, stamped.Scopes = "ci – déploiement", []string{"read", "write"}
+	stamped.Expires = time.Now().Add(time.Hour).Truncate(time.Microsecond)
+	create(t, s, stamped)
+	unstamped := create(t, s, unstampedKey(t, bob, time.Now()))
+	for _, k := range []keystore.Key{stamped, unstamped} {
+		for _, st := range []string{stamp(k), ""} {
+			byHash, err := s.KeyByHash(ctx, k.Hash, st)
+			if err != nil || !sameKey(byHash, k) {
+				t.Fatalf("KeyByHash(stamp %q) = %+v, %v; want %+v", st, byHash, err, k)
+			}
+		}
+		byID, err := s.KeyByID(ctx, k.ID)
+		if err != nil || !sameKey(byID, k) {
+			t.Fatalf("KeyByID = %+v, %v", byID, err)
+		}
 	}
 	other := newKey(t, alice, time.Now())
-	if _, err := s.KeyByHash(ctx, other.Hash); !errors.Is(err, keystore.ErrNotFound) {
-		t.Fatalf("unknown hash: %v", err)
+	for _, st := range []string{stamp(other), stamp(stamped), ""} {
+		if _, err := s.KeyByHash(ctx, other.Hash, st); !errors.Is(err, keystore.ErrNotFound) {
+			t.Fatalf("unknown hash (stamp %q): %v", st, err)
+		}
 	}
 	if _, err := s.KeyByID(ctx, other.ID); !errors.Is(err, keystore.ErrNotFound) {
 		t.Fatalf("unknown id: %v", err)
+	}
+	got, err := s.KeysByHash(ctx, []keystore.Hash{other.Hash, unstamped.Hash, stamped.Hash, stamped.Hash})
+	if err != nil || len(got) != 4 || got[0].ID != "" || !sameKey(got[1], unstamped) || !sameKey(got[2], stamped) || !sameKey(got[3], stamped) {
+		t.Fatalf("KeysByHash = %+v, %v; want none, %s, %s, %s", got, err, unstamped.ID, stamped.ID, stamped.ID)
 	}
 }
 
@@ -151,15 +185,18 @@ func testRefusesDuplicates(t *testing.T, s keystore.Store) {
 	k := create(t, s, newKey(t, alice, time.Now()))
 	sameID := newKey(t, alice, time.Now())
 	sameID.ID = k.ID
-	sameHash := newKey(t, bob, time.Now())
+	sameHash := newKey(t, bob, k.Created) // the same text has the same stamp
 	sameHash.Hash = k.Hash
-	for _, dup := range []keystore.Key{sameID, sameHash} {
+	old := create(t, s, unstampedKey(t, bob, time.Now()))
+	sameOldHash := newKey(t, alice, time.Now())
+	sameOldHash.Hash = old.Hash
+	for _, dup := range []keystore.Key{sameID, sameHash, sameOldHash} {
 		if err := s.CreateKey(ctx, dup, keystore.CreateOptions{}); !errors.Is(err, keystore.ErrExists) {
 			t.Fatalf("duplicate: %v, want ErrExists", err)
 		}
 	}
-	if all, _ := s.Keys(ctx); len(all) != 1 {
-		t.Fatalf("%d keys after refused duplicates, want 1", len(all))
+	if all, _ := s.Keys(ctx); len(all) != 2 {
+		t.Fatalf("%d keys after refused duplicates, want 2", len(all))
 	}
 }
 
@@ -177,7 +214,7 @@ func testConcurrentSameDigestOneWins(t *testing.T, s keystore.Store) {
 	first := newKey(t, alice, time.Now())
 	keys := make([]keystore.Key, 8)
 	for i := range keys {
-		keys[i] = newKey(t, alice, time.Now())
+		keys[i] = newKey(t, alice, first.Created)
 		keys[i].Hash = first.Hash
 	}
 	if won := race(t, 8, keystore.ErrExists, func(i int) error { return s.CreateKey(ctx, keys[i], keystore.CreateOptions{}) }); won != 1 {
@@ -256,14 +293,14 @@ func testUpdateKeepsIdentity(t *testing.T, s keystore.Store) {
 	k := create(t, s, newKey(t, alice, time.Now()))
 	exp := time.Now().Add(time.Hour).Truncate(time.Microsecond)
 	got, err := s.UpdateKey(ctx, k.ID, func(k *keystore.Key) error {
-		k.Owner, k.ID, k.Hash = keystore.Service("mallory"), "other", keystore.Hash{}
+		k.Owner, k.ID, k.Hash, k.Stamped = keystore.Service("mallory"), "other", keystore.Hash{}, false
 		k.Title, k.Expires, k.Scopes, k.Disabled = "renamed", exp, []string{"read"}, true
 		return nil
 	})
-	if err != nil || got.Owner != alice || got.ID != k.ID || got.Hash != k.Hash || got.Title != "renamed" {
+	if err != nil || got.Owner != alice || got.ID != k.ID || got.Hash != k.Hash || !got.Stamped || got.Title != "renamed" {
 		t.Fatalf("UpdateKey = %+v, %v", got, err)
 	}
-	stored, _ := s.KeyByHash(ctx, k.Hash)
+	stored, _ := s.KeyByHash(ctx, k.Hash, stamp(k))
 	if !sameKey(stored, got) || !stored.Disabled || !stored.Expires.Equal(exp) {
 		t.Fatalf("stored %+v, returned %+v", stored, got)
 	}
@@ -284,10 +321,10 @@ func testRotate(t *testing.T, s keystore.Store) {
 	if err != nil || !sameKey(was, old) {
 		t.Fatalf("RotateKey = %+v, %v", was, err)
 	}
-	if got, _ := s.KeyByHash(ctx, old.Hash); !got.Expires.Equal(retire) || !got.Rotated {
+	if got, _ := s.KeyByHash(ctx, old.Hash, stamp(old)); !got.Expires.Equal(retire) || !got.Rotated {
 		t.Fatalf("old key expires %v (rotated %v), want %v and rotated", got.Expires, got.Rotated, retire)
 	}
-	if _, err := s.KeyByHash(ctx, next.Hash); err != nil {
+	if _, err := s.KeyByHash(ctx, next.Hash, stamp(next)); err != nil {
 		t.Fatalf("new key: %v", err)
 	}
 	// Without grace the old key is gone at once.
@@ -295,8 +332,10 @@ func testRotate(t *testing.T, s keystore.Store) {
 	if _, err := s.RotateKey(ctx, next.ID, third, time.Time{}, 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.KeyByHash(ctx, next.Hash); !errors.Is(err, keystore.ErrNotFound) {
-		t.Fatalf("rotated without grace: %v", err)
+	for _, st := range []string{stamp(next), ""} {
+		if _, err := s.KeyByHash(ctx, next.Hash, st); !errors.Is(err, keystore.ErrNotFound) {
+			t.Fatalf("rotated without grace (stamp %q): %v", st, err)
+		}
 	}
 	if _, err := s.KeyByID(ctx, next.ID); !errors.Is(err, keystore.ErrNotFound) {
 		t.Fatalf("rotated without grace, by id: %v", err)
@@ -308,7 +347,7 @@ func testRotate(t *testing.T, s keystore.Store) {
 		t.Fatalf("rotate unknown: %v", err)
 	}
 	// A replacement that collides is refused and changes nothing.
-	clash := newKey(t, alice, time.Now())
+	clash := newKey(t, alice, old.Created)
 	clash.Hash = old.Hash
 	if _, err := s.RotateKey(ctx, third.ID, clash, time.Time{}, 0); !errors.Is(err, keystore.ErrExists) {
 		t.Fatalf("colliding replacement: %v", err)
@@ -328,8 +367,10 @@ func testDelete(t *testing.T, s keystore.Store) {
 	if _, err := s.DeleteKey(ctx, k.ID); !errors.Is(err, keystore.ErrNotFound) {
 		t.Fatalf("delete twice: %v", err)
 	}
-	if _, err := s.KeyByHash(ctx, k.Hash); !errors.Is(err, keystore.ErrNotFound) {
-		t.Fatalf("deleted key by hash: %v", err)
+	for _, st := range []string{stamp(k), ""} {
+		if _, err := s.KeyByHash(ctx, k.Hash, st); !errors.Is(err, keystore.ErrNotFound) {
+			t.Fatalf("deleted key by hash (stamp %q): %v", st, err)
+		}
 	}
 	if keys, _ := s.KeysByOwner(ctx, alice); !slices.Equal(ids(keys), []string{keep.ID}) {
 		t.Fatalf("after delete alice has %v", ids(keys))
