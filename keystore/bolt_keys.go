@@ -55,6 +55,10 @@ func (s *BoltStore) CreateKey(ctx context.Context, k Key, opts CreateOptions) er
 
 func (s *BoltStore) writeCreates() {
 	defer close(s.writerDone)
+	linger := time.NewTimer(lingerMax)
+	linger.Stop()
+	last := 0 // requests in the previous commit
+	skip := 0 // commits to make without waiting, after a wait that gained nothing
 	for {
 		var first createRequest
 		select {
@@ -72,8 +76,44 @@ func (s *BoltStore) writeCreates() {
 				break drain
 			}
 		}
+		// Under concurrent load (the previous commit was shared), wait a
+		// moment for more requests: each commit costs an fsync and the
+		// pages of every index it touches, whatever it holds. A lone
+		// request is never held back.
+		switch {
+		case skip > 0:
+			skip--
+		case last >= lingerAfter && len(batch) < lingerUntil:
+			var gained bool
+			if batch, gained = s.gather(batch, linger); !gained {
+				// Every client is waiting on this commit (fewer clients
+				// than it holds): waiting only delays them.
+				skip = lingerBackoff
+			}
+		}
+		last = len(batch)
 		s.commitCreates(batch)
 	}
+}
+
+// gather adds requests to batch as they come, until it holds lingerUntil,
+// none has come for lingerGap or lingerMax has passed, and reports whether
+// any came. timer is left stopped.
+func (s *BoltStore) gather(batch []createRequest, timer *time.Timer) ([]createRequest, bool) {
+	drained := len(batch)
+	deadline := time.Now().Add(lingerMax)
+	timer.Reset(lingerGap)
+	defer timer.Stop()
+	for len(batch) < lingerUntil {
+		select {
+		case req := <-s.creates:
+			batch = append(batch, req)
+			timer.Reset(min(lingerGap, time.Until(deadline)))
+		case <-timer.C:
+			return batch, len(batch) > drained
+		}
+	}
+	return batch, true
 }
 
 // commitCreates writes a batch in one transaction. A duplicate or a limit
