@@ -59,6 +59,9 @@ func (s *BoltStore) writeCreates() {
 	linger.Stop()
 	last := 0 // requests in the previous commit
 	skip := 0 // commits to make without waiting, after a wait that gained nothing
+	// The batch's array is reused: a commit is done with it when it
+	// returns.
+	var batch []createRequest
 	for {
 		var first createRequest
 		select {
@@ -66,7 +69,8 @@ func (s *BoltStore) writeCreates() {
 			return
 		case first = <-s.creates:
 		}
-		batch := []createRequest{first}
+		clear(batch) // the array keeps no committed request alive
+		batch = append(batch[:0], first)
 	drain:
 		for len(batch) < maxCommitBatch {
 			select {
