@@ -210,14 +210,13 @@ func decodeRequestBody(data []byte) (*requestBody, error) {
 	if !utf8.Valid(data) {
 		return nil, fail(http.StatusBadRequest, "request body is not valid UTF-8")
 	}
-	if !json.Valid(data) {
+	// Unmarshal checks the syntax (every member is a RawMessage, so
+	// nothing else can fail) before the duplicate scan, which needs it.
+	if err := json.Unmarshal(data, &body); err != nil {
 		return nil, fail(http.StatusBadRequest, "request body is not valid JSON")
 	}
 	if name, dup := duplicateMember(data); dup {
 		return nil, fail(http.StatusBadRequest, "request body has the member "+strconv.Quote(name)+" more than once (names match in any letter case)")
-	}
-	if err := json.Unmarshal(data, &body); err != nil {
-		return nil, fail(http.StatusBadRequest, "request body is not valid JSON")
 	}
 	return &body, nil
 }

@@ -15,12 +15,7 @@ import (
 type epochSeconds time.Time
 
 func (t epochSeconds) MarshalJSON() ([]byte, error) {
-	us := time.Time(t).UnixMicro()
-	b := strconv.AppendFloat(nil, float64(us)/1e6, 'f', -1, 64)
-	if !bytes.ContainsRune(b, '.') {
-		b = append(b, ".0"...)
-	}
-	return b, nil
+	return appendEpoch(nil, time.Time(t)), nil
 }
 
 // UnmarshalJSON reads float seconds, for clients of the admin API.
@@ -57,13 +52,16 @@ type errorBody struct {
 // writeJSON writes v compactly, without HTML escaping (titles are echoed
 // as the caller sent them), with the given status.
 func writeJSON(w http.ResponseWriter, status int, v any) error {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return err
+	body, ok := appendSuccess(v)
+	if !ok {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(v); err != nil {
+			return err
+		}
+		body = bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	}
-	body := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
@@ -71,6 +69,22 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 	w.WriteHeader(status)
 	_, err := w.Write(body)
 	return err
+}
+
+// appendSuccess encodes a successBody whose result is a jsonAppender
+// without reflection.
+func appendSuccess(v any) ([]byte, bool) {
+	sb, ok := v.(successBody)
+	if !ok {
+		return nil, false
+	}
+	a, ok := sb.Result.(jsonAppender)
+	if !ok {
+		return nil, false
+	}
+	body := strconv.AppendBool(append(make([]byte, 0, 384), `{"success":`...), sb.Success)
+	body, ok = a.appendJSON(append(body, `,"result":`...))
+	return append(body, '}'), ok
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) error {

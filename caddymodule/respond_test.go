@@ -1,8 +1,10 @@
 package caddymodule
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 )
@@ -41,5 +43,51 @@ func TestCreatedKeyShapeAndOrder(t *testing.T) {
 	}
 	if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
 		t.Fatalf("Content-Type %q", ct)
+	}
+}
+
+// The minted key's answer, written without reflection, is byte for byte
+// what the encoder writes for it, whatever its strings and times.
+func FuzzCreatedKeyAnswer(f *testing.F) {
+	f.Add("sk-x", "id", "API Key 1", "sk-...x", "", "", int64(1728425378066576), int64(0), int64(0), uint8(0))
+	f.Add("sk-x", "id", "<A & B> \"q\" \\ \u2028 \x00 é \xff", "sk-...x", "read\x00write", "gold", int64(1728425378000000), int64(1), int64(-5), uint8(15))
+	f.Fuzz(func(t *testing.T, apiKey, id, title, preview, scopes, plan string, created, lastUsed, expires int64, flags uint8) {
+		v := keyView{ID: id, Title: title, Created: epochSeconds(time.UnixMicro(created)), KeyPreview: preview, Plan: plan,
+			Disabled: flags&1 != 0, Rotated: flags&2 != 0, Orphaned: flags&4 != 0, Leaked: flags&8 != 0}
+		if lastUsed != 0 {
+			v.LastUsed = optionalEpoch(time.UnixMicro(lastUsed))
+		}
+		if expires != 0 {
+			v.Expires = optionalEpoch(time.UnixMicro(expires))
+		}
+		if scopes != "" {
+			v.Scopes = strings.Split(scopes, "\x00")
+		}
+		answer := successBody{Success: true, Result: createdKey{APIKey: apiKey, keyView: v}}
+		got, ok := appendSuccess(answer)
+		if !ok {
+			t.Fatal("a created key's answer was left to the encoder")
+		}
+		var want bytes.Buffer
+		enc := json.NewEncoder(&want)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(answer); err != nil {
+			t.Fatal(err)
+		}
+		if w := bytes.TrimSuffix(want.Bytes(), []byte("\n")); !bytes.Equal(got, w) {
+			t.Fatalf("appended\n %s\nencoder\n %s", got, w)
+		}
+	})
+}
+
+// Listings' extensions are left to the encoder.
+func TestCreatedKeyWithCreditsIsEncoded(t *testing.T) {
+	answer := successBody{Success: true, Result: createdKey{APIKey: "sk-x", keyView: keyView{Credits: &creditsView{Remaining: 1}}}}
+	if _, ok := appendSuccess(answer); ok {
+		t.Fatal("credits were appended")
+	}
+	rec := httptest.NewRecorder()
+	if err := writeJSON(rec, 200, answer); err != nil || !strings.Contains(rec.Body.String(), `"credits":{"remaining":1,"amount":0}`) {
+		t.Fatalf("body %s, %v", rec.Body.String(), err)
 	}
 }
