@@ -1,6 +1,8 @@
 package caddymodule
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -51,7 +53,8 @@ func TestDecodeRequestBody(t *testing.T) {
 }
 
 func FuzzDecodeRequestBody(f *testing.F) {
-	for _, s := range []string{``, `{}`, `{"auth":{"username":"u","password":"p"},"title":"t"}`, `[1]`, `{"title":5}`} {
+	for _, s := range []string{``, `{}`, `{"auth":{"username":"u","password":"p"},"title":"t"}`, `[1]`, `{"title":5}`,
+		`{"AUTH" : "tok" ,"Title":null, "scopes":["a"], "x":{"title":1}}`, `{"\u0061uth":"t","\u017fcopes":[],"expires_in":1e3,"grace_seconds":-0,"api_key_id":"i"}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -62,6 +65,19 @@ func FuzzDecodeRequestBody(f *testing.F) {
 				t.Fatalf("error %v is not a 400", err)
 			}
 			return
+		}
+		// The members are those json.Unmarshal finds.
+		var want requestBody
+		if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 {
+			if err := json.Unmarshal(trimmed, &want); err != nil {
+				t.Fatalf("accepted %q, which json.Unmarshal refuses: %v", data, err)
+			}
+		}
+		for _, m := range [][2]json.RawMessage{{b.Auth, want.Auth}, {b.Title, want.Title}, {b.APIKeyID, want.APIKeyID},
+			{b.GraceSeconds, want.GraceSeconds}, {b.ExpiresIn, want.ExpiresIn}, {b.Scopes, want.Scopes}} {
+			if !bytes.Equal(m[0], m[1]) || (m[0] == nil) != (m[1] == nil) {
+				t.Fatalf("%q: member %q, json.Unmarshal %q", data, m[0], m[1])
+			}
 		}
 		if _, err := b.title(); err != nil {
 			var ae *apiError

@@ -16,15 +16,25 @@ import (
 // allocation each, on every request with a body); on data that is not
 // valid JSON it stops early and reports nothing.
 func duplicateMember(data []byte) (string, bool) {
-	s := memberScanner{data: data}
+	return scanMembers(data, nil)
+}
+
+// scanMembers is duplicateMember that also hands each member of the
+// top-level object to top, with its name folded as encoding/json folds
+// names to match fields (foldName) and its value's bytes.
+func scanMembers(data []byte, top func(folded string, value []byte)) (string, bool) {
+	s := memberScanner{data: data, top: top}
 	name := s.value()
-	return name, name != ""
+	return name, s.dup
 }
 
 // memberScanner walks valid JSON for duplicateMember.
 type memberScanner struct {
-	data []byte
-	i    int
+	data  []byte
+	i     int
+	depth int  // of objects
+	dup   bool // found: the name value returned is the duplicate (maybe "")
+	top   func(folded string, value []byte)
 }
 
 func (s *memberScanner) skipSpace() {
@@ -38,7 +48,8 @@ func (s *memberScanner) skipSpace() {
 	}
 }
 
-// value scans one value and returns the first duplicate name in it.
+// value scans one value; at the first duplicate name in it, it sets dup
+// and returns the name.
 func (s *memberScanner) value() string {
 	s.skipSpace()
 	if s.i >= len(s.data) {
@@ -63,7 +74,7 @@ func (s *memberScanner) value() string {
 				continue
 			}
 			before := s.i
-			if name := s.value(); name != "" || s.i == before {
+			if name := s.value(); s.dup || s.i == before {
 				return name
 			}
 		}
@@ -87,6 +98,14 @@ func isDelimiter(c byte) bool {
 
 // object scans an object from its '{'.
 func (s *memberScanner) object() string {
+	s.depth++
+	name := s.members()
+	s.depth--
+	return name
+}
+
+// members scans an object's members, after its '{'.
+func (s *memberScanner) members() string {
 	s.i++
 	var names []string           // folded; a map once there are many
 	var many map[string]struct{} // (so that huge objects stay linear)
@@ -118,6 +137,7 @@ func (s *memberScanner) object() string {
 			folded = foldName(name)
 		}
 		dupName := func() string {
+			s.dup = true
 			if plain {
 				return string(raw[1 : len(raw)-1])
 			}
@@ -146,9 +166,13 @@ func (s *memberScanner) object() string {
 			return ""
 		}
 		s.i++
+		s.skipSpace()
 		before := s.i
-		if name := s.value(); name != "" || s.i == before {
+		if name := s.value(); s.dup || s.i == before {
 			return name
+		}
+		if s.depth == 1 && s.top != nil {
+			s.top(folded, s.data[before:s.i])
 		}
 	}
 }

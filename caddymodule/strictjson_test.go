@@ -9,18 +9,18 @@ import (
 
 // duplicateMemberByTokens is the obvious way, through encoding/json's
 // tokens, that duplicateMember must agree with.
-func duplicateMemberByTokens(data []byte) string {
+func duplicateMemberByTokens(data []byte) (string, bool) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
-	var walk func() string
-	walk = func() string {
+	var walk func() (string, bool)
+	walk = func() (string, bool) {
 		tok, err := dec.Token()
 		if err != nil {
-			return ""
+			return "", false
 		}
 		delim, ok := tok.(json.Delim)
 		if !ok {
-			return ""
+			return "", false
 		}
 		switch delim {
 		case '{':
@@ -28,26 +28,26 @@ func duplicateMemberByTokens(data []byte) string {
 			for dec.More() {
 				keyTok, err := dec.Token()
 				if err != nil {
-					return ""
+					return "", false
 				}
 				key, _ := keyTok.(string)
 				if seen[foldName(key)] {
-					return key
+					return key, true
 				}
 				seen[foldName(key)] = true
-				if name := walk(); name != "" {
-					return name
+				if name, dup := walk(); dup {
+					return name, true
 				}
 			}
 		case '[':
 			for dec.More() {
-				if name := walk(); name != "" {
-					return name
+				if name, dup := walk(); dup {
+					return name, true
 				}
 			}
 		}
 		_, _ = dec.Token()
-		return ""
+		return "", false
 	}
 	return walk()
 }
@@ -69,15 +69,17 @@ func TestDuplicateMemberAgreesWithTokens(t *testing.T) {
 		"{\"\xff\": 1, \"\xfe\": 2}",
 		`{"s": "a,b}c]", "S": 1}`,
 		`{"n": -1.5e+3, "t": true, "f": false, "z": null, "N": 0}`,
+		`{"": 0, "": 1}`,
+		`{"a": {"": [], "": 2}}`,
 		` { "a" : { "b" : [ 1 , 2 ] } , "c" : "\\" , "C" : 3 } `,
 		b.String(),
 	} {
 		if !json.Valid([]byte(body)) {
 			t.Fatalf("not valid JSON: %s", body)
 		}
-		got, _ := duplicateMember([]byte(body))
-		if want := duplicateMemberByTokens([]byte(body)); got != want {
-			t.Errorf("%.60s: %q, want %q", body, got, want)
+		got, dup := duplicateMember([]byte(body))
+		if want, wantDup := duplicateMemberByTokens([]byte(body)); got != want || dup != wantDup {
+			t.Errorf("%.60s: %q %v, want %q %v", body, got, dup, want, wantDup)
 		}
 	}
 }
@@ -93,8 +95,8 @@ func FuzzDuplicateMember(f *testing.F) {
 		if !json.Valid(data) {
 			return
 		}
-		if want := duplicateMemberByTokens(data); got != want || dup != (want != "") {
-			t.Fatalf("%q: %q, want %q", data, got, want)
+		if want, wantDup := duplicateMemberByTokens(data); got != want || dup != wantDup {
+			t.Fatalf("%q: %q %v, want %q %v", data, got, dup, want, wantDup)
 		}
 	})
 }
