@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-apikeys/caddy-apikeys/identity"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 	"github.com/caddy-apikeys/caddy-apikeys/notify"
 )
@@ -306,8 +307,8 @@ func stringField(name string, raw json.RawMessage) (string, bool, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return "", false, nil
 	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
+	s, err := identity.UnquoteJSON(raw)
+	if err != nil {
 		return "", true, fail(http.StatusBadRequest, `"`+name+`" must be a string`)
 	}
 	return s, true, nil

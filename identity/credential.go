@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
@@ -71,8 +72,8 @@ func DecodeAuth(raw json.RawMessage, keyPrefix string) (Credential, error) {
 	}
 	switch raw[0] {
 	case '"':
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
+		s, err := UnquoteJSON(raw)
+		if err != nil {
 			return Credential{}, shapeError(`"auth" is not a valid JSON string`)
 		}
 		return tokenCredential(s, keyPrefix)
@@ -102,8 +103,8 @@ func decodeAuthObject(raw json.RawMessage, keyPrefix string) (Credential, error)
 		if !ok {
 			return "", false, nil
 		}
-		var s string
-		if err := json.Unmarshal(v, &s); err != nil {
+		s, err := UnquoteJSON(v)
+		if err != nil {
 			return "", true, shapeError(`"auth.` + name + `" must be a string`)
 		}
 		return s, true, nil
@@ -148,4 +149,28 @@ func decodeAuthObject(raw json.RawMessage, keyPrefix string) (Credential, error)
 		return tokenCredential(tok, keyPrefix)
 	}
 	return Credential{}, shapeError(`"auth" must be an OAuth2 token string or an object {"username": ..., "password": ...}`)
+}
+
+// UnquoteJSON decodes a JSON string as json.Unmarshal does into a string
+// (invalid UTF-8 becomes U+FFFD), and fails for any other JSON value. A
+// string without escapes or control characters in valid UTF-8, as tokens,
+// names and titles are, is taken as it stands; others go through the
+// decoder.
+func UnquoteJSON(raw []byte) (string, error) {
+	if n := len(raw); n >= 2 && raw[0] == '"' && raw[n-1] == '"' {
+		body := raw[1 : n-1]
+		plain := true
+		for _, c := range body {
+			if c < 0x20 || c == '"' || c == '\\' {
+				plain = false
+				break
+			}
+		}
+		if plain && utf8.Valid(body) {
+			return string(body), nil
+		}
+	}
+	var s string
+	err := json.Unmarshal(raw, &s)
+	return s, err
 }

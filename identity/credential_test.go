@@ -84,3 +84,19 @@ func FuzzDecodeAuth(f *testing.F) {
 		}
 	})
 }
+
+// UnquoteJSON decodes exactly what json.Unmarshal decodes into a string,
+// and refuses what it refuses.
+func FuzzUnquoteJSON(f *testing.F) {
+	for _, s := range []string{`"plain"`, `"esc\"aped\n"`, `"\u00e9t\u00e9"`, "\"\xff\"", "\"tab\there\"", `5`, `null`, `"`, `""`, `"a"b"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		got, err := UnquoteJSON(raw)
+		var want string
+		wantErr := json.Unmarshal(raw, &want)
+		if (err != nil) != (wantErr != nil) || got != want {
+			t.Fatalf("%q: %q, %v; json.Unmarshal %q, %v", raw, got, err, want, wantErr)
+		}
+	})
+}

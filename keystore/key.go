@@ -67,18 +67,33 @@ func NewKey(prefix string) (string, error) {
 // index instead of landing on random pages; creation times are public
 // anyway.
 func NewKeyAt(prefix string, created time.Time) (string, error) {
-	random, err := randomBase62(randomLen)
-	if err != nil {
+	var random [randomLen]byte
+	if err := fillBase62(random[:]); err != nil {
 		return "", err
 	}
+	return stampedKey(prefix, created, &random), nil
+}
+
+// NewKeyAndID mints a key created at created (NewKeyAt) and its id
+// (NewID), both from one read of crypto/rand.
+func NewKeyAndID(prefix string, created time.Time) (key, id string, err error) {
+	var random [randomLen + IDLen - idTimeLen]byte
+	if err := fillBase62(random[:]); err != nil {
+		return "", "", err
+	}
+	return stampedKey(prefix, created, (*[randomLen]byte)(random[:randomLen])),
+		stampedID(created, (*[IDLen - idTimeLen]byte)(random[randomLen:])), nil
+}
+
+func stampedKey(prefix string, created time.Time, random *[randomLen]byte) string {
 	b := make([]byte, len(prefix)+BodyLen)
 	body := b[copy(b, prefix):]
 	encodeStamp(body[:StampLen], created)
-	copy(body[StampLen:], random)
+	copy(body[StampLen:], random[:])
 	var sum [checksumLen]byte
-	encodeChecksum(&sum, crc32Of(string(body[:checkedLen])))
+	encodeChecksum(&sum, crc32Of(unsafe.String(&body[0], checkedLen)))
 	copy(body[checkedLen:], sum[:])
-	return string(b), nil
+	return unsafe.String(&b[0], len(b)) // b is not written again
 }
 
 // StampOf returns the creation stamp a well-formed key (one ParseKey
@@ -108,14 +123,18 @@ const idTimeLen = 9
 // of landing on random pages, which keeps commits small at millions of
 // keys; creation times are public anyway.
 func NewID(created time.Time) (string, error) {
-	random, err := randomBase62(IDLen - idTimeLen)
-	if err != nil {
+	var random [IDLen - idTimeLen]byte
+	if err := fillBase62(random[:]); err != nil {
 		return "", err
 	}
+	return stampedID(created, &random), nil
+}
+
+func stampedID(created time.Time, random *[IDLen - idTimeLen]byte) string {
 	var b [IDLen]byte
 	encodeStamp(b[:idTimeLen], created)
-	copy(b[idTimeLen:], random)
-	return string(b[:]), nil
+	copy(b[idTimeLen:], random[:])
+	return string(b[:])
 }
 
 // ParseKey checks that s has the given prefix, the right length, only
@@ -164,24 +183,23 @@ var isBase62 = func() (t [256]bool) {
 	return t
 }()
 
-// randomBase62 draws n uniformly distributed base62 characters from
+// fillBase62 fills dst with uniformly distributed base62 characters from
 // crypto/rand, rejecting bytes >= 248 so that no character is favoured.
-func randomBase62(n int) (string, error) {
-	out := make([]byte, 0, n)
+func fillBase62(dst []byte) error {
 	var buf [64]byte
-	for len(out) < n {
+	for n := 0; n < len(dst); {
 		if _, err := rand.Read(buf[:]); err != nil {
-			return "", err
+			return err
 		}
 		for _, b := range buf {
 			if b >= 248 {
 				continue
 			}
-			out = append(out, base62Alphabet[b%62])
-			if len(out) == n {
+			dst[n] = base62Alphabet[b%62]
+			if n++; n == len(dst) {
 				break
 			}
 		}
 	}
-	return string(out), nil
+	return nil
 }

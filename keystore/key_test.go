@@ -203,5 +203,10 @@ func TestKeysBeginWithTheirIDsStamp(t *testing.T) {
 			t.Fatalf("key %q at %v: stamp %q, id %q, previous stamp %q", key, at, stamp, id, prev)
 		}
 		prev = stamp
+		key2, id2, err := NewKeyAndID("acme_", at)
+		if err != nil || ParseKey(key2, "acme_") != nil || StampOf(key2, "acme_") != stamp || id2[:StampLen] != stamp ||
+			key2 == key || id2 == id || len(id2) != IDLen || strings.Contains(key2[len("acme_")+StampLen:], id2[StampLen:]) {
+			t.Fatalf("NewKeyAndID at %v = %q, %q, %v (NewKeyAt %q, NewID %q)", at, key2, id2, err, key, id)
+		}
 	}
 }

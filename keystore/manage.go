@@ -60,11 +60,7 @@ func (kr *Keyring) Mint(ctx context.Context, a Actor, req KeyRequest) (Minted, e
 func (kr *Keyring) newKey(owner Owner, d minted) (Minted, error) {
 	// Microsecond precision, the resolution the store keeps.
 	created := kr.now().Truncate(time.Microsecond)
-	secret, err := NewKeyAt(kr.prefix, created)
-	if err != nil {
-		return Minted{}, err
-	}
-	id, err := NewID(created) // begins with the same stamp
+	secret, id, err := NewKeyAndID(kr.prefix, created) // one stamp
 	if err != nil {
 		return Minted{}, err
 	}
