@@ -320,27 +320,13 @@ func FuzzDecodeKey(f *testing.F) {
 // keys into a store of 20 000 materialises and writes a few nodes at the
 // index's end, where unstamped digests, random, touch a leaf each.
 func TestStampedDigestsAppendToTheIndex(t *testing.T) {
-	commit := func(s *BoltStore, stamped bool, n int) {
-		batch := make([]createRequest, n)
-		for i := range batch {
-			k := testKey(t, "alice", time.Now())
-			k.Stamped = stamped
-			batch[i] = createRequest{key: k, val: encodeKey(k), done: make(chan error, 1)}
-		}
-		s.commitCreates(batch)
-		for _, req := range batch {
-			if err := <-req.done; err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
 	nodesPerCommit := func(stamped bool) (nodes, writes int64) {
 		s, _ := openTestBolt(t)
 		for range 200 {
-			commit(s, stamped, 100)
+			commitKeys(t, s, stamped, 100)
 		}
 		before := s.DB().Stats().TxStats
-		commit(s, stamped, 64)
+		commitKeys(t, s, stamped, 64)
 		after := s.DB().Stats().TxStats
 		return after.GetNodeCount() - before.GetNodeCount(), after.GetWrite() - before.GetWrite()
 	}
@@ -353,7 +339,7 @@ func TestStampedDigestsAppendToTheIndex(t *testing.T) {
 			stampedNodes, stampedWrites, randomNodes, randomWrites)
 	}
 	s, _ := openTestBolt(t)
-	commit(s, true, 10)
+	commitKeys(t, s, true, 10)
 	err := s.DB().View(func(tx *bolt.Tx) error {
 		if n := tx.Bucket(bucketHashes).Stats().KeyN; n != 0 {
 			return fmt.Errorf("%d stamped digests in the unstamped index", n)
@@ -377,18 +363,7 @@ func BenchmarkDigestOnlyLookup(b *testing.B) {
 	s, _ := openTestBolt(b)
 	var last Key
 	for range keys / 1000 {
-		batch := make([]createRequest, 1000)
-		for i := range batch {
-			last = testKey(b, "alice", time.Now())
-			last.Stamped = true
-			batch[i] = createRequest{key: last, val: encodeKey(last), done: make(chan error, 1)}
-		}
-		s.commitCreates(batch)
-		for _, req := range batch {
-			if err := <-req.done; err != nil {
-				b.Fatal(err)
-			}
-		}
+		last = commitKeys(b, s, true, 1000)
 	}
 	ctx := context.Background()
 	b.ResetTimer()
@@ -398,4 +373,23 @@ func BenchmarkDigestOnlyLookup(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/keys, "ns/key-scanned")
+}
+
+// commitKeys commits n new keys of alice in one group commit, as the
+// writer would, and returns the last.
+func commitKeys(tb testing.TB, s *BoltStore, stamped bool, n int) Key {
+	tb.Helper()
+	batch := make([]createRequest, n)
+	for i := range batch {
+		k := testKey(tb, "alice", time.Now())
+		k.Stamped = stamped
+		batch[i] = createRequest{key: k, val: encodeKey(k), done: make(chan error, 1)}
+	}
+	s.commitCreates(batch)
+	for _, req := range batch {
+		if err := <-req.done; err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return batch[n-1].key
 }
