@@ -47,16 +47,17 @@ var ErrClosed = errors.New("key store is closed")
 const maxCommitBatch = 1024
 
 // Once a group commit has been shared by lingerAfter or more requests,
-// the next one waits for more (see writeCreates): until lingerUntil are
-// in, no new one has come for lingerGap, or lingerMax has passed. After a
-// wait that gained none, the next lingerBackoff commits do not wait. With
-// 64 clients minting on 2 cores this cut CPU per key by about a fifth
-// (BENCHMARKS.md); 4 or 16 clients mint as fast as without it.
+// the next one waits for more (see writeCreates): until it holds as many
+// as the largest commit of late (at most lingerUntil), none has come for
+// lingerGap, or lingerMax has passed. After a wait that gained none, the
+// next lingerBackoff commits do not wait. With 4, 16 and 64 clients on 2
+// cores this minted as fast or faster, at as little or less CPU per key,
+// as shorter waits or none (BENCHMARKS.md).
 const (
 	lingerAfter   = 4
 	lingerUntil   = 64
-	lingerGap     = 200 * time.Microsecond
-	lingerMax     = 2 * time.Millisecond
+	lingerGap     = time.Millisecond
+	lingerMax     = 4 * time.Millisecond
 	lingerBackoff = 16
 )
 

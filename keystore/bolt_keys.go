@@ -58,6 +58,7 @@ func (s *BoltStore) writeCreates() {
 	linger := time.NewTimer(lingerMax)
 	linger.Stop()
 	last := 0 // requests in the previous commit
+	peak := 0 // the largest commit of late, decaying: about how many clients mint at once
 	skip := 0 // commits to make without waiting, after a wait that gained nothing
 	// The batch's array is reused: a commit is done with it when it
 	// returns.
@@ -84,31 +85,35 @@ func (s *BoltStore) writeCreates() {
 		// moment for more requests: each commit costs an fsync and the
 		// pages of every index it touches, whatever it holds. A lone
 		// request is never held back.
-		switch {
+		// It waits for as many as have lately come at once, so that the
+		// last of a few clients is not waited for after it is in.
+		peak = max(len(batch), peak-peak/16)
+		switch until := min(peak, lingerUntil); {
 		case skip > 0:
 			skip--
-		case last >= lingerAfter && len(batch) < lingerUntil:
+		case last >= lingerAfter && len(batch) < until:
 			var gained bool
-			if batch, gained = s.gather(batch, linger); !gained {
+			if batch, gained = s.gather(batch, until, linger); !gained {
 				// Every client is waiting on this commit (fewer clients
 				// than it holds): waiting only delays them.
 				skip = lingerBackoff
 			}
 		}
+		peak = max(len(batch), peak)
 		last = len(batch)
 		s.commitCreates(batch)
 	}
 }
 
-// gather adds requests to batch as they come, until it holds lingerUntil,
-// none has come for lingerGap or lingerMax has passed, and reports whether
-// any came. timer is left stopped.
-func (s *BoltStore) gather(batch []createRequest, timer *time.Timer) ([]createRequest, bool) {
+// gather adds requests to batch as they come, until it holds until, none
+// has come for lingerGap or lingerMax has passed, and reports whether any
+// came. timer is left stopped.
+func (s *BoltStore) gather(batch []createRequest, until int, timer *time.Timer) ([]createRequest, bool) {
 	drained := len(batch)
 	deadline := time.Now().Add(lingerMax)
 	timer.Reset(lingerGap)
 	defer timer.Stop()
-	for len(batch) < lingerUntil {
+	for len(batch) < until {
 		select {
 		case req := <-s.creates:
 			batch = append(batch, req)
