@@ -210,14 +210,19 @@ func stampedDigest(stamp string, h Hash) []byte {
 }
 
 // digestTaken reports whether k's digest names a stored key. A stamped
-// key's text determines its stamp, so the same digest under another
-// stamp cannot occur; the unstamped index is checked as well, for keys
-// brought in before stamps.
+// key's text determines its stamp (Key.Stamped), so its digest can only
+// be taken under that stamp, or in the unstamped index by a key brought in
+// before stamps. A key that is not stamped (only a migration brings one
+// in) may share its digest with a stamped key under any stamp: the
+// stamped index is walked for it.
 func digestTaken(tx *bolt.Tx, k Key) bool {
-	if k.Stamped && len(k.ID) >= StampLen && tx.Bucket(bucketStamped).Get(stampedDigest(k.ID[:StampLen], k.Hash)) != nil {
+	if tx.Bucket(bucketHashes).Get(k.Hash[:]) != nil {
 		return true
 	}
-	return tx.Bucket(bucketHashes).Get(k.Hash[:]) != nil
+	if k.Stamped && len(k.ID) >= StampLen {
+		return tx.Bucket(bucketStamped).Get(stampedDigest(k.ID[:StampLen], k.Hash)) != nil
+	}
+	return len(scanStamped(tx, map[Hash]int{k.Hash: 0})) > 0
 }
 
 // checkLimit returns ErrLimit if maxPerOwner > 0 and owner holds that

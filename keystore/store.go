@@ -206,7 +206,9 @@ type User struct {
 // write durable before returning.
 type Store interface {
 	// CreateKey stores k atomically: ErrExists if its ID or Hash is taken,
-	// and, in the same transaction, the checks of opts.
+	// and, in the same transaction, the checks of opts. A stamped k must
+	// be what Key.Stamped says (its text begins with its ID's stamp):
+	// a store may then look for its digest under that stamp only.
 	CreateKey(ctx context.Context, k Key, opts CreateOptions) error
 	// KeyByHash returns the key with digest h, or ErrNotFound. stamp is
 	// StampOf the key's text when the text is at hand, or "" when only

@@ -190,7 +190,11 @@ func testRefusesDuplicates(t *testing.T, s keystore.Store) {
 	old := create(t, s, unstampedKey(t, bob, time.Now()))
 	sameOldHash := newKey(t, alice, time.Now())
 	sameOldHash.Hash = old.Hash
-	for _, dup := range []keystore.Key{sameID, sameHash, sameOldHash} {
+	// A key brought in from elsewhere, not stamped, whose digest a
+	// stamped key has.
+	unstampedSameHash := unstampedKey(t, bob, time.Now())
+	unstampedSameHash.Hash = k.Hash
+	for _, dup := range []keystore.Key{sameID, sameHash, sameOldHash, unstampedSameHash} {
 		if err := s.CreateKey(ctx, dup, keystore.CreateOptions{}); !errors.Is(err, keystore.ErrExists) {
 			t.Fatalf("duplicate: %v, want ErrExists", err)
 		}
@@ -215,6 +219,9 @@ func testConcurrentSameDigestOneWins(t *testing.T, s keystore.Store) {
 	keys := make([]keystore.Key, 8)
 	for i := range keys {
 		keys[i] = newKey(t, alice, first.Created)
+		if i%2 == 1 { // and keys brought in from elsewhere
+			keys[i] = unstampedKey(t, alice, time.Now())
+		}
 		keys[i].Hash = first.Hash
 	}
 	if won := race(t, 8, keystore.ErrExists, func(i int) error { return s.CreateKey(ctx, keys[i], keystore.CreateOptions{}) }); won != 1 {
