@@ -1,10 +1,11 @@
 package caddymodule
 
 import (
-	"encoding/json"
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/caddy-apikeys/caddy-apikeys/identity"
 )
 
 // duplicateMember reports the first member name that appears twice in one
@@ -133,7 +134,7 @@ func (s *memberScanner) members() string {
 		if plain {
 			folded = upperASCII(raw)
 		} else {
-			name = decodeString(raw)
+			name, _ = identity.UnquoteJSON(raw) // a name in valid JSON always decodes
 			folded = foldName(name)
 		}
 		dupName := func() string {
@@ -198,14 +199,6 @@ func (s *memberScanner) str() (raw []byte, plain, ok bool) {
 		s.i++
 	}
 	return nil, false, false
-}
-
-// decodeString decodes a quoted JSON string as encoding/json does
-// (invalid UTF-8 becomes U+FFFD).
-func decodeString(raw []byte) string {
-	var v string
-	_ = json.Unmarshal(raw, &v)
-	return v
 }
 
 // upperASCII folds a plain quoted string: its letters in upper case.

@@ -230,17 +230,8 @@ func runKilledChild(t *testing.T, s *BoltStore, dir, test string, env ...string)
 // memory survives it, and the next process gives back what it had not
 // spent. Run across two processes: this test runs itself as the child.
 func TestMeterCreditsSurviveKill(t *testing.T) {
-	dir := os.Getenv("APIKEYS_METER_CHILD_DIR")
-	child := dir != ""
-	if !child {
-		dir = t.TempDir()
-	}
-	s, err := OpenBolt(filepath.Join(dir, "keys.db"), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan := &Plan{Name: "p", Credits: &Credits{Amount: 1000}}
-	k := &Key{ID: "killed", Owner: Service("svc"), Created: time.Unix(1_800_000_000, 0)}
+	dir, child := killChildDir(t)
+	s, plan, k := killFixture(t, dir)
 	open := func() *Meter {
 		m, err := NewMeter(s, MeterOptions{Ledger: filepath.Join(dir, "ledger")})
 		if err != nil {
@@ -316,20 +307,11 @@ func (d *dyingStore) UpdateCredits(ctx context.Context, id string, fn func(*Cred
 func TestMeterCreditsSurviveKillDuringReservation(t *testing.T) {
 	for _, when := range []string{"before", "after"} {
 		t.Run("killed "+when+" the store applied it", func(t *testing.T) {
-			dir := os.Getenv("APIKEYS_METER_CHILD_DIR")
-			child := dir != ""
-			if child && os.Getenv("APIKEYS_METER_CHILD_WHEN") != when {
+			if os.Getenv("APIKEYS_METER_CHILD_DIR") != "" && os.Getenv("APIKEYS_METER_CHILD_WHEN") != when {
 				t.Skip("the child runs the other case")
 			}
-			if !child {
-				dir = t.TempDir()
-			}
-			s, err := OpenBolt(filepath.Join(dir, "keys.db"), time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			plan := &Plan{Name: "p", Credits: &Credits{Amount: 1000}}
-			k := &Key{ID: "killed", Owner: Service("svc"), Created: time.Unix(1_800_000_000, 0)}
+			dir, child := killChildDir(t)
+			s, plan, k := killFixture(t, dir)
 			ledger := filepath.Join(dir, "ledger")
 			if child {
 				// Blocks of 41 requests of 3: spend three of them, then
@@ -568,4 +550,24 @@ func TestMeterTellsOfCreditsReserved(t *testing.T) {
 	if len(told) != 2 {
 		t.Fatalf("told after the hook was cleared: %+v", told)
 	}
+}
+
+// killChildDir is the directory a kill -9 test keeps its store and ledger
+// in: the parent's, passed down, when this process is the child.
+func killChildDir(t *testing.T) (dir string, child bool) {
+	if dir = os.Getenv("APIKEYS_METER_CHILD_DIR"); dir != "" {
+		return dir, true
+	}
+	return t.TempDir(), false
+}
+
+// killFixture opens the kill -9 tests' store in dir, with their plan of
+// 1000 credits and their key.
+func killFixture(t *testing.T, dir string) (*BoltStore, *Plan, *Key) {
+	t.Helper()
+	s, err := OpenBolt(filepath.Join(dir, "keys.db"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, &Plan{Name: "p", Credits: &Credits{Amount: 1000}}, &Key{ID: "killed", Owner: Service("svc"), Created: time.Unix(1_800_000_000, 0)}
 }
