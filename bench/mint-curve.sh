@@ -5,10 +5,14 @@
 # (default 10^6), for bbolt and etcd (one member), with an HS256 JWT and
 # with a configured user's password, and prints keys/s and the gateway's
 # CPU time per key from an empty store to the last size (the medians of
-# five 3 s windows at each size). See integration/mint_bench_test.go.
+# five 3 s windows at each size). Each round of windows also mints into
+# an empty store, and into a store of the same size through the gateway
+# built from APIKEYS_MINT_BASE (default 6da0823, the last revision before
+# minting was tuned; "none" to skip it), so that each row compares runs
+# taken minutes apart at most. See integration/mint_bench_test.go.
 #
-#   bench/mint-curve.sh                                  # all four setups, about 13 minutes
-#   APIKEYS_MINT_SETUPS=bolt/jwt bench/mint-curve.sh     # one of them
+#   bench/mint-curve.sh                                  # all four setups, about 40 minutes
+#   APIKEYS_MINT_SETUPS=bolt/jwt bench/mint-curve.sh     # one of them, about 6 minutes
 #
 # Everything listens on loopback and is stopped at the end.
 set -euo pipefail
@@ -20,5 +24,14 @@ if ! command -v wrk >/dev/null; then
 	$sudo apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >/dev/null
 fi
-go test ./integration -run '^$' -bench '^BenchmarkMintCurve$' -benchtime 1x -timeout 60m -v |
+base=${APIKEYS_MINT_BASE:-6da0823}
+if [ "$base" != none ]; then
+	work=$(mktemp -d)
+	trap 'git worktree remove --force "$work/src" 2>/dev/null || true; rm -rf "$work"' EXIT
+	echo "== building the gateway at $base to compare with"
+	git worktree add --quiet --detach "$work/src" "$base"
+	(cd "$work/src" && go build -o "$work/caddy" ./cmd/caddy)
+	export APIKEYS_MINT_BASELINE="$work/caddy" APIKEYS_MINT_BASELINE_NAME="$base"
+fi
+go test ./integration -run '^$' -bench '^BenchmarkMintCurve$' -benchtime 1x -timeout 90m -v |
 	grep -v '^=== \|^goos\|^goarch\|^pkg\|^cpu'

@@ -183,7 +183,13 @@ func configCopy(t testing.TB, name string, rewrites [][2]string, edit func(strin
 // names them fd/3, fd/4, and so on.
 func caddyCommand(t testing.TB, dataDir string, ports []heldPort, env []string, args ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(caddyBinary(t), args...)
+	return binaryCommand(caddyBinary(t), dataDir, ports, env, args...)
+}
+
+// binaryCommand is caddyCommand for another build of the gateway, such as
+// an earlier revision a benchmark compares with.
+func binaryCommand(binary, dataDir string, ports []heldPort, env []string, args ...string) *exec.Cmd {
+	cmd := exec.Command(binary, args...)
 	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dataDir, "XDG_CONFIG_HOME="+dataDir, "HOME="+dataDir)
 	cmd.Env = append(cmd.Env, env...)
 	for _, p := range ports {
@@ -230,8 +236,14 @@ func exitsPromptly(t testing.TB, cmd *exec.Cmd) ([]byte, error) {
 // stops it when the test ends.
 func startBinary(t testing.TB, config, dataDir string, ports []heldPort, env ...string) *runningCaddy {
 	t.Helper()
+	return startBinaryAt(t, caddyBinary(t), config, dataDir, ports, env...)
+}
+
+// startBinaryAt is startBinary for another build of the gateway.
+func startBinaryAt(t testing.TB, binary, config, dataDir string, ports []heldPort, env ...string) *runningCaddy {
+	t.Helper()
 	rc := &runningCaddy{out: new(syncBuffer), done: make(chan struct{})}
-	rc.cmd = caddyCommand(t, dataDir, ports, env, "run", "--config", config)
+	rc.cmd = binaryCommand(binary, dataDir, ports, env, "run", "--config", config)
 	rc.cmd.Stdout, rc.cmd.Stderr = rc.out, rc.out
 	if err := rc.cmd.Start(); err != nil {
 		t.Fatal(err)
