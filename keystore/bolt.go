@@ -80,9 +80,14 @@ type BoltStore struct {
 
 type createRequest struct {
 	key  Key
-	val  []byte
+	val  []byte      // key's record
+	at   digestEntry // where its digest is indexed
 	opts CreateOptions
 	done chan error
+}
+
+func newCreateRequest(k Key, opts CreateOptions) createRequest {
+	return createRequest{key: k, val: encodeKey(k), at: digestEntryOf(k), opts: opts, done: make(chan error, 1)}
 }
 
 // OpenBolt opens (creating if needed) the bbolt store at path. It waits at

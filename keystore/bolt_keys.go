@@ -40,7 +40,7 @@ func ownerIndexKey(k Key) []byte {
 // CreateKey stores k. It returns once the transaction holding k is
 // committed and synced; concurrent calls share that transaction.
 func (s *BoltStore) CreateKey(ctx context.Context, k Key, opts CreateOptions) error {
-	req := createRequest{key: k, val: encodeKey(k), opts: opts, done: make(chan error, 1)}
+	req := newCreateRequest(k, opts)
 	select {
 	case s.creates <- req:
 	case <-s.quit:
@@ -134,9 +134,10 @@ func (s *BoltStore) commitCreates(batch []createRequest) {
 		// full pages suit appends (bbolt's default, half-full, suits
 		// random inserts, as into the hash index).
 		tx.Bucket(bucketKeys).FillPercent = 0.95
+		present := newPresence(tx)
 		var indexed []int // the batch's digests, put in order at the end
 		for i, req := range batch {
-			if results[i] = checkCreate(tx, req.key, req.opts); results[i] != nil {
+			if results[i] = present.checkCreate(tx, req.key, req.at, req.opts); results[i] != nil {
 				continue
 			}
 			if slices.ContainsFunc(indexed, func(j int) bool { return batch[j].key.Hash == req.key.Hash }) {
@@ -159,7 +160,7 @@ func (s *BoltStore) commitCreates(batch []createRequest) {
 		}
 		puts := make([]put, len(indexed))
 		for j, i := range indexed {
-			puts[j] = put{digestEntryOf(batch[i].key), batch[i].key.ID}
+			puts[j] = put{batch[i].at, batch[i].key.ID}
 		}
 		slices.SortFunc(puts, func(a, b put) int {
 			return cmp.Or(bytes.Compare(a.at.bucket, b.at.bucket), bytes.Compare(a.at.key, b.at.key))
@@ -182,7 +183,13 @@ func (s *BoltStore) commitCreates(batch []createRequest) {
 }
 
 func checkCreate(tx *bolt.Tx, k Key, opts CreateOptions) error {
-	if tx.Bucket(bucketKeys).Get([]byte(k.ID)) != nil || digestTaken(tx, k) {
+	return newPresence(tx).checkCreate(tx, k, digestEntryOf(k), opts)
+}
+
+// checkCreate is the package's checkCreate for a key indexed at at, with
+// p's cursors.
+func (p *presence) checkCreate(tx *bolt.Tx, k Key, at digestEntry, opts CreateOptions) error {
+	if p.has(p.keys, []byte(k.ID)) || p.digestTaken(tx, k, at) {
 		return ErrExists
 	}
 	if opts.StoredUser && (k.Owner.Source != SourcePassword || tx.Bucket(bucketUsers).Get([]byte(k.Owner.Name)) == nil) {
@@ -215,14 +222,32 @@ func stampedDigest(stamp string, h Hash) []byte {
 // before stamps. A key that is not stamped (only a migration brings one
 // in) may share its digest with a stamped key under any stamp: the
 // stamped index is walked for it.
-func digestTaken(tx *bolt.Tx, k Key) bool {
-	if tx.Bucket(bucketHashes).Get(k.Hash[:]) != nil {
+func (p *presence) digestTaken(tx *bolt.Tx, k Key, at digestEntry) bool {
+	if p.has(p.hashes, k.Hash[:]) {
 		return true
 	}
-	if k.Stamped && len(k.ID) >= StampLen {
-		return tx.Bucket(bucketStamped).Get(stampedDigest(k.ID[:StampLen], k.Hash)) != nil
+	if bytes.Equal(at.bucket, bucketStamped) {
+		return p.has(p.stamped, at.key)
 	}
 	return len(scanStamped(tx, map[Hash]int{k.Hash: 0})) > 0
+}
+
+// A presence tells, within one transaction, whether an id or a digest is
+// stored, with one cursor per bucket: bbolt's Get makes a cursor and grows
+// its stack on each call, and a group commit checks three keys per mint.
+// A cursor sought anew sees the transaction's own writes.
+type presence struct {
+	keys, hashes, stamped *bolt.Cursor
+}
+
+func newPresence(tx *bolt.Tx) *presence {
+	return &presence{tx.Bucket(bucketKeys).Cursor(), tx.Bucket(bucketHashes).Cursor(), tx.Bucket(bucketStamped).Cursor()}
+}
+
+// has reports whether c's bucket holds key.
+func (*presence) has(c *bolt.Cursor, key []byte) bool {
+	k, _ := c.Seek(key)
+	return k != nil && bytes.Equal(k, key)
 }
 
 // checkLimit returns ErrLimit if maxPerOwner > 0 and owner holds that

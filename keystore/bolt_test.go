@@ -383,7 +383,7 @@ func commitKeys(tb testing.TB, s *BoltStore, stamped bool, n int) Key {
 	for i := range batch {
 		k := testKey(tb, "alice", time.Now())
 		k.Stamped = stamped
-		batch[i] = createRequest{key: k, val: encodeKey(k), done: make(chan error, 1)}
+		batch[i] = newCreateRequest(k, CreateOptions{})
 	}
 	s.commitCreates(batch)
 	for _, req := range batch {
@@ -392,4 +392,52 @@ func commitKeys(tb testing.TB, s *BoltStore, stamped bool, n int) Key {
 		}
 	}
 	return batch[n-1].key
+}
+
+// One group commit refuses a key whose id an earlier key of the same
+// commit took, after that key's record is written in the transaction, and
+// a key whose digest an earlier key of the commit has, before the index
+// is written at its end.
+func TestOneCommitRefusesItsOwnDuplicates(t *testing.T) {
+	s, err := OpenBolt(filepath.Join(t.TempDir(), "keys.db"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	before := commitKeys(t, s, true, 100) // the store is not empty
+	var batch []createRequest
+	for range 64 {
+		k := testKey(t, "alice", time.Now())
+		k.Stamped = true
+		batch = append(batch, newCreateRequest(k, CreateOptions{}))
+	}
+	sameID := testKey(t, "bob", time.Now())
+	sameID.ID, sameID.Stamped = batch[10].key.ID, true
+	sameDigest := testKey(t, "bob", time.Now())
+	sameDigest.Hash, sameDigest.Stamped = batch[20].key.Hash, true
+	oldDigest := testKey(t, "bob", time.Now())
+	// (A key's text holds its stamp: one digest never has two.)
+	oldDigest.ID, oldDigest.Hash, oldDigest.Stamped = before.ID[:StampLen]+oldDigest.ID[StampLen:], before.Hash, true
+	batch = append(batch, newCreateRequest(batch[30].key, CreateOptions{}),
+		newCreateRequest(sameID, CreateOptions{}), newCreateRequest(sameDigest, CreateOptions{}),
+		newCreateRequest(oldDigest, CreateOptions{}))
+	s.commitCreates(batch)
+	for i, req := range batch {
+		err := <-req.done
+		if i < 64 && err != nil {
+			t.Fatalf("key %d: %v", i, err)
+		}
+		if i >= 64 && !errors.Is(err, ErrExists) {
+			t.Fatalf("duplicate %d: %v, want ErrExists", i-64, err)
+		}
+	}
+	for _, i := range []int{10, 20, 30} {
+		k, err := s.KeyByHash(context.Background(), batch[i].key.Hash, batch[i].key.ID[:StampLen])
+		if err != nil || k.ID != batch[i].key.ID || k.Owner != batch[i].key.Owner {
+			t.Fatalf("key %d after its duplicates: %+v, %v", i, k, err)
+		}
+	}
+	if all, _ := s.Keys(context.Background()); len(all) != 164 {
+		t.Fatalf("%d keys, want 164", len(all))
+	}
 }
