@@ -93,11 +93,23 @@ func tokenCredential(s, keyPrefix string) (Credential, error) {
 	return Credential{Kind: KindOAuth2, Token: s}, nil
 }
 
+// authMembers are the members of an "auth" object that mean something.
+var authMembers = [...]string{"api_key", "password_prehash", "username", "password", "oauth2"}
+
 func decodeAuthObject(raw json.RawMessage, keyPrefix string) (Credential, error) {
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &obj); err != nil {
+	if !json.Valid(raw) {
 		return Credential{}, shapeError(`"auth" is not a valid JSON object`)
 	}
+	// The members this decoder reads; of a name given twice, the last, as
+	// json.Unmarshal into a map keeps it.
+	obj := make(map[string][]byte, len(authMembers))
+	eachMember(raw, func(name, value []byte) {
+		for _, n := range authMembers {
+			if string(name) == n {
+				obj[n] = value
+			}
+		}
+	})
 	str := func(name string) (string, bool, error) {
 		v, ok := obj[name]
 		if !ok {
