@@ -61,72 +61,83 @@ func BenchmarkMintCurve(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	for _, setup := range setups {
+		mintCurve(b, setup, total, hash, token, baseline, baselineName)
+	}
+}
+
+// mintCurve runs BenchmarkMintCurve for one setup and logs its tables.
+func mintCurve(b *testing.B, setup string, total float64, hash []byte, token, baseline, baselineName string) {
 	var curve, against strings.Builder
 	fmt.Fprintf(&curve, "\n| Setup | keys in store | keys/s | CPU µs/key | empty store, same rounds: keys/s | CPU µs/key | keys/s, grown / empty |\n|---|---:|---:|---:|---:|---:|---:|\n")
 	fmt.Fprintf(&against, "\n| Setup | keys in store | keys/s | %[1]s: keys/s | CPU µs/key | %[1]s: CPU µs/key | CPU, this build / %[1]s |\n|---|---:|---:|---:|---:|---:|---:|\n", baselineName)
-	for _, setup := range setups {
-		storeKind, cred, _ := strings.Cut(setup, "/")
-		body := fmt.Sprintf(`{"auth": %q, "title": "bench"}`, token)
-		if cred == "password" {
-			body = `{"auth": {"username": "alice", "password": "alicepw"}, "title": "bench"}`
+	storeKind, cred, _ := strings.Cut(setup, "/")
+	body := fmt.Sprintf(`{"auth": %q, "title": "bench"}`, token)
+	if cred == "password" {
+		body = `{"auth": {"username": "alice", "password": "alicepw"}, "title": "bench"}`
+	}
+	script := filepath.Join(b.TempDir(), "mint.lua")
+	lua := fmt.Sprintf("wrk.method = \"POST\"\nwrk.body = %q\nwrk.headers[\"Content-Type\"] = \"application/json\"\n", body)
+	if err := os.WriteFile(script, []byte(lua), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	gateway := func(binary string) *mintGateway {
+		g := &mintGateway{binary: binary, dir: b.TempDir(), ports: holdPorts(b, 2), hash: string(hash), body: body, script: script}
+		if storeKind == "etcd" {
+			g.newEtcd = true
 		}
-		script := filepath.Join(b.TempDir(), "mint.lua")
-		lua := fmt.Sprintf("wrk.method = \"POST\"\nwrk.body = %q\nwrk.headers[\"Content-Type\"] = \"application/json\"\n", body)
-		if err := os.WriteFile(script, []byte(lua), 0o600); err != nil {
+		g.start(b, setup)
+		return g
+	}
+	grown, empty := gateway(caddyBinary(b)), gateway(caddyBinary(b))
+	var base *mintGateway
+	if baseline != "" {
+		base = gateway(baseline)
+		base.earlier = true
+	}
+	for round := 0; grown.keys < total; round++ {
+		grown.window(b, setup, round)
+		empty.window(b, setup, round)
+		if empty.keys > emptyStoreUpTo {
+			empty.stop()
+			empty.start(b, setup)
+		}
+		for base != nil && base.keys < grown.keys {
+			base.window(b, setup, round)
+		}
+	}
+	for _, g := range []*mintGateway{grown, empty, base} {
+		if g != nil {
+			g.stop()
+		}
+	}
+	if storeKind == "bolt" { // opening the grown file, as a restart does
+		start := time.Now()
+		st, err := keystore.OpenBolt(filepath.Join(grown.dir, "keys.db"), time.Second)
+		if err != nil {
 			b.Fatal(err)
 		}
-		gateway := func(binary string) *mintGateway {
-			g := &mintGateway{binary: binary, dir: b.TempDir(), ports: holdPorts(b, 2), hash: string(hash), body: body, script: script}
-			if storeKind == "etcd" {
-				g.newEtcd = true
-			}
-			g.start(b, setup)
-			return g
-		}
-		grown, empty := gateway(caddyBinary(b)), gateway(caddyBinary(b))
-		var base *mintGateway
-		if baseline != "" {
-			base = gateway(baseline)
-		}
-		for round := 0; grown.keys < total; round++ {
-			grown.window(b, setup, round)
-			empty.window(b, setup, round)
-			if empty.keys > emptyStoreUpTo {
-				empty.stop()
-				empty.start(b, setup)
-			}
-			for base != nil && base.keys < grown.keys {
-				base.window(b, setup, round)
-			}
-		}
-		grown.stop()
-		if storeKind == "bolt" { // opening the grown file, as a restart does
-			start := time.Now()
-			st, err := keystore.OpenBolt(filepath.Join(grown.dir, "keys.db"), time.Second)
-			if err != nil {
-				b.Fatal(err)
-			}
-			opened := time.Since(start)
-			_ = st.Close()
-			fmt.Fprintf(&curve, "| %s: opening the file at %.0f keys | | %v | | | | |\n", setup, grown.keys, opened.Round(time.Microsecond))
-		}
-		var last, vsBase float64
-		for _, at := range []float64{0, 100_000, 250_000, 500_000, total} {
-			rows := grown.from(at, total)
-			row := medianWindow(rows)
-			ref := medianWindow(empty.inRounds(rows[0].round, rows[len(rows)-1].round))
-			last = row.keysPerSec / ref.keysPerSec
-			fmt.Fprintf(&curve, "| %s | %.0f | %.0f | %.0f | %.0f | %.0f | %.2f |\n", setup, row.size, row.keysPerSec, row.cpuPerKeyUs, ref.keysPerSec, ref.cpuPerKeyUs, last)
-			if base != nil {
-				old := medianWindow(base.from(at, total))
-				vsBase = row.cpuPerKeyUs / old.cpuPerKeyUs
-				fmt.Fprintf(&against, "| %s | %.0f | %.0f | %.0f | %.0f | %.0f | %.2f |\n", setup, row.size, row.keysPerSec, old.keysPerSec, row.cpuPerKeyUs, old.cpuPerKeyUs, vsBase)
-			}
-		}
-		b.ReportMetric(last, setupMetric(setup, "last-grown/empty-keys/s"))
+		opened := time.Since(start)
+		_ = st.Close()
+		fmt.Fprintf(&curve, "| %s: opening the file at %.0f keys | | %v | | | | |\n", setup, grown.keys, opened.Round(time.Microsecond))
+	}
+	var last, vsBase float64
+	for _, at := range []float64{0, 100_000, 250_000, 500_000, total} {
+		rows := grown.from(at, total)
+		row := medianWindow(rows)
+		ref := medianWindow(empty.inRounds(rows[0].round, rows[len(rows)-1].round))
+		last = row.keysPerSec / ref.keysPerSec
+		fmt.Fprintf(&curve, "| %s | %.0f | %.0f | %.0f | %.0f | %.0f | %.2f |\n", setup, row.size, row.keysPerSec, row.cpuPerKeyUs, ref.keysPerSec, ref.cpuPerKeyUs, last)
 		if base != nil {
-			b.ReportMetric(vsBase, setupMetric(setup, "last-cpu/baseline"))
+			old := medianWindow(base.from(at, total))
+			vsBase = row.cpuPerKeyUs / old.cpuPerKeyUs
+			fmt.Fprintf(&against, "| %s | %.0f | %.0f | %.0f | %.0f | %.0f | %.2f |\n", setup, row.size, row.keysPerSec, old.keysPerSec, row.cpuPerKeyUs, old.cpuPerKeyUs, vsBase)
 		}
+	}
+	b.ReportMetric(last, setupMetric(setup, "last-grown/empty-keys/s"))
+	if base != nil {
+		b.ReportMetric(vsBase, setupMetric(setup, "last-cpu/baseline"))
+		fmt.Fprintf(&against, "\n%s refused %d of its mints (minted %.0f)\n", baselineName, base.refused, base.keys)
 	}
 	if baseline == "" {
 		against.Reset()
@@ -169,6 +180,11 @@ type mintGateway struct {
 	rc           *runningCaddy
 	keys         float64 // in its store
 	windows      []mintWindow
+	// earlier is an earlier build, whose refusals (such as a lockout
+	// under concurrent sign-ins) are counted, not fatal: keys/s counts
+	// the keys it minted.
+	earlier bool
+	refused int
 }
 
 // start runs the gateway on an empty store, mints once (a password's
@@ -247,7 +263,11 @@ func (g *mintGateway) wrk(b *testing.B, setup string, d time.Duration) {
 		b.Fatalf("wrk: %v\n%s", err, out)
 	}
 	if m := regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`).FindSubmatch(out); m != nil {
-		b.Fatalf("%s: %s refused mints at %.0f keys:\n%s", setup, m[1], g.keys, out)
+		if !g.earlier {
+			b.Fatalf("%s: %s refused mints at %.0f keys:\n%s", setup, m[1], g.keys, out)
+		}
+		n, _ := strconv.Atoi(string(m[1]))
+		g.refused += n
 	}
 }
 
