@@ -235,7 +235,7 @@ func decodeRequestBody(data []byte) (*requestBody, error) {
 	// One scan finds duplicates and the members, matched to fields as
 	// json.Unmarshal matches them (FuzzDecodeRequestBody holds the two
 	// equal), without its reflection.
-	if name, dup := scanMembers(data, body.set); dup {
+	if name, dup := scanMembers(data, &body); dup {
 		return nil, fail(http.StatusBadRequest, "request body has the member "+strconv.Quote(name)+" more than once (names match in any letter case)")
 	}
 	return &body, nil
@@ -266,25 +266,31 @@ func (h *APIHandler) caller(r *http.Request, b *requestBody, refusal string) (id
 			return identity.Identity{}, fail(http.StatusUnauthorized, "the token's user "+id.Owner.String()+" is not a user here")
 		}
 	}
+	if err == nil {
+		return id, nil
+	}
+	return identity.Identity{}, h.refuseCaller(r, cred, err)
+}
+
+// refuseCaller turns what authenticating cred failed with into the answer.
+func (h *APIHandler) refuseCaller(r *http.Request, cred identity.Credential, err error) error {
 	var locked *identity.LockedOutError
 	switch {
-	case err == nil:
-		return id, nil
 	case errors.As(err, &locked):
 		h.app.metrics.credentialFailures.WithLabelValues(cred.Kind.String()).Inc()
 		h.logger.Warn("sign-in refused during lockout", zap.String("remote_addr", r.RemoteAddr))
-		return identity.Identity{}, &apiError{status: http.StatusTooManyRequests, msg: locked.Error(), retryAfter: locked.RetryAfterSeconds()}
+		return &apiError{status: http.StatusTooManyRequests, msg: locked.Error(), retryAfter: locked.RetryAfterSeconds()}
 	case errors.Is(err, identity.ErrBusy):
-		return identity.Identity{}, &apiError{status: http.StatusServiceUnavailable, msg: err.Error(), retryAfter: 1}
+		return &apiError{status: http.StatusServiceUnavailable, msg: err.Error(), retryAfter: 1}
 	case errors.Is(err, identity.ErrBadCredentials), errors.Is(err, identity.ErrOAuth2Disabled):
 		h.app.metrics.credentialFailures.WithLabelValues(cred.Kind.String()).Inc()
 		h.logger.Info("credentials refused",
 			zap.String("method", cred.Kind.String()),
 			zap.String("remote_addr", r.RemoteAddr),
 			zap.String("reason", err.Error()))
-		return identity.Identity{}, fail(http.StatusUnauthorized, err.Error())
+		return fail(http.StatusUnauthorized, err.Error())
 	}
-	return identity.Identity{}, err
+	return err
 }
 
 func (h *APIHandler) credential(r *http.Request, b *requestBody) (identity.Credential, error) {

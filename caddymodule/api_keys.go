@@ -221,7 +221,8 @@ func (h *APIHandler) rotateAPIKey(r *http.Request, b *requestBody) (any, error) 
 // ownerFields are the audit log's fields for owner: the name and, apart,
 // its source, followed by fields.
 func ownerFields(o keystore.Owner, fields ...zap.Field) []zap.Field {
-	return append([]zap.Field{zap.String("user", o.Name), zap.String("source", o.Source)}, fields...)
+	out := make([]zap.Field, 0, 2+len(fields)) // one allocation, as the logger keeps them
+	return append(append(out, zap.String("user", o.Name), zap.String("source", o.Source)), fields...)
 }
 
 // errKeyNotFound is the one answer for an unknown id and for another
@@ -296,9 +297,11 @@ func keyRequest(b *requestBody) (keystore.KeyRequest, error) {
 		}
 	}
 	if len(b.Scopes) > 0 && string(b.Scopes) != "null" {
-		if err := json.Unmarshal(b.Scopes, &req.Scopes); err != nil {
+		var scopes []string // here, so that only a request with scopes allocates it
+		if err := json.Unmarshal(b.Scopes, &scopes); err != nil {
 			return req, fail(http.StatusBadRequest, `"scopes" must be a list of strings`)
 		}
+		req.Scopes = scopes
 	}
 	return req, nil
 }

@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -52,8 +53,16 @@ type errorBody struct {
 // writeJSON writes v compactly, without HTML escaping (titles are echoed
 // as the caller sent them), with the given status.
 func writeJSON(w http.ResponseWriter, status int, v any) error {
-	body, ok := appendSuccess(v)
-	if !ok {
+	pooled := answerBuffers.Get().(*[]byte)
+	defer func() {
+		if cap(*pooled) <= maxPooledAnswer {
+			answerBuffers.Put(pooled)
+		}
+	}()
+	body, ok := appendSuccess((*pooled)[:0], v)
+	if ok {
+		*pooled = body // keeps a buffer that grew
+	} else {
 		var buf bytes.Buffer
 		enc := json.NewEncoder(&buf)
 		enc.SetEscapeHTML(false)
@@ -71,9 +80,16 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 	return err
 }
 
-// appendSuccess encodes a successBody whose result is a jsonAppender
-// without reflection.
-func appendSuccess(v any) ([]byte, bool) {
+// answerBuffers hold the bytes of answers appendSuccess writes, between
+// requests: every mint answers with one.
+var answerBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// maxPooledAnswer is the largest buffer kept in answerBuffers.
+const maxPooledAnswer = 4096
+
+// appendSuccess appends to dst a successBody whose result is a
+// jsonAppender, encoded without reflection.
+func appendSuccess(dst []byte, v any) ([]byte, bool) {
 	sb, ok := v.(successBody)
 	if !ok {
 		return nil, false
@@ -82,7 +98,7 @@ func appendSuccess(v any) ([]byte, bool) {
 	if !ok {
 		return nil, false
 	}
-	body := strconv.AppendBool(append(make([]byte, 0, 384), `{"success":`...), sb.Success)
+	body := strconv.AppendBool(append(dst, `{"success":`...), sb.Success)
 	body, ok = a.appendJSON(append(body, `,"result":`...))
 	return append(body, '}'), ok
 }

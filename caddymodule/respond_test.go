@@ -64,7 +64,7 @@ func FuzzCreatedKeyAnswer(f *testing.F) {
 			v.Scopes = strings.Split(scopes, "\x00")
 		}
 		answer := successBody{Success: true, Result: createdKey{APIKey: apiKey, keyView: v}}
-		got, ok := appendSuccess(answer)
+		got, ok := appendSuccess(nil, answer)
 		if !ok {
 			t.Fatal("a created key's answer was left to the encoder")
 		}
@@ -83,7 +83,7 @@ func FuzzCreatedKeyAnswer(f *testing.F) {
 // Listings' extensions are left to the encoder.
 func TestCreatedKeyWithCreditsIsEncoded(t *testing.T) {
 	answer := successBody{Success: true, Result: createdKey{APIKey: "sk-x", keyView: keyView{Credits: &creditsView{Remaining: 1}}}}
-	if _, ok := appendSuccess(answer); ok {
+	if _, ok := appendSuccess(nil, answer); ok {
 		t.Fatal("credits were appended")
 	}
 	rec := httptest.NewRecorder()

@@ -23,10 +23,16 @@ func duplicateMember(data []byte) (string, bool) {
 // scanMembers is duplicateMember that also hands each member of the
 // top-level object to top, with its name folded as encoding/json folds
 // names to match fields (foldName) and its value's bytes.
-func scanMembers(data []byte, top func(folded string, value []byte)) (string, bool) {
+func scanMembers(data []byte, top memberSetter) (string, bool) {
 	s := memberScanner{data: data, top: top}
 	name := s.value()
 	return name, s.dup
+}
+
+// A memberSetter keeps the members scanMembers hands it. (An interface,
+// not a func: a method value costs an allocation per request.)
+type memberSetter interface {
+	set(folded string, value []byte)
 }
 
 // memberScanner walks valid JSON for duplicateMember.
@@ -35,7 +41,7 @@ type memberScanner struct {
 	i     int
 	depth int  // of objects
 	dup   bool // found: the name value returned is the duplicate (maybe "")
-	top   func(folded string, value []byte)
+	top   memberSetter
 }
 
 func (s *memberScanner) skipSpace() {
@@ -173,7 +179,7 @@ func (s *memberScanner) members() string {
 			return name
 		}
 		if s.depth == 1 && s.top != nil {
-			s.top(folded, s.data[before:s.i])
+			s.top.set(folded, s.data[before:s.i])
 		}
 	}
 }

@@ -209,11 +209,12 @@ func digestEntryOf(k Key) digestEntry {
 	if k.Stamped && len(k.ID) >= StampLen {
 		return digestEntry{bucketStamped, stampedDigest(k.ID[:StampLen], k.Hash)}
 	}
-	return digestEntry{bucketHashes, k.Hash[:]}
+	h := k.Hash // a copy: a slice of k.Hash would keep all of k on the heap
+	return digestEntry{bucketHashes, h[:]}
 }
 
 func stampedDigest(stamp string, h Hash) []byte {
-	return append([]byte(stamp), h[:]...)
+	return append(append(make([]byte, 0, len(stamp)+len(h)), stamp...), h[:]...)
 }
 
 // digestTaken reports whether k's digest names a stored key. A stamped
