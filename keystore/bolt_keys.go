@@ -189,7 +189,7 @@ func checkCreate(tx *bolt.Tx, k Key, opts CreateOptions) error {
 // checkCreate is the package's checkCreate for a key indexed at at, with
 // p's cursors.
 func (p *presence) checkCreate(tx *bolt.Tx, k Key, at digestEntry, opts CreateOptions) error {
-	if p.has(p.keys, []byte(k.ID)) || p.digestTaken(tx, k, at) {
+	if holds(p.keys, []byte(k.ID)) || p.digestTaken(tx, k, at) {
 		return ErrExists
 	}
 	if opts.StoredUser && (k.Owner.Source != SourcePassword || tx.Bucket(bucketUsers).Get([]byte(k.Owner.Name)) == nil) {
@@ -224,18 +224,18 @@ func stampedDigest(stamp string, h Hash) []byte {
 // in) may share its digest with a stamped key under any stamp: the
 // stamped index is walked for it.
 func (p *presence) digestTaken(tx *bolt.Tx, k Key, at digestEntry) bool {
-	if p.has(p.hashes, k.Hash[:]) {
+	if holds(p.hashes, k.Hash[:]) {
 		return true
 	}
 	if bytes.Equal(at.bucket, bucketStamped) {
-		return p.has(p.stamped, at.key)
+		return holds(p.stamped, at.key)
 	}
 	return len(scanStamped(tx, map[Hash]int{k.Hash: 0})) > 0
 }
 
 // A presence tells, within one transaction, whether an id or a digest is
 // stored, with one cursor per bucket: bbolt's Get makes a cursor and grows
-// its stack on each call, and a group commit checks three keys per mint.
+// its stack on each call, and a group commit checks three buckets per mint.
 // A cursor sought anew sees the transaction's own writes.
 type presence struct {
 	keys, hashes, stamped *bolt.Cursor
@@ -245,8 +245,8 @@ func newPresence(tx *bolt.Tx) *presence {
 	return &presence{tx.Bucket(bucketKeys).Cursor(), tx.Bucket(bucketHashes).Cursor(), tx.Bucket(bucketStamped).Cursor()}
 }
 
-// has reports whether c's bucket holds key.
-func (*presence) has(c *bolt.Cursor, key []byte) bool {
+// holds reports whether c's bucket holds key.
+func holds(c *bolt.Cursor, key []byte) bool {
 	k, _ := c.Seek(key)
 	return k != nil && bytes.Equal(k, key)
 }
