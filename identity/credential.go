@@ -110,6 +110,12 @@ func decodeAuthObject(raw json.RawMessage, keyPrefix string) (Credential, error)
 			}
 		}
 	})
+	return authCredential(obj, keyPrefix)
+}
+
+// authCredential is the credential an "auth" object's members, by name,
+// make.
+func authCredential(obj map[string][]byte, keyPrefix string) (Credential, error) {
 	str := func(name string) (string, bool, error) {
 		v, ok := obj[name]
 		if !ok {

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-
-	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
 func TestDecodeAuth(t *testing.T) {
@@ -119,57 +117,11 @@ func decodeAuthObjectByMap(raw json.RawMessage, keyPrefix string) (Credential, e
 	if err := json.Unmarshal(raw, &obj); err != nil {
 		return Credential{}, shapeError(`"auth" is not a valid JSON object`)
 	}
-	str := func(name string) (string, bool, error) {
-		v, ok := obj[name]
-		if !ok {
-			return "", false, nil
-		}
-		s, err := UnquoteJSON(v)
-		if err != nil {
-			return "", true, shapeError(`"auth.` + name + `" must be a string`)
-		}
-		return s, true, nil
+	members := make(map[string][]byte, len(obj))
+	for name, v := range obj {
+		members[name] = v
 	}
-	// An API key anywhere in the object wins, as in QueryLake, so that it
-	// is refused before any credential is checked.
-	if _, ok := obj["api_key"]; ok {
-		return Credential{Kind: KindAPIKey}, nil
-	}
-	if _, ok := obj["password_prehash"]; ok {
-		return Credential{}, shapeError(`"auth.password_prehash" is not supported: send "username" and "password"`)
-	}
-	user, hasUser, err := str("username")
-	if err != nil {
-		return Credential{}, err
-	}
-	pass, hasPass, err := str("password")
-	if err != nil {
-		return Credential{}, err
-	}
-	switch {
-	case hasUser && hasPass:
-		if user == "" || pass == "" {
-			return Credential{}, shapeError(`"auth.username" and "auth.password" must not be empty`)
-		}
-		if err := keystore.CheckName(user); err != nil {
-			return Credential{}, shapeError(`"auth.username": ` + err.Error())
-		}
-		if strings.ContainsRune(pass, 0) {
-			return Credential{}, shapeError(`"auth.password" must not contain NUL characters`)
-		}
-		return Credential{Kind: KindPassword, Username: user, Password: pass}, nil
-	case hasUser:
-		return Credential{}, shapeError(`"auth.password" is missing`)
-	case hasPass:
-		return Credential{}, shapeError(`"auth.username" is missing`)
-	}
-	if tok, ok, err := str("oauth2"); ok || err != nil {
-		if err != nil {
-			return Credential{}, err
-		}
-		return tokenCredential(tok, keyPrefix)
-	}
-	return Credential{}, shapeError(`"auth" must be an OAuth2 token string or an object {"username": ..., "password": ...}`)
+	return authCredential(members, keyPrefix)
 }
 
 // eachMember reads a JSON object's members as json.Unmarshal into a
