@@ -137,7 +137,7 @@ func (s *BoltStore) commitCreates(batch []createRequest) {
 		present := newPresence(tx)
 		var indexed []int // the batch's digests, put in order at the end
 		for i, req := range batch {
-			if results[i] = present.checkCreate(tx, req.key, req.at, req.opts); results[i] != nil {
+			if results[i] = present.checkCreate(req.key, req.at, req.opts); results[i] != nil {
 				continue
 			}
 			if slices.ContainsFunc(indexed, func(j int) bool { return batch[j].key.Hash == req.key.Hash }) {
@@ -183,19 +183,19 @@ func (s *BoltStore) commitCreates(batch []createRequest) {
 }
 
 func checkCreate(tx *bolt.Tx, k Key, opts CreateOptions) error {
-	return newPresence(tx).checkCreate(tx, k, digestEntryOf(k), opts)
+	return newPresence(tx).checkCreate(k, digestEntryOf(k), opts)
 }
 
 // checkCreate is the package's checkCreate for a key indexed at at, with
 // p's cursors.
-func (p *presence) checkCreate(tx *bolt.Tx, k Key, at digestEntry, opts CreateOptions) error {
-	if holds(p.keys, []byte(k.ID)) || p.digestTaken(tx, k, at) {
+func (p *presence) checkCreate(k Key, at digestEntry, opts CreateOptions) error {
+	if holds(p.keys, []byte(k.ID)) || p.digestTaken(k, at) {
 		return ErrExists
 	}
-	if opts.StoredUser && (k.Owner.Source != SourcePassword || tx.Bucket(bucketUsers).Get([]byte(k.Owner.Name)) == nil) {
+	if opts.StoredUser && (k.Owner.Source != SourcePassword || p.tx.Bucket(bucketUsers).Get([]byte(k.Owner.Name)) == nil) {
 		return ErrUnknownOwner
 	}
-	return checkLimit(tx, k.Owner, opts.MaxPerOwner)
+	return checkLimit(p.tx, k.Owner, opts.MaxPerOwner)
 }
 
 // A digestEntry is where a key's digest is indexed: a stamped key's under
@@ -223,14 +223,14 @@ func stampedDigest(stamp string, h Hash) []byte {
 // before stamps. A key that is not stamped (only a migration brings one
 // in) may share its digest with a stamped key under any stamp: the
 // stamped index is walked for it.
-func (p *presence) digestTaken(tx *bolt.Tx, k Key, at digestEntry) bool {
+func (p *presence) digestTaken(k Key, at digestEntry) bool {
 	if holds(p.hashes, k.Hash[:]) {
 		return true
 	}
 	if bytes.Equal(at.bucket, bucketStamped) {
 		return holds(p.stamped, at.key)
 	}
-	return len(scanStamped(tx, map[Hash]int{k.Hash: 0})) > 0
+	return len(scanStamped(p.tx, map[Hash]int{k.Hash: 0})) > 0
 }
 
 // A presence tells, within one transaction, whether an id or a digest is
@@ -238,11 +238,12 @@ func (p *presence) digestTaken(tx *bolt.Tx, k Key, at digestEntry) bool {
 // its stack on each call, and a group commit checks three buckets per mint.
 // A cursor sought anew sees the transaction's own writes.
 type presence struct {
+	tx                    *bolt.Tx
 	keys, hashes, stamped *bolt.Cursor
 }
 
 func newPresence(tx *bolt.Tx) *presence {
-	return &presence{tx.Bucket(bucketKeys).Cursor(), tx.Bucket(bucketHashes).Cursor(), tx.Bucket(bucketStamped).Cursor()}
+	return &presence{tx, tx.Bucket(bucketKeys).Cursor(), tx.Bucket(bucketHashes).Cursor(), tx.Bucket(bucketStamped).Cursor()}
 }
 
 // holds reports whether c's bucket holds key.
