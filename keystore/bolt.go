@@ -47,10 +47,10 @@ var ErrClosed = errors.New("key store is closed")
 const maxCommitBatch = 1024
 
 // Once a group commit has been shared by lingerAfter or more requests,
-// the next one waits for more (see writeCreates): until it holds as many
-// as the largest commit of late (at most lingerUntil), none has come for
+// the next one waits for more (see commitTarget): until it holds as many
+// as are about to come (at most lingerUntil), none has come for
 // lingerGap, or lingerMax has passed. After a wait that gained none, the
-// next lingerBackoff commits do not wait. With 4, 16 and 64 clients on 2
+// next lingerBackoff commits do not wait. With 4 to 128 clients on 2
 // cores this minted as fast or faster, at as little or less CPU per key,
 // as shorter waits or none (BENCHMARKS.md).
 const (

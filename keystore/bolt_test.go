@@ -245,6 +245,7 @@ func BenchmarkCreateKeyParallel(b *testing.B) {
 	defer kr.Close()
 	b.SetParallelism(32) // 64 goroutines on 2 cores
 	b.ReportAllocs()
+	commits := commitCount(b, s)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			if _, err := kr.Mint(context.Background(), operatorFor("bench"), KeyRequest{Title: "t"}); err != nil {
@@ -254,6 +255,45 @@ func BenchmarkCreateKeyParallel(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "keys/s")
+	b.ReportMetric(float64(b.N)/float64(commitCount(b, s)-commits), "keys/commit")
+}
+
+// commitCount is how many write transactions s has committed.
+func commitCount(tb testing.TB, s *BoltStore) int {
+	var n int
+	if err := s.DB().View(func(tx *bolt.Tx) error { n = tx.ID(); return nil }); err != nil {
+		tb.Fatal(err)
+	}
+	return n
+}
+
+// A group commit waits only for requests it has reason to expect: the
+// previous commit's clients, about to mint again, and the others queued
+// meanwhile. A lone client, or a few, is never held back, and the wait is
+// capped.
+func TestCommitTarget(t *testing.T) {
+	for _, c := range []struct {
+		name          string
+		last, queued  int
+		have, waitFor int // waitFor 0: no wait
+	}{
+		{"first request", 0, 0, 1, 0},
+		{"a lone client", 1, 0, 1, 0},
+		{"three clients, all in", 3, 0, 3, 0},
+		{"three clients, one in", 3, 0, 1, 0},
+		{"16 clients, all back", 16, 0, 16, 0},
+		{"16 clients, 5 back", 16, 0, 5, 16},
+		{"64 clients in two halves", 32, 32, 33, 64},
+		{"64 clients in one commit", 64, 0, 1, 64},
+		{"more clients than a commit waits for", 64, 100, 100, 0},
+		{"a burst queued behind a small commit", 4, 200, 200, 0},
+	} {
+		want := commitTarget(c.last, c.queued)
+		waits := c.have < want
+		if waits != (c.waitFor > 0) || waits && want != c.waitFor {
+			t.Errorf("%s: after a commit of %d with %d queued, holding %d: target %d, want a wait for %d", c.name, c.last, c.queued, c.have, want, c.waitFor)
+		}
+	}
 }
 
 func TestRecordRoundTripAndCorruption(t *testing.T) {
