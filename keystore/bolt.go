@@ -52,7 +52,8 @@ const maxCommitBatch = 1024
 // lingerGap, or lingerMax has passed. After a wait that gained none, the
 // next lingerBackoff commits do not wait. With 4 to 128 clients on 2
 // cores this minted as fast or faster, at as little or less CPU per key,
-// as shorter waits or none (BENCHMARKS.md).
+// as the earlier waits, and those as shorter waits or none
+// (BENCHMARKS.md).
 const (
 	lingerAfter   = 4
 	lingerUntil   = 64
