@@ -357,7 +357,10 @@ func (a *App) Stop() error {
 }
 
 // Cleanup writes pending last-used times and releases the store. It is
-// safe after a Provision that failed part-way.
+// safe after a Provision that failed part-way. The keyring stays in place,
+// closed: after a reload, this config's servers may still be finishing
+// requests, whose handlers then answer from the store if another config
+// holds it open, or that it is unavailable.
 func (a *App) Cleanup() error {
 	if a.stopJWKS != nil {
 		a.stopJWKS()
@@ -366,7 +369,6 @@ func (a *App) Cleanup() error {
 	var errs []error
 	if a.keyring != nil {
 		errs = append(errs, a.keyring.Close())
-		a.keyring = nil
 	}
 	if a.releaseMeter != nil {
 		errs = append(errs, a.releaseMeter())

@@ -8,9 +8,12 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
@@ -176,6 +179,89 @@ func TestAPIHandlerStoreFaultIs503WithoutDetail(t *testing.T) {
 	}
 	if strings.Contains(w.Body.String(), keystore.ErrClosed.Error()) {
 		t.Fatal("internal error leaked")
+	}
+}
+
+// After a reload, the old config's servers may still be finishing
+// requests when its app is cleaned up. Mints and key checks racing the
+// cleanup get an answer (the key, or that the store is unavailable),
+// never a panic or a dropped connection.
+func TestHandlersRacingCleanupAnswer(t *testing.T) {
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, err := provisionApp(t, `{"store": `+storeJSON(filepath.Join(t.TempDir(), "k.db"))+`,
+		"users": [{"username": "alice", "password": "`+string(hash)+`"}]}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &APIKeyAuth{app: app, MaxBodyBytes: DefaultMaxBodyBytes}
+	m, err := app.keyring.Mint(context.Background(), keystore.Actor{Owner: keystore.Service("svc"), Operator: true}, keystore.KeyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &APIHandler{app: app, PathPrefix: DefaultPathPrefix, MaxBodyBytes: DefaultMaxBodyBytes, logger: caddy.Log()}
+	mint := func() int {
+		w := httptest.NewRecorder()
+		r := httptest.NewRequest("POST", "/api/create_api_key", strings.NewReader(`{"auth": {"username": "alice", "password": "pw"}}`))
+		if err := h.ServeHTTP(w, r, nil); err != nil {
+			t.Error(err)
+		}
+		return w.Code
+	}
+	if code := mint(); code != http.StatusOK {
+		t.Fatalf("first mint: %d", code)
+	}
+
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	seen := map[int]int{}
+	answered := func() int { mu.Lock(); defer mu.Unlock(); return seen[0] }
+	stop := make(chan struct{})
+	for i := range 32 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if i%2 == 0 {
+					code := mint()
+					mu.Lock()
+					seen[code]++
+					seen[0]++ // all answers
+					mu.Unlock()
+					continue
+				}
+				r := httptest.NewRequest("GET", "/v1/", nil)
+				r.Header.Set("Authorization", "Bearer "+m.Secret)
+				_, _, _ = p.Authenticate(httptest.NewRecorder(), r)
+			}
+		})
+	}
+	// Enough answers on either side of the cleanup, within a bound.
+	waitFor := func(n int) {
+		for deadline := time.Now().Add(20 * time.Second); answered() < n && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitFor(64)
+	if err := app.Cleanup(); err != nil {
+		t.Error(err)
+	}
+	waitFor(answered() + 64)
+	close(stop)
+	wg.Wait()
+	delete(seen, 0)
+	for code := range seen {
+		if code != http.StatusOK && code != http.StatusServiceUnavailable {
+			t.Errorf("answers by status %v: want only 200 and 503", seen)
+		}
+	}
+	if seen[http.StatusOK] == 0 || seen[http.StatusServiceUnavailable] == 0 {
+		t.Errorf("answers by status %v: want mints before the cleanup and refusals after", seen)
 	}
 }
 
