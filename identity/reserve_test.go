@@ -272,3 +272,63 @@ func TestKnownPasswordIsNotLockedOut(t *testing.T) {
 		t.Fatalf("%d guesses checked (want %d), %d of 64 sign-ins with the known password", checked.Load(), threshold, signedIn.Load())
 	}
 }
+
+// TestIdenticalSignInsAtOnceAreOneAttempt sends one client's burst of the
+// same sign-in to a verifier that has checked nothing yet: a right
+// password is checked once and every sign-in of the burst succeeds, where
+// each counted as a failure until checked would lock the user out; a
+// wrong one counts as one failure, so the lockout still comes after the
+// threshold of different guesses.
+func TestIdenticalSignInsAtOnceAreOneAttempt(t *testing.T) {
+	hash, _ := bcrypt.GenerateFromPassword([]byte("alicepw"), 8) // slow enough that the burst overlaps
+	const threshold, burst = 3, 64
+	newVerifier := func() *Verifier {
+		th := NewThrottle(LockoutPolicy{AccountThreshold: threshold, AddressThreshold: 1 << 20}, nil)
+		return NewVerifier(map[string]string{"alice": string(hash)}, nil, nil,
+			VerifierOptions{Throttle: th, MaxConcurrentHashes: 2, MaxQueuedHashes: 1000, HashWait: time.Minute})
+	}
+	signIns := func(v *Verifier, password string) map[string]int {
+		outcomes := map[string]int{}
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for range burst {
+			wg.Go(func() {
+				_, err := v.Authenticate(context.Background(), Credential{Kind: KindPassword, Username: "alice", Password: password}, "198.51.100.7")
+				var locked *LockedOutError
+				outcome := "ok"
+				switch {
+				case err == nil:
+				case errors.Is(err, ErrBadCredentials):
+					outcome = "bad credentials"
+				case errors.As(err, &locked):
+					outcome = "locked out"
+				default:
+					outcome = err.Error()
+				}
+				mu.Lock()
+				outcomes[outcome]++
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		return outcomes
+	}
+
+	if got := signIns(newVerifier(), "alicepw"); got["ok"] != burst {
+		t.Errorf("%d right sign-ins at once: %v, want all ok", burst, got)
+	}
+
+	v := newVerifier()
+	if got := signIns(v, "guess"); got["bad credentials"] != burst {
+		t.Errorf("%d identical wrong sign-ins at once: %v, want all refused as bad credentials", burst, got)
+	}
+	for i := range threshold - 1 { // the last of these reaches the threshold, and is still checked
+		if _, err := v.Authenticate(context.Background(), Credential{Kind: KindPassword, Username: "alice", Password: fmt.Sprint("other", i)}, "198.51.100.7"); !errors.Is(err, ErrBadCredentials) {
+			t.Fatalf("guess %d after the burst: %v, want it checked", i+2, err)
+		}
+	}
+	var locked *LockedOutError
+	if _, err := v.Authenticate(context.Background(), Credential{Kind: KindPassword, Username: "alice", Password: "alicepw"}, "198.51.100.7"); !errors.As(err, &locked) {
+		t.Fatalf("right password after the burst and %d more guesses: %v, want locked out", threshold-1, err)
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
@@ -83,6 +85,10 @@ type Verifier struct {
 	queued atomic.Int64 // checks waiting for a slot
 	cache  *successCache
 	tokens *tokenCache
+
+	// Password checks in flight, by client address, name and password
+	// (see checkPassword).
+	signIns singleflight.Group
 
 	costs    hashCosts
 	fakeOnce sync.Once
@@ -171,6 +177,38 @@ func (v *Verifier) checkPassword(ctx context.Context, name, password, addr strin
 	if hash, ok := v.users[name]; ok && v.cache != nil && v.cache.has(cacheKey(name, hash, password)) {
 		return name, nil
 	}
+	// Sign-ins of one name with one password from one client at once are
+	// one attempt: the first is counted and checked, the others wait for
+	// its outcome. Each counted as a failure until checked, a client's
+	// burst of right sign-ins would lock its own user out; a burst of one
+	// wrong guess is one guess. The check goes on if its first caller goes
+	// away, for the others; a caller that goes away stops waiting.
+	ch := v.signIns.DoChan(signInKey(name, password, addr), func() (any, error) {
+		return v.checkPasswordOnce(context.WithoutCancel(ctx), name, password, addr)
+	})
+	select {
+	case r := <-ch:
+		checked, _ := r.Val.(string)
+		return checked, r.Err
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+// signInKey is the key of a sign-in in flight: a digest, so that the
+// password is not kept as a map key.
+func signInKey(name, password, addr string) string {
+	h := sha256.New()
+	for _, s := range []string{AddressKey(addr), name, password} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return string(h.Sum(nil))
+}
+
+// checkPasswordOnce checks one sign-in against the lockout and the
+// user's hash.
+func (v *Verifier) checkPasswordOnce(ctx context.Context, name, password, addr string) (string, error) {
 	// The failure is counted before anything is looked up or hashed, and
 	// taken back only if the password is right or was never checked.
 	res, wait := v.opts.Throttle.reserve(name, addr)
