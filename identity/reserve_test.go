@@ -332,3 +332,18 @@ func TestIdenticalSignInsAtOnceAreOneAttempt(t *testing.T) {
 		t.Fatalf("right password after the burst and %d more guesses: %v, want locked out", threshold-1, err)
 	}
 }
+
+// Sign-ins in flight and known passwords are keyed by digests of their
+// parts: parts that run together differently make different keys.
+func TestDigestOfKeepsPartsApart(t *testing.T) {
+	for _, c := range [][2][]string{
+		{{"alice", "x\x00y"}, {"alice\x00x", "y"}},
+		{{"ab", "c"}, {"a", "bc"}},
+		{{"", "ab"}, {"ab", ""}},
+		{{"a", "b", ""}, {"a", "b"}},
+	} {
+		if digestOf(c[0]...) == digestOf(c[1]...) {
+			t.Errorf("digestOf(%q) == digestOf(%q)", c[0], c[1])
+		}
+	}
+}

@@ -3,6 +3,7 @@ package identity
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"runtime"
@@ -183,7 +184,15 @@ func (v *Verifier) checkPassword(ctx context.Context, name, password, addr strin
 	// burst of right sign-ins would lock its own user out; a burst of one
 	// wrong guess is one guess. The check goes on if its first caller goes
 	// away, for the others; a caller that goes away stops waiting.
-	ch := v.signIns.DoChan(signInKey(name, password, addr), func() (any, error) {
+	key := digestOf(AddressKey(addr), name, password)
+	ch := v.signIns.DoChan(string(key[:]), func() (_ any, err error) {
+		// A panic here would be raised again where no server recovers
+		// it, ending the process: it fails the sign-ins instead.
+		defer func() {
+			if p := recover(); p != nil {
+				err = fmt.Errorf("password check failed: %v", p)
+			}
+		}()
 		return v.checkPasswordOnce(context.WithoutCancel(ctx), name, password, addr)
 	})
 	select {
@@ -193,17 +202,6 @@ func (v *Verifier) checkPassword(ctx context.Context, name, password, addr strin
 	case <-ctx.Done():
 		return "", ctx.Err()
 	}
-}
-
-// signInKey is the key of a sign-in in flight: a digest, so that the
-// password is not kept as a map key.
-func signInKey(name, password, addr string) string {
-	h := sha256.New()
-	for _, s := range []string{AddressKey(addr), name, password} {
-		h.Write([]byte(s))
-		h.Write([]byte{0})
-	}
-	return string(h.Sum(nil))
 }
 
 // checkPasswordOnce checks one sign-in against the lockout and the
@@ -335,14 +333,22 @@ func (v *Verifier) fake() string {
 }
 
 func cacheKey(name, hash, password string) [32]byte {
+	return digestOf(name, hash, password)
+}
+
+// digestOf is the SHA-256 of parts, each preceded by its length, so that
+// no two lists of parts share it. Sign-ins are keyed by such digests, so
+// that passwords are not kept as map keys.
+func digestOf(parts ...string) [32]byte {
 	h := sha256.New()
-	for _, s := range []string{name, hash, password} {
+	var n [binary.MaxVarintLen64]byte
+	for _, s := range parts {
+		h.Write(binary.AppendUvarint(n[:0], uint64(len(s))))
 		h.Write([]byte(s))
-		h.Write([]byte{0})
 	}
-	var k [32]byte
-	h.Sum(k[:0])
-	return k
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return sum
 }
 
 // successCache remembers digests of (user, hash, password) triples that
