@@ -175,7 +175,7 @@ func (v *Verifier) checkPassword(ctx context.Context, name, password, addr strin
 	// the success cache without a hash comparison: it is no guess, so it
 	// neither counts against nor waits for the lockout (concurrent
 	// sign-ins of one client, or guesses by others, do not lock it out).
-	if hash, ok := v.users[name]; ok && v.cache != nil && v.cache.has(cacheKey(name, hash, password)) {
+	if hash, ok := v.users[name]; ok && v.cache != nil && v.cache.has(digestOf(name, hash, password)) {
 		return name, nil
 	}
 	// Sign-ins of one name with one password from one client at once are
@@ -247,7 +247,7 @@ func (t *Throttle) reserve(name, addr string) (*Reservation, time.Duration) {
 func (v *Verifier) compare(ctx context.Context, name, hash, password string, found bool) (bool, error) {
 	var key [32]byte
 	if found && v.cache != nil {
-		key = cacheKey(name, hash, password)
+		key = digestOf(name, hash, password)
 		if v.cache.has(key) {
 			return true, nil
 		}
@@ -332,13 +332,10 @@ func (v *Verifier) fake() string {
 	return v.costs.fake()
 }
 
-func cacheKey(name, hash, password string) [32]byte {
-	return digestOf(name, hash, password)
-}
-
 // digestOf is the SHA-256 of parts, each preceded by its length, so that
-// no two lists of parts share it. Sign-ins are keyed by such digests, so
-// that passwords are not kept as map keys.
+// no two lists of parts share it. Known passwords (by user, hash and
+// password) and sign-ins in flight (by address, user and password) are
+// keyed by such digests, so that passwords are not kept as map keys.
 func digestOf(parts ...string) [32]byte {
 	h := sha256.New()
 	var n [binary.MaxVarintLen64]byte
