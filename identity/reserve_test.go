@@ -280,11 +280,35 @@ func TestKnownPasswordIsNotLockedOut(t *testing.T) {
 // wrong one counts as one failure, so the lockout still comes after the
 // threshold of different guesses.
 func TestIdenticalSignInsAtOnceAreOneAttempt(t *testing.T) {
-	hash, _ := bcrypt.GenerateFromPassword([]byte("alicepw"), 8) // slow enough that the burst overlaps
+	bcryptHash, _ := bcrypt.GenerateFromPassword([]byte("alicepw"), 8) // slow enough that the burst overlaps
+	argonHash, err := HashPassword("alicepw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		kind       string
+		configured map[string]string
+		stored     string
+	}{
+		{"configured user, bcrypt", map[string]string{"alice": string(bcryptHash)}, ""},
+		{"configured user, argon2id", map[string]string{"alice": argonHash}, ""},
+		{"stored user, bcrypt", nil, string(bcryptHash)},
+		{"stored user, argon2id", nil, argonHash},
+	} {
+		t.Run(c.kind, func(t *testing.T) {
+			testIdenticalSignIns(t, c.configured, c.stored)
+		})
+	}
+}
+
+func testIdenticalSignIns(t *testing.T, configured map[string]string, stored string) {
 	const threshold, burst = 3, 64
+	lookup := func(_ context.Context, name string) (string, bool, error) {
+		return stored, name == "alice" && stored != "", nil
+	}
 	newVerifier := func() *Verifier {
 		th := NewThrottle(LockoutPolicy{AccountThreshold: threshold, AddressThreshold: 1 << 20}, nil)
-		return NewVerifier(map[string]string{"alice": string(hash)}, nil, nil,
+		return NewVerifier(configured, lookup, nil,
 			VerifierOptions{Throttle: th, MaxConcurrentHashes: 2, MaxQueuedHashes: 1000, HashWait: time.Minute})
 	}
 	signIns := func(v *Verifier, password string) map[string]int {
