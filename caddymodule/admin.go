@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +10,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
+
+	"github.com/caddy-apikeys/caddy-apikeys/internal/strictjson"
 )
 
 func init() {
@@ -214,11 +215,23 @@ func match(r *http.Request, parts []string, method string, pattern ...string) bo
 	return true
 }
 
+// decodeAdminBody reads a request body into v by the strict reader,
+// refusing members v does not have; errors name the member as the API
+// does.
 func decodeAdminBody(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxAdminBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return fail(http.StatusBadRequest, "invalid request body: "+err.Error())
+	data, err := io.ReadAll(io.LimitReader(r.Body, maxAdminBody+1))
+	if err != nil {
+		return fail(http.StatusBadRequest, "could not read the request body")
+	}
+	if len(data) > maxAdminBody {
+		return fail(http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than the limit of %d bytes", maxAdminBody))
+	}
+	var fe *strictjson.FieldError
+	switch err := strictjson.DecodeObject(data, v); {
+	case errors.As(err, &fe):
+		return fail(http.StatusBadRequest, "request body: "+fe.Error())
+	case err != nil:
+		return fail(http.StatusBadRequest, describeJSON("request body", err))
 	}
 	return nil
 }

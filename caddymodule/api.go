@@ -10,13 +10,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
 	"github.com/caddy-apikeys/caddy-apikeys/identity"
+	"github.com/caddy-apikeys/caddy-apikeys/internal/strictjson"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
@@ -159,30 +159,35 @@ func (h *APIHandler) serve(w http.ResponseWriter, r *http.Request, fn func(*http
 // as QueryLake ignores them. Members stay raw until an endpoint reads
 // them, so that a wrong type gets a message naming the member.
 type requestBody struct {
-	Auth         json.RawMessage `json:"auth"`
-	Title        json.RawMessage `json:"title"`
-	APIKeyID     json.RawMessage `json:"api_key_id"`
-	GraceSeconds json.RawMessage `json:"grace_seconds"`
-	ExpiresIn    json.RawMessage `json:"expires_in"`
-	Scopes       json.RawMessage `json:"scopes"`
+	Auth         json.RawMessage
+	Title        json.RawMessage
+	APIKeyID     json.RawMessage
+	GraceSeconds json.RawMessage
+	ExpiresIn    json.RawMessage
+	Scopes       json.RawMessage
 }
 
-// set keeps the value of the member whose folded name is folded, if it
-// is one of b's.
-func (b *requestBody) set(folded string, value []byte) {
-	switch folded {
-	case "AUTH":
-		b.Auth = value
-	case "TITLE":
-		b.Title = value
-	case "API_KEY_ID":
-		b.APIKeyID = value
-	case "GRACE_SECONDS":
-		b.GraceSeconds = value
-	case "EXPIRES_IN":
-		b.ExpiresIn = value
-	case "SCOPES":
-		b.Scopes = value
+// bodyMember is a member of a request body by its name in the API.
+type bodyMember struct {
+	name string
+	dst  *json.RawMessage
+}
+
+// members names each of b's fields as the API does: the one definition of
+// the bodies' shape.
+func (b *requestBody) members() [6]bodyMember {
+	return [...]bodyMember{{"auth", &b.Auth}, {"title", &b.Title}, {"api_key_id", &b.APIKeyID},
+		{"grace_seconds", &b.GraceSeconds}, {"expires_in", &b.ExpiresIn}, {"scopes", &b.Scopes}}
+}
+
+// set keeps m if it is one of b's members, matched as encoding/json
+// matches names to fields (in any letter case).
+func (b *requestBody) set(m strictjson.Member) {
+	for _, f := range b.members() {
+		if bytes.EqualFold(m.Name, []byte(f.name)) {
+			*f.dst = m.Value
+			return
+		}
 	}
 }
 
@@ -214,9 +219,8 @@ func (h *APIHandler) allowCORS(w http.ResponseWriter, r *http.Request) bool {
 }
 
 // decodeRequestBody parses an endpoint's body: a JSON object, or nothing.
-// It is stricter than encoding/json, which would silently keep the last
-// of duplicate members (matching names in any letter case) and replace
-// invalid UTF-8.
+// It is read once, by the strict reader: no member twice (in any letter
+// case), valid UTF-8.
 func decodeRequestBody(data []byte) (*requestBody, error) {
 	var body requestBody
 	data = bytes.TrimSpace(data)
@@ -226,19 +230,20 @@ func decodeRequestBody(data []byte) (*requestBody, error) {
 	if data[0] != '{' {
 		return nil, fail(http.StatusBadRequest, "request body must be a JSON object")
 	}
-	if !utf8.Valid(data) {
-		return nil, fail(http.StatusBadRequest, "request body is not valid UTF-8")
-	}
-	if !json.Valid(data) {
-		return nil, fail(http.StatusBadRequest, "request body is not valid JSON")
-	}
-	// One scan finds duplicates and the members, matched to fields as
-	// json.Unmarshal matches them (FuzzDecodeRequestBody holds the two
-	// equal), without its reflection.
-	if name, dup := scanMembers(data, &body); dup {
-		return nil, fail(http.StatusBadRequest, "request body has the member "+strconv.Quote(name)+" more than once (names match in any letter case)")
+	if err := strictjson.Object(data, body.set); err != nil {
+		return nil, fail(http.StatusBadRequest, describeJSON("request body", err))
 	}
 	return &body, nil
+}
+
+// describeJSON is a strict reader's refusal of what, as the caller sees
+// it.
+func describeJSON(what string, err error) string {
+	var se *strictjson.Error
+	if errors.As(err, &se) {
+		return se.Describe(what)
+	}
+	return what + " is not valid JSON"
 }
 
 // title returns the requested title, or "" for the default.

@@ -11,7 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/caddy-apikeys/caddy-apikeys/identity"
+	"github.com/caddy-apikeys/caddy-apikeys/internal/strictjson"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 	"github.com/caddy-apikeys/caddy-apikeys/notify"
 )
@@ -310,7 +310,7 @@ func stringField(name string, raw json.RawMessage) (string, bool, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return "", false, nil
 	}
-	s, err := identity.UnquoteJSON(raw)
+	s, err := strictjson.Unquote(raw)
 	if err != nil {
 		return "", true, fail(http.StatusBadRequest, `"`+name+`" must be a string`)
 	}

@@ -67,7 +67,14 @@ func FuzzDecodeRequestBody(f *testing.F) {
 			return
 		}
 		// The members are those json.Unmarshal finds.
-		var want requestBody
+		var want struct {
+			Auth         json.RawMessage `json:"auth"`
+			Title        json.RawMessage `json:"title"`
+			APIKeyID     json.RawMessage `json:"api_key_id"`
+			GraceSeconds json.RawMessage `json:"grace_seconds"`
+			ExpiresIn    json.RawMessage `json:"expires_in"`
+			Scopes       json.RawMessage `json:"scopes"`
+		}
 		if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 {
 			if err := json.Unmarshal(trimmed, &want); err != nil {
 				t.Fatalf("accepted %q, which json.Unmarshal refuses: %v", data, err)

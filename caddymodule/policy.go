@@ -76,7 +76,7 @@ func (c *JWTConfig) source(repl *caddy.Replacer) (string, keystore.SourceRules) 
 		return c.Namespace, rules
 	}
 	if iss := repl.ReplaceKnown(c.Issuer, ""); iss != "" {
-		return "jwt:" + iss, rules
+		return keystore.IssuerSource(iss), rules
 	}
 	return "", rules
 }

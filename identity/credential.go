@@ -8,8 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
-	"unicode/utf8"
 
+	"github.com/caddy-apikeys/caddy-apikeys/internal/strictjson"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
@@ -72,7 +72,7 @@ func DecodeAuth(raw json.RawMessage, keyPrefix string) (Credential, error) {
 	}
 	switch raw[0] {
 	case '"':
-		s, err := UnquoteJSON(raw)
+		s, err := strictjson.Unquote(raw)
 		if err != nil {
 			return Credential{}, shapeError(`"auth" is not a valid JSON string`)
 		}
@@ -97,19 +97,22 @@ func tokenCredential(s, keyPrefix string) (Credential, error) {
 var authMembers = [...]string{"api_key", "password_prehash", "username", "password", "oauth2"}
 
 func decodeAuthObject(raw json.RawMessage, keyPrefix string) (Credential, error) {
-	if !json.Valid(raw) {
-		return Credential{}, shapeError(`"auth" is not a valid JSON object`)
-	}
-	// The members this decoder reads; of a name given twice, the last, as
-	// json.Unmarshal into a map keeps it.
+	// The members this decoder reads, from the one strict reading.
 	obj := make(map[string][]byte, len(authMembers))
-	eachMember(raw, func(name, value []byte) {
+	err := strictjson.Object(raw, func(m strictjson.Member) {
 		for _, n := range authMembers {
-			if string(name) == n {
-				obj[n] = value
+			if string(m.Name) == n {
+				obj[n] = m.Value
 			}
 		}
 	})
+	var se *strictjson.Error
+	if errors.As(err, &se) && se.Reason == strictjson.Duplicate {
+		return Credential{}, shapeError(se.Describe(`"auth"`))
+	}
+	if err != nil {
+		return Credential{}, shapeError(`"auth" is not a valid JSON object`)
+	}
 	return authCredential(obj, keyPrefix)
 }
 
@@ -121,7 +124,7 @@ func authCredential(obj map[string][]byte, keyPrefix string) (Credential, error)
 		if !ok {
 			return "", false, nil
 		}
-		s, err := UnquoteJSON(v)
+		s, err := strictjson.Unquote(v)
 		if err != nil {
 			return "", true, shapeError(`"auth.` + name + `" must be a string`)
 		}
@@ -167,28 +170,4 @@ func authCredential(obj map[string][]byte, keyPrefix string) (Credential, error)
 		return tokenCredential(tok, keyPrefix)
 	}
 	return Credential{}, shapeError(`"auth" must be an OAuth2 token string or an object {"username": ..., "password": ...}`)
-}
-
-// UnquoteJSON decodes a JSON string as json.Unmarshal does into a string
-// (invalid UTF-8 becomes U+FFFD), and fails for any other JSON value. A
-// string without escapes or control characters in valid UTF-8, as tokens,
-// names and titles are, is taken as it stands; others go through the
-// decoder.
-func UnquoteJSON(raw []byte) (string, error) {
-	if n := len(raw); n >= 2 && raw[0] == '"' && raw[n-1] == '"' {
-		body := raw[1 : n-1]
-		plain := true
-		for _, c := range body {
-			if c < 0x20 || c == '"' || c == '\\' {
-				plain = false
-				break
-			}
-		}
-		if plain && utf8.Valid(body) {
-			return string(body), nil
-		}
-	}
-	var s string
-	err := json.Unmarshal(raw, &s)
-	return s, err
 }

@@ -94,22 +94,6 @@ func FuzzDecodeAuth(f *testing.F) {
 	})
 }
 
-// UnquoteJSON decodes exactly what json.Unmarshal decodes into a string,
-// and refuses what it refuses.
-func FuzzUnquoteJSON(f *testing.F) {
-	for _, s := range []string{`"plain"`, `"esc\"aped\n"`, `"\u00e9t\u00e9"`, "\"\xff\"", "\"tab\there\"", `5`, `null`, `"`, `""`, `"a"b"`} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, raw []byte) {
-		got, err := UnquoteJSON(raw)
-		var want string
-		wantErr := json.Unmarshal(raw, &want)
-		if (err != nil) != (wantErr != nil) || got != want {
-			t.Fatalf("%q: %q, %v; json.Unmarshal %q, %v", raw, got, err, want, wantErr)
-		}
-	})
-}
-
 // decodeAuthObjectByMap is decodeAuthObject as it was, through
 // json.Unmarshal into a map: FuzzDecodeAuth holds the two equal.
 func decodeAuthObjectByMap(raw json.RawMessage, keyPrefix string) (Credential, error) {
@@ -122,33 +106,6 @@ func decodeAuthObjectByMap(raw json.RawMessage, keyPrefix string) (Credential, e
 		members[name] = v
 	}
 	return authCredential(members, keyPrefix)
-}
-
-// eachMember reads a JSON object's members as json.Unmarshal into a
-// map[string]json.RawMessage does: the same names, decoded, with the last
-// value of a name given twice.
-func FuzzEachMember(f *testing.F) {
-	for _, s := range []string{`{}`, ` { "a" : 1 , "b":[1,{"c":"}"}] ,"a":"x\"y"} `, `{"user\u006eame":"u","pass\\word":null}`,
-		"{\"\xff\":true,\"\":{}}", `{"a":-1.5e3,"b":false}`, `{"é":"ü","\ud800":0}`, `[1]`, `"s"`} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		data = bytes.TrimSpace(data)
-		var want map[string]json.RawMessage
-		if !json.Valid(data) || len(data) == 0 || data[0] != '{' || json.Unmarshal(data, &want) != nil {
-			return
-		}
-		got := map[string]json.RawMessage{}
-		eachMember(data, func(name, value []byte) { got[string(name)] = value })
-		if len(got) != len(want) {
-			t.Fatalf("%q: %d members, json.Unmarshal %d", data, len(got), len(want))
-		}
-		for name, v := range want {
-			if !bytes.Equal(got[name], v) {
-				t.Fatalf("%q: member %q = %q, json.Unmarshal %q", data, name, got[name], v)
-			}
-		}
-	})
 }
 
 // BenchmarkDecodeAuthObject decodes a sign-in's "auth" object, as each

@@ -3,7 +3,6 @@ package identity
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +16,8 @@ import (
 
 	"github.com/MicahParks/jwkset"
 	"golang.org/x/time/rate"
+
+	"github.com/caddy-apikeys/caddy-apikeys/internal/strictjson"
 )
 
 // JWKS defaults.
@@ -249,7 +250,7 @@ func (s *JWKSSource) fetch() error {
 	sum := sha256.Sum256(body)
 	changed := sum != s.lastBody
 	var set jwkset.JWKSMarshal
-	if err := json.Unmarshal(body, &set); err != nil {
+	if err := strictjson.Unmarshal(body, &set); err != nil {
 		return fmt.Errorf("JWK Set from %s: %w", *url, err)
 	}
 	store := jwkset.NewMemoryStorage()
@@ -280,7 +281,10 @@ func (s *JWKSSource) discover() (string, error) {
 		Issuer  string `json:"issuer"`
 		JWKSURI string `json:"jwks_uri"`
 	}
-	if err := json.Unmarshal(body, &doc); err != nil || doc.JWKSURI == "" {
+	if err := strictjson.Unmarshal(body, &doc); err != nil {
+		return "", fmt.Errorf("OIDC discovery at %s: %w", base, err)
+	}
+	if doc.JWKSURI == "" {
 		return "", fmt.Errorf("OIDC discovery at %s: no jwks_uri", base)
 	}
 	if strings.TrimSuffix(doc.Issuer, "/") != base {

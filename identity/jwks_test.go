@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -374,4 +375,41 @@ func TestJWTIssuersAndRequiredClaims(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A JWK Set is read once, strictly: a set in which a key names a member
+// twice (its "kid" in another letter case, say) is refused whole, and its
+// keys verify nothing, whichever spelling a token's "kid" uses.
+func TestJWKSIsReadOnce(t *testing.T) {
+	k, _ := rsa.GenerateKey(rand.Reader, 2048)
+	jwk, err := jwkset.NewJWKFromKey(&k.PublicKey, jwkset.JWKOptions{Metadata: jwkset.JWKMetadataOptions{KID: "a", ALG: jwkset.ALG("RS256")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, _ := json.Marshal(jwkset.JWKSMarshal{Keys: []jwkset.JWKMarshal{jwk.Marshal()}})
+	var body atomic.Pointer[[]byte]
+	ambiguous := []byte(strings.Replace(string(good), `"kid":"a"`, `"kid":"a","KID":"b"`, 1))
+	body.Store(&ambiguous)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(*body.Load()) }))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	src, err := NewJWKSSource(ctx, JWKSConfig{URL: srv.URL, Refresh: time.Hour, UnknownKIDRefresh: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := NewJWTVerifier(JWTConfig{JWKS: src, Issuer: "https://idp.test", Audiences: []string{"apikeys"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kid := range []string{"a", "b"} {
+		if _, err := v.Verify(context.Background(), signKID(t, jwt.SigningMethodRS256, k, kid)); err == nil {
+			t.Fatalf("kid %q verified with a key from an ambiguous set", kid)
+		}
+	}
+	body.Store(&good)
+	testutil.Eventually(t, 10*time.Second, "the well-formed set", func() bool {
+		_, err := v.Verify(context.Background(), signKID(t, jwt.SigningMethodRS256, k, "a"))
+		return err == nil
+	})
 }

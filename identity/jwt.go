@@ -87,18 +87,21 @@ type JWTVerifier struct {
 	keys      map[string][]any // algorithm -> candidate keys
 	allowed   map[string]bool  // algorithms accepted, from any source
 	jwks      *JWKSSource
-	parser    *jwt.Parser
-	claim     string
-	issuer    string
-	audience  []string
-	typ       string
-	scopes    []string
-	claims    map[string]string
-	namespace string
-	grantable []string
-	lifetime  time.Duration
-	leeway    time.Duration
-	now       func() time.Time
+	validator *jwt.Validator
+	// readClaims are the claims this block reads beyond the registered
+	// ones: the identity claim and the required claims.
+	readClaims []string
+	claim      string
+	issuer     string
+	audience   []string
+	typ        string
+	scopes     []string
+	claims     map[string]string
+	namespace  string
+	grantable  []string
+	lifetime   time.Duration
+	leeway     time.Duration
+	now        func() time.Time
 }
 
 // asymmetric lists the algorithms a JWKS may serve keys for.
@@ -137,7 +140,7 @@ func NewJWTVerifier(cfg JWTConfig) (*JWTVerifier, error) {
 	namespace := cfg.Namespace
 	switch {
 	case namespace == "" && cfg.Issuer != "":
-		namespace = "jwt:" + cfg.Issuer
+		namespace = keystore.IssuerSource(cfg.Issuer)
 	case namespace == keystore.SourceService:
 		return nil, errors.New(`namespace "service" is for owners that operators make`)
 	}
@@ -168,24 +171,14 @@ func NewJWTVerifier(cfg JWTConfig) (*JWTVerifier, error) {
 		}
 		allowed = narrowed
 	}
-	methods := make([]string, 0, len(allowed))
-	for alg := range allowed {
-		methods = append(methods, alg)
-	}
-	slices.Sort(methods)
-
 	leeway := cfg.Leeway
 	if leeway == 0 {
 		leeway = DefaultLeeway
 	}
 	opts := []jwt.ParserOption{
-		jwt.WithValidMethods(methods),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
 		jwt.WithLeeway(leeway),
-		// One token, one spelling: no second string (non-zero padding
-		// bits) that decodes to the same signature.
-		jwt.WithStrictDecoding(),
 	}
 	if cfg.Issuer != "" {
 		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
@@ -199,7 +192,11 @@ func NewJWTVerifier(cfg JWTConfig) (*JWTVerifier, error) {
 	if claim == "" {
 		claim = DefaultIdentityClaim
 	}
-	return &JWTVerifier{keys: keys, allowed: allowed, jwks: cfg.JWKS, parser: jwt.NewParser(opts...), claim: claim,
+	readClaims := []string{claim}
+	for name := range cfg.RequiredClaims {
+		readClaims = append(readClaims, name)
+	}
+	return &JWTVerifier{readClaims: readClaims, keys: keys, allowed: allowed, jwks: cfg.JWKS, validator: jwt.NewValidator(opts...), claim: claim,
 		issuer: cfg.Issuer, audience: cfg.Audiences, typ: cfg.TokenType, scopes: cfg.RequiredScopes, claims: cfg.RequiredClaims,
 		namespace: namespace, grantable: cfg.AllowedScopes, lifetime: cfg.MaxKeyLifetime, leeway: leeway, now: now}, nil
 }
@@ -278,17 +275,29 @@ type TokenIdentity struct {
 // for. A token signed with a key id not known yet waits for the JWK Set
 // as JWKSSource describes, within ctx.
 func (v *JWTVerifier) Verify(ctx context.Context, token string) (TokenIdentity, error) {
-	if len(token) > MaxTokenLen {
-		return TokenIdentity{}, tokenError("token is too long")
-	}
-	gen := v.keysGeneration() // before: a set that changes meanwhile voids the result
-	claims := jwt.MapClaims{}
-	parsed, err := v.parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) { return v.keyFor(ctx, t) })
+	t, err := readToken(token)
 	if err != nil {
+		return TokenIdentity{}, err
+	}
+	return v.verify(ctx, t)
+}
+
+// verify checks a token read once: every decision below is taken from
+// t's one reading.
+func (v *JWTVerifier) verify(ctx context.Context, t *token) (TokenIdentity, error) {
+	gen := v.keysGeneration() // before: a set that changes meanwhile voids the result
+	if err := v.checkSignature(ctx, t); err != nil {
+		return TokenIdentity{}, err
+	}
+	claims := t.claims
+	if err := checkSpellings(claims, "payload", v.readClaims); err != nil {
+		return TokenIdentity{}, err
+	}
+	if err := v.validator.Validate(claims); err != nil {
 		return TokenIdentity{}, tokenError(describeJWTError(err))
 	}
 	if v.typ != "" {
-		typ, _ := parsed.Header["typ"].(string)
+		typ := t.str("typ")
 		if !strings.EqualFold(strings.TrimPrefix(strings.ToLower(typ), "application/"), v.typ) {
 			return TokenIdentity{}, tokenError(fmt.Sprintf("token type %q is not accepted (want %q)", typ, v.typ))
 		}
@@ -317,15 +326,9 @@ func (v *JWTVerifier) Verify(ctx context.Context, token string) (TokenIdentity, 
 	if err := keystore.CheckName(user); err != nil {
 		return TokenIdentity{}, tokenError(fmt.Sprintf("claim %q is not a valid user name: %v", v.claim, err))
 	}
-	ns := v.namespace
-	if ns == "" { // an issuer-less block: each issuer its own namespace
-		ns = "jwt"
-		if iss, _ := claims["iss"].(string); iss != "" {
-			ns = "jwt:" + iss
-		}
-		if err := keystore.CheckSource(ns); err != nil {
-			return TokenIdentity{}, tokenError("issuer is not a valid name: " + err.Error())
-		}
+	ns, err := v.namespaceOf(t)
+	if err != nil {
+		return TokenIdentity{}, err
 	}
 	exp, err := claims.GetExpirationTime()
 	if err != nil || exp == nil { // the parser requires exp: cannot happen
@@ -393,32 +396,61 @@ func claimHas(v any, want string) bool {
 	return false
 }
 
-func (v *JWTVerifier) keyFor(ctx context.Context, t *jwt.Token) (any, error) {
-	alg, _ := t.Header["alg"].(string)
-	if !v.allowed[alg] {
-		return nil, jwt.ErrTokenUnverifiable
+// namespaceOf is the owner source of t's identity: the block's, or, for
+// an issuer-less block, "jwt:" and the token's own issuer.
+func (v *JWTVerifier) namespaceOf(t *token) (string, error) {
+	if v.namespace != "" {
+		return v.namespace, nil
 	}
-	if kid, ok := t.Header["kid"].(string); ok && v.jwks != nil {
+	iss, err := t.issuer()
+	if err != nil {
+		return "", err
+	}
+	ns := keystore.IssuerSource(iss)
+	if err := keystore.CheckSource(ns); err != nil {
+		return "", tokenError("issuer is not a valid name: " + err.Error())
+	}
+	return ns, nil
+}
+
+// checkSignature verifies t's signature with the keys of its algorithm
+// (and key id).
+func (v *JWTVerifier) checkSignature(ctx context.Context, t *token) error {
+	alg := t.str("alg")
+	method := jwt.GetSigningMethod(alg)
+	if !v.allowed[alg] || method == nil {
+		return tokenError("signature or algorithm is not accepted")
+	}
+	keys, err := v.keysFor(ctx, t, alg)
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if method.Verify(t.signed, t.sig, k) == nil {
+			return nil
+		}
+	}
+	return tokenError("signature or algorithm is not accepted")
+}
+
+// keysFor lists the keys that may have signed t with alg.
+func (v *JWTVerifier) keysFor(ctx context.Context, t *token, alg string) ([]any, error) {
+	if kid, ok := t.header["kid"].(string); ok && v.jwks != nil {
 		key, pinned, err := v.jwks.Key(ctx, kid)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", jwt.ErrTokenUnverifiable, err)
+			return nil, tokenError("signature or algorithm is not accepted")
 		}
 		// The key's own "alg", if any, pins it; its type must fit anyway.
 		family, err := algorithmsFor(key)
 		if err != nil || (pinned != "" && pinned != alg) || !slices.Contains(family, alg) {
-			return nil, jwt.ErrTokenUnverifiable
+			return nil, tokenError("signature or algorithm is not accepted")
 		}
-		return key, nil
+		return []any{key}, nil
 	}
-	keys := v.keys[alg]
-	if len(keys) == 0 {
-		return nil, jwt.ErrTokenUnverifiable
+	if len(v.keys[alg]) == 0 {
+		return nil, tokenError("signature or algorithm is not accepted")
 	}
-	set := jwt.VerificationKeySet{Keys: make([]jwt.VerificationKey, len(keys))}
-	for i, k := range keys {
-		set.Keys[i] = k
-	}
-	return set, nil
+	return v.keys[alg], nil
 }
 
 func describeJWTError(err error) string {
@@ -448,27 +480,57 @@ func describeJWTError(err error) string {
 type JWTIssuers []*JWTVerifier
 
 // Verify checks token against the verifier of its issuer, or the one
-// verifier configured without an issuer.
+// verifier configured without an issuer. The token is read once: the
+// "iss" it is routed by is the one its owner is named from.
 func (is JWTIssuers) Verify(ctx context.Context, token string) (TokenIdentity, error) {
-	if len(token) > MaxTokenLen {
-		return TokenIdentity{}, tokenError("token is too long")
-	}
-	var claims jwt.RegisteredClaims
-	_, _, err := jwt.NewParser().ParseUnverified(token, &claims)
+	t, err := readToken(token)
 	if err != nil {
-		return TokenIdentity{}, tokenError("token is malformed")
+		return TokenIdentity{}, err
+	}
+	iss, err := t.issuer()
+	if err != nil {
+		return TokenIdentity{}, err
 	}
 	var fallback *JWTVerifier
 	for _, v := range is {
 		if v.issuer == "" && fallback == nil {
 			fallback = v
 		}
-		if v.issuer != "" && v.issuer == claims.Issuer {
-			return v.Verify(ctx, token)
+		if v.issuer != "" && v.issuer == iss {
+			return v.verify(ctx, t)
 		}
 	}
 	if fallback == nil {
 		return TokenIdentity{}, tokenError("issuer is not accepted")
 	}
-	return fallback.Verify(ctx, token)
+	if err := is.checkUnclaimed(fallback, iss); err != nil {
+		return TokenIdentity{}, err
+	}
+	return fallback.verify(ctx, t)
+}
+
+// checkUnclaimed refuses a token for the issuer-less block fallback whose
+// owners would fall in a namespace that another source holds: a
+// configured issuer's (named in any letter case), another block's, or
+// the password users' or services'. The issuer-less block's keys are not
+// the configured issuers' keys, so its tokens may not speak for their
+// users, whatever the spelling of "iss".
+func (is JWTIssuers) checkUnclaimed(fallback *JWTVerifier, iss string) error {
+	if fallback.namespace != "" { // the operator named the block's own namespace
+		return nil
+	}
+	ns := keystore.IssuerSource(iss)
+	taken := func(held string) bool { return strings.EqualFold(ns, held) }
+	if taken(keystore.SourcePassword) || taken(keystore.SourceService) {
+		return tokenError("issuer is not accepted")
+	}
+	for _, v := range is {
+		if v == fallback {
+			continue
+		}
+		if strings.EqualFold(iss, v.issuer) || taken(v.namespace) {
+			return tokenError("issuer is not accepted")
+		}
+	}
+	return nil
 }

@@ -20,6 +20,21 @@ const (
 	SourceService = "service"
 )
 
+// IssuerSource is the source of a token issuer's identities unless its
+// configuration names another: "jwt:" and the issuer, or "jwt" for
+// tokens without one. It is the one place that namespace is built.
+func IssuerSource(issuer string) string {
+	if issuer == "" {
+		return "jwt"
+	}
+	return "jwt:" + issuer
+}
+
+// IsIssuerSource reports whether src is a namespace IssuerSource makes.
+func IsIssuerSource(src string) bool {
+	return src == "jwt" || strings.HasPrefix(src, "jwt:")
+}
+
 // MaxNameLen is the longest owner or user name, in bytes.
 const MaxNameLen = 128
 

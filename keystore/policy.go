@@ -80,7 +80,7 @@ func (p *Policy) source(src string) (SourceRules, bool) {
 	if r, ok := p.Sources[src]; ok {
 		return r, true
 	}
-	if p.AnySource != nil && (src == "jwt" || strings.HasPrefix(src, "jwt:")) {
+	if p.AnySource != nil && IsIssuerSource(src) {
 		return *p.AnySource, true
 	}
 	return SourceRules{}, false

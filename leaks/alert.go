@@ -11,7 +11,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"unicode/utf8"
+
+	"github.com/caddy-apikeys/caddy-apikeys/internal/strictjson"
 )
 
 // MaxAlerts bounds the matches one alert may carry.
@@ -36,8 +37,13 @@ var ErrMalformed = errors.New("alert is not a JSON array of {token, type, url, s
 // a well-formed match: it is simply not a key.
 func ParseAlerts(body []byte) ([]Alert, error) {
 	body = bytes.TrimSpace(body)
-	if len(body) == 0 || body[0] != '[' || !utf8.Valid(body) {
+	if len(body) == 0 || body[0] != '[' {
 		return nil, ErrMalformed
+	}
+	// One reading: a match that names a member twice (in any letter
+	// case) could be read for one token here and another elsewhere.
+	if err := strictjson.Check(body); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	var raw []map[string]json.RawMessage
 	if err := json.Unmarshal(body, &raw); err != nil {

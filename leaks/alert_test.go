@@ -1,12 +1,16 @@
 package leaks
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/caddy-apikeys/caddy-apikeys/internal/strictjson/jsonref"
 )
 
 func TestParseAlerts(t *testing.T) {
@@ -33,6 +37,10 @@ func TestParseAlerts(t *testing.T) {
 		{"url not a string", `[{"token":"t","url":[]}]`, nil, false},
 		{"long token", `[{"token":"` + strings.Repeat("a", 5000) + `"}]`, []Alert{{Token: strings.Repeat("a", 5000)}}, true},
 		{"invalid UTF-8", "[{\"token\":\"\xff\"}]", nil, false},
+		{"a lone surrogate", `[{"token":"\ud800"}]`, nil, false},
+		{"token twice", `[{"token":"sk-a","token":"sk-b"}]`, nil, false},
+		{"token in another letter case", `[{"token":"sk-a","TOKEN":"sk-b"}]`, nil, false},
+		{"token escaped beside token", `[{"token":"sk-a","t\u006fken":"sk-b"}]`, nil, false},
 		{"empty body", ``, nil, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -68,7 +76,7 @@ func TestFeedbackNamesTheTokenByItsDigest(t *testing.T) {
 }
 
 func FuzzParseAlerts(f *testing.F) {
-	for _, s := range []string{`[{"token":"t","type":"x","url":"u","source":"content"}]`, `[]`, `[null]`, `{"token":1}`, `[{"token":"` + "\xff" + `"}]`, `[{"token":"a","token":"b"}]`} {
+	for _, s := range []string{`[{"token":"t","type":"x","url":"u","source":"content"}]`, `[]`, `[null]`, `{"token":1}`, `[{"token":"` + "\xff" + `"}]`, `[{"token":"a","token":"b"}]`, `[{"token":"a","TOKEN":"b"}]`, `[{"token":"a","t\u006fken":"b"}]`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
@@ -78,6 +86,20 @@ func FuzzParseAlerts(f *testing.F) {
 				t.Fatalf("error %v is not ErrMalformed", err)
 			}
 			return
+		}
+		// Only what the reference reads as strict JSON, and each match's
+		// token as it reads it.
+		if err := jsonref.Check(bytes.TrimSpace(body)); err != nil {
+			t.Fatalf("%q accepted; the reference refuses it: %v", body, err)
+		}
+		var ref []map[string]any
+		if err := json.Unmarshal(body, &ref); err != nil || len(ref) != len(alerts) {
+			t.Fatalf("%q: %d matches; the reference reads %d (%v)", body, len(alerts), len(ref), err)
+		}
+		for i, a := range alerts {
+			if tok, _ := ref[i]["token"].(string); tok != a.Token {
+				t.Fatalf("%q: match %d token %q; the reference reads %q", body, i, a.Token, tok)
+			}
 		}
 		if len(alerts) > MaxAlerts {
 			t.Fatalf("%d matches accepted", len(alerts))

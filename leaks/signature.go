@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -19,6 +18,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/caddy-apikeys/caddy-apikeys/identity"
+	"github.com/caddy-apikeys/caddy-apikeys/internal/strictjson"
 )
 
 // DefaultKeysURL is where GitHub publishes the keys that sign its
@@ -169,7 +169,7 @@ func (k *Keys) fetch() error {
 		return fmt.Errorf("scanner keys: %w", err)
 	}
 	var list keyList
-	if err := json.Unmarshal(body, &list); err != nil {
+	if err := strictjson.Unmarshal(body, &list); err != nil {
 		return fmt.Errorf("scanner keys from %s: %w", k.cfg.URL, err)
 	}
 	keys := make(map[string]*ecdsa.PublicKey, len(list.PublicKeys))

@@ -1,8 +1,11 @@
 package leaks
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
+	"net/http"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -116,4 +119,42 @@ func FuzzVerify(f *testing.F) {
 			t.Fatalf("error %v is not ErrBadSignature", err)
 		}
 	})
+}
+
+// A key list is read once, strictly: a list that names a member twice (in
+// any letter case) is a fault of its source, whose keys are not learnt,
+// even when one reading of it would have given a usable key.
+func TestKeyListIsReadOnce(t *testing.T) {
+	sc := scannertest.NewScanner(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var faults atomic.Int64
+	keys, err := NewKeys(ctx, KeysConfig{URL: sc.URL, Refresh: time.Hour, UnknownRefresh: time.Nanosecond,
+		OnError: func(error) { faults.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`[{"token":"t"}]`)
+	if err := keys.Verify(body, "k1", sc.Sign(t, "k1", body)); err != nil { // the first list is in
+		t.Fatal(err)
+	}
+	sc.AddKey(t, "k2")
+	res, err := http.Get(sc.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	ambiguous := `{"Public_Keys": [], ` + string(bytes.TrimPrefix(bytes.TrimSpace(list), []byte("{")))
+	sc.Broken.Store(&ambiguous)
+	if err := keys.Verify(body, "k2", sc.Sign(t, "k2", body)); err == nil {
+		t.Fatal("a key learnt from a list that repeats a member")
+	}
+	if faults.Load() == 0 {
+		t.Fatal("the ambiguous list was not reported as a fault")
+	}
+	sc.Broken.Store(nil)
+	if err := keys.Verify(body, "k2", sc.Sign(t, "k2", body)); err != nil {
+		t.Fatalf("the same key from a well-formed list: %v", err)
+	}
 }
