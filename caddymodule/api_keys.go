@@ -83,31 +83,41 @@ type creditsView struct {
 	Shared bool `json:"shared,omitempty"`
 }
 
-// withPlans adds each key's plan, limits and balance to its view.
-func withPlans(ctx context.Context, kr *keystore.Keyring, keys []keystore.Key, views []keyView) error {
-	if len(kr.Policy().Plans) == 0 {
-		return nil
-	}
+// keyViews are keys as listings show them, each with its own plan,
+// limits and balance (keys without a plan have none).
+func keyViews(ctx context.Context, kr *keystore.Keyring, keys []keystore.Key) ([]keyView, error) {
+	views := make([]keyView, len(keys))
 	for i, k := range keys {
-		plan, err := kr.PlanOf(ctx, k)
-		if err != nil || plan == nil {
-			return err
+		views[i] = newKeyView(k)
+		if len(kr.Policy().Plans) == 0 {
+			continue
 		}
-		v := &views[i]
-		v.Plan = plan.Name
-		for _, r := range plan.Rates {
-			v.Limits = append(v.Limits, limitView{Name: r.Name, Limit: r.Limit, Window: int64(r.Window / time.Second)})
+		if err := withPlan(ctx, kr, k, &views[i]); err != nil {
+			return nil, err
 		}
-		for _, r := range plan.OwnerRates {
-			v.Limits = append(v.Limits, limitView{Name: r.Name, Limit: r.Limit, Window: int64(r.Window / time.Second), Shared: true})
-		}
-		b, ok, err := kr.BalanceOf(ctx, k)
-		if err != nil {
-			return err
-		}
-		if ok {
-			v.Credits = newCreditsView(b)
-		}
+	}
+	return views, nil
+}
+
+// withPlan adds k's plan, limits and balance to its view v.
+func withPlan(ctx context.Context, kr *keystore.Keyring, k keystore.Key, v *keyView) error {
+	plan, err := kr.PlanOf(ctx, k)
+	if err != nil || plan == nil {
+		return err
+	}
+	v.Plan = plan.Name
+	for _, r := range plan.Rates {
+		v.Limits = append(v.Limits, limitView{Name: r.Name, Limit: r.Limit, Window: int64(r.Window / time.Second)})
+	}
+	for _, r := range plan.OwnerRates {
+		v.Limits = append(v.Limits, limitView{Name: r.Name, Limit: r.Limit, Window: int64(r.Window / time.Second), Shared: true})
+	}
+	b, ok, err := kr.BalanceOf(ctx, k)
+	if err != nil {
+		return err
+	}
+	if ok {
+		v.Credits = newCreditsView(b)
 	}
 	return nil
 }
@@ -161,11 +171,8 @@ func (h *APIHandler) fetchAPIKeys(r *http.Request, b *requestBody) (any, error) 
 	if err != nil {
 		return nil, err
 	}
-	views := make([]keyView, len(keys))
-	for i, k := range keys {
-		views[i] = newKeyView(k)
-	}
-	if err := withPlans(r.Context(), h.app.keyring, keys, views); err != nil {
+	views, err := keyViews(r.Context(), h.app.keyring, keys)
+	if err != nil {
 		return nil, err
 	}
 	return struct {
@@ -323,11 +330,24 @@ func secondsField(name string, raw json.RawMessage, limit time.Duration) (time.D
 		return 0, nil
 	}
 	var secs float64
-	if err := json.Unmarshal(raw, &secs); err != nil || secs < 0 || math.IsNaN(secs) {
+	if err := json.Unmarshal(raw, &secs); err != nil {
 		return 0, fail(http.StatusBadRequest, `"`+name+`" must be a non-negative number of seconds`)
 	}
-	if secs > limit.Seconds() {
-		return 0, fail(http.StatusBadRequest, fmt.Sprintf(`"%s" may be at most %d seconds`, name, int64(limit.Seconds())))
+	return seconds(name, secs, limit)
+}
+
+// seconds is secs seconds as a duration: the one reading of a number of
+// seconds in the API and the admin API. It refuses negative numbers and
+// numbers past limit (at most the longest duration, about 292 years)
+// instead of letting them wrap around.
+func seconds(name string, secs float64, limit time.Duration) (time.Duration, error) {
+	if secs < 0 || math.IsNaN(secs) {
+		return 0, fail(http.StatusBadRequest, `"`+name+`" must be a non-negative number of seconds`)
+	}
+	// Whole seconds only in the message; the comparison is in
+	// nanoseconds, where a float64 near the limit cannot round past it.
+	if whole := int64(limit / time.Second); secs > float64(whole) {
+		return 0, fail(http.StatusBadRequest, fmt.Sprintf(`"%s" may be at most %d seconds`, name, whole))
 	}
 	return time.Duration(secs * float64(time.Second)), nil
 }

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestDecodeRequestBody(t *testing.T) {
@@ -108,6 +110,56 @@ func FuzzBearerToken(f *testing.F) {
 		}
 		if !ok && tok != "" {
 			t.Fatal("token without ok")
+		}
+	})
+}
+
+// A number of seconds is refused past the longest duration instead of
+// wrapping around to a negative one; the message says the bound.
+func TestSecondsNeverWrap(t *testing.T) {
+	for _, c := range []struct {
+		secs float64
+		want string // "" for accepted
+	}{
+		{5, ""},
+		{9223372036, ""},
+		{9223372036.85, `"expires_in" may be at most 9223372036 seconds`},
+		{1e19, `"expires_in" may be at most 9223372036 seconds`},
+		{1e308, `"expires_in" may be at most 9223372036 seconds`},
+		{-1, `"expires_in" must be a non-negative number of seconds`},
+	} {
+		d, err := seconds("expires_in", c.secs, math.MaxInt64)
+		switch {
+		case c.want == "" && (err != nil || d != time.Duration(c.secs*float64(time.Second))):
+			t.Errorf("%v: %v, %v", c.secs, d, err)
+		case c.want != "" && (err == nil || err.Error() != c.want):
+			t.Errorf("%v: %v, %v; want %q", c.secs, d, err, c.want)
+		}
+	}
+}
+
+// Whatever number a client sends as expires_in or grace_seconds, the
+// answer is a refusal (400) or a duration within the bound, never one
+// that wrapped around.
+func FuzzSecondsField(f *testing.F) {
+	for _, s := range []string{`5`, `9223372036.85`, `1e19`, `-0`, `-1`, `1e-300`, `"5"`, `null`, `9223372036854775807`} {
+		f.Add([]byte(s), int64(math.MaxInt64))
+		f.Add([]byte(s), int64(MaxGrace))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte, limit int64) {
+		if limit < int64(time.Second) {
+			return
+		}
+		d, err := secondsField("n", raw, time.Duration(limit))
+		if err != nil {
+			var ae *apiError
+			if !errors.As(err, &ae) || ae.status != http.StatusBadRequest {
+				t.Fatalf("%s: error %v is not a 400", raw, err)
+			}
+			return
+		}
+		if d < 0 || d > time.Duration(limit) {
+			t.Fatalf("%s: %v, outside [0, %v]", raw, d, time.Duration(limit))
 		}
 	})
 }

@@ -9,6 +9,8 @@ import (
 
 	"go.uber.org/zap"
 
+	"math"
+
 	"github.com/caddy-apikeys/caddy-apikeys/identity"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 	"github.com/caddy-apikeys/caddy-apikeys/notify"
@@ -142,11 +144,8 @@ func (o operator) listKeys(ctx context.Context, ref ownerRef) ([]adminKey, error
 	if err != nil {
 		return nil, err
 	}
-	views := make([]keyView, len(keys))
-	for i, k := range keys {
-		views[i] = newKeyView(k)
-	}
-	if err := withPlans(ctx, o.keyring, keys, views); err != nil && !errors.Is(err, keystore.ErrPolicyUnknown) {
+	views, err := keyViews(ctx, o.keyring, keys)
+	if err != nil {
 		return nil, err
 	}
 	out := make([]adminKey, len(keys))
@@ -164,12 +163,13 @@ func (o operator) createKey(ctx context.Context, req newKeyRequest) (createdKey,
 	if !set {
 		return createdKey{}, fail(http.StatusBadRequest, "a user or a service is required")
 	}
-	if req.ExpiresIn < 0 {
-		return createdKey{}, fail(http.StatusBadRequest, "expires_in must not be negative")
+	lifetime, err := seconds("expires_in", req.ExpiresIn, math.MaxInt64)
+	if err != nil {
+		return createdKey{}, err
 	}
 	m, err := o.keyring.Mint(ctx, keystore.Actor{Owner: owner, Operator: true}, keystore.KeyRequest{
 		Title:    req.Title,
-		Lifetime: time.Duration(req.ExpiresIn * float64(time.Second)),
+		Lifetime: lifetime,
 		Scopes:   req.Scopes,
 		Plan:     req.Plan,
 	})
@@ -227,8 +227,8 @@ func (o operator) setKeyPlan(ctx context.Context, id, plan string) (adminKey, er
 
 // listOne is a key as listings show it.
 func (o operator) listOne(ctx context.Context, k keystore.Key) (adminKey, error) {
-	views := []keyView{newKeyView(k)}
-	if err := withPlans(ctx, o.keyring, []keystore.Key{k}, views); err != nil {
+	views, err := keyViews(ctx, o.keyring, []keystore.Key{k})
+	if err != nil {
 		return adminKey{}, err
 	}
 	return adminKey{keyView: views[0], Owner: k.Owner.Name, Source: k.Owner.Source}, nil

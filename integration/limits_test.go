@@ -61,6 +61,7 @@ func startLimitsGateway(t *testing.T, store, upstream string) *limitsGateway {
 		user carol %s {
 			plan rate10
 		}
+		user dave %s
 		plan credits {
 			credits 1000
 		}
@@ -92,7 +93,7 @@ http://%s {
 	}
 	reverse_proxy /free/* %s
 }
-`, adminOption(g.ports[1], 4), store, bcryptHash(t, "alicepw"), bcryptHash(t, "bobpw"), bcryptHash(t, "carolpw"), g.ports[0].Addr,
+`, adminOption(g.ports[1], 4), store, bcryptHash(t, "alicepw"), bcryptHash(t, "bobpw"), bcryptHash(t, "carolpw"), bcryptHash(t, "davepw"), g.ports[0].Addr,
 		strings.TrimPrefix(upstream, "http://"), strings.TrimPrefix(upstream, "http://"))
 	g.config = filepath.Join(g.dir, "Caddyfile")
 	if err := os.WriteFile(g.config, []byte(cfg), 0o600); err != nil {
@@ -352,4 +353,128 @@ func TestPlansThroughTheCLI(t *testing.T) {
 	if v := metricValue(t, "http://"+admin+"/metrics", `caddy_apikeys_limited_total{reason="credits"}`); v != 1 {
 		t.Fatalf("limited_total{credits} = %v since the restart, want 1", v)
 	}
+}
+
+// TestListingsShowEachKeysOwnPlan: an owner without a plan whose operator
+// gave some keys one (k2, k4 among k1…k4) sees each key's own plan,
+// limits and balance in every listing, whatever order the keys come in.
+func TestListingsShowEachKeysOwnPlan(t *testing.T) {
+	up := newLimitsUpstream(t)
+	g := startLimitsGateway(t, "", up.URL)
+	admin := g.adminAddr()
+	dave := `{"username": "dave", "password": "davepw"}`
+	var ids []string
+	for range 4 {
+		ids = append(ids, decodeCreated(t, post(t, g.base+"/api/create_api_key", `{"auth": `+dave+`}`)).ID)
+	}
+	for _, id := range []string{ids[1], ids[3]} {
+		mustCLI(t, "", "--address", admin, "key", "plan", id, "both")
+	}
+	type listed struct {
+		ID     string `json:"id"`
+		Plan   string `json:"plan"`
+		Limits []struct {
+			Name string `json:"name"`
+		} `json:"limits"`
+		Credits *struct {
+			Remaining int64 `json:"remaining"`
+		} `json:"credits"`
+	}
+	check := func(listing string, keys []listed) {
+		t.Helper()
+		if len(keys) != 4 {
+			t.Fatalf("%s: %d keys, want 4", listing, len(keys))
+		}
+		for _, k := range keys {
+			planned := k.ID == ids[1] || k.ID == ids[3]
+			switch {
+			case planned && (k.Plan != "both" || len(k.Limits) != 1 || k.Limits[0].Name != "per-minute" || k.Credits == nil || k.Credits.Remaining != 30):
+				t.Errorf("%s: key %s with plan both listed as %+v", listing, k.ID, k)
+			case !planned && (k.Plan != "" || k.Limits != nil || k.Credits != nil):
+				t.Errorf("%s: key %s without a plan listed as %+v", listing, k.ID, k)
+			}
+		}
+	}
+	var fetched struct {
+		Result struct {
+			APIKeys []listed `json:"api_keys"`
+		} `json:"result"`
+	}
+	r := post(t, g.base+"/api/fetch_api_keys", `{"auth": `+dave+`}`)
+	if err := json.Unmarshal([]byte(r.body), &fetched); err != nil || r.status != 200 {
+		t.Fatalf("fetch_api_keys: %d %s", r.status, r.body)
+	}
+	check("fetch_api_keys (and the key page, which shows it)", fetched.Result.APIKeys)
+	var adminKeys []listed
+	r = do(t, http.MethodGet, "http://"+admin+"/apikeys/keys?user=dave", "", "Origin", "http://"+admin)
+	if err := json.Unmarshal([]byte(r.body), &adminKeys); err != nil || r.status != 200 {
+		t.Fatalf("GET /apikeys/keys: %d %s", r.status, r.body)
+	}
+	check("GET /apikeys/keys", adminKeys)
+	var cliKeys []listed
+	if err := json.Unmarshal([]byte(mustCLI(t, "", "--address", admin, "key", "list", "--user", "dave", "--json")), &cliKeys); err != nil {
+		t.Fatal(err)
+	}
+	check("caddy apikeys key list", cliKeys)
+}
+
+// TestNumbersAtTheEdges: numbers an operator or client sends are refused
+// with a 400 naming the bound instead of wrapping around, and a refused
+// change changes nothing.
+func TestNumbersAtTheEdges(t *testing.T) {
+	up := newLimitsUpstream(t)
+	g := startLimitsGateway(t, "", up.URL)
+	admin := "http://" + g.adminAddr() + "/apikeys"
+	k := decodeCreated(t, post(t, g.base+"/api/create_api_key", `{"auth": {"username": "dave", "password": "davepw"}}`))
+	mustCLI(t, "", "--address", g.adminAddr(), "key", "plan", k.ID, "both")
+	call := func(method, path, body string) response {
+		return do(t, method, admin+path, body, "Origin", admin)
+	}
+	if r := call(http.MethodPut, "/keys/"+k.ID+"/credits", `{"balance": 100}`); r.status != 200 {
+		t.Fatalf("set 100: %d %s", r.status, r.body)
+	}
+	for _, c := range []struct{ method, path, body, want string }{
+		{http.MethodPost, "/keys/" + k.ID + "/credits", `{"add": 9223372036854775807}`, "the balance would exceed 9223372036854775807 credits"},
+		{http.MethodPost, "/keys/" + k.ID + "/credits", `{"add": 9223372036854775808}`, `"add" must be an integer from -9223372036854775808 to 9223372036854775807`},
+		{http.MethodPut, "/keys/" + k.ID + "/credits", `{"balance": 1e19}`, `"balance" must be an integer`},
+		{http.MethodPost, "/keys/" + k.ID + "/credits", `{"add": "5"}`, `"add" must be an integer`},
+		{http.MethodPost, "/keys", `{"user": "dave", "expires_in": 1e19}`, `"expires_in" may be at most 9223372036 seconds`},
+		{http.MethodPost, "/keys", `{"user": "dave", "expires_in": 9223372036.85}`, `"expires_in" may be at most 9223372036 seconds`},
+		{http.MethodPost, "/keys", `{"user": "dave", "expires_in": -1}`, `"expires_in" must be a non-negative number of seconds`},
+		{http.MethodPost, "/keys/lookup", `{"hashes": 5}`, `"hashes" must be a list of strings`},
+		{http.MethodPost, "/keys/lookup", `{"hashes": [], "hashez": []}`, `unknown member "hashez"`},
+	} {
+		if r := call(c.method, c.path, c.body); r.status != 400 || !strings.Contains(errorOf(t, r), c.want) {
+			t.Errorf("%s %s %s: %d %s; want 400 with %q", c.method, c.path, c.body, r.status, r.body, c.want)
+		}
+	}
+	for _, body := range []string{`{"expires_in": 9223372036.85}`, `{"expires_in": 1e19}`} {
+		r := post(t, g.base+"/api/create_api_key", `{"auth": {"username": "dave", "password": "davepw"}, `+body[1:])
+		if r.status != 400 || !strings.Contains(errorOf(t, r), `"expires_in" may be at most 9223372036 seconds`) {
+			t.Errorf("create_api_key %s: %d %s", body, r.status, r.body)
+		}
+	}
+	if out := mustCLI(t, "", "--address", g.adminAddr(), "key", "credits", k.ID); !strings.Contains(out, "100 of 30 credits left") {
+		t.Fatalf("after the refused changes:\n%s", out)
+	}
+	// The CLI, adding to the largest balance.
+	mustCLI(t, "", "--address", g.adminAddr(), "key", "credits", k.ID, "--set", "9223372036854775807")
+	if out, ok := cli(t, "", "--address", g.adminAddr(), "key", "credits", k.ID, "--add", "5"); ok || !strings.Contains(out, "would exceed") {
+		t.Fatalf("--add 5 to the largest balance: ok=%v\n%s", ok, out)
+	}
+	if out := mustCLI(t, "", "--address", g.adminAddr(), "key", "credits", k.ID); !strings.Contains(out, "9223372036854775807 of 30") {
+		t.Fatalf("after the refused --add:\n%s", out)
+	}
+}
+
+// errorOf is the message of a JSON error answer.
+func errorOf(t *testing.T, r response) string {
+	t.Helper()
+	var e struct {
+		Error string `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(r.body), &e); err != nil {
+		t.Fatalf("not a JSON error: %d %s", r.status, r.body)
+	}
+	return e.Error
 }

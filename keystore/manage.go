@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"time"
@@ -668,7 +669,7 @@ func (kr *Keyring) BalanceOf(ctx context.Context, k Key) (b Balance, ok bool, er
 	if err != nil {
 		return Balance{}, true, err
 	}
-	return Balance{Remaining: remaining + kr.meter.unspentOf(id, acct, terms, now), NextRefill: next, Refill: terms.Refill,
+	return Balance{Remaining: addSaturating(remaining, kr.meter.unspentOf(id, acct, terms, now)), NextRefill: next, Refill: terms.Refill,
 		Amount: terms.Amount, Shared: plan.Credits.PerOwner}, true, nil
 }
 
@@ -694,10 +695,13 @@ func (kr *Keyring) AdjustCredits(ctx context.Context, k Key, amount int64, set b
 	acct, err := observe(kr, "update_credits", func() (CreditAccount, error) {
 		return kr.store.UpdateCredits(ctx, id, func(a *CreditAccount, exists bool) error {
 			a.openOrRefill(exists, terms, now)
-			if set {
+			switch {
+			case set:
 				a.Balance = amount
 				a.Gen++
-			} else {
+			case amount > 0 && a.Balance > math.MaxInt64-amount:
+				return badRequest("the balance would exceed %d credits: it holds %d", int64(math.MaxInt64), a.Balance)
+			default:
 				a.Balance = max(a.Balance+amount, 0)
 			}
 			return nil
@@ -773,4 +777,12 @@ func (kr *Keyring) StoredUser(ctx context.Context, name string) (User, error) {
 // StoredUsers returns every user kept in the store.
 func (kr *Keyring) StoredUsers(ctx context.Context) ([]User, error) {
 	return observe(kr, "users", func() ([]User, error) { return kr.store.Users(ctx) })
+}
+
+// addSaturating is a+b for non-negative a and b, at most math.MaxInt64.
+func addSaturating(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
 }

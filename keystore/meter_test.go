@@ -15,7 +15,7 @@ import (
 	"time"
 )
 
-func newTestMeter(t *testing.T, s Store, opts MeterOptions) *Meter {
+func newTestMeter(t testing.TB, s Store, opts MeterOptions) *Meter {
 	t.Helper()
 	m, err := NewMeter(s, opts)
 	if err != nil {
