@@ -121,6 +121,11 @@ type App struct {
 	release func() error
 	// releaseMeter lets go of the pooled Meter of the store, if any.
 	releaseMeter func() error
+	// releaseMembers lets go of the store's membership among the
+	// gateways, if it is shared; stopShare stops the lockout hearing it.
+	releaseMembers func() error
+	stopShare      func()
+	throttle       *identity.Throttle // nil with lockout off
 	// unknownBudget is unknown.allow, made once: a per-request closure
 	// would cost an allocation on every key check.
 	unknownBudget keystore.ReadBudget
@@ -140,14 +145,23 @@ type App struct {
 // LockoutConfig tunes the lockout that follows repeated password
 // failures, counted per username (existing or not) and per client
 // address. A locked caller gets 429 with Retry-After; a successful
-// sign-in clears its username's count.
+// sign-in clears its username's count on the gateway that checked it.
+//
+// Gateways sharing an etcd store divide both thresholds among
+// themselves: each counts in memory and locks at its part (the threshold
+// divided by the number of live gateways, the remainder going one each
+// to the first), so that all of them together check at most the
+// threshold. A gateway whose part is 0 (more gateways than the
+// threshold) checks no password and refuses every sign-in with 429.
 type LockoutConfig struct {
 	// Turns lockouts off.
 	Disabled bool `json:"disabled,omitempty"`
-	// Failures of one username within the window that lock it. Default 10.
+	// Failures of one username within the window that lock it, on all
+	// the gateways sharing the store together. Default 10.
 	AccountThreshold int `json:"account_threshold,omitempty"`
-	// Failures from one client address within the window that lock it;
-	// IPv6 clients are counted by their /64. Default 50.
+	// Failures from one client address within the window that lock it,
+	// on all the gateways sharing the store together; IPv6 clients are
+	// counted by their /64. Default 50.
 	AddressThreshold int `json:"address_threshold,omitempty"`
 	// How long failures are counted. Default 15m.
 	Window caddy.Duration `json:"window,omitempty"`
@@ -266,6 +280,14 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("opening key store: %w", err)
 	}
 	a.release = release
+	// Gateways sharing the store divide the lockout's thresholds and the
+	// rate limits by their number: join them whether or not plans exist.
+	var members *members
+	if sharedStore(store) {
+		if members, a.releaseMembers, err = a.joinMembers(); err != nil {
+			return fmt.Errorf("joining the gateways sharing the store: %w", err)
+		}
+	}
 	var maxStale time.Duration
 	if b, ok := a.store.(staleBounder); ok {
 		maxStale = b.StaleBound()
@@ -301,13 +323,32 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err := a.setUpNotify(repl); err != nil {
 		return err
 	}
+	a.throttle = a.Lockout.throttle()
+	if a.throttle != nil && members != nil {
+		a.stopShare = members.listen(a.shareLockout(a.throttle))
+	}
 	a.verifier = identity.NewVerifier(users, storedUserLookup(a.keyring), issuers, identity.VerifierOptions{
-		Throttle:            a.Lockout.throttle(),
+		Throttle:            a.throttle,
 		MaxConcurrentHashes: a.MaxConcurrentPasswordChecks,
 		MaxQueuedHashes:     a.MaxQueuedPasswordChecks,
 		StoredHashes:        storedHashes(a.keyring),
 	})
 	return nil
+}
+
+// shareLockout returns what makes th enforce its part of the thresholds
+// whenever the gateways sharing the store change. A part of 0 is warned
+// of: sign-ins through this gateway are then all refused.
+func (a *App) shareLockout(th *identity.Throttle) func(index, count int) {
+	logger := a.logger
+	return func(index, count int) {
+		th.SetShare(index, count)
+		if acct, addr := th.Limits(); acct == 0 || addr == 0 {
+			logger.Warn("more gateways share the store than a lockout threshold: this one checks no passwords and refuses every sign-in with 429; "+
+				"raise account_threshold and address_threshold to at least the number of gateways",
+				zap.Int("gateways", count), zap.Int("index", index), zap.Int("account_part", acct), zap.Int("address_part", addr))
+		}
+	}
 }
 
 func storedUserLookup(kr *keystore.Keyring) identity.UserLookup {
@@ -370,9 +411,17 @@ func (a *App) Cleanup() error {
 	if a.keyring != nil {
 		errs = append(errs, a.keyring.Close())
 	}
+	if a.stopShare != nil {
+		a.stopShare()
+		a.stopShare = nil
+	}
 	if a.releaseMeter != nil {
 		errs = append(errs, a.releaseMeter())
 		a.releaseMeter = nil
+	}
+	if a.releaseMembers != nil {
+		errs = append(errs, a.releaseMembers())
+		a.releaseMembers = nil
 	}
 	if a.release != nil {
 		errs = append(errs, a.release())

@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -24,28 +23,24 @@ var meterPool = caddy.NewUsagePool()
 type meterHandle struct {
 	meter   *keystore.Meter
 	release func() error
-	leave   context.CancelFunc
+	// leave stops hearing the store's membership and lets go of it; nil
+	// for a store of this process alone.
+	leave func() error
 }
 
 // Destruct gives back the credit blocks held, and lets go of the store.
 func (h meterHandle) Destruct() error {
+	var err error
 	if h.leave != nil {
-		h.leave()
+		err = h.leave()
 	}
-	return errors.Join(h.meter.Close(), h.release())
+	return errors.Join(err, h.meter.Close(), h.release())
 }
 
 // ledgerLocator is implemented by store modules: where this process keeps
 // its credit ledger for the store.
 type ledgerLocator interface {
 	ledgerPath() (string, error)
-}
-
-// membership is implemented by stores that several gateways share: it
-// reports this process's index among the live gateways and their count,
-// until ctx ends.
-type membership interface {
-	JoinMembers(ctx context.Context, report func(index, count int))
 }
 
 // openMeter returns the Meter of the app's store, making it on first use,
@@ -80,10 +75,16 @@ func (a *App) openMeter() (*keystore.Meter, func() error, error) {
 			}
 		}
 		h := meterHandle{meter: m, release: release}
-		if ms, ok := store.(membership); ok {
-			var ctx context.Context
-			ctx, h.leave = context.WithCancel(context.Background())
-			go ms.JoinMembers(ctx, m.SetShare)
+		if sharedStore(store) {
+			ms, releaseMembers, err := a.joinMembers()
+			if err != nil {
+				return nil, errors.Join(err, m.Close(), release())
+			}
+			stop := ms.listen(m.SetShare)
+			h.leave = func() error {
+				stop()
+				return releaseMembers()
+			}
 		}
 		return h, nil
 	})

@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
 // LockoutPolicy says when repeated password failures lock a username or a
@@ -52,7 +54,8 @@ func (p LockoutPolicy) withDefaults() LockoutPolicy {
 
 // Throttle counts password failures per username and per client address.
 // It treats unknown usernames exactly like known ones, so a lockout says
-// nothing about whether an account exists.
+// nothing about whether an account exists. Several gateways sharing users
+// each enforce a part of the thresholds (SetShare).
 type Throttle struct {
 	policy LockoutPolicy
 	now    func() time.Time
@@ -60,6 +63,9 @@ type Throttle struct {
 	mu        sync.Mutex
 	accounts  map[string]*failures
 	addresses map[string]*failures
+	// This gateway's parts of AccountThreshold and AddressThreshold:
+	// the whole of each unless SetShare said otherwise.
+	accountLimit, addressLimit int
 }
 
 type failures struct {
@@ -79,8 +85,35 @@ func NewThrottle(p LockoutPolicy, now func() time.Time) *Throttle {
 	if now == nil {
 		now = time.Now
 	}
-	return &Throttle{policy: p.withDefaults(), now: now,
+	p = p.withDefaults()
+	return &Throttle{policy: p, now: now, accountLimit: p.AccountThreshold, addressLimit: p.AddressThreshold,
 		accounts: make(map[string]*failures), addresses: make(map[string]*failures)}
+}
+
+// SetShare makes the throttle enforce the index-th of count parts of each
+// threshold (keystore.PartOf), for count gateways that share users behind
+// one load balancer: the parts add up to the thresholds, so the gateways
+// together check at most AccountThreshold wrong passwords of a username
+// (and AddressThreshold from an address) before each has locked it out.
+// Counts are kept: one that already reaches a smaller new part locks at
+// its next attempt, which is refused unchecked. A part of 0 (more
+// gateways than the threshold) therefore locks at every first attempt
+// and checks nothing. An impossible share (count < 1, an index outside
+// it) is the whole thresholds, as before any call.
+func (t *Throttle) SetShare(index, count int) {
+	acct := int(keystore.PartOf(int64(t.policy.AccountThreshold), index, count))
+	addr := int(keystore.PartOf(int64(t.policy.AddressThreshold), index, count))
+	t.mu.Lock()
+	t.accountLimit, t.addressLimit = acct, addr
+	t.mu.Unlock()
+}
+
+// Limits returns this gateway's parts of the account and address
+// thresholds.
+func (t *Throttle) Limits() (account, address int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.accountLimit, t.addressLimit
 }
 
 // Locked reports how long the caller must wait when the username or the
@@ -103,8 +136,8 @@ func (t *Throttle) Failed(username, addr string) time.Duration {
 	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	a := t.record(t.accounts, username, t.policy.AccountThreshold, now)
-	b := t.record(t.addresses, AddressKey(addr), t.policy.AddressThreshold, now)
+	a := t.record(t.accounts, username, t.accountLimit, now)
+	b := t.record(t.addresses, AddressKey(addr), t.addressLimit, now)
 	return max(a, b)
 }
 
@@ -116,13 +149,21 @@ func (t *Throttle) Succeeded(username string) {
 	t.mu.Unlock()
 }
 
-func (t *Throttle) record(m map[string]*failures, key string, threshold int, now time.Time) time.Duration {
+// record counts a failure of key in m, and starts its lockout when the
+// count reaches limit.
+func (t *Throttle) record(m map[string]*failures, key string, limit int, now time.Time) time.Duration {
 	f := t.entry(m, key, now)
 	f.lastSeen = now
 	f.count++
-	if f.count < threshold {
+	if f.count < limit {
 		return 0
 	}
+	return t.lock(f, now)
+}
+
+// lock starts a lockout of f, each one in a window twice as long as the
+// one before, and starts its count over.
+func (t *Throttle) lock(f *failures, now time.Time) time.Duration {
 	lock := t.policy.Lockout << min(f.lockouts, 16)
 	lock = min(lock, t.policy.MaxLockout)
 	f.lockouts++
@@ -197,8 +238,10 @@ type Reservation struct {
 	t                      *Throttle
 	account, address       string
 	accountGen, addressGen uint64
-	// Whether this attempt's failure started the lockout.
+	// Whether this attempt's failure started the lockout, and the counts
+	// before it, which a refund of such a failure restores.
 	lockedAccount, lockedAddress bool
+	accountBefore, addressBefore int
 	done                         bool
 }
 
@@ -206,8 +249,8 @@ type Reservation struct {
 // checked. When either is locked out it counts nothing and returns how
 // long the caller must wait. Otherwise the attempt may proceed; the
 // failure stands unless the caller then calls Succeeded or Cancel. The
-// attempt that reaches a threshold is still checked, and starts the
-// lockout that refuses the ones after it.
+// attempt that reaches this gateway's part of a threshold is still
+// checked, and starts the lockout that refuses the ones after it.
 func (t *Throttle) Reserve(username, addr string) (*Reservation, time.Duration) {
 	addr = AddressKey(addr)
 	now := t.now()
@@ -215,6 +258,14 @@ func (t *Throttle) Reserve(username, addr string) (*Reservation, time.Duration) 
 	defer t.mu.Unlock()
 	acct := t.entry(t.accounts, username, now)
 	host := t.entry(t.addresses, addr, now)
+	// A count that already reaches its part (made smaller since by
+	// SetShare, or 0) starts its lockout now, without a check.
+	if acct.count >= t.accountLimit && !acct.lockedUntil.After(now) {
+		t.lock(acct, now)
+	}
+	if host.count >= t.addressLimit && !host.lockedUntil.After(now) {
+		t.lock(host, now)
+	}
 	var wait time.Duration
 	for _, f := range []*failures{acct, host} {
 		if f.lockedUntil.After(now) {
@@ -224,9 +275,9 @@ func (t *Throttle) Reserve(username, addr string) (*Reservation, time.Duration) 
 	if wait > 0 {
 		return nil, wait
 	}
-	r := &Reservation{t: t, account: username, address: addr}
-	r.lockedAccount = t.record(t.accounts, username, t.policy.AccountThreshold, now) > 0
-	r.lockedAddress = t.record(t.addresses, addr, t.policy.AddressThreshold, now) > 0
+	r := &Reservation{t: t, account: username, address: addr, accountBefore: acct.count, addressBefore: host.count}
+	r.lockedAccount = t.record(t.accounts, username, t.accountLimit, now) > 0
+	r.lockedAddress = t.record(t.addresses, addr, t.addressLimit, now) > 0
 	r.accountGen, r.addressGen = acct.gen, host.gen
 	return r, 0
 }
@@ -244,7 +295,7 @@ func (r *Reservation) Succeeded() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.accounts, r.account)
-	t.refund(t.addresses, r.address, r.addressGen, r.lockedAddress, t.policy.AddressThreshold)
+	t.refund(t.addresses, r.address, r.addressGen, r.lockedAddress, r.addressBefore)
 }
 
 // Cancel ends a reservation whose password was never checked (no hashing
@@ -257,15 +308,16 @@ func (r *Reservation) Cancel() {
 	t := r.t
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.refund(t.accounts, r.account, r.accountGen, r.lockedAccount, t.policy.AccountThreshold)
-	t.refund(t.addresses, r.address, r.addressGen, r.lockedAddress, t.policy.AddressThreshold)
+	t.refund(t.accounts, r.account, r.accountGen, r.lockedAccount, r.accountBefore)
+	t.refund(t.addresses, r.address, r.addressGen, r.lockedAddress, r.addressBefore)
 }
 
 // refund takes back one reserved failure of key, unless its count has
 // started over since (the refund then has nothing left to take back). If
-// that failure started a lockout still in force, the lockout is undone:
-// no attempt was refused by it that the count would not refuse anyway.
-func (t *Throttle) refund(m map[string]*failures, key string, gen uint64, locked bool, threshold int) {
+// that failure started a lockout still in force, the lockout is undone
+// and the count is as before that failure: no attempt was refused by it
+// that the count would not refuse anyway.
+func (t *Throttle) refund(m map[string]*failures, key string, gen uint64, locked bool, before int) {
 	f := m[key]
 	if f == nil || f.gen != gen {
 		return
@@ -277,7 +329,7 @@ func (t *Throttle) refund(m map[string]*failures, key string, gen uint64, locked
 	if f.lockedUntil.After(t.now()) {
 		f.lockedUntil = time.Time{}
 		f.lockouts--
-		f.count = threshold - 1
+		f.count = before
 		f.gen--
 	}
 }

@@ -194,9 +194,19 @@ func (m *Meter) SetShare(index, count int) {
 }
 
 // partOf is this process's part of limit under s.
-func partOf(limit int64, s *share) int64 {
-	part := limit / s.count
-	if s.index < limit%s.count {
+func partOf(limit int64, s *share) int64 { return PartOf(limit, int(s.index), int(s.count)) }
+
+// PartOf is the part of total that the index-th of count gateways
+// enforces when they share a limit: total/count, plus one for the first
+// total%count indexes, so that the parts add up to total exactly and
+// differ by at most one. When count exceeds total, the indexes from total
+// on get 0. An index outside [0, count) is a gateway alone: total.
+func PartOf(total int64, index, count int) int64 {
+	if count < 1 || index < 0 || index >= count {
+		return total
+	}
+	part := total / int64(count)
+	if int64(index) < total%int64(count) {
 		part++
 	}
 	return part

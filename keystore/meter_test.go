@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -73,26 +74,54 @@ func TestMeterRateLimit(t *testing.T) {
 	}
 }
 
-func TestMeterSharesAddUpToTheLimit(t *testing.T) {
+func TestPartOf(t *testing.T) {
 	for _, tc := range []struct {
-		name         string
-		limit, count int64
+		total int64
+		count int
+		want  []int64
 	}{
-		{"100 over 3 gateways", 100, 3},
-		{"10 over 4 gateways", 10, 4},
-		{"2 over 3 gateways", 2, 3},
-		{"1000 over 7 gateways", 1000, 7},
+		{100, 3, []int64{34, 33, 33}},
+		{10, 4, []int64{3, 3, 2, 2}},
+		{10, 1, []int64{10}},
+		{2, 3, []int64{1, 1, 0}},
+		{0, 2, []int64{0, 0}},
+		{1000, 7, []int64{143, 143, 143, 143, 143, 143, 142}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			sum := int64(0)
-			for i := range tc.count {
-				sum += partOf(tc.limit, &share{i, tc.count})
-			}
-			if sum != tc.limit {
-				t.Fatalf("parts of %d over %d gateways add up to %d", tc.limit, tc.count, sum)
-			}
-		})
+		var got []int64
+		for i := range tc.count {
+			got = append(got, PartOf(tc.total, i, tc.count))
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("parts of %d over %d gateways: %v, want %v", tc.total, tc.count, got, tc.want)
+		}
 	}
+	// Whatever the total and the count, the parts add up to the total,
+	// differ by at most one, and the larger come first.
+	for total := range int64(60) {
+		for count := 1; count <= 12; count++ {
+			sum, prev := int64(0), int64(-1)
+			for i := range count {
+				p := PartOf(total, i, count)
+				if prev >= 0 && (p > prev || prev-p > 1) {
+					t.Fatalf("parts of %d over %d: index %d has %d after %d", total, count, i, p, prev)
+				}
+				sum, prev = sum+p, p
+			}
+			if sum != total {
+				t.Fatalf("parts of %d over %d gateways add up to %d", total, count, sum)
+			}
+		}
+	}
+	// A share that cannot be (no gateways, an index outside them) is a
+	// gateway alone.
+	for _, s := range [][2]int{{0, 0}, {-1, 3}, {3, 3}, {0, -2}} {
+		if got := PartOf(10, s[0], s[1]); got != 10 {
+			t.Errorf("PartOf(10, %d, %d) = %d, want the whole 10", s[0], s[1], got)
+		}
+	}
+}
+
+func TestMeterEnforcesItsPart(t *testing.T) {
 	s, _ := openTestBolt(t)
 	m := newTestMeter(t, s, MeterOptions{})
 	m.SetShare(2, 3)
