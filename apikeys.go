@@ -3,8 +3,12 @@
 //
 //	import _ "github.com/caddy-apikeys/caddy-apikeys"
 //
-// The modules themselves live in package caddymodule; key storage and
-// credential checks in packages keystore and identity.
+// The Caddy modules live in package caddymodule, the `caddy apikeys`
+// command in package cli; the rules in packages keystore (keys, owners,
+// plans), identity (who a caller is) and ops (the operator's operations).
 package apikeys
 
-import _ "github.com/caddy-apikeys/caddy-apikeys/caddymodule"
+import (
+	_ "github.com/caddy-apikeys/caddy-apikeys/caddymodule"
+	_ "github.com/caddy-apikeys/caddy-apikeys/cli"
+)

@@ -18,6 +18,7 @@ import (
 	"github.com/caddy-apikeys/caddy-apikeys/identity"
 	"github.com/caddy-apikeys/caddy-apikeys/internal/strictjson"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
+	"github.com/caddy-apikeys/caddy-apikeys/wire"
 )
 
 func init() {
@@ -100,20 +101,9 @@ func (h *APIHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	return next.ServeHTTP(w, r)
 }
 
-// apiError is a failure with the status and message the caller sees.
-type apiError struct {
-	status     int
-	msg        string
-	retryAfter int // seconds, for 429 and 503
-}
-
-func (e *apiError) Error() string { return e.msg }
-
-func fail(status int, msg string) error { return &apiError{status: status, msg: msg} }
-
 // serve runs one endpoint: method and body checks, then fn, then the
-// JSON answer. Errors that are not apiErrors are store faults: they are
-// logged and answered with 503 and no detail.
+// JSON answer. Errors that are not *wire.Errors are store faults: they
+// are logged and answered with 503 and no detail.
 func (h *APIHandler) serve(w http.ResponseWriter, r *http.Request, fn func(*http.Request, *requestBody) (any, error)) error {
 	corsOK := h.allowCORS(w, r)
 	if r.Method == http.MethodOptions && corsOK && r.Header.Get("Access-Control-Request-Method") != "" {
@@ -126,10 +116,10 @@ func (h *APIHandler) serve(w http.ResponseWriter, r *http.Request, fn func(*http
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		return writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" is not allowed; use POST")
+		return wire.WriteError(w, wire.Fail(http.StatusMethodNotAllowed, "method "+r.Method+" is not allowed; use POST"))
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "" && !isJSON(ct) {
-		return writeError(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json, not "+strconv.Quote(ct))
+		return wire.WriteError(w, wire.Fail(http.StatusUnsupportedMediaType, "Content-Type must be application/json, not "+strconv.Quote(ct)))
 	}
 	body, err := h.readBody(w, r)
 	if err == nil {
@@ -137,22 +127,17 @@ func (h *APIHandler) serve(w http.ResponseWriter, r *http.Request, fn func(*http
 		if result, err = fn(r, body); err == nil {
 			if result == nil {
 				// QueryLake answers a bare True this way.
-				return writeJSON(w, http.StatusOK, struct {
-					Success bool `json:"success"`
-				}{true})
+				return wire.WriteJSON(w, http.StatusOK, wire.Done{Success: true})
 			}
-			return writeJSON(w, http.StatusOK, successBody{Success: true, Result: result})
+			return wire.WriteJSON(w, http.StatusOK, wire.Success{Success: true, Result: result})
 		}
 	}
-	var ae *apiError
-	if errors.As(err, &ae) {
-		if ae.retryAfter > 0 {
-			w.Header().Set("Retry-After", strconv.Itoa(ae.retryAfter))
-		}
-		return writeError(w, ae.status, ae.msg)
+	var refused *wire.Error
+	if errors.As(err, &refused) {
+		return wire.WriteError(w, refused)
 	}
 	h.logger.Error("key store failure", zap.String("endpoint", r.URL.Path), zap.Error(err))
-	return writeError(w, http.StatusServiceUnavailable, "the key store is unavailable; try again later")
+	return wire.WriteError(w, wire.Unavailable)
 }
 
 // requestBody holds the members the endpoints read; others are ignored,
@@ -195,10 +180,10 @@ func (h *APIHandler) readBody(w http.ResponseWriter, r *http.Request) (*requestB
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.MaxBodyBytes))
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
-		return nil, fail(http.StatusRequestEntityTooLarge, "request body is larger than the limit of "+strconv.FormatInt(h.MaxBodyBytes, 10)+" bytes")
+		return nil, wire.Fail(http.StatusRequestEntityTooLarge, "request body is larger than the limit of "+strconv.FormatInt(h.MaxBodyBytes, 10)+" bytes")
 	}
 	if err != nil {
-		return nil, fail(http.StatusBadRequest, "could not read the request body")
+		return nil, wire.Fail(http.StatusBadRequest, "could not read the request body")
 	}
 	return decodeRequestBody(data)
 }
@@ -228,10 +213,10 @@ func decodeRequestBody(data []byte) (*requestBody, error) {
 		return &body, nil
 	}
 	if data[0] != '{' {
-		return nil, fail(http.StatusBadRequest, "request body must be a JSON object")
+		return nil, wire.Fail(http.StatusBadRequest, "request body must be a JSON object")
 	}
 	if err := strictjson.Object(data, body.set); err != nil {
-		return nil, fail(http.StatusBadRequest, describeJSON("request body", err))
+		return nil, wire.Fail(http.StatusBadRequest, describeJSON("request body", err))
 	}
 	return &body, nil
 }
@@ -261,14 +246,14 @@ func (h *APIHandler) caller(r *http.Request, b *requestBody, refusal string) (id
 	}
 	if cred.Kind == identity.KindAPIKey {
 		h.app.metrics.credentialFailures.WithLabelValues(cred.Kind.String()).Inc()
-		return identity.Identity{}, fail(http.StatusForbidden, refusal)
+		return identity.Identity{}, wire.Fail(http.StatusForbidden, refusal)
 	}
 	id, err := h.app.verifier.Authenticate(r.Context(), cred, clientIP(r))
 	if err == nil && id.FromToken {
 		// A token filed under the password users must name one.
 		if err = h.app.keyring.CheckActor(r.Context(), id.Actor()); errors.Is(err, keystore.ErrUnknownOwner) {
 			h.app.metrics.credentialFailures.WithLabelValues(cred.Kind.String()).Inc()
-			return identity.Identity{}, fail(http.StatusUnauthorized, "the token's user "+id.Owner.String()+" is not a user here")
+			return identity.Identity{}, wire.Fail(http.StatusUnauthorized, "the token's user "+id.Owner.String()+" is not a user here")
 		}
 	}
 	if err == nil {
@@ -284,16 +269,16 @@ func (h *APIHandler) refuseCaller(r *http.Request, cred identity.Credential, err
 	case errors.As(err, &locked):
 		h.app.metrics.credentialFailures.WithLabelValues(cred.Kind.String()).Inc()
 		h.logger.Warn("sign-in refused during lockout", zap.String("remote_addr", r.RemoteAddr))
-		return &apiError{status: http.StatusTooManyRequests, msg: locked.Error(), retryAfter: locked.RetryAfterSeconds()}
+		return &wire.Error{Status: http.StatusTooManyRequests, Msg: locked.Error(), RetryAfter: locked.RetryAfterSeconds()}
 	case errors.Is(err, identity.ErrBusy):
-		return &apiError{status: http.StatusServiceUnavailable, msg: err.Error(), retryAfter: 1}
+		return &wire.Error{Status: http.StatusServiceUnavailable, Msg: err.Error(), RetryAfter: 1}
 	case errors.Is(err, identity.ErrBadCredentials), errors.Is(err, identity.ErrOAuth2Disabled):
 		h.app.metrics.credentialFailures.WithLabelValues(cred.Kind.String()).Inc()
 		h.logger.Info("credentials refused",
 			zap.String("method", cred.Kind.String()),
 			zap.String("remote_addr", r.RemoteAddr),
 			zap.String("reason", err.Error()))
-		return fail(http.StatusUnauthorized, err.Error())
+		return wire.Fail(http.StatusUnauthorized, err.Error())
 	}
 	return err
 }
@@ -302,16 +287,16 @@ func (h *APIHandler) credential(r *http.Request, b *requestBody) (identity.Crede
 	if len(b.Auth) > 0 && string(b.Auth) != "null" {
 		cred, err := identity.DecodeAuth(b.Auth, h.app.KeyPrefix)
 		if err != nil {
-			return cred, fail(http.StatusBadRequest, err.Error())
+			return cred, wire.Fail(http.StatusBadRequest, err.Error())
 		}
 		return cred, nil
 	}
 	if user, pass, ok := r.BasicAuth(); ok {
 		if user == "" || pass == "" {
-			return identity.Credential{}, fail(http.StatusBadRequest, "Basic credentials need a username and a password")
+			return identity.Credential{}, wire.Fail(http.StatusBadRequest, "Basic credentials need a username and a password")
 		}
 		if err := keystore.CheckName(user); err != nil {
-			return identity.Credential{}, fail(http.StatusBadRequest, "Basic credentials: username: "+err.Error())
+			return identity.Credential{}, wire.Fail(http.StatusBadRequest, "Basic credentials: username: "+err.Error())
 		}
 		return identity.Credential{Kind: identity.KindPassword, Username: user, Password: pass}, nil
 	}
@@ -319,11 +304,11 @@ func (h *APIHandler) credential(r *http.Request, b *requestBody) (identity.Crede
 		raw, _ := json.Marshal(token)
 		cred, err := identity.DecodeAuth(raw, h.app.KeyPrefix)
 		if err != nil {
-			return cred, fail(http.StatusBadRequest, err.Error())
+			return cred, wire.Fail(http.StatusBadRequest, err.Error())
 		}
 		return cred, nil
 	}
-	return identity.Credential{}, fail(http.StatusUnauthorized,
+	return identity.Credential{}, wire.Fail(http.StatusUnauthorized,
 		`missing "auth": send an OAuth2 token string or {"username": ..., "password": ...}`)
 }
 

@@ -1,11 +1,11 @@
-// Package caddymodule is the Caddy glue of caddy-apikeys: the apikeys app
-// (its stores, key policy, plans, notices and metrics), the apikeys_api
-// handler that owners mint and manage keys with, the apikey_auth handler
-// and the apikey authentication provider that check keys and hold them to
-// their plans, the apikeys_leaks handler that secret scanners report
-// leaked keys to, the apikeys_ui key page, the /apikeys/ admin API and the
-// `caddy apikeys` command (including migrate and scan) that operators
-// use, and the Caddyfile syntax of all of them.
+// Package caddymodule holds the Caddy modules of caddy-apikeys and their
+// Caddyfile syntax: the apikeys app (its stores, key policy, plans,
+// notices and metrics), the apikeys_api handler that owners mint and
+// manage keys with, the apikey_auth handler that checks keys and holds
+// them to their plans, the apikeys_leaks handler that secret scanners
+// report leaked keys to, the apikeys_ui key page, the store modules, and
+// the admin API route that serves package ops. It translates
+// configuration; the rules live in the packages it configures.
 package caddymodule
 
 import (

@@ -15,6 +15,8 @@ import (
 
 	"github.com/caddy-apikeys/caddy-apikeys/leaks"
 	"github.com/caddy-apikeys/caddy-apikeys/notify"
+	"github.com/caddy-apikeys/caddy-apikeys/ops"
+	"github.com/caddy-apikeys/caddy-apikeys/wire"
 )
 
 func init() {
@@ -147,16 +149,16 @@ func (h *LeakHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyh
 		}
 		if rep.Changed { // a report of what already was so tells nothing new
 			k := rep.Key
-			h.app.audit.Info("key leaked", ownerFields(k.Owner, zap.String("key_id", k.ID), zap.String("action", h.OnLeak),
+			h.app.audit.Info("key leaked", ops.OwnerFields(k.Owner, zap.String("key_id", k.ID), zap.String("action", h.OnLeak),
 				zap.String("found_at", a.URL), zap.String("found_in", a.Source), zap.String("via", "secret_scanning"),
 				zap.String("remote_addr", r.RemoteAddr))...)
-			leaked = append(leaked, keyEvent(notify.KeyLeaked, k, "action", h.OnLeak, "found_at", a.URL, "found_in", a.Source, "via", "secret_scanning"))
+			leaked = append(leaked, notify.KeyEvent(notify.KeyLeaked, k, "action", h.OnLeak, "found_at", a.URL, "found_in", a.Source, "via", "secret_scanning"))
 		}
 		h.app.metrics.leaks.WithLabelValues(label).Inc()
 		feedback = append(feedback, leaks.FeedbackFor(a, label))
 	}
 	h.app.publish(r.Context(), leaked...)
-	return writeJSON(w, http.StatusOK, feedback)
+	return wire.WriteJSON(w, http.StatusOK, feedback)
 }
 
 // parseLeakHandler sets up an alert endpoint. Syntax:

@@ -125,3 +125,12 @@ func (m *metrics) countRefusal(err error) {
 func (m *metrics) observeStore(op string, took time.Duration, _ error) {
 	m.storeLatency.WithLabelValues(op).Observe(took.Seconds())
 }
+
+// Minted counts keys created (ops.Counters).
+func (m *metrics) Minted(n int) { m.minted.Add(float64(n)) }
+
+// Deleted counts keys deleted or revoked (ops.Counters).
+func (m *metrics) Deleted(n int) { m.deleted.Add(float64(n)) }
+
+// Leaked counts keys reported leaked (ops.Counters).
+func (m *metrics) Leaked(n int) { m.leaks.WithLabelValues("true_positive").Add(float64(n)) }

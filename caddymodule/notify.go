@@ -197,28 +197,3 @@ func (a *App) publish(ctx context.Context, events ...notify.Event) {
 		a.logger.Error("queuing notices failed; they will not be sent", zap.Int("events", len(events)), zap.Error(err))
 	}
 }
-
-// keyEvent is an event of type typ about k. A key is deleted once, so
-// key.revoked has a fixed id (a retried delete is sent once); the other
-// events are published only for a change, each with its own id.
-func keyEvent(typ string, k keystore.Key, details ...string) notify.Event {
-	e := notify.Event{Type: typ, Key: k, Details: map[string]any{}}
-	for i := 0; i+1 < len(details); i += 2 {
-		if details[i+1] != "" {
-			e.Details[details[i]] = details[i+1]
-		}
-	}
-	if typ == notify.KeyRevoked {
-		e.ID = notify.EventID(typ, k.ID)
-	}
-	return e
-}
-
-// revokedEvents are the notices of keys deleted together.
-func revokedEvents(keys []keystore.Key, details ...string) []notify.Event {
-	events := make([]notify.Event, len(keys))
-	for i, k := range keys {
-		events[i] = keyEvent(notify.KeyRevoked, k, details...)
-	}
-	return events
-}

@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -80,6 +79,3 @@ func (c *JWTConfig) source(repl *caddy.Replacer) (string, keystore.SourceRules) 
 	}
 	return "", rules
 }
-
-// errNoPolicy explains an offline command that needs the configuration.
-var errNoPolicy = errors.New("with --db, the key policy of the configuration is not known: add --config <file> so that it applies")

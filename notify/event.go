@@ -86,3 +86,29 @@ func EventID(parts ...string) string {
 	}
 	return "msg_" + hex.EncodeToString(h.Sum(nil)[:12])
 }
+
+// KeyEvent is an event of type typ about k, with details given as name,
+// value pairs (empty values are left out). A key is deleted once, so
+// key.revoked has a fixed id (a retried delete is sent once); the other
+// events are published only for a change, each with its own id.
+func KeyEvent(typ string, k keystore.Key, details ...string) Event {
+	e := Event{Type: typ, Key: k, Details: map[string]any{}}
+	for i := 0; i+1 < len(details); i += 2 {
+		if details[i+1] != "" {
+			e.Details[details[i]] = details[i+1]
+		}
+	}
+	if typ == KeyRevoked {
+		e.ID = EventID(typ, k.ID)
+	}
+	return e
+}
+
+// RevokedEvents are the notices of keys deleted together.
+func RevokedEvents(keys []keystore.Key, details ...string) []Event {
+	events := make([]Event, len(keys))
+	for i, k := range keys {
+		events[i] = KeyEvent(KeyRevoked, k, details...)
+	}
+	return events
+}

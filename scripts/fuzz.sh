@@ -11,22 +11,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/usr/local/go/bin:$PATH"
 fuzztime=${FUZZTIME:-60s}
-targets=(
-	"./identity FuzzDecodeAuth"
-	"./identity FuzzJWTVerify"
-	"./keystore FuzzParseKey"
-	"./keystore FuzzDecodeKey"
-	"./etcdstore FuzzDecodeRecord"
-	"./caddymodule FuzzDecodeRequestBody"
-	"./caddymodule FuzzBearerToken"
-	"./caddymodule FuzzQueryParam"
-	"./caddymodule FuzzAPIKeyInBody"
-	"./caddymodule FuzzDuplicateMember"
-	"./leaks FuzzParseAlerts"
-	"./leaks FuzzVerify"
-	"./leaks FuzzScanKeys"
-	"./notify FuzzVerify"
-)
+# Every fuzz target of the tree, found in its test files, so that none is
+# left out: "<package dir> <name>" per line.
+mapfile -t targets < <(grep -rEo --include='*_test.go' '^func (Fuzz[A-Za-z0-9_]+)' . |
+	sed -E 's#^(.*)/[^/]+_test\.go:func (Fuzz[A-Za-z0-9_]+)#\1 \2#' | sort)
 failed=0
 summary=()
 for t in "${targets[@]}"; do

@@ -1,4 +1,4 @@
-package caddymodule
+package cli
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/caddy-apikeys/caddy-apikeys/internal/etcdtest"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
+	"github.com/caddy-apikeys/caddy-apikeys/ops"
 )
 
 func TestMigrateBoltToEtcd(t *testing.T) {
@@ -84,13 +85,13 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 	}
 	defer func() { _ = release() }()
 
-	m, err := copyStore(ctx, src, dst, dstUsers)
-	if err != nil || !reflect.DeepEqual(m, migration{UsersCopied: 1, KeysCopied: 42, CreditsCopied: 1, KeysOrphaned: 1, Orphans: []string{"carol"}}) {
+	m, err := ops.Copy(ctx, src, dst, dstUsers)
+	if err != nil || !reflect.DeepEqual(m, ops.Copied{UsersCopied: 1, KeysCopied: 42, CreditsCopied: 1, KeysOrphaned: 1, Orphans: []string{"carol"}}) {
 		t.Fatalf("first copy: %+v, %v", m, err)
 	}
 	// carol is declared in the config of the destination.
-	m, err = copyStore(ctx, src, dst, []string{"carol"})
-	if err != nil || !reflect.DeepEqual(m, migration{UsersPresent: 1, KeysPresent: 42, CreditsPresent: 1}) {
+	m, err = ops.Copy(ctx, src, dst, []string{"carol"})
+	if err != nil || !reflect.DeepEqual(m, ops.Copied{UsersPresent: 1, KeysPresent: 42, CreditsPresent: 1}) {
 		t.Fatalf("second copy: %+v, %v", m, err)
 	}
 

@@ -1,4 +1,4 @@
-package caddymodule
+package cli
 
 import (
 	"encoding/hex"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 	"github.com/caddy-apikeys/caddy-apikeys/leaks"
+	"github.com/caddy-apikeys/caddy-apikeys/ops"
 )
 
 func scanCommand() *cobra.Command {
@@ -77,13 +78,13 @@ func runScan(cmd *cobra.Command, args []string) error {
 		}
 	}
 	if (check || revoke) && len(findings) > 0 {
-		b, err := openBackend(cmd)
+		r, err := openRunner(cmd)
 		if err != nil {
 			return err
 		}
-		defer b.close()
-		if err := checkFindings(b, findings, revoke); err != nil {
-			return err
+		defer r.Close()
+		if err := checkFindings(cmd, r, findings, revoke); err != nil {
+			return explain(err, r)
 		}
 	}
 	if asJSON {
@@ -172,7 +173,7 @@ func scanReader(r io.Reader, name, prefix string, found func(scanFinding)) error
 
 // checkFindings asks the store about the keys found, by digest, and with
 // revoke reports them leaked.
-func checkFindings(b backend, findings []scanFinding, revoke bool) error {
+func checkFindings(cmd *cobra.Command, r ops.Runner, findings []scanFinding, revoke bool) error {
 	var hashes []string
 	seen := map[string]bool{}
 	for _, f := range findings {
@@ -181,14 +182,14 @@ func checkFindings(b backend, findings []scanFinding, revoke bool) error {
 			hashes = append(hashes, f.SHA256)
 		}
 	}
-	known := map[string]*adminKey{}
-	for start := 0; start < len(hashes); start += maxHashesPerCall {
-		batch := hashesRequest{Hashes: hashes[start:min(start+maxHashesPerCall, len(hashes))]}
-		call := b.lookupKeys
+	known := map[string]*ops.Key{}
+	for start := 0; start < len(hashes); start += ops.MaxHashes {
+		batch := ops.Hashes{Hashes: hashes[start:min(start+ops.MaxHashes, len(hashes))]}
+		op := ops.LookupKeys
 		if revoke {
-			call = b.reportLeaked
+			op = ops.ReportLeaked
 		}
-		keys, err := call(batch)
+		keys, err := run(cmd, r, op, batch)
 		if err != nil {
 			return err
 		}

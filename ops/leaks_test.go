@@ -1,4 +1,4 @@
-package caddymodule
+package ops
 
 import (
 	"strings"
@@ -19,10 +19,10 @@ func TestHashesRequestDigests(t *testing.T) {
 		{"long", []string{good + "00"}, false},
 		{"not hex", []string{strings.Repeat("zz", 32)}, false},
 		{"a key instead of its digest", []string{"sk-" + strings.Repeat("a", 48)}, false},
-		{"too many", make([]string, maxHashesPerCall+1), false},
+		{"too many", make([]string, MaxHashes+1), false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			got, err := hashesRequest{Hashes: c.hashes}.digests()
+			got, err := Hashes{Hashes: c.hashes}.digests()
 			if (err == nil) != c.ok || c.ok && len(got) != len(c.hashes) {
 				t.Fatalf("digests() = %d, %v; want ok=%v", len(got), err, c.ok)
 			}
