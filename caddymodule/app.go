@@ -53,6 +53,12 @@ type App struct {
 	// Default: tokens are not accepted.
 	JWT []*JWTConfig `json:"jwt,omitempty"`
 
+	// Further sources of identities, modules of the apikeys.identities
+	// namespace (each an identity.Source), beside the password users and
+	// the jwt issuers; at most one source checks each kind of credential.
+	// Default: none.
+	IdentitiesRaw []json.RawMessage `json:"identities,omitempty" caddy:"namespace=apikeys.identities inline_key=source"`
+
 	// Lifetime of keys minted without "expires_in". Default: keys never
 	// expire (0).
 	DefaultKeyLifetime caddy.Duration `json:"default_key_lifetime,omitempty"`
@@ -327,12 +333,20 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.throttle != nil && members != nil {
 		a.stopShare = members.listen(a.shareLockout(a.throttle))
 	}
-	a.verifier = identity.NewVerifier(users, storedUserLookup(a.keyring), issuers, identity.VerifierOptions{
+	sources := []identity.Source{identity.NewPasswords(users, storedUserLookup(a.keyring), identity.PasswordOptions{
 		Throttle:            a.throttle,
 		MaxConcurrentHashes: a.MaxConcurrentPasswordChecks,
 		MaxQueuedHashes:     a.MaxQueuedPasswordChecks,
 		StoredHashes:        storedHashes(a.keyring),
-	})
+	})}
+	if len(issuers) > 0 {
+		sources = append(sources, identity.NewTokens(issuers, 0))
+	}
+	more, err := a.identitySources(ctx, sources)
+	if err != nil {
+		return err
+	}
+	a.verifier = identity.NewVerifier(append(sources, more...)...)
 	return nil
 }
 

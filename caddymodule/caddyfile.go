@@ -28,6 +28,7 @@ func init() {
 //	apikeys {
 //	    key_prefix               <prefix>
 //	    store                    <backend> { … }
+//	    identity                 <source> { … }   (a module of apikeys.identities)
 //	    user                     <username> <password_hash> [{
 //	        scopes <scope...>
 //	        plan   <name>
@@ -117,6 +118,16 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			a.StoreRaw = caddyconfig.JSONModuleObject(mod, "backend", name, nil)
+		case "identity":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			name := d.Val()
+			mod, err := caddyfile.UnmarshalModule(d, "apikeys.identities."+name)
+			if err != nil {
+				return err
+			}
+			a.IdentitiesRaw = append(a.IdentitiesRaw, caddyconfig.JSONModuleObject(mod, "source", name, nil))
 		case "user":
 			args := d.RemainingArgs()
 			if len(args) != 2 {

@@ -7,6 +7,9 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"encoding/json"
+	"errors"
+
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
@@ -57,6 +60,15 @@ func (a *App) keyPolicy(repl *caddy.Replacer) (keystore.Policy, error) {
 		}
 		p.Sources[ns] = rules
 	}
+	for i, raw := range a.IdentitiesRaw {
+		ns, err := identityNamespace(raw)
+		if err != nil {
+			return p, fmt.Errorf("identity source %d: %w", i, err)
+		}
+		if ns != keystore.SourcePassword {
+			p.Sources[ns] = keystore.SourceRules{MaxLifetime: DefaultJWTKeyLifetime}
+		}
+	}
 	if err := p.Check(); err != nil {
 		return p, fmt.Errorf("key policy: %w", err)
 	}
@@ -78,4 +90,27 @@ func (c *JWTConfig) source(repl *caddy.Replacer) (string, keystore.SourceRules) 
 		return keystore.IssuerSource(iss), rules
 	}
 	return "", rules
+}
+
+// identityNamespace reads the "namespace" every identity source module
+// declares: the owner source of the identities it proves, which the key
+// policy must know (also offline, without loading the module). Their keys
+// expire within DefaultJWTKeyLifetime: the gateway cannot see an identity
+// the source stops vouching for.
+func identityNamespace(raw json.RawMessage) (string, error) {
+	var m struct {
+		Namespace string `json:"namespace"`
+	}
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return "", err
+	}
+	switch err := keystore.CheckSource(m.Namespace); {
+	case m.Namespace == "":
+		return "", errors.New(`it declares no "namespace": the owner source of its identities`)
+	case err != nil:
+		return "", fmt.Errorf("namespace: %w", err)
+	case m.Namespace == keystore.SourceService:
+		return "", errors.New(`namespace "service" is for owners that operators make`)
+	}
+	return m.Namespace, nil
 }

@@ -88,7 +88,7 @@ func TestVerifierPasswords(t *testing.T) {
 		}
 		return "", false, nil
 	}
-	v := NewVerifier(map[string]string{"example_username": exampleArgon2id}, lookup, nil, VerifierOptions{})
+	v := NewPasswords(map[string]string{"example_username": exampleArgon2id}, lookup, PasswordOptions{})
 	ctx := context.Background()
 	pw := func(u, p string) Credential { return Credential{Kind: KindPassword, Username: u, Password: p} }
 
@@ -103,21 +103,23 @@ func TestVerifierPasswords(t *testing.T) {
 			t.Errorf("%s: %v, want the one generic message", c.Username, err)
 		}
 	}
+	// No source checks API keys: refused before anything is looked up.
 	before := lookups
-	if _, err := v.Authenticate(ctx, Credential{Kind: KindAPIKey}, ""); !errors.Is(err, ErrAPIKeyRefused) {
+	verifier := NewVerifier(v)
+	if _, err := verifier.Authenticate(ctx, Credential{Kind: KindAPIKey}, ""); !errors.Is(err, ErrBadCredentials) {
 		t.Fatalf("API key: %v", err)
 	}
 	if lookups != before {
 		t.Fatal("API key caused a user lookup")
 	}
-	if _, err := v.Authenticate(ctx, Credential{Kind: KindOAuth2, Token: "x"}, ""); !errors.Is(err, ErrOAuth2Disabled) {
+	if _, err := verifier.Authenticate(ctx, Credential{Kind: KindOAuth2, Token: "x"}, ""); !errors.Is(err, ErrOAuth2Disabled) {
 		t.Fatalf("token without JWT config: %v", err)
 	}
 }
 
 func TestVerifierStoreFault(t *testing.T) {
 	boom := errors.New("disk on fire")
-	v := NewVerifier(nil, func(context.Context, string) (string, bool, error) { return "", false, boom }, nil, VerifierOptions{})
+	v := NewPasswords(nil, func(context.Context, string) (string, bool, error) { return "", false, boom }, PasswordOptions{})
 	_, err := v.Authenticate(context.Background(), Credential{Kind: KindPassword, Username: "u", Password: "p"}, "")
 	if !errors.Is(err, boom) || errors.Is(err, ErrBadCredentials) {
 		t.Fatalf("store fault reported as %v", err)
@@ -153,7 +155,7 @@ func TestHashPassword(t *testing.T) {
 func TestVerifierLockout(t *testing.T) {
 	h, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
 	th := NewThrottle(LockoutPolicy{AccountThreshold: 3}, nil)
-	v := NewVerifier(map[string]string{"alice": string(h)}, nil, nil, VerifierOptions{Throttle: th})
+	v := NewPasswords(map[string]string{"alice": string(h)}, nil, PasswordOptions{Throttle: th})
 	ctx := context.Background()
 	pw := func(u, p string) Credential { return Credential{Kind: KindPassword, Username: u, Password: p} }
 	for _, user := range []string{"alice", "nobody"} {
@@ -172,8 +174,8 @@ func TestVerifierLockout(t *testing.T) {
 
 func TestVerifierBoundsConcurrentHashing(t *testing.T) {
 	h, _ := bcrypt.GenerateFromPassword([]byte("pw"), 10)
-	v := NewVerifier(map[string]string{"alice": string(h)}, nil, nil,
-		VerifierOptions{MaxConcurrentHashes: 1, HashWait: time.Millisecond, SuccessCacheSize: -1})
+	v := NewPasswords(map[string]string{"alice": string(h)}, nil,
+		PasswordOptions{MaxConcurrentHashes: 1, HashWait: time.Millisecond, SuccessCacheSize: -1})
 	v.slots <- struct{}{} // the only slot is taken
 	_, err := v.Authenticate(context.Background(), Credential{Kind: KindPassword, Username: "alice", Password: "pw"}, "a")
 	if !errors.Is(err, ErrBusy) {
@@ -187,7 +189,7 @@ func TestVerifierBoundsConcurrentHashing(t *testing.T) {
 
 func TestVerifierCachesSuccessesOnly(t *testing.T) {
 	h, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
-	v := NewVerifier(map[string]string{"alice": string(h)}, nil, nil, VerifierOptions{})
+	v := NewPasswords(map[string]string{"alice": string(h)}, nil, PasswordOptions{})
 	ctx := context.Background()
 	cred := Credential{Kind: KindPassword, Username: "alice", Password: "pw"}
 	if _, err := v.Authenticate(ctx, cred, "a"); err != nil {

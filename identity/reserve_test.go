@@ -27,8 +27,8 @@ func TestReservationsBoundConcurrentGuesses(t *testing.T) {
 	}
 	const threshold, guesses = 5, 100
 	th := NewThrottle(LockoutPolicy{AccountThreshold: threshold, AddressThreshold: 1 << 20}, nil)
-	v := NewVerifier(map[string]string{"alice": string(alice)}, lookup, nil,
-		VerifierOptions{Throttle: th, MaxConcurrentHashes: 2, MaxQueuedHashes: 1000, HashWait: time.Minute})
+	v := NewPasswords(map[string]string{"alice": string(alice)}, lookup,
+		PasswordOptions{Throttle: th, MaxConcurrentHashes: 2, MaxQueuedHashes: 1000, HashWait: time.Minute})
 	ctx := context.Background()
 	checked := map[string]int{}
 	var mu sync.Mutex
@@ -69,7 +69,7 @@ func TestReservationsBoundConcurrentGuesses(t *testing.T) {
 func TestReservationsBoundAddressSpray(t *testing.T) {
 	const threshold, guesses = 7, 150
 	th := NewThrottle(LockoutPolicy{AccountThreshold: 100, AddressThreshold: threshold}, nil)
-	v := NewVerifier(nil, nil, nil, VerifierOptions{Throttle: th, MaxConcurrentHashes: 2, MaxQueuedHashes: 1000, HashWait: time.Minute})
+	v := NewPasswords(nil, nil, PasswordOptions{Throttle: th, MaxConcurrentHashes: 2, MaxQueuedHashes: 1000, HashWait: time.Minute})
 	var mu sync.Mutex
 	checked := 0
 	var wg sync.WaitGroup
@@ -171,8 +171,8 @@ func TestReservationRefunds(t *testing.T) {
 // next check is refused at once, not after HashWait.
 func TestQueueForHashingIsBounded(t *testing.T) {
 	h, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
-	v := NewVerifier(map[string]string{"alice": string(h)}, nil, nil,
-		VerifierOptions{MaxConcurrentHashes: 1, MaxQueuedHashes: 1, HashWait: time.Hour, SuccessCacheSize: -1})
+	v := NewPasswords(map[string]string{"alice": string(h)}, nil,
+		PasswordOptions{MaxConcurrentHashes: 1, MaxQueuedHashes: 1, HashWait: time.Hour, SuccessCacheSize: -1})
 	v.slots <- struct{}{} // the only slot is taken
 	waiterCtx, stopWaiter := context.WithCancel(context.Background())
 	waiting := make(chan error)
@@ -212,8 +212,8 @@ func TestUnknownUsersCostTheMostExpensiveKind(t *testing.T) {
 		list func(context.Context) ([]string, error)
 	}{{"listed at start", listed}, {"met at sign-in", nil}} {
 		t.Run(c.name, func(t *testing.T) {
-			v := NewVerifier(map[string]string{"example_username": exampleArgon2id}, lookup, nil,
-				VerifierOptions{StoredHashes: c.list})
+			v := NewPasswords(map[string]string{"example_username": exampleArgon2id}, lookup,
+				PasswordOptions{StoredHashes: c.list})
 			if c.list == nil {
 				if _, err := v.Authenticate(context.Background(), Credential{Kind: KindPassword, Username: "bob", Password: "nope"}, "a"); !errors.Is(err, ErrBadCredentials) {
 					t.Fatal(err)
@@ -237,8 +237,8 @@ func TestKnownPasswordIsNotLockedOut(t *testing.T) {
 	alice, _ := bcrypt.GenerateFromPassword([]byte("alicepw"), bcrypt.MinCost)
 	const threshold = 3
 	th := NewThrottle(LockoutPolicy{AccountThreshold: threshold, AddressThreshold: 1 << 20}, nil)
-	v := NewVerifier(map[string]string{"alice": string(alice)}, nil, nil,
-		VerifierOptions{Throttle: th, MaxConcurrentHashes: 2, MaxQueuedHashes: 1000, HashWait: time.Minute})
+	v := NewPasswords(map[string]string{"alice": string(alice)}, nil,
+		PasswordOptions{Throttle: th, MaxConcurrentHashes: 2, MaxQueuedHashes: 1000, HashWait: time.Minute})
 	ctx := context.Background()
 	right := Credential{Kind: KindPassword, Username: "alice", Password: "alicepw"}
 	if _, err := v.Authenticate(ctx, right, "192.0.2.1"); err != nil {
@@ -306,12 +306,12 @@ func testIdenticalSignIns(t *testing.T, configured map[string]string, stored str
 	lookup := func(_ context.Context, name string) (string, bool, error) {
 		return stored, name == "alice" && stored != "", nil
 	}
-	newVerifier := func() *Verifier {
+	newVerifier := func() *Passwords {
 		th := NewThrottle(LockoutPolicy{AccountThreshold: threshold, AddressThreshold: 1 << 20}, nil)
-		return NewVerifier(configured, lookup, nil,
-			VerifierOptions{Throttle: th, MaxConcurrentHashes: 2, MaxQueuedHashes: 1000, HashWait: time.Minute})
+		return NewPasswords(configured, lookup,
+			PasswordOptions{Throttle: th, MaxConcurrentHashes: 2, MaxQueuedHashes: 1000, HashWait: time.Minute})
 	}
-	signIns := func(v *Verifier, password string) map[string]int {
+	signIns := func(v *Passwords, password string) map[string]int {
 		outcomes := map[string]int{}
 		var mu sync.Mutex
 		var wg sync.WaitGroup

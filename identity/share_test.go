@@ -116,19 +116,19 @@ func TestThrottleZeroShareLocksAtOnce(t *testing.T) {
 func TestSharedThresholdsHoldAcrossGateways(t *testing.T) {
 	alice, _ := bcrypt.GenerateFromPassword([]byte("alicepw"), bcrypt.MinCost)
 	const gateways, perGateway = 3, 200
-	gatewaysWith := func(p LockoutPolicy) []*Verifier {
-		var vs []*Verifier
+	gatewaysWith := func(p LockoutPolicy) []*Passwords {
+		var vs []*Passwords
 		for i := range gateways {
 			th := NewThrottle(p, nil)
 			th.SetShare(i, gateways)
-			vs = append(vs, NewVerifier(map[string]string{"alice": string(alice)}, nil, nil,
-				VerifierOptions{Throttle: th, MaxConcurrentHashes: 2, MaxQueuedHashes: 10_000, HashWait: time.Minute}))
+			vs = append(vs, NewPasswords(map[string]string{"alice": string(alice)}, nil,
+				PasswordOptions{Throttle: th, MaxConcurrentHashes: 2, MaxQueuedHashes: 10_000, HashWait: time.Minute}))
 		}
 		return vs
 	}
 	// attack sends perGateway attempts to each gateway at once and returns
 	// how many each checked (wrong password) of each username.
-	attack := func(vs []*Verifier, cred func(i int) (user, addr string)) []map[string]int {
+	attack := func(vs []*Passwords, cred func(i int) (user, addr string)) []map[string]int {
 		checked := make([]map[string]int, len(vs))
 		for g := range checked {
 			checked[g] = map[string]int{}
@@ -155,7 +155,7 @@ func TestSharedThresholdsHoldAcrossGateways(t *testing.T) {
 		wg.Wait()
 		return checked
 	}
-	rightRefusedEverywhere := func(vs []*Verifier, addr string) {
+	rightRefusedEverywhere := func(vs []*Passwords, addr string) {
 		t.Helper()
 		for g, v := range vs {
 			var locked *LockedOutError

@@ -22,7 +22,7 @@ func TestVerifiedTokensAreCached(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := NewVerifier(nil, nil, JWTIssuers{jv}, VerifierOptions{})
+	v := NewTokens(JWTIssuers{jv}, 0)
 	tok := sign(t, jwt.SigningMethodHS256, testSecret, validClaims())
 	first, err := v.Authenticate(context.Background(), oauth2(tok), "")
 	if err != nil || first.Owner.Name != "alice" {
@@ -54,7 +54,7 @@ func TestCachedTokenExpires(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		v := NewVerifier(nil, nil, JWTIssuers{jv}, VerifierOptions{})
+		v := NewTokens(JWTIssuers{jv}, 0)
 		tok := sign(t, jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(10 * time.Second).Unix()})
 		if _, err := v.Authenticate(context.Background(), oauth2(tok), ""); err != nil {
 			t.Fatal(err)
@@ -88,7 +88,7 @@ func TestCachedTokenFollowsKeyChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := NewVerifier(nil, nil, JWTIssuers{jv}, VerifierOptions{})
+	v := NewTokens(JWTIssuers{jv}, 0)
 	old := signKID(t, jwt.SigningMethodRS256, k1, "k1")
 	testutil.Eventually(t, 10*time.Second, "the first fetch", func() bool {
 		_, err := v.Authenticate(context.Background(), oauth2(old), "")

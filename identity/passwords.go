@@ -16,40 +16,12 @@ import (
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
-// Errors returned by Verifier.Authenticate. Their messages are safe to
-// show to callers; other errors are faults of the user store.
-var (
-	// ErrBadCredentials means the password or token was not accepted.
-	ErrBadCredentials = errors.New("invalid username or password")
-	// ErrAPIKeyRefused means an API key was presented where it is not allowed.
-	ErrAPIKeyRefused = errors.New("API keys cannot be used for this endpoint")
-	// ErrOAuth2Disabled means a token arrived but no JWT keys are configured.
-	ErrOAuth2Disabled = errors.New("OAuth2 tokens are not accepted: no JWT verification keys are configured")
-	// ErrBusy means too many password checks are waiting already.
-	ErrBusy = errors.New("the server is busy checking passwords; try again shortly")
-)
-
-// LockedOutError refuses a password attempt during a lockout.
-type LockedOutError struct {
-	// RetryAfter is how long until attempts are accepted again.
-	RetryAfter time.Duration
-}
-
-func (e *LockedOutError) Error() string {
-	return fmt.Sprintf("too many failed sign-in attempts; try again in %d seconds", retrySeconds(e.RetryAfter))
-}
-
-// RetryAfterSeconds is the lockout rounded up to whole seconds.
-func (e *LockedOutError) RetryAfterSeconds() int { return retrySeconds(e.RetryAfter) }
-
-func retrySeconds(d time.Duration) int { return int((d + time.Second - 1) / time.Second) }
-
 // UserLookup returns the password hash of a user kept outside the
 // configuration (in the key store), and false if there is none.
 type UserLookup func(ctx context.Context, name string) (hash string, found bool, err error)
 
-// VerifierOptions configure a Verifier beyond its users.
-type VerifierOptions struct {
+// PasswordOptions configure the checks of Passwords.
+type PasswordOptions struct {
 	// Throttle, if set, locks out usernames and addresses after repeated
 	// password failures.
 	Throttle *Throttle
@@ -70,22 +42,23 @@ type VerifierOptions struct {
 	// known; kinds added to the store later are learnt when met.
 	StoredHashes func(context.Context) ([]string, error)
 	// SuccessCacheSize bounds the remembered successful password
-	// comparisons (as Caddy's basic_auth does) and, separately, the
-	// remembered token verifications; both spare repeat sign-ins their
-	// cost. Default 1000; negative disables the caches.
+	// comparisons (as Caddy's basic_auth does), which spare repeat
+	// sign-ins their cost. Default 1000; negative disables the cache.
 	SuccessCacheSize int
 }
 
-// Verifier authenticates the owner of a management request.
-type Verifier struct {
+// Passwords is the source of password users: those declared in the
+// configuration and those its lookup finds (in the key store). It checks
+// a password within a bounded number of hash comparisons at once, as long
+// as a comparison of the most expensive kind of hash in use whatever the
+// user (so that timing tells nothing), and under the lockout.
+type Passwords struct {
 	users  map[string]string // configured users: name -> hash
 	lookup UserLookup
-	jwt    JWTIssuers
-	opts   VerifierOptions
+	opts   PasswordOptions
 	slots  chan struct{}
 	queued atomic.Int64 // checks waiting for a slot
 	cache  *successCache
-	tokens *tokenCache
 
 	// Password checks in flight, by client address, name and password
 	// (see checkPassword).
@@ -96,10 +69,10 @@ type Verifier struct {
 	fakeLike []string // the configured users' hashes, whose kinds are measured
 }
 
-// NewVerifier returns a Verifier over configured users (name -> bcrypt or
-// argon2id hash, already normalised), users found by lookup (may be nil),
-// and the trusted token issuers (none when OAuth2 is not configured).
-func NewVerifier(users map[string]string, lookup UserLookup, jwt JWTIssuers, opts VerifierOptions) *Verifier {
+// NewPasswords returns the source of configured users (name -> bcrypt or
+// argon2id hash, already normalised) and of users found by lookup (may be
+// nil).
+func NewPasswords(users map[string]string, lookup UserLookup, opts PasswordOptions) *Passwords {
 	if opts.MaxConcurrentHashes <= 0 {
 		opts.MaxConcurrentHashes = runtime.NumCPU()
 	}
@@ -112,11 +85,10 @@ func NewVerifier(users map[string]string, lookup UserLookup, jwt JWTIssuers, opt
 	if opts.SuccessCacheSize == 0 {
 		opts.SuccessCacheSize = 1000
 	}
-	v := &Verifier{users: users, lookup: lookup, jwt: jwt, opts: opts,
+	v := &Passwords{users: users, lookup: lookup, opts: opts,
 		slots: make(chan struct{}, opts.MaxConcurrentHashes)}
 	if opts.SuccessCacheSize > 0 {
 		v.cache = &successCache{max: opts.SuccessCacheSize, m: make(map[[32]byte]struct{})}
-		v.tokens = newTokenCache(opts.SuccessCacheSize)
 	}
 	for _, h := range users {
 		v.fakeLike = append(v.fakeLike, h)
@@ -124,53 +96,19 @@ func NewVerifier(users map[string]string, lookup UserLookup, jwt JWTIssuers, opt
 	return v
 }
 
-// Identity is who a credential proves the caller to be.
-type Identity struct {
-	// Owner is the password user, or the token's identity within its
-	// issuer's namespace.
-	Owner keystore.Owner
-	// FromToken says the credential was an OAuth2 token; its Scopes,
-	// narrowed to what the issuer may pass on, bound the scopes of the
-	// keys it mints.
-	FromToken bool
-	Scopes    []string
-	// MaxKeyLifetime caps the keys minted with the credential; 0: no cap
-	// beyond the key policy's.
-	MaxKeyLifetime time.Duration
-}
+// Kind is KindPassword.
+func (v *Passwords) Kind() Kind { return KindPassword }
 
-// Actor is the identity acting on its own keys.
-func (id Identity) Actor() keystore.Actor {
-	return keystore.Actor{Owner: id.Owner, FromToken: id.FromToken, TokenScopes: id.Scopes, MaxLifetime: id.MaxKeyLifetime}
-}
-
-// Authenticate returns who cred proves the caller to be; addr is the
-// client's address, for lockouts. API keys are refused before anything is
-// looked up.
-func (v *Verifier) Authenticate(ctx context.Context, cred Credential, addr string) (Identity, error) {
-	switch cred.Kind {
-	case KindAPIKey:
-		return Identity{}, ErrAPIKeyRefused
-	case KindOAuth2:
-		if len(v.jwt) == 0 {
-			return Identity{}, ErrOAuth2Disabled
-		}
-		tok, err := v.verifyToken(ctx, cred.Token)
-		if err != nil {
-			return Identity{}, err
-		}
-		return Identity{Owner: tok.Owner, FromToken: true, Scopes: tok.Scopes, MaxKeyLifetime: tok.MaxKeyLifetime}, nil
-	case KindPassword:
-		name, err := v.checkPassword(ctx, cred.Username, cred.Password, addr)
-		if err != nil {
-			return Identity{}, err
-		}
-		return Identity{Owner: keystore.PasswordUser(name)}, nil
+// Authenticate checks a username and password.
+func (v *Passwords) Authenticate(ctx context.Context, cred Credential, addr string) (Identity, error) {
+	name, err := v.checkPassword(ctx, cred.Username, cred.Password, addr)
+	if err != nil {
+		return Identity{}, err
 	}
-	return Identity{}, ErrBadCredentials
+	return Identity{Owner: keystore.PasswordUser(name)}, nil
 }
 
-func (v *Verifier) checkPassword(ctx context.Context, name, password, addr string) (string, error) {
+func (v *Passwords) checkPassword(ctx context.Context, name, password, addr string) (string, error) {
 	// A configured user's password checked right recently is known from
 	// the success cache without a hash comparison: it is no guess, so it
 	// neither counts against nor waits for the lockout (concurrent
@@ -206,7 +144,7 @@ func (v *Verifier) checkPassword(ctx context.Context, name, password, addr strin
 
 // checkPasswordOnce checks one sign-in against the lockout and the
 // user's hash.
-func (v *Verifier) checkPasswordOnce(ctx context.Context, name, password, addr string) (string, error) {
+func (v *Passwords) checkPasswordOnce(ctx context.Context, name, password, addr string) (string, error) {
 	// The failure is counted before anything is looked up or hashed, and
 	// taken back only if the password is right or was never checked.
 	res, wait := v.opts.Throttle.reserve(name, addr)
@@ -244,7 +182,7 @@ func (t *Throttle) reserve(name, addr string) (*Reservation, time.Duration) {
 // compare checks password against hash (against a fake hash when the user
 // does not exist) within the concurrency bound, and takes as long as a
 // check of the most expensive kind of hash in use, whatever the user.
-func (v *Verifier) compare(ctx context.Context, name, hash, password string, found bool) (bool, error) {
+func (v *Passwords) compare(ctx context.Context, name, hash, password string, found bool) (bool, error) {
 	var key [32]byte
 	if found && v.cache != nil {
 		key = digestOf(name, hash, password)
@@ -282,7 +220,7 @@ func (v *Verifier) compare(ctx context.Context, name, hash, password string, fou
 
 // acquire takes a hashing slot, waiting at most HashWait, and behind at
 // most MaxQueuedHashes other checks.
-func (v *Verifier) acquire(ctx context.Context) error {
+func (v *Passwords) acquire(ctx context.Context) error {
 	select {
 	case v.slots <- struct{}{}:
 		return nil
@@ -307,7 +245,7 @@ func (v *Verifier) acquire(ctx context.Context) error {
 
 // learnCosts measures, once, every kind of hash known before the first
 // check: the configured users', the stored users', and HashPassword's.
-func (v *Verifier) learnCosts(ctx context.Context) {
+func (v *Passwords) learnCosts(ctx context.Context) {
 	v.fakeOnce.Do(func() {
 		hashes := v.fakeLike
 		if h, err := HashPassword("antitiming"); err == nil {
@@ -327,7 +265,7 @@ func (v *Verifier) learnCosts(ctx context.Context) {
 
 // fake returns the hash compared against for unknown users: one of the
 // most expensive kind of hash in use.
-func (v *Verifier) fake() string {
+func (v *Passwords) fake() string {
 	v.learnCosts(context.Background())
 	return v.costs.fake()
 }
@@ -351,22 +289,6 @@ func digestOf(parts ...string) [32]byte {
 // successCache remembers digests of (user, hash, password) triples that
 // matched. A changed password changes the hash, so old entries stop
 // matching by themselves.
-// verifyToken verifies token, or finds it verified still in the cache.
-func (v *Verifier) verifyToken(ctx context.Context, token string) (TokenIdentity, error) {
-	if v.tokens == nil {
-		return v.jwt.Verify(ctx, token)
-	}
-	key := sha256.Sum256([]byte(token))
-	if id, ok := v.tokens.get(key); ok {
-		return id, nil
-	}
-	id, err := v.jwt.Verify(ctx, token)
-	if err == nil {
-		v.tokens.put(key, id)
-	}
-	return id, err
-}
-
 type successCache struct {
 	mu  sync.Mutex
 	max int
