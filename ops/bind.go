@@ -172,3 +172,17 @@ func pathSegment(s string) string {
 func assign(out, res any) {
 	reflect.ValueOf(out).Elem().Set(reflect.ValueOf(res))
 }
+
+// Route is where the admin API serves an operation.
+type Route struct {
+	Name, Method, Path string
+}
+
+// Routes lists the operations the admin API serves, for its docs.
+func Routes() []Route {
+	out := make([]Route, len(routes))
+	for i, op := range routes {
+		out[i] = Route{Name: op.name(), Method: op.method(), Path: op.path()}
+	}
+	return out
+}

@@ -96,6 +96,7 @@ type Op[In, Out any] struct {
 
 // route is an Op without its types, as Serve and the runners see it.
 type route interface {
+	name() string
 	method() string
 	path() string
 	// newInput returns a pointer to a zero In.
@@ -106,6 +107,7 @@ type route interface {
 	run(ctx context.Context, env *Env, in any) (any, error)
 }
 
+func (o *Op[In, Out]) name() string   { return o.Name }
 func (o *Op[In, Out]) method() string { return o.Method }
 func (o *Op[In, Out]) path() string   { return o.Path }
 func (o *Op[In, Out]) newInput() any  { return new(In) }
