@@ -228,10 +228,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.MaxQueuedPasswordChecks < 0 {
 		return errors.New("max_queued_password_checks must not be negative")
 	}
-	var err error
-	if a.policy, err = a.keyPolicy(repl); err != nil {
+	policy, users, err := a.policyAndHashes(repl)
+	if err != nil {
 		return err
 	}
+	a.policy = policy
 	a.warnPerKeyCredits()
 	if a.metrics, err = newMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
@@ -240,15 +241,6 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.KeyPrefix = repl.ReplaceKnown(a.KeyPrefix, "")
 	if a.KeyPrefix == "" {
 		a.KeyPrefix = keystore.DefaultPrefix
-	}
-	users := make(map[string]string, len(a.Users))
-	for _, u := range a.Users {
-		name := repl.ReplaceKnown(u.Username, "")
-		hash, err := identity.NormalizeHash(repl.ReplaceKnown(u.Password, ""))
-		if err != nil {
-			return fmt.Errorf("user %q: %w", name, err)
-		}
-		users[name] = hash
 	}
 	// JWKS fetchers live as long as this config.
 	var jwksCtx context.Context

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 
+	"github.com/caddy-apikeys/caddy-apikeys/identity"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
@@ -18,6 +19,14 @@ import (
 // token issuers' identities exist. The running app and the offline CLI
 // build it the same way.
 func (a *App) keyPolicy(repl *caddy.Replacer) (keystore.Policy, error) {
+	p, _, err := a.policyAndHashes(repl)
+	return p, err
+}
+
+// policyAndHashes is keyPolicy, and the configured users' password
+// hashes (name -> hash), from one reading of the users: their names and
+// hashes with placeholders expanded once, checked once.
+func (a *App) policyAndHashes(repl *caddy.Replacer) (keystore.Policy, map[string]string, error) {
 	p := keystore.Policy{
 		DefaultLifetime: time.Duration(a.DefaultKeyLifetime),
 		MaxLifetime:     time.Duration(a.MaxKeyLifetime),
@@ -26,16 +35,28 @@ func (a *App) keyPolicy(repl *caddy.Replacer) (keystore.Policy, error) {
 		ConfigUsers:     make(map[string]keystore.UserRules, len(a.Users)),
 		Sources:         make(map[string]keystore.SourceRules),
 	}
+	hashes := make(map[string]string, len(a.Users))
 	for i, u := range a.Users {
 		name := repl.ReplaceKnown(u.Username, "")
 		if err := keystore.CheckName(name); err != nil {
-			return p, fmt.Errorf("user %d (%q): %w", i, name, err)
+			return p, nil, fmt.Errorf("user %d (%q): %w", i, name, err)
 		}
 		if _, dup := p.ConfigUsers[name]; dup {
-			return p, fmt.Errorf("user %q is declared twice", name)
+			return p, nil, fmt.Errorf("user %q is declared twice", name)
+		}
+		hash, err := identity.NormalizeHash(repl.ReplaceKnown(u.Password, ""))
+		if err != nil {
+			return p, nil, fmt.Errorf("user %q: %w", name, err)
 		}
 		p.ConfigUsers[name] = keystore.UserRules{Scopes: u.Scopes, Plan: u.Plan}
+		hashes[name] = hash
 	}
+	p, err := a.policyRest(repl, p)
+	return p, hashes, err
+}
+
+// policyRest adds to p what the configuration says beyond its users.
+func (a *App) policyRest(repl *caddy.Replacer, p keystore.Policy) (keystore.Policy, error) {
 	var err error
 	if p.Plans, err = a.plans(); err != nil {
 		return p, err
