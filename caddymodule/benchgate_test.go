@@ -1,0 +1,26 @@
+package caddymodule
+
+import (
+	"net/http"
+	"testing"
+
+	"go.uber.org/zap"
+)
+
+// benchGate is an apikey_auth handler at cost 1 that keeps credentials.
+func benchGate(app *App) *APIKeyGate {
+	return &APIKeyGate{APIKeyAuth: APIKeyAuth{KeepCredentials: true, app: app, logger: zap.NewNop(), challenge: `Bearer realm="apikeys"`}, cost: 1}
+}
+
+// benchAdmit admits r as the gate does before it passes a request on.
+func benchAdmit(b *testing.B, g *APIKeyGate, w http.ResponseWriter, r *http.Request) {
+	k, err := g.check(w, r)
+	if k == nil || err != nil {
+		b.Fatal(k, err)
+	}
+	v, err := k.Limits().Take(r.Context(), g.cost)
+	if err != nil || !v.Allowed {
+		b.Fatal(v, err)
+	}
+	v.Charge.Commit()
+}
