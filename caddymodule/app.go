@@ -1,8 +1,7 @@
 // Package caddymodule is the Caddy glue of caddy-apikeys: the apikeys app
 // (its stores, key policy, plans, notices and metrics), the apikeys_api
 // handler that owners mint and manage keys with, the apikey_auth handler
-// and the apikey authentication provider that check keys and hold them to
-// their plans, the apikeys_leaks handler that secret scanners report
+// that checks keys and holds them to their plans, the apikeys_leaks handler that secret scanners report
 // leaked keys to, the apikeys_ui key page, the /apikeys/ admin API and the
 // `caddy apikeys` command (including migrate and scan) that operators
 // use, and the Caddyfile syntax of all of them.
@@ -28,8 +27,8 @@ func init() {
 }
 
 // App is the apikeys app: it owns the key store and knows the users and
-// token issuers that may mint keys. The apikeys_api handler and the apikey
-// authentication provider both use it. Configure it with the global
+// token issuers that may mint keys. The apikeys_api and apikey_auth
+// handlers both use it. Configure it with the global
 // option block `apikeys { … }`; without one, the defaults apply.
 type App struct {
 	// Where keys and users are kept. Default: the bbolt store in the data
@@ -381,7 +380,7 @@ func (a *App) Cleanup() error {
 	return errors.Join(errs...)
 }
 
-// appFrom fetches the apikeys app for a handler or provider.
+// appFrom fetches the apikeys app for a handler.
 func appFrom(ctx caddy.Context) (*App, error) {
 	v, err := ctx.App("apikeys")
 	if err != nil {

@@ -7,12 +7,18 @@ import (
 	"go.uber.org/zap"
 )
 
-// benchGate is an apikey_auth handler at cost 1 that keeps credentials.
+// benchGate is an apikey_auth handler at cost 1 that keeps credentials
+// (benchmarks reuse their request).
 func benchGate(app *App) *APIKeyGate {
-	return &APIKeyGate{APIKeyAuth: APIKeyAuth{KeepCredentials: true, app: app, logger: zap.NewNop(), challenge: `Bearer realm="apikeys"`}, cost: 1}
+	g := &APIKeyGate{KeepCredentials: true}
+	if err := g.setUp(app, zap.NewNop()); err != nil {
+		panic(err)
+	}
+	return g
 }
 
-// benchAdmit admits r as the gate does before it passes a request on.
+// benchAdmit admits r as the gate does before it passes a request on,
+// and spends its credits as for an answered request.
 func benchAdmit(b *testing.B, g *APIKeyGate, w http.ResponseWriter, r *http.Request) {
 	k, err := g.check(w, r)
 	if k == nil || err != nil {

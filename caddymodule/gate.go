@@ -9,6 +9,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
 
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
@@ -17,20 +18,56 @@ func init() {
 	caddy.RegisterModule(APIKeyGate{})
 }
 
-// APIKeyGate is the handler of the apikey_auth directive: it lets a
-// request through only with a valid key (else 401), that grants the
-// required scopes (else 403), within its plan's rate limits and credits
-// (else 429 JSON with Retry-After). Keyed responses carry the RateLimit
-// and RateLimit-Policy fields of draft-ietf-httpapi-ratelimit-headers-11
-// for the most restrictive of the key's limits.
+// Default realm announced in WWW-Authenticate.
+const DefaultRealm = "apikeys"
+
+// APIKeyGate is the handler of the apikey_auth directive, the one place
+// where keys are admitted: it lets a request through only with a valid,
+// unexpired, enabled API key minted by the apikeys app, whose owner still
+// exists (else 401), that grants the required scopes (else 403), within
+// its plan's rate limits and credits (else 429 JSON with Retry-After).
+// Every place it reads a key from is read: a request carrying two
+// different keys (in two places, or twice in one) is refused. Keyed
+// responses carry the RateLimit and RateLimit-Policy fields of
+// draft-ietf-httpapi-ratelimit-headers-11 for the most restrictive of the
+// key's limits.
 //
-// On success it sets the placeholders of the apikey provider
-// ({http.auth.user.id}, source, key_id, key_title, key_scopes) and, for
-// keys with a plan, {http.auth.user.ratelimit_remaining} (of the most
-// restrictive limit) and {http.auth.user.credits_remaining}, which
-// reverse_proxy can forward upstream.
+// On success {http.auth.user.id} is the name of the key's owner and
+// {http.auth.user.source} where that name comes from ("password" for
+// password users, "service" for operator-made owners, or a token issuer's
+// namespace, "jwt:<issuer>" by default): the same name from two sources
+// is two different owners. {http.auth.user.key_id} is the key's id,
+// {http.auth.user.key_title} its title and {http.auth.user.key_scopes}
+// its scopes, separated by spaces. For keys with a plan,
+// {http.auth.user.ratelimit_remaining} is what is left of the most
+// restrictive limit and {http.auth.user.credits_remaining} the credits
+// left. reverse_proxy can forward them upstream.
 type APIKeyGate struct {
-	APIKeyAuth
+	// Header fields to read a key from, besides "Authorization: Bearer",
+	// which is always read; e.g. ["X-Api-Key"]. A field's whole value is
+	// the key.
+	Headers []string `json:"headers,omitempty"`
+
+	// Name of a query parameter to read a key from. Off by default: URLs
+	// are written to access logs and browser histories.
+	QueryParam string `json:"query_param,omitempty"`
+
+	// Read a QueryLake-style body {"auth": {"api_key": "sk-…"}} from JSON
+	// requests. The body is read up to max_body_bytes and then passed
+	// upstream unchanged; one that repeats a member name (in any letter
+	// case) is refused. Default: false.
+	Body bool `json:"body,omitempty"`
+
+	// Largest body read when body is on, in bytes. Default: 65536.
+	MaxBodyBytes int64 `json:"max_body_bytes,omitempty"`
+
+	// Forward the presented key upstream. Default: false. (The header or
+	// query parameter that carried the key is removed before the request
+	// goes on.)
+	KeepCredentials bool `json:"keep_credentials,omitempty"`
+
+	// Realm announced in the WWW-Authenticate challenge. Default: "apikeys".
+	Realm string `json:"realm,omitempty"`
 
 	// Scopes the key must all grant; else 403 with a Bearer
 	// insufficient_scope challenge.
@@ -40,7 +77,10 @@ type APIKeyGate struct {
 	// credits; 0 makes the route free. Default: 1.
 	Cost *int64 `json:"cost,omitempty"`
 
+	app            *App
+	logger         *zap.Logger
 	cost           int64
+	challenge      string
 	scopeChallenge string
 }
 
@@ -54,8 +94,27 @@ func (APIKeyGate) CaddyModule() caddy.ModuleInfo {
 
 // Provision connects the handler to the apikeys app.
 func (g *APIKeyGate) Provision(ctx caddy.Context) error {
-	if err := g.APIKeyAuth.Provision(ctx); err != nil {
+	app, err := appFrom(ctx)
+	if err != nil {
 		return err
+	}
+	return g.setUp(app, ctx.Logger())
+}
+
+// setUp checks the config and applies its defaults.
+func (g *APIKeyGate) setUp(app *App, logger *zap.Logger) error {
+	g.app, g.logger = app, logger
+	if g.MaxBodyBytes <= 0 {
+		g.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if g.Realm == "" {
+		g.Realm = DefaultRealm
+	}
+	if len(g.Headers) > 64 {
+		return errors.New("at most 64 header fields may carry a key")
+	}
+	for i, h := range g.Headers {
+		g.Headers[i] = http.CanonicalHeaderKey(h)
 	}
 	g.cost = 1
 	if g.Cost != nil {
@@ -69,8 +128,10 @@ func (g *APIKeyGate) Provision(ctx caddy.Context) error {
 			return err
 		}
 	}
+	realm := strings.ReplaceAll(g.Realm, `"`, ``)
+	g.challenge = `Bearer realm="` + realm + `"`
 	g.scopeChallenge = fmt.Sprintf(`Bearer realm=%q, error="insufficient_scope", scope=%q`,
-		strings.ReplaceAll(g.Realm, `"`, ``), strings.Join(g.RequireScopes, " "))
+		realm, strings.Join(g.RequireScopes, " "))
 	return nil
 }
 

@@ -1,0 +1,192 @@
+package caddymodule
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
+)
+
+// check finds and verifies the request's key, and strips it unless
+// keep_credentials. A missing or refused key is (nil, nil), with the
+// challenge set; an error is a store fault.
+func (g *APIKeyGate) check(w http.ResponseWriter, r *http.Request) (*keystore.Key, error) {
+	presented, at, conflict := g.findKey(r)
+	if conflict {
+		// Two places disagree: whichever the gateway checked, the upstream
+		// might read the other.
+		w.Header().Set("WWW-Authenticate", g.challenge+`, error="invalid_request"`)
+		g.app.metrics.conflicting.Inc()
+		return nil, nil
+	}
+	if presented == "" {
+		w.Header().Set("WWW-Authenticate", g.challenge)
+		return nil, nil
+	}
+	k, err := g.app.keyring.VerifyWithin(r.Context(), presented, g.app.unknownBudget, clientIP(r))
+	if err != nil {
+		w.Header().Set("WWW-Authenticate", g.challenge+`, error="invalid_token"`)
+		if isRefusal(err) {
+			g.app.metrics.countRefusal(err)
+			return nil, nil
+		}
+		return nil, err
+	}
+	g.app.metrics.valid.Inc()
+	if !g.KeepCredentials {
+		g.strip(r, at)
+	}
+	return k, nil
+}
+
+func isRefusal(err error) bool {
+	return errors.Is(err, keystore.ErrMalformedKey) || errors.Is(err, keystore.ErrNotFound) ||
+		errors.Is(err, keystore.ErrExpired) || errors.Is(err, keystore.ErrDisabled) ||
+		errors.Is(err, keystore.ErrOrphaned) || errors.Is(err, keystore.ErrOverBudget)
+}
+
+// findKey returns the presented key and the places it was found, so that
+// it can be removed from every one (a body is passed on as it came).
+// Every place is read: a request that carries two different values, in
+// two places or twice in one, is a conflict and carries no key. The usual
+// request (one key in one place) costs no allocation.
+func (g *APIKeyGate) findKey(r *http.Request) (key string, at keyPlaces, conflict bool) {
+	see := func(v string) bool {
+		switch {
+		case key == "":
+			key = v
+		case v != key:
+			conflict = true
+		}
+		return !conflict
+	}
+	for _, v := range r.Header.Values("Authorization") {
+		if tok, ok := bearerValue(v); ok {
+			if !see(tok) {
+				return "", keyPlaces{}, true
+			}
+			at.auth = true
+		}
+	}
+	for i, name := range g.Headers {
+		for _, v := range r.Header.Values(name) {
+			if v = strings.TrimSpace(v); v != "" {
+				if !see(v) {
+					return "", keyPlaces{}, true
+				}
+				at.headers |= 1 << i
+			}
+		}
+	}
+	if g.QueryParam != "" {
+		values, rest, ambiguous := queryParam(r.URL.RawQuery, g.QueryParam)
+		if ambiguous {
+			return "", keyPlaces{}, true
+		}
+		for _, v := range values {
+			if !see(v) {
+				return "", keyPlaces{}, true
+			}
+		}
+		if len(values) > 0 {
+			at.query, at.rest = true, rest
+		}
+	}
+	if g.Body {
+		v, ambiguous := g.keyFromBody(r)
+		if ambiguous || v != "" && !see(v) {
+			return "", keyPlaces{}, true
+		}
+	}
+	return key, at, false
+}
+
+// keyPlaces are where a request carried its key.
+type keyPlaces struct {
+	auth    bool   // Authorization: Bearer
+	headers uint64 // bit i: the gate's header i
+	query   bool
+	rest    string // the query without the key
+}
+
+// strip removes the key from every place it was found.
+func (g *APIKeyGate) strip(r *http.Request, at keyPlaces) {
+	if at.auth {
+		r.Header.Del("Authorization")
+	}
+	for i, name := range g.Headers {
+		if at.headers&(1<<i) != 0 {
+			r.Header.Del(name)
+		}
+	}
+	if at.query {
+		r.URL.RawQuery = at.rest
+		r.RequestURI = withQuery(r.RequestURI, at.rest)
+	}
+}
+
+// keyFromBody reads {"auth": {"api_key": …}} from a JSON body and puts
+// the body back so the upstream receives it whole. A body whose members
+// repeat (in any letter case) is ambiguous: parsers disagree on which
+// one counts.
+func (g *APIKeyGate) keyFromBody(r *http.Request) (key string, ambiguous bool) {
+	if r.Body == nil || r.Body == http.NoBody || !isJSON(r.Header.Get("Content-Type")) {
+		return "", false
+	}
+	buf, err := io.ReadAll(io.LimitReader(r.Body, g.MaxBodyBytes+1))
+	r.Body = readCloser{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
+	if err != nil || int64(len(buf)) > g.MaxBodyBytes {
+		return "", false
+	}
+	return apiKeyInBody(buf)
+}
+
+// apiKeyInBody returns body.auth.api_key of a JSON body, if it is a
+// string, and whether the body repeats a member name.
+func apiKeyInBody(buf []byte) (key string, ambiguous bool) {
+	if !json.Valid(buf) {
+		return "", false
+	}
+	if _, dup := duplicateMember(buf); dup {
+		return "", true
+	}
+	var body struct {
+		Auth struct {
+			APIKey string `json:"api_key"`
+		} `json:"auth"`
+	}
+	if json.Unmarshal(buf, &body) != nil {
+		return "", false
+	}
+	return body.Auth.APIKey, false
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+func isJSON(contentType string) bool {
+	mt, _, _ := strings.Cut(contentType, ";")
+	mt = strings.TrimSpace(strings.ToLower(mt))
+	return mt == "application/json" || strings.HasSuffix(mt, "+json")
+}
+
+// bearerToken returns the token of an "Authorization: Bearer" header.
+func bearerToken(r *http.Request) (string, bool) {
+	return bearerValue(r.Header.Get("Authorization"))
+}
+
+// bearerValue returns the token of an Authorization value "Bearer <token>".
+func bearerValue(auth string) (string, bool) {
+	const scheme = "bearer "
+	if len(auth) <= len(scheme) || !strings.EqualFold(auth[:len(scheme)], scheme) {
+		return "", false
+	}
+	tok := strings.TrimSpace(auth[len(scheme):])
+	return tok, tok != ""
+}
