@@ -12,8 +12,9 @@ import (
 )
 
 // check finds and verifies the request's key, and strips it unless
-// keep_credentials. A missing or refused key is (nil, nil), with the
-// challenge set; an error is a store fault.
+// keep_credentials. A missing or refused key is refused (401, with the
+// challenge set); so is a key the store could not look up, which is
+// logged.
 func (g *APIKeyGate) check(w http.ResponseWriter, r *http.Request) (*keystore.Key, error) {
 	presented, at, conflict := g.findKey(r)
 	if conflict {
@@ -21,20 +22,22 @@ func (g *APIKeyGate) check(w http.ResponseWriter, r *http.Request) (*keystore.Ke
 		// might read the other.
 		w.Header().Set("WWW-Authenticate", g.challenge+`, error="invalid_request"`)
 		g.app.metrics.conflicting.Inc()
-		return nil, nil
+		return nil, refuse(http.StatusUnauthorized, msgTwoKeys)
 	}
 	if presented == "" {
 		w.Header().Set("WWW-Authenticate", g.challenge)
-		return nil, nil
+		return nil, refuse(http.StatusUnauthorized, msgKeyRequired)
 	}
 	k, err := g.app.keyring.VerifyWithin(r.Context(), presented, g.app.unknownBudget, clientIP(r))
 	if err != nil {
 		w.Header().Set("WWW-Authenticate", g.challenge+`, error="invalid_token"`)
 		if isRefusal(err) {
 			g.app.metrics.countRefusal(err)
-			return nil, nil
+		} else {
+			// The store cannot tell: refused, as a key it does not know.
+			g.logger.Error("key store failure while checking a key", zapError(err))
 		}
-		return nil, err
+		return nil, refuse(http.StatusUnauthorized, msgKeyRequired)
 	}
 	g.app.metrics.valid.Inc()
 	if !g.KeepCredentials {

@@ -25,7 +25,9 @@ const DefaultRealm = "apikeys"
 // where keys are admitted: it lets a request through only with a valid,
 // unexpired, enabled API key minted by the apikeys app, whose owner still
 // exists (else 401), that grants the required scopes (else 403), within
-// its plan's rate limits and credits (else 429 JSON with Retry-After).
+// its plan's rate limits and credits (else 429 with Retry-After). Its
+// refusals are errors for the server's error routes, whose messages need
+// no JSON escaping (see refuse).
 // Every place it reads a key from is read: a request carrying two
 // different keys (in two places, or twice in one) is refused. Keyed
 // responses carry the RateLimit and RateLimit-Policy fields of
@@ -136,33 +138,28 @@ func (g *APIKeyGate) setUp(app *App, logger *zap.Logger) error {
 }
 
 // ServeHTTP checks the key, its scopes and its limits, then passes the
-// request on.
+// request on. Refusals are errors for the server's error routes (see
+// refuse).
 func (g *APIKeyGate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	k, err := g.check(w, r)
 	if err != nil {
-		// The store cannot tell: refused, as a key it does not know.
-		g.logger.Error("key store failure while checking a key", zapError(err))
-		k = nil
-	}
-	if k == nil {
-		return caddyhttp.Error(http.StatusUnauthorized, errors.New("not authenticated"))
+		return err
 	}
 	for _, want := range g.RequireScopes {
 		if !slices.Contains(k.Scopes, want) {
 			g.app.metrics.insufficientScope.Inc()
-			w.Header().Set("WWW-Authenticate", g.scopeChallenge)
-			return caddyhttp.Error(http.StatusForbidden, fmt.Errorf("API key lacks scope %q", want))
+			return scopeRefusal(w, g.scopeChallenge, want)
 		}
 	}
 	v, err := k.Limits().Take(r.Context(), g.cost)
 	if err != nil {
 		g.logger.Error("key store failure while charging credits", zapError(err))
-		return writeError(w, http.StatusServiceUnavailable, "the key store is unavailable; try again later")
+		return refuse(http.StatusServiceUnavailable, msgStoreUnavailable)
 	}
 	writeRateLimitFields(w.Header(), v)
 	if !v.Allowed {
 		g.app.metrics.countLimited(v)
-		return writeLimited(w, v)
+		return limitedRefusal(w, v)
 	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	// Answered when asked (an access log's user_id, a header_up), from

@@ -48,6 +48,7 @@ type gateAnswer struct {
 	upstream *http.Request   // the request the upstream got; nil if refused
 	repl     *caddy.Replacer // the request's placeholders
 	err      error           // the refusal, for the server's error routes
+	wrote    bool            // whether the gate or the upstream wrote a body
 }
 
 // admitted reports whether the request reached the upstream.
@@ -65,7 +66,7 @@ func serveGate(g *APIKeyGate, r *http.Request) gateAnswer {
 		w.WriteHeader(http.StatusOK)
 		return nil
 	}))
-	a.status, a.header = w.Code, w.Header()
+	a.status, a.header, a.wrote = w.Code, w.Header(), w.Body.Len() > 0
 	var he caddyhttp.HandlerError
 	if errors.As(a.err, &he) {
 		a.status = he.StatusCode

@@ -22,6 +22,7 @@ targets=(
 	"./caddymodule FuzzQueryParam"
 	"./caddymodule FuzzAPIKeyInBody"
 	"./caddymodule FuzzDuplicateMember"
+	"./caddymodule FuzzJSONSafe"
 	"./leaks FuzzParseAlerts"
 	"./leaks FuzzVerify"
 	"./leaks FuzzScanKeys"
