@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -10,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -213,29 +211,18 @@ func (h *APIHandler) allowCORS(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-// decodeRequestBody parses an endpoint's body: a JSON object, or nothing.
-// It is stricter than encoding/json, which would silently keep the last
-// of duplicate members (matching names in any letter case) and replace
-// invalid UTF-8.
+// decodeRequestBody parses an endpoint's body: a JSON object, or nothing,
+// read strictly (readObject).
 func decodeRequestBody(data []byte) (*requestBody, error) {
 	var body requestBody
-	data = bytes.TrimSpace(data)
-	if len(data) == 0 {
-		return &body, nil
-	}
-	if data[0] != '{' {
+	switch fault, name := readObject(data, &body); fault {
+	case bodyNotObject:
 		return nil, fail(http.StatusBadRequest, "request body must be a JSON object")
-	}
-	if !utf8.Valid(data) {
+	case bodyNotUTF8:
 		return nil, fail(http.StatusBadRequest, "request body is not valid UTF-8")
-	}
-	if !json.Valid(data) {
+	case bodyNotJSON:
 		return nil, fail(http.StatusBadRequest, "request body is not valid JSON")
-	}
-	// One scan finds duplicates and the members, matched to fields as
-	// json.Unmarshal matches them (FuzzDecodeRequestBody holds the two
-	// equal), without its reflection.
-	if name, dup := scanMembers(data, &body); dup {
+	case bodyRepeats:
 		return nil, fail(http.StatusBadRequest, "request body has the member "+strconv.Quote(name)+" more than once (names match in any letter case)")
 	}
 	return &body, nil

@@ -1,10 +1,7 @@
 package caddymodule
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"strings"
 
@@ -14,9 +11,17 @@ import (
 // check finds and verifies the request's key, and strips it unless
 // keep_credentials. A missing or refused key is refused (401, with the
 // challenge set); so is a key the store could not look up, which is
-// logged.
+// logged. With body, a body that cannot be read is refused first (see
+// keyFromBody).
 func (g *APIKeyGate) check(w http.ResponseWriter, r *http.Request) (*keystore.Key, error) {
-	presented, at, conflict := g.findKey(r)
+	var inBody string
+	if g.Body {
+		var err error
+		if inBody, err = g.keyFromBody(r); err != nil {
+			return nil, err
+		}
+	}
+	presented, at, conflict := g.findKey(r, inBody)
 	if conflict {
 		// Two places disagree: whichever the gateway checked, the upstream
 		// might read the other.
@@ -53,11 +58,12 @@ func isRefusal(err error) bool {
 }
 
 // findKey returns the presented key and the places it was found, so that
-// it can be removed from every one (a body is passed on as it came).
-// Every place is read: a request that carries two different values, in
-// two places or twice in one, is a conflict and carries no key. The usual
-// request (one key in one place) costs no allocation.
-func (g *APIKeyGate) findKey(r *http.Request) (key string, at keyPlaces, conflict bool) {
+// it can be removed from every one (a body is passed on as it came), given
+// the key the body carried. Every place is read: a request that carries
+// two different values, in two places or twice in one, is a conflict and
+// carries no key. The usual request (one key in one place) costs no
+// allocation.
+func (g *APIKeyGate) findKey(r *http.Request, inBody string) (key string, at keyPlaces, conflict bool) {
 	see := func(v string) bool {
 		switch {
 		case key == "":
@@ -99,11 +105,8 @@ func (g *APIKeyGate) findKey(r *http.Request) (key string, at keyPlaces, conflic
 			at.query, at.rest = true, rest
 		}
 	}
-	if g.Body {
-		v, ambiguous := g.keyFromBody(r)
-		if ambiguous || v != "" && !see(v) {
-			return "", keyPlaces{}, true
-		}
+	if inBody != "" && !see(inBody) {
+		return "", keyPlaces{}, true
 	}
 	return key, at, false
 }
@@ -130,47 +133,6 @@ func (g *APIKeyGate) strip(r *http.Request, at keyPlaces) {
 		r.URL.RawQuery = at.rest
 		r.RequestURI = withQuery(r.RequestURI, at.rest)
 	}
-}
-
-// keyFromBody reads {"auth": {"api_key": …}} from a JSON body and puts
-// the body back so the upstream receives it whole. A body whose members
-// repeat (in any letter case) is ambiguous: parsers disagree on which
-// one counts.
-func (g *APIKeyGate) keyFromBody(r *http.Request) (key string, ambiguous bool) {
-	if r.Body == nil || r.Body == http.NoBody || !isJSON(r.Header.Get("Content-Type")) {
-		return "", false
-	}
-	buf, err := io.ReadAll(io.LimitReader(r.Body, g.MaxBodyBytes+1))
-	r.Body = readCloser{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
-	if err != nil || int64(len(buf)) > g.MaxBodyBytes {
-		return "", false
-	}
-	return apiKeyInBody(buf)
-}
-
-// apiKeyInBody returns body.auth.api_key of a JSON body, if it is a
-// string, and whether the body repeats a member name.
-func apiKeyInBody(buf []byte) (key string, ambiguous bool) {
-	if !json.Valid(buf) {
-		return "", false
-	}
-	if _, dup := duplicateMember(buf); dup {
-		return "", true
-	}
-	var body struct {
-		Auth struct {
-			APIKey string `json:"api_key"`
-		} `json:"auth"`
-	}
-	if json.Unmarshal(buf, &body) != nil {
-		return "", false
-	}
-	return body.Auth.APIKey, false
-}
-
-type readCloser struct {
-	io.Reader
-	io.Closer
 }
 
 func isJSON(contentType string) bool {

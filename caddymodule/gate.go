@@ -54,10 +54,13 @@ type APIKeyGate struct {
 	// are written to access logs and browser histories.
 	QueryParam string `json:"query_param,omitempty"`
 
-	// Read a QueryLake-style body {"auth": {"api_key": "sk-…"}} from JSON
-	// requests. The body is read up to max_body_bytes and then passed
-	// upstream unchanged; one that repeats a member name (in any letter
-	// case) is refused. Default: false.
+	// Read a QueryLake-style body {"auth": {"api_key": "sk-…"}}. Every
+	// request body is then read in full, as strictly as the API reads its
+	// own, and passed upstream unchanged; one that cannot be read so is
+	// refused rather than passed on unread: over max_body_bytes 413, with
+	// a Content-Type other than JSON 415, not a JSON object in valid UTF-8
+	// without a repeated member name (in any letter case) 400. Requests
+	// without a body pass. Default: false.
 	Body bool `json:"body,omitempty"`
 
 	// Largest body read when body is on, in bytes. Default: 65536.

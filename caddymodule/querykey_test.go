@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"encoding/json"
 	"net/url"
 	"slices"
 	"strings"
@@ -87,23 +86,4 @@ func TestDuplicateMemberInAnyLetterCase(t *testing.T) {
 			}
 		})
 	}
-}
-
-func FuzzAPIKeyInBody(f *testing.F) {
-	for _, s := range []string{`{"auth":{"api_key":"sk-1"}}`, `{"auth":{"api_key":"a","API_KEY":"b"}}`, `{"auth":1}`, `[]`} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, body []byte) {
-		key, ambiguous := apiKeyInBody(body)
-		if ambiguous && key != "" {
-			t.Fatal("a key from an ambiguous body")
-		}
-		if key == "" {
-			return
-		}
-		// A key is returned only from a body every strict reader agrees on.
-		if _, dup := duplicateMember(body); dup || !json.Valid(body) {
-			t.Fatalf("key %q from a body with duplicates or invalid JSON", key)
-		}
-	})
 }

@@ -137,8 +137,8 @@ func TestGateRefusalsAreErrors(t *testing.T) {
 }
 
 // TestRefusalMessagesNeedNoJSONEscaping builds every message apikey_auth
-// refuses with, from the most awkward names a config can give a rate
-// limit or a scope: none holds a character that a JSON string would
+// refuses with (keys, scopes, limits, bodies), from the most awkward names
+// a config can give a rate limit or a scope: none holds a character that a JSON string would
 // need escaped, so none is changed on the way (jsonSafe).
 func TestRefusalMessagesNeedNoJSONEscaping(t *testing.T) {
 	var allowed strings.Builder // printable ASCII but quotes and backslashes
@@ -159,11 +159,19 @@ func TestRefusalMessagesNeedNoJSONEscaping(t *testing.T) {
 	}
 	rec := httptest.NewRecorder()
 	now := time.Now()
-	msgs := []string{msgKeyRequired, msgTwoKeys, msgStoreUnavailable,
+	msgs := []string{msgKeyRequired, msgTwoKeys, msgStoreUnavailable, msgBodyUnreadable, msgBodyNotJSON,
 		limitedMessage(keystore.Verdict{Reason: keystore.RateLimited, Name: name, Quota: 1 << 62, Window: 10000 * time.Hour}, now),
 		limitedMessage(keystore.Verdict{Reason: keystore.OutOfCredits}, now),
 		limitedMessage(keystore.Verdict{Reason: keystore.OutOfCredits, NextRefill: now.Add(720 * time.Hour)}, now),
 	}
+	for _, m := range bodyFaults {
+		msgs = append(msgs, m)
+	}
+	var tooLarge caddyhttp.HandlerError
+	if !errors.As((&APIKeyGate{MaxBodyBytes: 1 << 62}).bodyTooLarge(), &tooLarge) {
+		t.Fatal("a body over the bound is not refused with an error for the error routes")
+	}
+	msgs = append(msgs, tooLarge.Err.Error())
 	for _, s := range scopes {
 		var he caddyhttp.HandlerError
 		if !errors.As(scopeRefusal(rec, "challenge", s), &he) {

@@ -1,12 +1,52 @@
 package caddymodule
 
 import (
+	"bytes"
+	"encoding/json"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/caddy-apikeys/caddy-apikeys/identity"
 )
+
+// bodyFault is why a request body is not a JSON object read strictly.
+type bodyFault int
+
+// The faults readObject finds.
+const (
+	bodyOK        bodyFault = iota
+	bodyNotObject           // something other than a JSON object
+	bodyNotUTF8             // not valid UTF-8
+	bodyNotJSON             // not valid JSON
+	bodyRepeats             // a member name twice in one object, in any letter case
+)
+
+// readObject reads a request body strictly: nothing (only white space) or
+// a JSON object, in valid UTF-8, where no object repeats a member name
+// (duplicateMember). It is stricter than encoding/json, which would keep
+// the last of duplicate members (matching names in any letter case) and
+// replace invalid UTF-8. It hands the object's members to top, matched
+// to names as json.Unmarshal matches fields (FuzzDecodeRequestBody holds
+// the two equal), without its reflection, and returns what is wrong and,
+// for bodyRepeats, the repeated name.
+func readObject(data []byte, top memberSetter) (bodyFault, string) {
+	data = bytes.TrimSpace(data)
+	switch {
+	case len(data) == 0:
+		return bodyOK, ""
+	case data[0] != '{':
+		return bodyNotObject, ""
+	case !utf8.Valid(data):
+		return bodyNotUTF8, ""
+	case !json.Valid(data):
+		return bodyNotJSON, ""
+	}
+	if name, dup := scanMembers(data, top); dup {
+		return bodyRepeats, name
+	}
+	return bodyOK, ""
+}
 
 // duplicateMember reports the first member name that appears twice in one
 // object, at any depth, of valid JSON data, where names that differ only

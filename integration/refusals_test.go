@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -99,4 +100,69 @@ func TestRefusalsInTheAPIShape(t *testing.T) {
 	mustCLI(t, "", "--address", admin, "key", "credits", spent.ID, "--set", "0")
 	wantRefusal(t, "out of credits", get("/v1/x", "Authorization", "Bearer "+spent.APIKey), 429, "the key's credits are spent",
 		map[string]string{"RateLimit-Policy": `"credits";q=1000;qu="credits"`, "RateLimit": `"credits";r=0`})
+}
+
+// TestBodiesAreReadInFullOrRefused runs a copy of Caddyfile.example whose
+// apikey_auth also reads keys from bodies (body), and sends a valid key
+// in X-Api-Key with a second key in the body, in every shape a gateway
+// might pass on unread: padded past the 64 KiB it reads, as text/plain,
+// after a UTF-8 byte-order mark, each also chunked. Each is refused in
+// the API's JSON shape; bodies it can read pass.
+func TestBodiesAreReadInFullOrRefused(t *testing.T) {
+	config, base, ports := exampleCopy(t, func(cfg string) string {
+		return strings.Replace(cfg, "\tapikey_auth /v1/* {\n\t\theader X-Api-Key\n", "\tapikey_auth /v1/* {\n\t\theader X-Api-Key\n\t\tbody\n", 1)
+	})
+	startBinary(t, config, t.TempDir(), ports)
+	mint := func() string {
+		return decodeCreated(t, do(t, http.MethodPost, base+"/api/create_api_key", "", "Authorization", basicAuth("example_username", "example_password"))).APIKey
+	}
+	a, b := mint(), mint()
+	second := `{"auth": {"api_key": "` + b + `"}}`
+	padded := `{"pad": "` + strings.Repeat("x", 64<<10) + `", "auth": {"api_key": "` + b + `"}}`
+	send := func(method, body, contentType string, chunked bool) response {
+		var rd io.Reader = strings.NewReader(body)
+		if chunked {
+			rd = io.MultiReader(rd) // of unknown length: sent chunked
+		}
+		req, err := http.NewRequest(method, base+"/v1/x", rd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body == "" && !chunked {
+			req.Body = nil
+		}
+		if contentType != "" {
+			req.Header.Set("Content-Type", contentType)
+		}
+		req.Header.Set("X-Api-Key", a)
+		res, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		got, err := io.ReadAll(res.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return response{status: res.StatusCode, header: res.Header, body: string(got)}
+	}
+	for _, chunked := range []bool{false, true} {
+		how := map[bool]string{false: "", true: ", chunked"}[chunked]
+		wantRefusal(t, "a second key"+how, send("POST", second, "application/json", chunked), 401, "the request carries more than one API key", nil)
+		wantRefusal(t, "a second key past 64 KiB"+how, send("POST", padded, "application/json", chunked), 413,
+			"the request body is larger than the limit of 65536 bytes", nil)
+		wantRefusal(t, "a second key as text/plain"+how, send("POST", second, "text/plain", chunked), 415,
+			"the request body must be JSON (Content-Type application/json)", nil)
+		wantRefusal(t, "a second key after a byte-order mark"+how, send("POST", "\xef\xbb\xbf"+second, "application/json", chunked), 400,
+			"the request body must be a JSON object", nil)
+		if r := send("POST", `{"auth": {"api_key": "`+a+`"}}`, "application/json", chunked); r.status != 200 {
+			t.Errorf("the same key in the body%s: %d %s", how, r.status, r.body)
+		}
+		if r := send("POST", "", "text/plain", chunked); r.status != 200 {
+			t.Errorf("an empty body%s: %d %s", how, r.status, r.body)
+		}
+	}
+	if r := send("GET", "", "", false); r.status != 200 {
+		t.Errorf("no body: %d %s", r.status, r.body)
+	}
 }

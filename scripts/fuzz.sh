@@ -20,7 +20,7 @@ targets=(
 	"./caddymodule FuzzDecodeRequestBody"
 	"./caddymodule FuzzBearerToken"
 	"./caddymodule FuzzQueryParam"
-	"./caddymodule FuzzAPIKeyInBody"
+	"./caddymodule FuzzKeyInBody"
 	"./caddymodule FuzzDuplicateMember"
 	"./caddymodule FuzzJSONSafe"
 	"./leaks FuzzParseAlerts"
