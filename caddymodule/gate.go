@@ -79,7 +79,9 @@ type APIKeyGate struct {
 	RequireScopes []string `json:"require_scopes,omitempty"`
 
 	// Credits a request on this route spends, when the key's plan has
-	// credits; 0 makes the route free. Default: 1.
+	// credits; 0 makes the route free. A request is charged once the
+	// upstream starts its answer, however the answer's transfer ends, and
+	// not if it is never answered. Default: 1.
 	Cost *int64 `json:"cost,omitempty"`
 
 	app            *App
@@ -178,24 +180,10 @@ func (g *APIKeyGate) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		return next.ServeHTTP(w, r)
 	}
 	repl.Set("http.auth.user.credits_remaining", v.Credits)
-	// The credits are spent once the response is complete, before the
-	// server flushes what is left of it: a request the gateway never
-	// answers (the upstream unreachable, the gateway killed on the way)
-	// spends nothing, and its client may retry.
-	settled := false
-	defer func() {
-		if !settled { // a handler after this one panicked
-			v.Charge.Cancel()
-		}
-	}()
-	err = next.ServeHTTP(w, r)
-	settled = true
-	if err != nil {
-		v.Charge.Cancel()
-		return err
-	}
-	v.Charge.Commit()
-	return nil
+	// Charged once the upstream answers (see charge.go).
+	cw := &chargeWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, charge: v.Charge}
+	defer cw.finish()
+	return next.ServeHTTP(cw, r)
 }
 
 // Interface guards
