@@ -180,9 +180,9 @@ func (g *APIKeyGate) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		return next.ServeHTTP(w, r)
 	}
 	repl.Set("http.auth.user.credits_remaining", v.Credits)
-	// Charged once the upstream answers (see charge.go).
+	// Charged if the upstream answers (see charge.go).
 	cw := &chargeWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, charge: v.Charge}
-	defer cw.finish()
+	defer cw.settle()
 	return next.ServeHTTP(cw, r)
 }
 
