@@ -8,7 +8,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp/caddyauth"
 	"github.com/caddyserver/caddy/v2/modules/logging"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -23,7 +22,7 @@ import (
 // logs unless a log filter removes it.
 //
 // warnUnfilteredKeys looks, when the config starts, at every server, at
-// the apikey_auth providers in its routes and at the logs its access and
+// the apikey_auth handlers in its routes and at the logs its access and
 // error loggers write to, and warns once per server and field that some
 // log would record unfiltered.
 func (a *App) warnUnfilteredKeys() {
@@ -43,7 +42,7 @@ func (a *App) warnUnfilteredKeys() {
 	for name, srv := range httpApp.Servers {
 		warned := make(map[string]bool)
 		logsCredentials := srv.Logs != nil && srv.Logs.ShouldLogCredentials
-		forEachProvider(append(srv.Routes, errorRoutes(srv)...), func(p *APIKeyAuth) {
+		forEachGate(append(srv.Routes, errorRoutes(srv)...), func(p *APIKeyGate) {
 			for _, field := range keyFields(p, logsCredentials) {
 				if warned[field.path] {
 					continue
@@ -72,7 +71,7 @@ type keyField struct {
 }
 
 // keyFields lists where the access log would show p's keys.
-func keyFields(p *APIKeyAuth, logsCredentials bool) []keyField {
+func keyFields(p *APIKeyGate, logsCredentials bool) []keyField {
 	var fields []keyField
 	header := func(h string) keyField {
 		path := "request>headers>" + http.CanonicalHeaderKey(h)
@@ -98,30 +97,18 @@ func errorRoutes(srv *caddyhttp.Server) caddyhttp.RouteList {
 	return srv.Errors.Routes
 }
 
-// forEachProvider calls fn for each apikey provider (and apikey_auth
-// handler) in routes, at any depth of subroutes.
-func forEachProvider(routes caddyhttp.RouteList, fn func(*APIKeyAuth)) {
+// forEachGate calls fn for each apikey_auth handler in routes, at any
+// depth of subroutes.
+func forEachGate(routes caddyhttp.RouteList, fn func(*APIKeyGate)) {
 	for _, rt := range routes {
 		for _, h := range rt.Handlers {
 			switch h := h.(type) {
-			case *caddyauth.Authentication:
-				for _, p := range h.Providers {
-					if p, ok := p.(*APIKeyAuth); ok {
-						fn(p)
-					}
-				}
-			case caddyauth.Authentication:
-				for _, p := range h.Providers {
-					if p, ok := p.(*APIKeyAuth); ok {
-						fn(p)
-					}
-				}
 			case *APIKeyGate:
-				fn(&h.APIKeyAuth)
+				fn(h)
 			case *caddyhttp.Subroute:
-				forEachProvider(h.Routes, fn)
+				forEachGate(h.Routes, fn)
 				if h.Errors != nil {
-					forEachProvider(h.Errors.Routes, fn)
+					forEachGate(h.Errors.Routes, fn)
 				}
 			}
 		}

@@ -28,8 +28,8 @@ func init() {
 }
 
 // App is the apikeys app: it owns the key store and knows the users and
-// token issuers that may mint keys. The apikeys_api handler and the apikey
-// authentication provider both use it. Configure it with the global
+// token issuers that may mint keys. The apikeys_api and apikey_auth
+// handlers both use it. Configure it with the global
 // option block `apikeys { … }`; without one, the defaults apply.
 type App struct {
 	// Where keys and users are kept. Default: the bbolt store in the data
@@ -436,7 +436,7 @@ func (a *App) Cleanup() error {
 	return errors.Join(errs...)
 }
 
-// appFrom fetches the apikeys app for a handler or provider.
+// appFrom fetches the apikeys app for a handler.
 func appFrom(ctx caddy.Context) (*App, error) {
 	v, err := ctx.App("apikeys")
 	if err != nil {

@@ -470,7 +470,8 @@ func parseAPIHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error
 //	}
 //
 // With require_scopes, keys lacking any of the scopes get 403; cost is
-// what a request spends of a key's credits (default 1, 0 for free).
+// what a request spends of a key's credits (default 1, 0 for free); with
+// body, bodies that cannot be read in full as JSON are refused.
 func parseAPIKeyAuth(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	h.Next() // directive name
 	if h.NextArg() {

@@ -115,24 +115,24 @@ func (h *LeakHandler) Cleanup() error {
 func (h *LeakHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		return writeError(w, http.StatusMethodNotAllowed, "alerts are POSTed")
+		return wire.WriteError(w, wire.Fail(http.StatusMethodNotAllowed, "alerts are POSTed"))
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.MaxBodyBytes))
 	var tooLarge *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooLarge):
-		return writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("alert larger than %d bytes", h.MaxBodyBytes))
+		return wire.WriteError(w, wire.Fail(http.StatusRequestEntityTooLarge, fmt.Sprintf("alert larger than %d bytes", h.MaxBodyBytes)))
 	case err != nil:
-		return writeError(w, http.StatusBadRequest, "reading the alert failed")
+		return wire.WriteError(w, wire.Fail(http.StatusBadRequest, "reading the alert failed"))
 	}
 	if err := h.keys.Verify(body, r.Header.Get("Github-Public-Key-Identifier"), r.Header.Get("Github-Public-Key-Signature")); err != nil {
 		h.logger.Warn("secret-scanning alert refused: bad signature", zap.String("remote_addr", r.RemoteAddr),
 			zap.String("key_identifier", r.Header.Get("Github-Public-Key-Identifier")))
-		return writeError(w, http.StatusUnauthorized, err.Error())
+		return wire.WriteError(w, wire.Fail(http.StatusUnauthorized, err.Error()))
 	}
 	alerts, err := leaks.ParseAlerts(body)
 	if err != nil {
-		return writeError(w, http.StatusBadRequest, err.Error())
+		return wire.WriteError(w, wire.Fail(http.StatusBadRequest, err.Error()))
 	}
 	feedback := make([]leaks.Feedback, 0, len(alerts))
 	var leaked []notify.Event
@@ -141,7 +141,7 @@ func (h *LeakHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyh
 		if err != nil {
 			// Not answered: the scanner sends the alert again.
 			h.logger.Error("key store failure while revoking a leaked key", zap.Error(err))
-			return writeError(w, http.StatusServiceUnavailable, "the key store is unavailable; try again later")
+			return wire.WriteError(w, wire.Unavailable)
 		}
 		label := leaks.FalsePositive
 		if rep.Found {

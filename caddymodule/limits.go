@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"fmt"
 	"net/http"
 	"strconv"
 	"sync"
@@ -60,25 +59,6 @@ func rateLimitPolicy(v keystore.Verdict) []string {
 	}
 	f, _ := policyFields.LoadOrStore(key, []string{policy})
 	return f.([]string)
-}
-
-// writeLimited answers a request over its limits: 429 JSON saying what
-// ran out, with Retry-After when it is known when the request could pass.
-func writeLimited(w http.ResponseWriter, v keystore.Verdict) error {
-	var msg string
-	switch v.Reason {
-	case keystore.RateLimited:
-		msg = fmt.Sprintf("rate limit %q exceeded: at most %d requests per %s", v.Name, v.Quota, shortDuration(v.Window))
-	default:
-		msg = "the key's credits are spent"
-		if !v.NextRefill.IsZero() {
-			msg += fmt.Sprintf("; they refill in %d seconds", ceilSeconds(time.Until(v.NextRefill)))
-		}
-	}
-	if v.RetryAfter > 0 {
-		w.Header().Set("Retry-After", strconv.FormatInt(ceilSeconds(v.RetryAfter), 10))
-	}
-	return writeError(w, http.StatusTooManyRequests, msg)
 }
 
 func ceilSeconds(d time.Duration) int64 { return int64((d + time.Second - 1) / time.Second) }

@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"encoding/json"
 	"net/url"
 	"slices"
 	"strings"
@@ -67,43 +66,6 @@ func FuzzQueryParam(f *testing.F) {
 		// request was found ambiguous.
 		if q, _ := url.ParseQuery(rest); q.Has("api_key") && !ambiguous {
 			t.Fatalf("%q still carries api_key for url.ParseQuery", rest)
-		}
-	})
-}
-
-func TestDuplicateMemberInAnyLetterCase(t *testing.T) {
-	for _, c := range []struct{ name, body, want string }{
-		{"upper case", `{"auth": "x", "AUTH": "y"}`, "AUTH"},
-		{"nested mixed case", `{"auth": {"username": "a", "UserName": "b"}}`, "UserName"},
-		{"Kelvin sign for k", `{"api_key_id": "a", "api_\u212aey_id": "b"}`, "api_\u212aey_id"},
-		{"long s for s", `{"scopes": [], "ſcopes": []}`, "ſcopes"},
-		{"same member in sibling objects", `{"a": {"x": 1}, "b": {"x": 1}}`, ""},
-		{"accented letter in another case", `{"é": 1, "É": 2}`, "É"},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			got, dup := duplicateMember([]byte(c.body))
-			if got != c.want || dup != (c.want != "") {
-				t.Errorf("%s: %q, %v; want %q", c.body, got, dup, c.want)
-			}
-		})
-	}
-}
-
-func FuzzAPIKeyInBody(f *testing.F) {
-	for _, s := range []string{`{"auth":{"api_key":"sk-1"}}`, `{"auth":{"api_key":"a","API_KEY":"b"}}`, `{"auth":1}`, `[]`} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, body []byte) {
-		key, ambiguous := apiKeyInBody(body)
-		if ambiguous && key != "" {
-			t.Fatal("a key from an ambiguous body")
-		}
-		if key == "" {
-			return
-		}
-		// A key is returned only from a body every strict reader agrees on.
-		if _, dup := duplicateMember(body); dup || !json.Valid(body) {
-			t.Fatalf("key %q from a body with duplicates or invalid JSON", key)
 		}
 	})
 }

@@ -15,16 +15,14 @@ import (
 // referenceModules maps the module column of README's JSON reference to
 // the type whose JSON fields it documents.
 var referenceModules = map[string]any{
-	"app `apikeys`":                   App{},
-	"`apikeys.stores.bolt`":           BoltStore{},
-	"`apikeys.stores.etcd`":           EtcdStore{},
-	"`jwt`":                           JWTConfig{},
-	"handler `apikeys_api`":           APIHandler{},
-	"handler `apikey_auth`":           APIKeyGate{},
-	"provider `apikey`":               APIKeyAuth{},
-	"handler `apikey_require_scopes`": RequireScopes{},
-	"handler `apikeys_ui`":            KeyPage{},
-	"handler `apikeys_leaks`":         LeakHandler{},
+	"app `apikeys`":           App{},
+	"`apikeys.stores.bolt`":   BoltStore{},
+	"`apikeys.stores.etcd`":   EtcdStore{},
+	"`jwt`":                   JWTConfig{},
+	"handler `apikeys_api`":   APIHandler{},
+	"handler `apikey_auth`":   APIKeyGate{},
+	"handler `apikeys_ui`":    KeyPage{},
+	"handler `apikeys_leaks`": LeakHandler{},
 }
 
 // TestJSONReferenceMatchesTheCode: README's JSON reference names exactly

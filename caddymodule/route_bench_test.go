@@ -26,10 +26,15 @@ func (w *discardWriter) Header() http.Header         { return w.h }
 func (w *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
 func (w *discardWriter) WriteHeader(s int)           { w.status = s }
 
+// planRateCredits is a default plan of one rate limit and credits, both
+// too large to run out.
+const planRateCredits = "default_plan p\n\t\tplan p {\n\t\t\trate 1000000000/1m\n\t\t\tcredits 1000000000000\n\t\t}"
+
 // BenchmarkRoute serves requests through Caddy's compiled HTTP server (the
 // handler chain a Caddyfile builds, called in process, no network) to a
 // static response: the bare route, the same behind apikey_auth (without
-// and with a plan), and behind Caddy's basic_auth as the peer. The
+// a plan; with rate and credits, also on a free route; with a rate only),
+// and behind Caddy's basic_auth as the peer. The
 // difference to the bare route is what the key check costs a request.
 func BenchmarkRoute(b *testing.B) {
 	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
@@ -41,7 +46,9 @@ func BenchmarkRoute(b *testing.B) {
 	}{
 		{"bare", "", "", ""},
 		{"apikey_auth", "", "apikey_auth", "key"},
-		{"apikey_auth+plan", "default_plan p\n\t\tplan p {\n\t\t\trate 1000000000/1m\n\t\t\tcredits 1000000000000\n\t\t}", "apikey_auth", "key"},
+		{"apikey_auth+plan", planRateCredits, "apikey_auth", "key"},
+		{"apikey_auth+plan/cost=0", planRateCredits, "apikey_auth {\n\t\tcost 0\n\t}", "key"},
+		{"apikey_auth+rate", "default_plan p\n\t\tplan p {\n\t\t\trate 1000000000/1m\n\t\t}", "apikey_auth", "key"},
 		{"basic_auth", "", "basic_auth {\n\t\talice " + string(hash) + "\n\t}", "basic"},
 	} {
 		b.Run(tc.name, func(b *testing.B) {

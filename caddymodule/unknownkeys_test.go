@@ -2,12 +2,14 @@ package caddymodule
 
 import (
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
 
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
@@ -90,19 +92,21 @@ func TestUnknownKeyBudgetPerAddress(t *testing.T) {
 	}
 }
 
-// TestProviderRefusesUnknownKeysOverBudget floods the provider with
+// TestGateRefusesUnknownKeysOverBudget floods the gate with
 // distinct well-formed unknown keys from one address: past the burst
 // they are refused without a store read and counted, while a valid key
 // from the same address and unknown keys from another address still go
 // through.
-func TestProviderRefusesUnknownKeysOverBudget(t *testing.T) {
+func TestGateRefusesUnknownKeysOverBudget(t *testing.T) {
 	app, err := provisionApp(t, `{"store": `+storeJSON(filepath.Join(t.TempDir(), "k.db"))+`,
 		"unknown_key_budget": {"rate": 0.001, "burst": 5}}`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, _, _ := testProvider(t, &APIKeyAuth{})
-	p.app = app
+	g := &APIKeyGate{}
+	if err := g.setUp(app, zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
 	m, err := app.keyring.Mint(t.Context(), keystore.Actor{Owner: keystore.Service("alice"), Operator: true}, keystore.KeyRequest{})
 	if err != nil {
 		t.Fatal(err)
@@ -112,11 +116,11 @@ func TestProviderRefusesUnknownKeysOverBudget(t *testing.T) {
 		r := httptest.NewRequest("GET", "/v1/", nil)
 		r.RemoteAddr = from + ":1234"
 		r.Header.Set("Authorization", "Bearer "+k)
-		_, ok, err := p.Authenticate(httptest.NewRecorder(), r)
-		if err != nil {
-			t.Fatal(err)
+		a := serveGate(g, r)
+		if !a.admitted() && a.status != http.StatusUnauthorized {
+			t.Fatalf("refused with %d, want 401", a.status)
 		}
-		return ok
+		return a.admitted()
 	}
 	if !send(key, "203.0.113.9") { // read once (given back: it exists), then cached
 		t.Fatal("valid key refused")

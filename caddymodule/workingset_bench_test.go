@@ -48,13 +48,13 @@ func BenchmarkWorkingSet(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			p := &APIKeyAuth{KeepCredentials: true, app: &App{keyring: kr, metrics: m}, challenge: `Bearer realm="apikeys"`}
+			g := benchGate(&App{keyring: kr, metrics: m})
 			w := httptest.NewRecorder()
 			r := httptest.NewRequest(http.MethodGet, "/v1/", nil)
 			check := func() {
 				r.Header.Set("Authorization", "Bearer "+fixture.secrets[draw()])
-				if _, ok, err := p.Authenticate(w, r); !ok || err != nil {
-					b.Fatal(ok, err)
+				if k, err := g.check(w, r); k == nil || err != nil {
+					b.Fatal(k, err)
 				}
 			}
 			for range 200_000 { // fill the cache

@@ -14,7 +14,7 @@ import (
 // validating keys writes nothing: only the periodic last_used flush does,
 // in one transaction.
 func TestValidationWritesOnlyFlushes(t *testing.T) {
-	p, app, key := testProvider(t, &APIKeyAuth{})
+	g, app, key := testGate(t, &APIKeyGate{})
 	db := app.keyring.Store().(*keystore.BoltStore).DB()
 	txid := func() int {
 		var id int
@@ -24,8 +24,8 @@ func TestValidationWritesOnlyFlushes(t *testing.T) {
 	validate := func() {
 		r := httptest.NewRequest("GET", "/v1/", nil)
 		r.Header.Set("Authorization", "Bearer "+key)
-		if _, ok, err := p.Authenticate(httptest.NewRecorder(), r); !ok || err != nil {
-			t.Fatal(ok, err)
+		if a := serveGate(g, r); !a.admitted() {
+			t.Fatal(a.status, a.err)
 		}
 	}
 	validate() // first use reads the store and caches the key

@@ -34,6 +34,12 @@ func do(t testing.TB, method, url string, body string, headers ...string) respon
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
+	return roundTrip(t, req)
+}
+
+// roundTrip sends req with the tests' client and reads the whole answer.
+func roundTrip(t testing.TB, req *http.Request) response {
+	t.Helper()
 	res, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)

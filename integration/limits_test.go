@@ -35,8 +35,8 @@ func newLimitsUpstream(t *testing.T) *limitsUpstream {
 }
 
 // limitsGateway is the real binary with plans, on a store given as a
-// Caddyfile store line; it can be killed and started again on the same
-// data directory.
+// Caddyfile store line, answering refusals as the shipped Caddyfiles do;
+// it can be killed and started again on the same data directory.
 type limitsGateway struct {
 	*runningCaddy
 	t                 *testing.T
@@ -92,9 +92,9 @@ http://%s {
 		header_up X-Rate {http.auth.user.ratelimit_remaining}
 	}
 	reverse_proxy /free/* %s
-}
+%s}
 `, adminOption(g.ports[1], 4), store, bcryptHash(t, "alicepw"), bcryptHash(t, "bobpw"), bcryptHash(t, "carolpw"), bcryptHash(t, "davepw"), g.ports[0].Addr,
-		strings.TrimPrefix(upstream, "http://"), strings.TrimPrefix(upstream, "http://"))
+		strings.TrimPrefix(upstream, "http://"), strings.TrimPrefix(upstream, "http://"), shippedErrorRoutes(t))
 	g.config = filepath.Join(g.dir, "Caddyfile")
 	if err := os.WriteFile(g.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -272,7 +272,7 @@ func TestRateLimitOnOneGateway(t *testing.T) {
 	}
 	body, retry, _ := strings.Cut(out.last429, " Retry-After=")
 	if json.Unmarshal([]byte(body), &refusal) != nil || refusal.Success == nil || *refusal.Success ||
-		!strings.Contains(refusal.Error, `rate limit "per-2s" exceeded`) || retry == "" || retry == "0" {
+		!strings.Contains(refusal.Error, `rate limit 'per-2s' exceeded`) || retry == "" || retry == "0" {
 		t.Fatalf("the refusal: %s", out.last429)
 	}
 }

@@ -293,21 +293,11 @@ func (m *Meter) account(id string, rates []Rate, credits *CreditTerms) *account 
 // to take a new block of credits from the store. An error is a store
 // fault.
 func (l *Limits) Take(ctx context.Context, cost int64) (Verdict, error) {
-	return l.take(ctx, cost, false)
-}
-
-// Spend is Take for callers that cannot see the response: the credits
-// are spent at once, and Verdict.Charge is empty.
-func (l *Limits) Spend(ctx context.Context, cost int64) (Verdict, error) {
-	return l.take(ctx, cost, true)
-}
-
-func (l *Limits) take(ctx context.Context, cost int64, spend bool) (Verdict, error) {
 	if l == nil {
 		return Verdict{Allowed: true, Credits: -1}, nil
 	}
 	for {
-		v, reserve := l.try(cost, spend)
+		v, reserve := l.try(cost)
 		if reserve == nil {
 			return v, nil
 		}
@@ -318,9 +308,9 @@ func (l *Limits) take(ctx context.Context, cost int64, spend bool) (Verdict, err
 }
 
 // try decides with the counters as they are, holding the credits of an
-// admitted request (or spending them). It returns the account whose
+// admitted request. It returns the account whose
 // credits need a new block first, if any.
-func (l *Limits) try(cost int64, spend bool) (Verdict, *account) {
+func (l *Limits) try(cost int64) (Verdict, *account) {
 	m := l.m
 	now := m.now()
 	ns := now.UnixNano()
@@ -369,12 +359,7 @@ func (l *Limits) try(cost int64, spend bool) (Verdict, *account) {
 		}
 		v = cs.verdict(now)
 		v.Allowed = true
-		switch {
-		case cost <= 0: // free: nothing held
-		case spend:
-			cs.held -= cost
-			cs.slot.spent += cost
-		default:
+		if cost > 0 { // free: nothing held
 			v.Charge = Charge{a: credits, slot: cs.slot, cost: cost}
 		}
 	}

@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,35 +14,68 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
-// testProvider provisions an APIKeyAuth on a fresh app and mints a key.
-func testProvider(t *testing.T, p *APIKeyAuth) (*APIKeyAuth, *App, string) {
+// testGate sets g up on a fresh app, as Provision does, and mints a key
+// for the service owner alice.
+func testGate(t *testing.T, g *APIKeyGate) (*APIKeyGate, *App, string) {
 	t.Helper()
 	app, err := provisionApp(t, `{"store": `+storeJSON(filepath.Join(t.TempDir(), "k.db"))+`}`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.app = app
-	if p.Realm == "" {
-		p.Realm = DefaultRealm
-	}
-	p.challenge = `Bearer realm="` + p.Realm + `"`
-	if p.MaxBodyBytes == 0 {
-		p.MaxBodyBytes = DefaultMaxBodyBytes
+	if err := g.setUp(app, zap.NewNop()); err != nil {
+		t.Fatal(err)
 	}
 	m, err := app.keyring.Mint(context.Background(), keystore.Actor{Owner: keystore.Service("alice"), Operator: true}, keystore.KeyRequest{Title: "ci"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return p, app, m.Secret
+	return g, app, m.Secret
 }
 
-func TestProviderKeySources(t *testing.T) {
-	p, _, key := testProvider(t, &APIKeyAuth{Headers: []string{"X-Api-Key"}, QueryParam: "api_key", Body: true})
+// gateAnswer is what the client and the upstream see of a request sent
+// through the gate.
+type gateAnswer struct {
+	status   int             // the refusal's status, or what the upstream answered
+	header   http.Header     // the answer's header fields
+	upstream *http.Request   // the request the upstream got; nil if refused
+	repl     *caddy.Replacer // the request's placeholders
+	err      error           // the refusal, for the server's error routes
+	wrote    bool            // whether the gate or the upstream wrote a body
+}
+
+// admitted reports whether the request reached the upstream.
+func (a gateAnswer) admitted() bool { return a.upstream != nil }
+
+// serveGate sends r through g to an upstream that answers 200. r is
+// given its placeholders in place, so that what the gate did to it (as
+// to its body) shows in r also when it is refused.
+func serveGate(g *APIKeyGate, r *http.Request) gateAnswer {
+	a := gateAnswer{repl: caddy.NewReplacer()}
+	*r = *r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, a.repl))
+	w := httptest.NewRecorder()
+	a.err = g.ServeHTTP(w, r, caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		a.upstream = r
+		w.WriteHeader(http.StatusOK)
+		return nil
+	}))
+	a.status, a.header, a.wrote = w.Code, w.Header(), w.Body.Len() > 0
+	var he caddyhttp.HandlerError
+	if errors.As(a.err, &he) {
+		a.status = he.StatusCode
+	}
+	return a
+}
+
+func TestGateKeySources(t *testing.T) {
+	g, _, key := testGate(t, &APIKeyGate{Headers: []string{"X-Api-Key"}, QueryParam: "api_key", Body: true})
 
 	cases := []struct {
 		name    string
@@ -89,21 +123,6 @@ func TestProviderKeySources(t *testing.T) {
 				t.Errorf("upstream body %q", b)
 			}
 		}},
-		{"body, not JSON content type", func() *http.Request {
-			r := httptest.NewRequest("POST", "/v1/", strings.NewReader(`{"auth": {"api_key": "`+key+`"}}`))
-			r.Header.Set("Content-Type", "text/plain")
-			return r
-		}, false, nil},
-		{"body over the cap is passed on whole", func() *http.Request {
-			big := `{"pad": "` + strings.Repeat("x", DefaultMaxBodyBytes) + `", "auth": {"api_key": "` + key + `"}}`
-			r := httptest.NewRequest("POST", "/v1/", strings.NewReader(big))
-			r.Header.Set("Content-Type", "application/json")
-			return r
-		}, false, func(t *testing.T, r *http.Request) {
-			if b, _ := io.ReadAll(r.Body); len(b) < DefaultMaxBodyBytes {
-				t.Errorf("body truncated to %d bytes", len(b))
-			}
-		}},
 		{"no key", func() *http.Request { return httptest.NewRequest("GET", "/v1/", nil) }, false, nil},
 		{"basic credentials are not a key", func() *http.Request {
 			r := httptest.NewRequest("GET", "/v1/", nil)
@@ -114,16 +133,20 @@ func TestProviderKeySources(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			r := c.req()
-			w := httptest.NewRecorder()
-			user, ok, err := p.Authenticate(w, r)
-			if err != nil || ok != c.ok {
-				t.Fatalf("Authenticate = %v, %v; want %v, nil", ok, err, c.ok)
+			a := serveGate(g, r)
+			if a.admitted() != c.ok || a.status != map[bool]int{true: 200, false: 401}[c.ok] {
+				t.Fatalf("admitted = %v (%d, %v); want %v", a.admitted(), a.status, a.err, c.ok)
 			}
-			if ok && (user.ID != "alice" || user.Metadata["key_title"] != "ci" || len(user.Metadata["key_id"]) != 32) {
-				t.Fatalf("user %+v", user)
+			if c.ok {
+				user, _ := a.repl.GetString("http.auth.user.id")
+				title, _ := a.repl.GetString("http.auth.user.key_title")
+				id, _ := a.repl.GetString("http.auth.user.key_id")
+				if user != "alice" || title != "ci" || len(id) != 32 {
+					t.Fatalf("placeholders: user %q, title %q, key id %q", user, title, id)
+				}
 			}
-			if !ok && !strings.HasPrefix(w.Header().Get("WWW-Authenticate"), `Bearer realm="apikeys"`) {
-				t.Fatalf("challenge %q", w.Header().Get("WWW-Authenticate"))
+			if !c.ok && !strings.HasPrefix(a.header.Get("WWW-Authenticate"), `Bearer realm="apikeys"`) {
+				t.Fatalf("challenge %q", a.header.Get("WWW-Authenticate"))
 			}
 			if c.checkUp != nil {
 				c.checkUp(t, r)
@@ -132,29 +155,36 @@ func TestProviderKeySources(t *testing.T) {
 	}
 }
 
-func TestProviderKeepCredentials(t *testing.T) {
-	p, _, key := testProvider(t, &APIKeyAuth{KeepCredentials: true})
+func TestGateKeepCredentials(t *testing.T) {
+	g, _, key := testGate(t, &APIKeyGate{KeepCredentials: true})
 	r := httptest.NewRequest("GET", "/v1/", nil)
 	r.Header.Set("Authorization", "Bearer "+key)
-	if _, ok, _ := p.Authenticate(httptest.NewRecorder(), r); !ok {
+	a := serveGate(g, r)
+	if !a.admitted() {
 		t.Fatal("refused")
 	}
-	if r.Header.Get("Authorization") != "Bearer "+key {
+	if a.upstream.Header.Get("Authorization") != "Bearer "+key {
 		t.Fatal("key removed despite keep_credentials")
 	}
 }
 
-func TestProviderStoreFaultIsAnError(t *testing.T) {
-	p, app, _ := testProvider(t, &APIKeyAuth{})
+// A key the store cannot look up is refused like a key it does not know,
+// and the fault is logged.
+func TestGateStoreFaultRefuses(t *testing.T) {
+	g, app, _ := testGate(t, &APIKeyGate{})
+	core, logs := observer.New(zap.ErrorLevel)
+	g.logger = zap.New(core)
 	unknown, _ := keystore.NewKey(keystore.DefaultPrefix) // not cached: needs the store
 	if err := app.keyring.Store().Close(); err != nil {
 		t.Fatal(err)
 	}
 	r := httptest.NewRequest("GET", "/v1/", nil)
 	r.Header.Set("Authorization", "Bearer "+unknown)
-	_, ok, err := p.Authenticate(httptest.NewRecorder(), r)
-	if ok || err == nil {
-		t.Fatalf("Authenticate with a closed store = %v, %v; want an error", ok, err)
+	if a := serveGate(g, r); a.admitted() || a.status != http.StatusUnauthorized {
+		t.Fatalf("a key checked against a closed store: admitted %v, %d; want 401", a.admitted(), a.status)
+	}
+	if logs.FilterMessage("key store failure while checking a key").Len() != 1 {
+		t.Fatalf("the store fault was not logged: %v", logs.All())
 	}
 }
 
@@ -196,7 +226,10 @@ func TestHandlersRacingCleanupAnswer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &APIKeyAuth{app: app, MaxBodyBytes: DefaultMaxBodyBytes}
+	g := &APIKeyGate{}
+	if err := g.setUp(app, zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
 	m, err := app.keyring.Mint(context.Background(), keystore.Actor{Owner: keystore.Service("svc"), Operator: true}, keystore.KeyRequest{})
 	if err != nil {
 		t.Fatal(err)
@@ -238,7 +271,7 @@ func TestHandlersRacingCleanupAnswer(t *testing.T) {
 				}
 				r := httptest.NewRequest("GET", "/v1/", nil)
 				r.Header.Set("Authorization", "Bearer "+m.Secret)
-				_, _, _ = p.Authenticate(httptest.NewRecorder(), r)
+				serveGate(g, r)
 			}
 		})
 	}
@@ -265,11 +298,11 @@ func TestHandlersRacingCleanupAnswer(t *testing.T) {
 	}
 }
 
-// TestProviderRefusesTwoDifferentKeys presents a valid key together with
+// TestGateRefusesTwoDifferentKeys presents a valid key together with
 // another value in every pair of places: refused, whatever the order; the
 // same key in two places passes and is removed from both.
-func TestProviderRefusesTwoDifferentKeys(t *testing.T) {
-	p, app, key := testProvider(t, &APIKeyAuth{Headers: []string{"X-Api-Key"}, QueryParam: "api_key", Body: true})
+func TestGateRefusesTwoDifferentKeys(t *testing.T) {
+	g, app, key := testGate(t, &APIKeyGate{Headers: []string{"X-Api-Key"}, QueryParam: "api_key", Body: true})
 	other, err := app.keyring.Mint(context.Background(), keystore.Actor{Owner: keystore.Service("mallory"), Operator: true}, keystore.KeyRequest{})
 	if err != nil {
 		t.Fatal(err)
@@ -298,17 +331,19 @@ func TestProviderRefusesTwoDifferentKeys(t *testing.T) {
 				r := httptest.NewRequest("POST", "/v1/x", nil)
 				a(r, key)
 				b(r, second)
-				if _, ok, err := p.Authenticate(httptest.NewRecorder(), r); ok || err != nil {
-					t.Errorf("valid key in %s, %.10s… in %s: admitted (%v)", an, second, bn, err)
+				if a := serveGate(g, r); a.admitted() || a.status != http.StatusUnauthorized {
+					t.Errorf("valid key in %s, %.10s… in %s: admitted %v, %d", an, second, bn, a.admitted(), a.status)
 				}
 			}
 			r := httptest.NewRequest("POST", "/v1/x", nil)
 			a(r, key)
 			b(r, key)
-			if _, ok, _ := p.Authenticate(httptest.NewRecorder(), r); !ok {
+			a := serveGate(g, r)
+			if !a.admitted() {
 				t.Errorf("the same key in %s and %s: refused", an, bn)
+				continue
 			}
-			if r.Header.Get("Authorization") != "" || r.Header.Get("X-Api-Key") != "" || strings.Contains(r.URL.RawQuery, key) || strings.Contains(r.RequestURI, key) {
+			if r := a.upstream; r.Header.Get("Authorization") != "" || r.Header.Get("X-Api-Key") != "" || strings.Contains(r.URL.RawQuery, key) || strings.Contains(r.RequestURI, key) {
 				t.Errorf("the same key in %s and %s: not removed from every header and the query", an, bn)
 			}
 		}
@@ -326,28 +361,27 @@ func TestProviderRefusesTwoDifferentKeys(t *testing.T) {
 		}(),
 	} {
 		t.Run(name, func(t *testing.T) {
-			if _, ok, _ := p.Authenticate(httptest.NewRecorder(), r); ok {
+			if a := serveGate(g, r); a.admitted() {
 				t.Errorf("%s: admitted", name)
 			}
 		})
 	}
 }
 
-func TestProviderStripsOnlyTheKeyFromTheQuery(t *testing.T) {
-	p, _, key := testProvider(t, &APIKeyAuth{QueryParam: "api_key"})
-	r := httptest.NewRequest("GET", "/v1/a%2Fb?z=1&b=%2F&api_key="+key+"&a=1;c=2&e=x+y&api_key="+key, nil)
-	if _, ok, _ := p.Authenticate(httptest.NewRecorder(), r); !ok {
+func TestGateStripsOnlyTheKeyFromTheQuery(t *testing.T) {
+	g, _, key := testGate(t, &APIKeyGate{QueryParam: "api_key"})
+	a := serveGate(g, httptest.NewRequest("GET", "/v1/a%2Fb?z=1&b=%2F&api_key="+key+"&a=1;c=2&e=x+y&api_key="+key, nil))
+	if !a.admitted() {
 		t.Fatal("refused")
 	}
-	if want := "z=1&b=%2F&a=1;c=2&e=x+y"; r.URL.RawQuery != want || r.RequestURI != "/v1/a%2Fb?"+want {
+	if r, want := a.upstream, "z=1&b=%2F&a=1;c=2&e=x+y"; r.URL.RawQuery != want || r.RequestURI != "/v1/a%2Fb?"+want {
 		t.Fatalf("after strip: RawQuery %q, RequestURI %q; want %q", r.URL.RawQuery, r.RequestURI, want)
 	}
 }
 
-// The authentication provider spends a key's credits when it admits the
-// request: they stay spent across a restart, and over them the request is
-// refused like a bad key.
-func TestProviderSpendsCredits(t *testing.T) {
+// The gate spends a key's credits on the requests it admits: they stay
+// spent across a restart, and over them the request is refused with 429.
+func TestGateSpendsCredits(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "k.db")
 	config := `{"store": ` + storeJSON(path) + `, "default_plan": "p", "plans": {"p": {"credits": {"amount": 3}}}}`
 	start := func() (*App, func()) {
@@ -367,14 +401,17 @@ func TestProviderSpendsCredits(t *testing.T) {
 		t.Fatal(err)
 	}
 	authenticate := func(app *App) bool {
-		p := &APIKeyAuth{app: app, challenge: `Bearer realm="apikeys"`, MaxBodyBytes: DefaultMaxBodyBytes}
-		r := httptest.NewRequest(http.MethodGet, "/v1/", nil)
-		r.Header.Set("Authorization", "Bearer "+m.Secret)
-		_, ok, err := p.Authenticate(httptest.NewRecorder(), r)
-		if err != nil {
+		g := &APIKeyGate{}
+		if err := g.setUp(app, zap.NewNop()); err != nil {
 			t.Fatal(err)
 		}
-		return ok
+		r := httptest.NewRequest(http.MethodGet, "/v1/", nil)
+		r.Header.Set("Authorization", "Bearer "+m.Secret)
+		a := serveGate(g, r)
+		if !a.admitted() && a.status != http.StatusTooManyRequests {
+			t.Fatalf("refused with %d, want 429", a.status)
+		}
+		return a.admitted()
 	}
 	for i := range 3 {
 		if !authenticate(app) {
