@@ -22,9 +22,6 @@ const SchemaVersion = 2
 // DefaultOpenTimeout bounds how long OpenBolt waits for the file lock.
 const DefaultOpenTimeout = 5 * time.Second
 
-// ErrLocked means another process holds the database file.
-var ErrLocked = errors.New("database file is locked by another process")
-
 var (
 	bucketMeta    = []byte("meta")
 	bucketKeys    = []byte("keys")    // id -> key record (record.go)
@@ -39,9 +36,6 @@ var (
 
 	metaSchemaVersion = []byte("schema_version")
 )
-
-// ErrClosed is returned by operations on a closed store.
-var ErrClosed = errors.New("key store is closed")
 
 // maxCommitBatch bounds how many key creations share one transaction.
 const maxCommitBatch = 1024

@@ -1,13 +1,6 @@
 package keystore
 
-import (
-	"context"
-	"errors"
-)
-
-// ErrOverBudget is returned by VerifyWithin for a key that would need a
-// store read its caller's budget does not allow.
-var ErrOverBudget = errors.New("API key not known, and the budget for looking up unknown keys is spent")
+import "context"
 
 // A ReadBudget decides whether a key that the Keyring does not know to
 // exist, presented by client, may be read from the store. It is asked

@@ -55,13 +55,6 @@ type CreditTerms struct {
 	Anchor time.Time
 }
 
-// Errors of credit operations.
-var (
-	// ErrCreditsVoid means a block belongs to an older period or
-	// generation than the account's: it is not given back.
-	ErrCreditsVoid = errors.New("credit block is void")
-)
-
 // OwnerAccount is the credit account id shared by all the keys of owner:
 // "o" and 31 hex digits of a digest of its stored form, as long as a key
 // id, so that the two kinds never collide.

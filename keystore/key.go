@@ -3,7 +3,6 @@ package keystore
 import (
 	"crypto/rand"
 	"crypto/sha256"
-	"errors"
 	"hash/crc32"
 	"strings"
 	"time"
@@ -34,10 +33,6 @@ const (
 )
 
 const base62Alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-// ErrMalformedKey is returned by ParseKey for anything that is not a
-// well-formed key with a valid checksum.
-var ErrMalformedKey = errors.New("malformed API key")
 
 // Hash is the SHA-256 digest of a full key string, prefix included.
 // It is the only form in which a key is ever stored.

@@ -8,15 +8,6 @@ import (
 	"time"
 )
 
-// Errors returned by Keyring.Verify for keys that exist but are refused
-// (and ErrOrphaned), and by rotations of such keys.
-var (
-	ErrExpired  = errors.New("API key has expired")
-	ErrDisabled = errors.New("API key is disabled")
-	// ErrLeaked refuses to enable a key reported leaked.
-	ErrLeaked = errors.New("the API key was reported leaked: it stays disabled; mint a new one")
-)
-
 // OwnerRecheck is how long a key found orphaned stays refused from the
 // cache before its owner is looked up again, so that a password user
 // added back (to another gateway's store, say) gets their keys back

@@ -2,7 +2,6 @@ package keystore
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -165,9 +164,6 @@ func (l *ledger) inUse() int {
 	defer l.mu.Unlock()
 	return len(l.slots) - len(l.free)
 }
-
-// errLedgerLocked means another process uses the ledger file.
-var errLedgerLocked = errors.New("the credit ledger is in use by another process")
 
 // bootID names the running boot of the machine, or "" where unknown.
 func bootID() string {

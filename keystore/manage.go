@@ -304,9 +304,6 @@ type LeakReport struct {
 	Changed bool
 }
 
-// errUnchanged leaves a key as it is from within UpdateKey.
-var errUnchanged = errors.New("unchanged")
-
 // ReportLeak handles a secret that a scanner found in public: if it is
 // one of the store's keys, the key is disabled at once (for every
 // gateway sharing the store), and, unless disableOnly, marked leaked so
@@ -524,11 +521,6 @@ func (e *OrphansError) Error() string {
 	return fmt.Sprintf("%d keys of a former user %s remain; say whether the new user adopts them or they are revoked", e.Keys, strconv.Quote(e.Name))
 }
 
-// ErrConfigUser refuses to store a user that the configuration declares:
-// the configuration would shadow it, and removing the user there would
-// leave the stored one.
-var ErrConfigUser = errors.New("the user is declared in the configuration")
-
 // AddUser stores a password user, whose name and scopes must pass the
 // policy and whose name the configuration must not declare; orphans says
 // what becomes of keys of a former user of that name.
@@ -672,9 +664,6 @@ func (kr *Keyring) BalanceOf(ctx context.Context, k Key) (b Balance, ok bool, er
 	return Balance{Remaining: addSaturating(remaining, kr.meter.unspentOf(id, acct, terms, now)), NextRefill: next, Refill: terms.Refill,
 		Amount: terms.Amount, Shared: plan.Credits.PerOwner}, true, nil
 }
-
-// ErrNoCredits means a key's plan has no credits to set or add to.
-var ErrNoCredits = errors.New("the key's plan has no credits")
 
 // AdjustCredits sets k's balance to amount (set), voiding the blocks that
 // gateways hold, or adds amount to it (negative: takes, not below 0).

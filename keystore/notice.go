@@ -38,10 +38,6 @@ type Notice struct {
 	LastError string `json:"last_error,omitempty"`
 }
 
-// ErrNoticeBusy is returned by a function given to UpdateNotice to leave
-// the notice as it is.
-var ErrNoticeBusy = errors.New("notice is leased or done")
-
 // NoticeStore keeps notices. Both stores implement it. Pending notices
 // are kept apart from done ones, so that reading the queue costs what is
 // pending, not the days of done notices remembered.

@@ -1,7 +1,6 @@
 package keystore
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -92,10 +91,6 @@ func (o Owner) Check() error {
 	}
 	return CheckName(o.Name)
 }
-
-// ErrBadName is wrapped by CheckName's errors, whose messages are safe to
-// show to callers.
-var ErrBadName = errors.New("invalid name")
 
 type nameError string
 

@@ -86,10 +86,6 @@ func (p *Policy) source(src string) (SourceRules, bool) {
 	return SourceRules{}, false
 }
 
-// ErrPolicyUnknown refuses what needs the configuration, in a tool that
-// works on a store file without it.
-var ErrPolicyUnknown = errors.New("the key policy is not known here: give the configuration (--config) so that it applies")
-
 // Actor is who acts on keys through a Keyring: an owner signed in with a
 // credential, or an operator acting for an owner.
 type Actor struct {
@@ -122,18 +118,6 @@ type KeyRequest struct {
 	// own; empty means its owner's or the default plan.
 	Plan string
 }
-
-// Policy errors. RequestError and ScopeError messages are safe to show.
-var (
-	// ErrUnknownOwner means the password user a key would belong to does
-	// not exist (any more).
-	ErrUnknownOwner = errors.New("no such user")
-	// ErrRotated means the key was already rotated and is in its grace
-	// period: rotate its successor instead.
-	ErrRotated = errors.New("API key was already rotated; rotate its successor instead")
-	// ErrOrphaned means the key's owner no longer exists.
-	ErrOrphaned = errors.New("API key's owner no longer exists")
-)
 
 // RequestError is a request that no policy could satisfy, such as a title
 // that is too long.

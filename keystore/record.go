@@ -2,7 +2,6 @@ package keystore
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 )
 
@@ -40,8 +39,6 @@ const (
 	flagLeaked
 	flagStamped
 )
-
-var errCorruptRecord = errors.New("corrupt key record")
 
 func encodeKey(k Key) []byte {
 	source := k.Owner.Source

@@ -9,22 +9,9 @@ package keystore
 
 import (
 	"context"
-	"errors"
 	"strings"
 	"time"
 )
-
-// Errors returned by Store implementations. Callers match them with
-// errors.Is; any other error is a storage fault.
-var (
-	// ErrNotFound means no key or user matched.
-	ErrNotFound = errors.New("not found")
-	// ErrExists means a key id or hash, or a username, is already taken.
-	ErrExists = errors.New("already exists")
-)
-
-// ErrLimit means the owner already has the maximum number of keys.
-var ErrLimit = errors.New("key limit reached")
 
 // CreateOptions are the conditions under which Store.CreateKey stores a
 // key, checked in the transaction that stores it.
