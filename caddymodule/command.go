@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/caddy-apikeys/caddy-apikeys/boltstore"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
@@ -484,7 +485,7 @@ func checkPassword(pw string) (string, error) {
 // offlineBackend works on a store file opened directly.
 type offlineBackend struct {
 	op    operator
-	store *keystore.BoltStore
+	store *boltstore.Store
 }
 
 // openOffline opens the store file path directly, with the key policy of
@@ -501,8 +502,8 @@ func openOffline(path, config, adapter string) (*offlineBackend, error) {
 			return nil, fmt.Errorf("%s: %w", config, err)
 		}
 	}
-	s, err := keystore.OpenBolt(path, time.Second)
-	if errors.Is(err, keystore.ErrLocked) {
+	s, err := boltstore.Open(path, time.Second)
+	if errors.Is(err, boltstore.ErrLocked) {
 		return nil, fmt.Errorf("%s is in use, probably by a running Caddy: omit --db to go through its admin API", path)
 	}
 	if err != nil {

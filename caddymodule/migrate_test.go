@@ -11,13 +11,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-apikeys/caddy-apikeys/boltstore"
 	"github.com/caddy-apikeys/caddy-apikeys/internal/etcdtest"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
 func TestMigrateBoltToEtcd(t *testing.T) {
 	ctx := context.Background()
-	src, err := keystore.OpenBolt(filepath.Join(t.TempDir(), "keys.db"), time.Second)
+	src, err := boltstore.Open(filepath.Join(t.TempDir(), "keys.db"), time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

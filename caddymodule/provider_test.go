@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/caddy-apikeys/caddy-apikeys/boltstore"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
@@ -177,7 +178,7 @@ func TestAPIHandlerStoreFaultIs503WithoutDetail(t *testing.T) {
 	if w.Code != http.StatusServiceUnavailable || w.Body.String() != want {
 		t.Fatalf("%d %s, want 503 %s", w.Code, w.Body.String(), want)
 	}
-	if strings.Contains(w.Body.String(), keystore.ErrClosed.Error()) {
+	if strings.Contains(w.Body.String(), boltstore.ErrClosed.Error()) {
 		t.Fatal("internal error leaked")
 	}
 }

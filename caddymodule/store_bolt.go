@@ -8,6 +8,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
+	"github.com/caddy-apikeys/caddy-apikeys/boltstore"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
@@ -34,7 +35,7 @@ type staleBounder interface {
 // one, and a second bolt.Open of a locked file would block.
 var boltPool = caddy.NewUsagePool()
 
-type boltHandle struct{ *keystore.BoltStore }
+type boltHandle struct{ *boltstore.Store }
 
 func (h boltHandle) Destruct() error { return h.Close() }
 
@@ -82,7 +83,7 @@ func (b *BoltStore) Open() (keystore.Store, func() error, error) {
 		return nil, nil, err
 	}
 	val, _, err := boltPool.LoadOrNew(path, func() (caddy.Destructor, error) {
-		s, err := keystore.OpenBolt(path, time.Duration(b.OpenTimeout))
+		s, err := boltstore.Open(path, time.Duration(b.OpenTimeout))
 		if err != nil {
 			return nil, err
 		}
@@ -95,7 +96,7 @@ func (b *BoltStore) Open() (keystore.Store, func() error, error) {
 		_, err := boltPool.Delete(path)
 		return err
 	}
-	return val.(boltHandle).BoltStore, release, nil
+	return val.(boltHandle).Store, release, nil
 }
 
 // UnmarshalCaddyfile sets up the store from Caddyfile tokens. Syntax:

@@ -3,8 +3,6 @@ package keystore
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"slices"
 	"time"
 )
@@ -178,18 +176,4 @@ func giveBackReserved(block uint64) func(*CreditAccount, bool) error {
 		}
 		return giveBack(block, op.Amount, op.Gen, op.Period)(a, exists)
 	}
-}
-
-// MarshalCreditAccount encodes a, without its id, as every store keeps
-// credit accounts.
-func MarshalCreditAccount(a CreditAccount) ([]byte, error) { return json.Marshal(a) }
-
-// UnmarshalCreditAccount decodes a record of MarshalCreditAccount.
-func UnmarshalCreditAccount(id string, b []byte) (CreditAccount, error) {
-	var a CreditAccount
-	if err := json.Unmarshal(b, &a); err != nil {
-		return CreditAccount{}, errors.New("corrupt credit account " + id)
-	}
-	a.ID = id
-	return a, nil
 }

@@ -19,14 +19,6 @@ var (
 	ErrNoticeBusy = errors.New("notice is leased or done")
 )
 
-// Errors of the database file of the bbolt store.
-var (
-	// ErrLocked means another process holds the database file.
-	ErrLocked = errors.New("database file is locked by another process")
-	// ErrClosed is returned by operations on a closed store.
-	ErrClosed = errors.New("key store is closed")
-)
-
 // Errors of presented keys: Keyring.Verify refuses a key that is not one
 // with ErrMalformedKey, a key that exists with ErrExpired, ErrDisabled
 // or ErrOrphaned, and an unknown key with ErrNotFound (or ErrOverBudget).

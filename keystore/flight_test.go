@@ -26,7 +26,7 @@ func (g *gatedStore) KeyByHash(ctx context.Context, h Hash, stamp string) (Key, 
 // existing (not yet cached) key from 50 callers each at once: the store
 // is read once for each.
 func TestConcurrentMissesShareOneRead(t *testing.T) {
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	g := &gatedStore{Store: s, release: make(chan struct{})}
 	kr := NewKeyring(g, Options{FlushInterval: time.Hour})
 	t.Cleanup(func() { _ = kr.Close() })
@@ -75,7 +75,7 @@ func TestConcurrentMissesShareOneRead(t *testing.T) {
 // deletes the key while the read is in flight: a lookup that starts after
 // the delete must not receive the older read's answer.
 func TestSharedReadNotReusedAfterInvalidation(t *testing.T) {
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	g := &gatedStore{Store: s, release: make(chan struct{})}
 	kr := NewKeyring(g, Options{FlushInterval: time.Hour})
 	t.Cleanup(func() { _ = kr.Close() })

@@ -29,7 +29,7 @@ func (c *countingStore) TouchKeys(ctx context.Context, m map[string]time.Time) e
 
 func newTestKeyring(t *testing.T, opts Options) (*Keyring, *countingStore) {
 	t.Helper()
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	cs := &countingStore{Store: s}
 	if opts.FlushInterval == 0 {
 		opts.FlushInterval = time.Hour // tests flush explicitly
@@ -143,7 +143,7 @@ func TestKeyringCoalescesLastUsed(t *testing.T) {
 }
 
 func TestKeyringCloseFlushes(t *testing.T) {
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	kr := NewKeyring(s, Options{FlushInterval: time.Hour})
 	ctx := context.Background()
 	m, _ := kr.Mint(ctx, operatorFor("alice"), KeyRequest{})

@@ -12,7 +12,7 @@ import (
 // A reported key is refused at once and for good (unless only disabled);
 // anything that is not a key here is not found, and nothing is written.
 func TestReportLeak(t *testing.T) {
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	kr := NewKeyring(s, Options{FlushInterval: time.Hour})
 	defer kr.Close()
 	ctx := context.Background()
@@ -98,7 +98,7 @@ func TestReportLeak(t *testing.T) {
 // Disabling a disabled key (or enabling an enabled one) writes nothing
 // and says so, so that nothing is told twice.
 func TestChangeDisabledReportsChanges(t *testing.T) {
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	kr := NewKeyring(s, Options{FlushInterval: time.Hour})
 	defer kr.Close()
 	ctx := context.Background()

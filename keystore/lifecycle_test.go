@@ -189,7 +189,7 @@ func TestRotateHonoursTheCap(t *testing.T) {
 // The successor of a rotation is minted under the policy of the day.
 func TestRotateAppliesTodaysPolicy(t *testing.T) {
 	ctx := context.Background()
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	then := NewKeyring(s, Options{FlushInterval: time.Hour, Policy: Policy{
 		ConfigUsers: map[string]UserRules{"alice": {Scopes: []string{"read", "admin"}}},
 	}})
@@ -289,7 +289,7 @@ func sameSet(a, b []string) bool {
 // back if declared again.
 func TestOrphanedKeysAreRefused(t *testing.T) {
 	ctx := context.Background()
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	open := func(users map[string]UserRules) *Keyring {
 		kr := NewKeyring(s, Options{FlushInterval: time.Hour, Policy: Policy{ConfigUsers: users}})
 		t.Cleanup(func() { _ = kr.Close() })
@@ -355,7 +355,7 @@ func TestOrphanedKeysAreRefused(t *testing.T) {
 func TestOrphanVerdictIsRechecked(t *testing.T) {
 	ctx := context.Background()
 	c := newClock()
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	kr := NewKeyring(s, Options{FlushInterval: time.Hour, Now: c.now})
 	defer kr.Close()
 	if err := s.CreateUser(ctx, User{Name: "alice", PasswordHash: "h"}); err != nil {
@@ -502,7 +502,7 @@ func TestRemoveUserRevokesTheirKeys(t *testing.T) {
 // them, and keys of an issuer the configuration no longer has are refused.
 func TestSourcesRules(t *testing.T) {
 	ctx := context.Background()
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	idp := Owner{Source: "jwt:https://idp.example", Name: "carol"}
 	kr := NewKeyring(s, Options{FlushInterval: time.Hour, Policy: Policy{
 		Sources: map[string]SourceRules{idp.Source: {MaxLifetime: time.Hour}},

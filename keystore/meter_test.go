@@ -53,7 +53,7 @@ func takeAll(t *testing.T, l *Limits, n int, cost int64) int64 {
 }
 
 func TestMeterRateLimit(t *testing.T) {
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	m := newTestMeter(t, s, MeterOptions{})
 	plan := &Plan{Name: "p", Rates: []Rate{{Name: "burst", Limit: 5, Window: 10 * time.Second}}}
 	l := m.LimitsFor(meterKey("k1"), plan)
@@ -122,7 +122,7 @@ func TestPartOf(t *testing.T) {
 }
 
 func TestMeterEnforcesItsPart(t *testing.T) {
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	m := newTestMeter(t, s, MeterOptions{})
 	m.SetShare(2, 3)
 	l := m.LimitsFor(meterKey("k"), &Plan{Name: "p", Rates: []Rate{{Name: "r", Limit: 100, Window: time.Minute}}})
@@ -135,7 +135,7 @@ func TestMeterEnforcesItsPart(t *testing.T) {
 // of them, and nothing is lost: 1000 credits at 3 a request are exactly
 // 333 requests, and the last credit stays.
 func TestMeterCreditsExact(t *testing.T) {
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	m := newTestMeter(t, s, MeterOptions{Ledger: filepath.Join(t.TempDir(), "ledger")})
 	plan := &Plan{Name: "p", Credits: &Credits{Amount: 1000}}
 	l := m.LimitsFor(meterKey("k"), plan)
@@ -160,7 +160,7 @@ func TestMeterCreditsExact(t *testing.T) {
 // part of them (in a bubble of fake time).
 func TestMeterCreditsAcrossMeters(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s, _ := openTestBolt(t)
+		s := openTestStore(t)
 		a := newTestMeter(t, s, MeterOptions{})
 		b := newTestMeter(t, s, MeterOptions{})
 		plan := &Plan{Name: "p", Credits: &Credits{Amount: 1000}}
@@ -187,7 +187,7 @@ func TestMeterCreditsAcrossMeters(t *testing.T) {
 }
 
 func TestMeterRefill(t *testing.T) {
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	c := newClock()
 	m := newTestMeter(t, s, MeterOptions{Now: c.now})
 	k := &Key{ID: "k", Owner: Service("svc"), Created: c.now()}
@@ -213,7 +213,7 @@ func TestMeterRefill(t *testing.T) {
 }
 
 func TestMeterPerOwnerCredits(t *testing.T) {
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	m := newTestMeter(t, s, MeterOptions{})
 	plan := &Plan{Name: "p", Credits: &Credits{Amount: 10, PerOwner: true},
 		OwnerRates: []Rate{{Name: "owner", Limit: 100, Window: time.Minute}}}
@@ -237,7 +237,7 @@ func dieNow() {
 // runKilledChild closes s, runs test again in a child process (which sees
 // APIKEYS_METER_CHILD_DIR=dir and env, opens the store in dir and kills
 // itself), checks that it died of SIGKILL, and reopens the store.
-func runKilledChild(t *testing.T, s *BoltStore, dir, test string, env ...string) *BoltStore {
+func runKilledChild(t *testing.T, s *memStore, dir, test string, env ...string) *memStore {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run", "^"+test+"$")
 	cmd.Env = append(append(os.Environ(), "APIKEYS_METER_CHILD_DIR="+dir), env...)
@@ -248,7 +248,7 @@ func runKilledChild(t *testing.T, s *BoltStore, dir, test string, env ...string)
 	if ee, ok := err.(*exec.ExitError); !ok || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 		t.Fatalf("child: %v\n%s", err, out)
 	}
-	s, err = OpenBolt(filepath.Join(dir, "keys.db"), time.Second)
+	s, err = openFileStore(filepath.Join(dir, "keys.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -382,7 +382,7 @@ func TestMeterCreditsSurviveKillDuringReservation(t *testing.T) {
 }
 
 func BenchmarkTake(b *testing.B) {
-	s, _ := openTestBolt(b)
+	s := openTestStore(b)
 	m, err := NewMeter(s, MeterOptions{Ledger: filepath.Join(b.TempDir(), "ledger")})
 	if err != nil {
 		b.Fatal(err)
@@ -405,7 +405,7 @@ func BenchmarkTake(b *testing.B) {
 // A Keyring with a Meter gives each verified key the counters of its
 // plan: its own, its owner's, or the default; rotation keeps them.
 func TestKeyringPlans(t *testing.T) {
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	m := newTestMeter(t, s, MeterOptions{})
 	free := &Plan{Name: "free", Credits: &Credits{Amount: 10}}
 	pro := &Plan{Name: "pro", Credits: &Credits{Amount: 1000}}
@@ -505,7 +505,7 @@ func (d *downStore) UpdateCredits(ctx context.Context, id string, f func(*Credit
 // then Take fails (the gateway answers 503) rather than admitting on
 // credits it cannot reserve; nothing is lost when the store returns.
 func TestMeterCreditsWhileTheStoreIsDown(t *testing.T) {
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	ds := &downStore{Store: s}
 	m := newTestMeter(t, ds, MeterOptions{})
 	l := m.LimitsFor(meterKey("k"), &Plan{Name: "p", Credits: &Credits{Amount: 80}})
@@ -544,7 +544,7 @@ func TestMeterCreditsWhileTheStoreIsDown(t *testing.T) {
 // after the account's lock is let go; owners' accounts say whose they
 // are; a cleared hook of an older config leaves a newer one alone.
 func TestMeterTellsOfCreditsReserved(t *testing.T) {
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	m := newTestMeter(t, s, MeterOptions{})
 	var mu sync.Mutex
 	var told []CreditsReserved
@@ -592,9 +592,9 @@ func killChildDir(t *testing.T) (dir string, child bool) {
 
 // killFixture opens the kill -9 tests' store in dir, with their plan of
 // 1000 credits and their key.
-func killFixture(t *testing.T, dir string) (*BoltStore, *Plan, *Key) {
+func killFixture(t *testing.T, dir string) (*memStore, *Plan, *Key) {
 	t.Helper()
-	s, err := OpenBolt(filepath.Join(dir, "keys.db"), time.Second)
+	s, err := openFileStore(filepath.Join(dir, "keys.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

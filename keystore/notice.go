@@ -3,7 +3,6 @@ package keystore
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"time"
 )
 
@@ -57,17 +56,4 @@ type NoticeStore interface {
 	// PruneNotices forgets an endpoint's done notices whose KeepUntil is
 	// before now, and returns how many.
 	PruneNotices(ctx context.Context, endpoint string, now time.Time) (int, error)
-}
-
-// MarshalNotice encodes a notice's stored form.
-func MarshalNotice(n Notice) ([]byte, error) { return json.Marshal(n) }
-
-// UnmarshalNotice decodes a notice's stored form.
-func UnmarshalNotice(endpoint, id string, b []byte) (Notice, error) {
-	var n Notice
-	if err := json.Unmarshal(b, &n); err != nil {
-		return Notice{}, errors.Join(errCorruptRecord, err)
-	}
-	n.Endpoint, n.ID = endpoint, id
-	return n, nil
 }

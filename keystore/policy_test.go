@@ -86,7 +86,7 @@ func TestOwnersInRecords(t *testing.T) {
 		PasswordUser("service\x1fdeploy"), // as a release without a name rule may have stored it
 	} {
 		k := Key{ID: "id", Owner: o, Created: time.Now()}
-		got, err := decodeKey([]byte("id"), encodeKey(k))
+		got, err := decodeKey("id", encodeKey(k))
 		if err != nil || got.Owner != o {
 			t.Errorf("owner %+v came back as %+v (%v)", o, got.Owner, err)
 		}

@@ -2,8 +2,97 @@ package keystore
 
 import (
 	"encoding/binary"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"time"
 )
+
+// The stored forms of records, which every backend of this module
+// shares: keys in a compact binary form (below), users, credit accounts
+// and notices as JSON. A Store may keep records in any form it likes;
+// one that uses these reads what the others wrote, and gets the key
+// record's compatibility with older releases for free. Every Unmarshal
+// function returns values that share no memory with its input, so a
+// store may pass it a buffer that its transaction reuses.
+
+// MarshalKey encodes k in the binary key record format. The id is not
+// included: it names the record.
+func MarshalKey(k Key) []byte { return encodeKey(k) }
+
+// UnmarshalKey decodes a record written by MarshalKey for the key id.
+func UnmarshalKey(id string, b []byte) (Key, error) { return decodeKey(id, b) }
+
+// UnixMicros returns t in Unix microseconds, the resolution stores keep,
+// or 0 for the zero time.
+func UnixMicros(t time.Time) int64 { return micros(t) }
+
+// FromUnixMicros is the inverse of UnixMicros.
+func FromUnixMicros(us int64) time.Time { return fromMicros(us) }
+
+func micros(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+func fromMicros(us int64) time.Time {
+	if us == 0 {
+		return time.Time{}
+	}
+	return time.UnixMicro(us)
+}
+
+// userRecord is the stored form of a User, whose name names the record.
+type userRecord struct {
+	PasswordHash string   `json:"password_hash"`
+	Created      int64    `json:"created"`
+	Scopes       []string `json:"scopes,omitempty"`
+	Plan         string   `json:"plan,omitempty"`
+}
+
+// MarshalUser encodes u, without its name.
+func MarshalUser(u User) ([]byte, error) {
+	return json.Marshal(userRecord{PasswordHash: u.PasswordHash, Created: micros(u.Created), Scopes: u.Scopes, Plan: u.Plan})
+}
+
+// UnmarshalUser decodes a record written by MarshalUser for the user name.
+func UnmarshalUser(name string, b []byte) (User, error) {
+	var r userRecord
+	if err := json.Unmarshal(b, &r); err != nil {
+		return User{}, fmt.Errorf("corrupt user record %q: %w", name, err)
+	}
+	return User{Name: name, PasswordHash: r.PasswordHash, Created: fromMicros(r.Created), Scopes: r.Scopes, Plan: r.Plan}, nil
+}
+
+// MarshalCreditAccount encodes a, without its id.
+func MarshalCreditAccount(a CreditAccount) ([]byte, error) { return json.Marshal(a) }
+
+// UnmarshalCreditAccount decodes a record of MarshalCreditAccount for the
+// account id.
+func UnmarshalCreditAccount(id string, b []byte) (CreditAccount, error) {
+	var a CreditAccount
+	if err := json.Unmarshal(b, &a); err != nil {
+		return CreditAccount{}, errors.New("corrupt credit account " + id)
+	}
+	a.ID = id
+	return a, nil
+}
+
+// MarshalNotice encodes n, without its endpoint and id.
+func MarshalNotice(n Notice) ([]byte, error) { return json.Marshal(n) }
+
+// UnmarshalNotice decodes a record of MarshalNotice for the endpoint's
+// notice id.
+func UnmarshalNotice(endpoint, id string, b []byte) (Notice, error) {
+	var n Notice
+	if err := json.Unmarshal(b, &n); err != nil {
+		return Notice{}, errors.Join(errCorruptRecord, err)
+	}
+	n.Endpoint, n.ID = endpoint, id
+	return n, nil
+}
 
 // Key records are stored in a compact binary form (a key costs well under
 // 512 bytes on disk with its indexes, even at millions of keys):
@@ -94,15 +183,15 @@ func appendString(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
-// decodeKey reads a record; the result shares no memory with b, which
-// bbolt reuses after the transaction.
-func decodeKey(id, b []byte) (Key, error) {
+// decodeKey reads a record; the result shares no memory with b, which a
+// store may reuse once its transaction is over.
+func decodeKey(id string, b []byte) (Key, error) {
 	d := recordDecoder{b: b}
 	version := d.byte()
 	if version != recordVersion && version != recordVersionV2 {
 		return Key{}, fmt.Errorf("%w %q: unknown version", errCorruptRecord, id)
 	}
-	k := Key{ID: string(id)}
+	k := Key{ID: id}
 	copy(k.Hash[:], d.bytes(len(k.Hash)))
 	k.Created = fromMicros(int64(d.uvarint()))
 	k.LastUsed = fromMicros(int64(d.uvarint()))

@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// watchedStore is a bbolt store that declares itself Watchable and hands
+// watchedStore is a test store that declares itself Watchable and hands
 // the Keyring's watcher to the test, which plays the part of another
 // gateway's changes arriving.
 type watchedStore struct {
@@ -62,7 +62,7 @@ func (c *fakeClock) nowFunc() func() time.Time { return c.now }
 
 func newWatchedKeyring(t *testing.T, clock *fakeClock) (*Keyring, *watchedStore) {
 	t.Helper()
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	ws := &watchedStore{countingStore: &countingStore{Store: s}}
 	kr := NewKeyring(ws, Options{FlushInterval: time.Hour, MaxStale: 10 * time.Second, Now: clock.nowFunc()})
 	t.Cleanup(func() { _ = kr.Close() })

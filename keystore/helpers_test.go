@@ -1,0 +1,23 @@
+package keystore
+
+import (
+	"testing"
+	"time"
+)
+
+func testKey(t testing.TB, owner string, created time.Time) Key {
+	return testKeyOf(t, PasswordUser(owner), created)
+}
+
+func testKeyOf(t testing.TB, owner Owner, created time.Time) Key {
+	t.Helper()
+	secret, err := NewKey(DefaultPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := NewID(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Key{ID: id, Hash: HashKey(secret), Owner: owner, Title: "t", Preview: Preview(secret, DefaultPrefix), Created: created.Truncate(time.Microsecond)}
+}
