@@ -300,14 +300,13 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.meter = meter
 	a.keyring = keystore.NewKeyring(store, keystore.Options{
-		Observer:        a.metrics.observeStore,
-		AttributePrefix: "http.auth.user.",
-		Prefix:          a.KeyPrefix,
-		CacheSize:       a.CacheSize,
-		FlushInterval:   time.Duration(a.LastUsedFlushInterval),
-		MaxStale:        maxStale,
-		Policy:          a.policy,
-		Meter:           meter,
+		Observer:      a.metrics.observeStore,
+		Prefix:        a.KeyPrefix,
+		CacheSize:     a.CacheSize,
+		FlushInterval: time.Duration(a.LastUsedFlushInterval),
+		MaxStale:      maxStale,
+		Policy:        a.policy,
+		Meter:         meter,
 		OnFlushError: func(err error) {
 			a.logger.Error("writing last-used times", zap.Error(err))
 		},

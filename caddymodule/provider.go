@@ -124,7 +124,7 @@ func (p *APIKeyAuth) Authenticate(w http.ResponseWriter, r *http.Request) (caddy
 	}
 	return caddyauth.User{
 		ID:       k.Owner.Name,
-		Metadata: k.Attributes(),
+		Metadata: keyMetadata(k),
 	}, true, nil
 }
 

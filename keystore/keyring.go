@@ -47,9 +47,6 @@ type Options struct {
 	// Observer, if set, is told of every store operation the Keyring
 	// makes (e.g. to export their latency).
 	Observer StoreObserver
-	// AttributePrefix prefixes the names of Key.Placeholders, e.g.
-	// "http.auth.user.".
-	AttributePrefix string
 }
 
 // Keyring is the key service in front of a Store: it mints keys, verifies
@@ -57,15 +54,14 @@ type Options struct {
 // times in memory, writing them in one transaction every FlushInterval.
 // A Keyring does not own its Store; Close flushes but does not close it.
 type Keyring struct {
-	store           Store
-	observer        StoreObserver
-	attributePrefix string
-	prefix          string
-	policy          Policy
-	meter           *Meter
-	now             func() time.Time
-	cache           *keyCache
-	usage           usageLog
+	store    Store
+	observer StoreObserver
+	prefix   string
+	policy   Policy
+	meter    *Meter
+	now      func() time.Time
+	cache    *keyCache
+	usage    usageLog
 
 	// For Watchable stores: the watch's cancel and end, and when it last
 	// caught up (Unix nanoseconds).
@@ -103,20 +99,19 @@ func NewKeyring(store Store, opts Options) *Keyring {
 		opts.MaxStale = DefaultMaxStale
 	}
 	kr := &Keyring{
-		store:           store,
-		observer:        opts.Observer,
-		attributePrefix: opts.AttributePrefix,
-		prefix:          opts.Prefix,
-		policy:          opts.Policy,
-		meter:           opts.Meter,
-		now:             opts.Now,
-		cache:           newKeyCache(opts.CacheSize),
-		usage:           usageLog{pending: make(map[string]time.Time)},
-		maxStale:        opts.MaxStale,
-		started:         opts.Now(),
-		onFlushError:    opts.OnFlushError,
-		stop:            make(chan struct{}),
-		done:            make(chan struct{}),
+		store:        store,
+		observer:     opts.Observer,
+		prefix:       opts.Prefix,
+		policy:       opts.Policy,
+		meter:        opts.Meter,
+		now:          opts.Now,
+		cache:        newKeyCache(opts.CacheSize),
+		usage:        usageLog{pending: make(map[string]time.Time)},
+		maxStale:     opts.MaxStale,
+		started:      opts.Now(),
+		onFlushError: opts.OnFlushError,
+		stop:         make(chan struct{}),
+		done:         make(chan struct{}),
 	}
 	go kr.flushLoop(opts.FlushInterval)
 	if w, ok := store.(Watchable); ok {
@@ -206,9 +201,7 @@ func (kr *Keyring) lookup(ctx context.Context, h Hash, stamp string, now time.Ti
 	}
 	stored.limits = kr.meter.LimitsFor(&stored, kr.policy.plan(plan))
 	stored.ownerCheckedAt = now.UnixNano()
-	stored.attributes = stored.buildAttributes()
-	stored.placeholders = stored.buildPlaceholders(kr.attributePrefix, stored.attributes)
-	stored.lookup = lookupIn(stored.placeholders)
+	stored.memos = buildMemos(&stored)
 	kr.cache.put(h, &stored, gen)
 	return &stored, nil
 }

@@ -295,38 +295,3 @@ func TestKeyringObservesStoreOperations(t *testing.T) {
 		}
 	}
 }
-
-// A verified key answers its placeholders by their prefixed names, from
-// values built once when it was cached.
-func TestKeyPlaceholders(t *testing.T) {
-	kr, _ := newTestKeyring(t, Options{AttributePrefix: "http.auth.user."})
-	ctx := context.Background()
-	m, err := kr.Mint(ctx, Actor{Owner: Service("svc"), Operator: true}, KeyRequest{Title: "ci"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := kr.Verify(ctx, m.Secret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	get := k.PlaceholderFunc()
-	for name, want := range map[string]string{
-		"http.auth.user.id": "svc", "http.auth.user.key_id": m.ID, "http.auth.user.key_title": "ci",
-		"http.auth.user.source": SourceService,
-	} {
-		t.Run(name, func(t *testing.T) {
-			if v, ok := get(name); !ok || v != want {
-				t.Errorf("%s = %v, %v; want %q", name, v, ok, want)
-			}
-		})
-	}
-	if _, ok := get("http.auth.user.key_scopes"); ok {
-		t.Error("key_scopes answered for a key without scopes")
-	}
-	if _, ok := get("http.request.uri"); ok {
-		t.Error("answered a placeholder that is not the key's")
-	}
-	if again, _ := kr.Verify(ctx, m.Secret); &again.Placeholders()[0] != &k.Placeholders()[0] {
-		t.Error("placeholders rebuilt for a cached key")
-	}
-}

@@ -11,7 +11,6 @@ package keystore
 
 import (
 	"context"
-	"strings"
 	"time"
 )
 
@@ -76,86 +75,15 @@ type Key struct {
 	// to a password user who no longer exists, so it is refused.
 	Orphaned bool
 
-	// attributes and placeholders are built once when a verified key is
-	// cached.
-	attributes   map[string]string
-	placeholders []Attribute
-	lookup       func(string) (any, bool)
+	// memos are the values of every Memo, built once when a verified key
+	// is cached.
+	memos []any
 	// limits are the counters of its plan, set when a verified key is
 	// cached by a Keyring with a Meter.
 	limits *Limits
 	// ownerCheckedAt is when a cached key was found orphaned (Unix
 	// nanoseconds), so that the owner is looked up again later.
 	ownerCheckedAt int64
-}
-
-// Attributes returns "key_id", "key_title", "source" (the owner's source)
-// and, if it has any, "key_scopes" (space separated) of a key returned by
-// Keyring.Verify, for callers that expose them as request placeholders.
-// The map is shared by every request using the key and must not be
-// modified.
-func (k *Key) Attributes() map[string]string {
-	if k.attributes == nil {
-		return k.buildAttributes()
-	}
-	return k.attributes
-}
-
-func (k *Key) buildAttributes() map[string]string {
-	attrs := map[string]string{"key_id": k.ID, "key_title": k.Title, "source": k.Owner.Source}
-	if len(k.Scopes) > 0 { // each attribute costs a placeholder per request
-		attrs["key_scopes"] = strings.Join(k.Scopes, " ")
-	}
-	return attrs
-}
-
-// Attribute is a named value of a verified key, ready to be stored as a
-// placeholder: Value holds a string already, so storing it in an
-// interface allocates nothing per request.
-type Attribute struct {
-	Name  string
-	Value any
-}
-
-// Placeholders returns the key's owner name ("id") and its Attributes,
-// their names prefixed by the Keyring's AttributePrefix, for callers that
-// set them on every request. The slice is shared and must not be
-// modified.
-func (k *Key) Placeholders() []Attribute {
-	if k.placeholders == nil {
-		return k.buildPlaceholders("", k.Attributes())
-	}
-	return k.placeholders
-}
-
-// PlaceholderFunc returns a function that answers the names of
-// Placeholders with their values, for replacers that ask only when a
-// placeholder is used. It is built once per cached key.
-func (k *Key) PlaceholderFunc() func(name string) (any, bool) {
-	if k.lookup == nil {
-		return lookupIn(k.Placeholders())
-	}
-	return k.lookup
-}
-
-func lookupIn(list []Attribute) func(string) (any, bool) {
-	return func(name string) (any, bool) {
-		for _, a := range list {
-			if a.Name == name {
-				return a.Value, true
-			}
-		}
-		return nil, false
-	}
-}
-
-func (k *Key) buildPlaceholders(prefix string, attrs map[string]string) []Attribute {
-	out := make([]Attribute, 0, len(attrs)+1)
-	out = append(out, Attribute{prefix + "id", k.Owner.Name})
-	for name, value := range attrs {
-		out = append(out, Attribute{prefix + name, value})
-	}
-	return out
 }
 
 // Limits returns the counters of the plan of a key returned by
