@@ -289,7 +289,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 	}
 	var maxStale time.Duration
-	if b, ok := a.store.(staleBounder); ok {
+	if b, ok := a.store.(StaleBounder); ok {
 		maxStale = b.StaleBound()
 	}
 	var meter *keystore.Meter

@@ -16,20 +16,6 @@ func init() {
 	caddy.RegisterModule(BoltStore{})
 }
 
-// StoreOpener is implemented by modules in the apikeys.stores namespace.
-// Open returns a store and a release function that the app calls exactly
-// once, after its last use of the store.
-type StoreOpener interface {
-	Open() (store keystore.Store, release func() error, err error)
-}
-
-// staleBounder is implemented by openers of stores shared with other
-// gateways: how long a gateway may trust its cache of the store without
-// word from it.
-type staleBounder interface {
-	StaleBound() time.Duration
-}
-
 // boltPool shares one bbolt handle per file across overlapping configs:
 // on reload Caddy provisions the new config before it cleans up the old
 // one, and a second bolt.Open of a locked file would block.
@@ -139,5 +125,6 @@ func (b *BoltStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // Interface guards
 var (
 	_ StoreOpener           = (*BoltStore)(nil)
+	_ CreditLedger          = (*BoltStore)(nil)
 	_ caddyfile.Unmarshaler = (*BoltStore)(nil)
 )
