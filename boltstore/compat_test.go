@@ -49,7 +49,7 @@ func TestOpensStoreWrittenByV1(t *testing.T) {
 	defer kr.Close()
 	ctx := context.Background()
 	for _, name := range []string{"alice", "bob"} {
-		k, err := kr.Verify(ctx, v1Keys[name])
+		k, err := kr.VerifyWithin(ctx, v1Keys[name], nil, "")
 		if err != nil || k.Owner != keystore.PasswordUser(name) || k.Title != "made by v1" {
 			t.Fatalf("%s's v1 key: %+v, %v", name, k, err)
 		}
@@ -59,7 +59,7 @@ func TestOpensStoreWrittenByV1(t *testing.T) {
 	}
 	// A token client's key was filed under a bare name, like a password
 	// user's; no such user exists, so it is refused and listed as orphaned.
-	if _, err := kr.Verify(ctx, v1Keys["legacy-jwt-client"]); !errors.Is(err, keystore.ErrOrphaned) {
+	if _, err := kr.VerifyWithin(ctx, v1Keys["legacy-jwt-client"], nil, ""); !errors.Is(err, keystore.ErrOrphaned) {
 		t.Fatalf("v1 key of a name that is no password user: %v", err)
 	}
 	keys, _ := kr.KeysByOwner(ctx, keystore.PasswordUser("legacy-jwt-client"))
@@ -94,7 +94,7 @@ func TestUncheckedOldNamesStayPasswordUsers(t *testing.T) {
 	defer kr.Close()
 	ctx := context.Background()
 	for name, secret := range v1UncheckedKeys {
-		k, err := kr.Verify(ctx, secret)
+		k, err := kr.VerifyWithin(ctx, secret, nil, "")
 		if name == "carol" {
 			if err != nil {
 				t.Fatalf("carol's key: %v", err)
@@ -161,7 +161,7 @@ func TestV1StoreTakesStampedKeys(t *testing.T) {
 		t.Fatalf("minted %q (id %s, stamped %v): want its id's stamp", m.Secret, m.ID, m.Stamped)
 	}
 	for _, key := range []string{v1Keys["alice"], m.Secret} {
-		if k, err := kr.Verify(ctx, key); err != nil || k.Owner != keystore.PasswordUser("alice") {
+		if k, err := kr.VerifyWithin(ctx, key, nil, ""); err != nil || k.Owner != keystore.PasswordUser("alice") {
 			t.Fatalf("verify %s: %+v, %v", keystore.Preview(key, keystore.DefaultPrefix), k, err)
 		}
 	}

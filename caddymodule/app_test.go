@@ -149,7 +149,7 @@ func TestAppsShareOneHandlePerFile(t *testing.T) {
 	if err := a1.Cleanup(); err != nil { // idempotent
 		t.Fatal(err)
 	}
-	if _, err := a2.keyring.Verify(context.Background(), m.Secret); err != nil {
+	if _, err := a2.keyring.VerifyWithin(context.Background(), m.Secret, nil, ""); err != nil {
 		t.Fatalf("key minted by the old config, checked by the new: %v", err)
 	}
 }

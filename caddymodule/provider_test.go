@@ -147,7 +147,7 @@ func TestProviderKeepCredentials(t *testing.T) {
 
 func TestProviderStoreFaultIsAnError(t *testing.T) {
 	p, app, _ := testProvider(t, &APIKeyAuth{})
-	unknown, _ := keystore.NewKey(keystore.DefaultPrefix) // not cached: needs the store
+	unknown, _, _ := keystore.NewKeyAndID(keystore.DefaultPrefix, time.Now()) // not cached: needs the store
 	if err := app.keyring.Store().Close(); err != nil {
 		t.Fatal(err)
 	}

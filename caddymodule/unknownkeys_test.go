@@ -123,7 +123,7 @@ func TestProviderRefusesUnknownKeysOverBudget(t *testing.T) {
 	}
 	before := histCount(t, app, "key_by_hash")
 	for range 200 {
-		unknown, _ := keystore.NewKey(keystore.DefaultPrefix)
+		unknown, _, _ := keystore.NewKeyAndID(keystore.DefaultPrefix, time.Now())
 		if send(unknown, "203.0.113.9") {
 			t.Fatal("unknown key admitted")
 		}
@@ -137,7 +137,7 @@ func TestProviderRefusesUnknownKeysOverBudget(t *testing.T) {
 	if !send(key, "203.0.113.9") {
 		t.Fatal("a valid key from the flooding address was refused")
 	}
-	unknown, _ := keystore.NewKey(keystore.DefaultPrefix)
+	unknown, _, _ := keystore.NewKeyAndID(keystore.DefaultPrefix, time.Now())
 	before = histCount(t, app, "key_by_hash")
 	send(unknown, "198.51.100.1")
 	if histCount(t, app, "key_by_hash") != before+1 {

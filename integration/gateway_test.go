@@ -170,7 +170,7 @@ func TestCreateValidateReject(t *testing.T) {
 	// Without a valid key: 401 with a Bearer challenge, upstream not called.
 	typo := []byte(k.APIKey)
 	typo[10] ^= 1
-	unknown, _ := keystore.NewKey("sk-")
+	unknown, _, _ := keystore.NewKeyAndID("sk-", time.Now())
 	for name, h := range map[string][]string{
 		"no key":       nil,
 		"typo":         {"Authorization", "Bearer " + string(typo)},

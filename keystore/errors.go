@@ -19,9 +19,10 @@ var (
 	ErrNoticeBusy = errors.New("notice is leased or done")
 )
 
-// Errors of presented keys: Keyring.Verify refuses a key that is not one
-// with ErrMalformedKey, a key that exists with ErrExpired, ErrDisabled
-// or ErrOrphaned, and an unknown key with ErrNotFound (or ErrOverBudget).
+// Errors of presented keys: Keyring.VerifyWithin refuses a key that is
+// not one with ErrMalformedKey, a key that exists with ErrExpired,
+// ErrDisabled or ErrOrphaned, and an unknown key with ErrNotFound (or
+// ErrOverBudget).
 var (
 	// ErrMalformedKey means the text is not a well-formed key with a valid
 	// checksum (ParseKey); no store was read.
@@ -69,19 +70,15 @@ var (
 	ErrPolicyUnknown = errors.New("the key policy is not known here: give the configuration (--config) so that it applies")
 )
 
-// Errors of credit operations.
-var (
-	// ErrCreditsVoid means a block belongs to an older period or
-	// generation than the account's: it is not given back.
-	ErrCreditsVoid = errors.New("credit block is void")
-)
-
 // Errors the package keeps to itself.
 var (
 	// errCorruptRecord means a stored record does not decode.
 	errCorruptRecord = errors.New("corrupt key record")
 	// errLedgerLocked means another process uses the ledger file.
 	errLedgerLocked = errors.New("the credit ledger is in use by another process")
+	// errCreditsVoid means a credit block belongs to an older period or
+	// generation than the account's: it is not given back.
+	errCreditsVoid = errors.New("credit block is void")
 	// errUnchanged leaves a key as it is from within UpdateKey.
 	errUnchanged = errors.New("unchanged")
 )

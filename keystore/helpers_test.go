@@ -11,11 +11,7 @@ func testKey(t testing.TB, owner string, created time.Time) Key {
 
 func testKeyOf(t testing.TB, owner Owner, created time.Time) Key {
 	t.Helper()
-	secret, err := NewKey(DefaultPrefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := NewID(time.Now())
+	secret, id, err := NewKeyAndID(DefaultPrefix, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

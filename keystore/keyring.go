@@ -8,16 +8,16 @@ import (
 	"time"
 )
 
-// OwnerRecheck is how long a key found orphaned stays refused from the
+// ownerRecheck is how long a key found orphaned stays refused from the
 // cache before its owner is looked up again, so that a password user
 // added back (to another gateway's store, say) gets their keys back
 // without a reload.
-const OwnerRecheck = 30 * time.Second
+const ownerRecheck = 30 * time.Second
 
 // Defaults for Options fields left zero.
 const (
-	DefaultCacheSize     = 100_000
-	DefaultFlushInterval = 5 * time.Second
+	defaultCacheSize     = 100_000
+	defaultFlushInterval = 5 * time.Second
 )
 
 // Options tune a Keyring.
@@ -25,17 +25,17 @@ type Options struct {
 	// Prefix of minted keys. Default DefaultPrefix.
 	Prefix string
 	// CacheSize bounds the number of verified keys kept in memory.
-	// Default DefaultCacheSize.
+	// Default 100 000.
 	CacheSize int
 	// FlushInterval is how often recorded last-used times are written.
-	// Default DefaultFlushInterval.
+	// Default 5s.
 	FlushInterval time.Duration
 	// OnFlushError, if set, is told when writing last-used times fails.
 	OnFlushError func(error)
 	// MaxStale applies to Watchable stores only: how long after the watch
 	// last caught up cached lookups are still trusted. Past it, every
 	// verification reads the store, and fails closed if it cannot.
-	// Default DefaultMaxStale.
+	// Default 15s.
 	MaxStale time.Duration
 	// Policy says what keys may be and which password users exist.
 	Policy Policy
@@ -87,16 +87,16 @@ func NewKeyring(store Store, opts Options) *Keyring {
 		opts.Prefix = DefaultPrefix
 	}
 	if opts.CacheSize <= 0 {
-		opts.CacheSize = DefaultCacheSize
+		opts.CacheSize = defaultCacheSize
 	}
 	if opts.FlushInterval <= 0 {
-		opts.FlushInterval = DefaultFlushInterval
+		opts.FlushInterval = defaultFlushInterval
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
 	if opts.MaxStale <= 0 {
-		opts.MaxStale = DefaultMaxStale
+		opts.MaxStale = defaultMaxStale
 	}
 	kr := &Keyring{
 		store:        store,
@@ -131,24 +131,36 @@ func (kr *Keyring) Store() Store { return kr.store }
 // Policy returns the key policy the Keyring applies.
 func (kr *Keyring) Policy() *Policy { return &kr.policy }
 
-// Verify checks a presented key and returns its record, which the caller
-// must not modify. It returns ErrMalformedKey without touching the store
-// when the format or checksum is wrong, ErrNotFound for unknown keys,
-// ErrExpired, ErrDisabled or ErrOrphaned (a password user's key whose
-// user no longer exists) for refused ones, and any other error only for
-// store faults. A successful Verify records the use in memory.
-func (kr *Keyring) Verify(ctx context.Context, presented string) (*Key, error) {
-	return kr.verify(ctx, presented, nil, "")
-}
+// A ReadBudget bounds the store reads that keys not known to exist may
+// cost a client (the caller decides what a client is and how much it
+// may spend; caddymodule's unknown-key budget is one per client
+// address). It is asked before such a read and, if it allows it, told
+// after the read whether the key exists, so that it can count only the
+// keys that did not: it counts the read as spent while it is in flight,
+// and refunds it if the key exists. A budget is a function made once,
+// not per request, so that a cached key costs no allocation.
+type ReadBudget func(client string) (settle func(exists bool), ok bool)
 
-func (kr *Keyring) verify(ctx context.Context, presented string, budget ReadBudget, client string) (*Key, error) {
+// VerifyWithin checks a key presented by client and returns its record,
+// which the caller must not modify. It returns ErrMalformedKey without
+// touching the store when the format or checksum is wrong, ErrNotFound
+// for unknown keys, ErrExpired, ErrDisabled or ErrOrphaned (a password
+// user's key whose user no longer exists) for refused ones, and any
+// other error only for store faults. A successful verification records
+// the use in memory.
+//
+// A key not known to exist (not cached, or cached as unknown while the
+// cache cannot be trusted) is read from the store only if budget allows,
+// and refused with ErrOverBudget otherwise, without a store read; keys
+// known to exist never consult it. A nil budget allows every read.
+func (kr *Keyring) VerifyWithin(ctx context.Context, presented string, budget ReadBudget, client string) (*Key, error) {
 	if err := ParseKey(presented, kr.prefix); err != nil {
 		return nil, err
 	}
 	h := HashKey(presented)
 	now := kr.now()
 	k, ok := kr.cache.get(h)
-	if !ok || !kr.cacheTrusted(now) || (k != nil && k.Orphaned && now.UnixNano()-k.ownerCheckedAt > int64(OwnerRecheck)) {
+	if !ok || !kr.cacheTrusted(now) || (k != nil && k.Orphaned && now.UnixNano()-k.ownerCheckedAt > int64(ownerRecheck)) {
 		settle := func(bool) {}
 		if k == nil && budget != nil {
 			var allowed bool
@@ -172,7 +184,7 @@ func (kr *Keyring) verify(ctx context.Context, presented string, budget ReadBudg
 	if k.Orphaned {
 		return nil, ErrOrphaned
 	}
-	if !k.Usable(now) {
+	if !k.usable(now) {
 		return nil, ErrExpired
 	}
 	kr.usage.record(k.ID, now)
@@ -199,7 +211,7 @@ func (kr *Keyring) lookup(ctx context.Context, h Hash, stamp string, now time.Ti
 	if stored.Plan != "" {
 		plan = stored.Plan
 	}
-	stored.limits = kr.meter.LimitsFor(&stored, kr.policy.plan(plan))
+	stored.limits = kr.meter.limitsFor(&stored, kr.policy.plan(plan))
 	stored.ownerCheckedAt = now.UnixNano()
 	stored.memos = buildMemos(&stored)
 	kr.cache.put(h, &stored, gen)

@@ -15,7 +15,7 @@ import (
 
 // memStore is the Store and NoticeStore that keystore's own tests run
 // over, so that they need no backend (the backends import keystore): its
-// records, in the stored forms of record.go, sit in maps under one mutex,
+// records, in the stored forms of codec.go, sit in maps under one mutex,
 // which makes every operation atomic. With a path, it writes them all to
 // that file after every change and reads them when opened, so that a
 // test killing its process with -9 finds what was written. It passes

@@ -59,12 +59,12 @@ func TestPolicyTitlesAndScopes(t *testing.T) {
 		ok   bool
 	}{
 		{"default title", KeyRequest{}, true},
-		{"long title", KeyRequest{Title: strings.Repeat("é", MaxTitleLen)}, true},
-		{"too long title", KeyRequest{Title: strings.Repeat("é", MaxTitleLen+1)}, false},
+		{"long title", KeyRequest{Title: strings.Repeat("é", maxTitleLen)}, true},
+		{"too long title", KeyRequest{Title: strings.Repeat("é", maxTitleLen+1)}, false},
 		{"control character", KeyRequest{Title: "a\nb"}, false},
 		{"invalid UTF-8", KeyRequest{Title: "\xff"}, false},
 		{"scope with space", KeyRequest{Scopes: []string{"a b"}}, false},
-		{"too many scopes", KeyRequest{Scopes: make([]string, MaxScopes+1)}, false},
+		{"too many scopes", KeyRequest{Scopes: make([]string, maxScopes+1)}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := p.newKey(time.Now(), op, nil, tc.req)
