@@ -5,10 +5,26 @@ import (
 	"time"
 )
 
-// The contract of store backends. A backend implements Store (and
-// NoticeStore, to keep the notify queue; Watchable, if other processes
-// write the same records); the Keyring and the Meter take care of the
-// rest. Every backend must:
+// What a store backend implements, and the helpers it calls: Store is the
+// contract.
+
+// CreateOptions are the conditions under which Store.CreateKey stores a
+// key, checked in the transaction that stores it.
+type CreateOptions struct {
+	// MaxPerOwner, if positive, fails the creation with ErrLimit when the
+	// owner already holds that many keys.
+	MaxPerOwner int
+	// StoredUser fails the creation with ErrUnknownOwner unless the key's
+	// owner, a password user, is in the store: a key minted while its user
+	// is being removed is then either removed with the user or not
+	// created.
+	StoredUser bool
+}
+
+// Store persists keys, users and credit accounts. It is what a store
+// backend implements (with NoticeStore, to keep the notify queue, and
+// Watchable, if other processes write the same records); the Keyring and
+// the Meter take care of the rest. Every backend must:
 //
 //   - be safe for concurrent use, from several goroutines and, when the
 //     records are shared, from several processes: each method is one
@@ -34,22 +50,6 @@ import (
 // (MarshalKey and the others); a backend may keep records in any form.
 // keystore/storetest is the conformance suite: a backend's tests run it
 // (storetest.Run) with a fresh store per subtest.
-
-// CreateOptions are the conditions under which Store.CreateKey stores a
-// key, checked in the transaction that stores it.
-type CreateOptions struct {
-	// MaxPerOwner, if positive, fails the creation with ErrLimit when the
-	// owner already holds that many keys.
-	MaxPerOwner int
-	// StoredUser fails the creation with ErrUnknownOwner unless the key's
-	// owner, a password user, is in the store: a key minted while its user
-	// is being removed is then either removed with the user or not
-	// created.
-	StoredUser bool
-}
-
-// Store persists keys, users and credit accounts: the one interface a
-// backend must implement (see the contract above).
 type Store interface {
 	// CreateKey stores k atomically: ErrExists if its ID or Hash is taken,
 	// and, in the same transaction, the checks of opts. A stamped k must
@@ -81,10 +81,10 @@ type Store interface {
 	// is zero. It returns the old key as it was. In that transaction it
 	// fails with ErrNotFound if there is no key oldID, with the error of
 	// CheckRotatable(old) (ErrDisabled, ErrRotated), with ErrExists if
-	// next's ID or Hash is taken, and, when
-	// retireAt is set and maxPerOwner > 0, with ErrLimit if the owner
-	// already holds maxPerOwner keys (the old one included, since it
-	// keeps working through its grace period).
+	// next's ID or Hash is taken, and, when retireAt is set and
+	// maxPerOwner > 0, with ErrLimit if the owner already holds
+	// maxPerOwner keys (the old one included, since it keeps working
+	// through its grace period).
 	RotateKey(ctx context.Context, oldID string, next Key, retireAt time.Time, maxPerOwner int) (Key, error)
 	// DeleteKey removes the key with the given id, or returns ErrNotFound.
 	DeleteKey(ctx context.Context, id string) (Key, error)
