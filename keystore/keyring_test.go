@@ -27,7 +27,7 @@ func (c *countingStore) TouchKeys(ctx context.Context, m map[string]time.Time) e
 	return c.Store.TouchKeys(ctx, m)
 }
 
-func newTestKeyring(t *testing.T, opts Options) (*Keyring, *countingStore) {
+func newTestKeyring(t testing.TB, opts Options) (*Keyring, *countingStore) {
 	t.Helper()
 	s := openTestStore(t)
 	cs := &countingStore{Store: s}

@@ -51,3 +51,22 @@ func TestMemoBuiltOncePerCachedKey(t *testing.T) {
 		t.Errorf("a stored key's memo = %p %q, want its own", v, *v)
 	}
 }
+
+// BenchmarkMemoOf reads a memo of a cached key, as a gateway does per
+// request.
+func BenchmarkMemoOf(b *testing.B) {
+	kr, _ := newTestKeyring(b, Options{})
+	ctx := context.Background()
+	m, err := kr.Mint(ctx, operatorFor("svc"), KeyRequest{Title: "ci"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	k, err := kr.VerifyWithin(ctx, m.Secret, nil, "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = testMemo.Of(k)
+	}
+}
