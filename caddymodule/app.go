@@ -287,7 +287,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 	}
 	var maxStale time.Duration
-	if b, ok := a.store.(staleBounder); ok {
+	if b, ok := a.store.(StaleBounder); ok {
 		maxStale = b.StaleBound()
 	}
 	var meter *keystore.Meter
@@ -298,14 +298,13 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.meter = meter
 	a.keyring = keystore.NewKeyring(store, keystore.Options{
-		Observer:        a.metrics.observeStore,
-		AttributePrefix: "http.auth.user.",
-		Prefix:          a.KeyPrefix,
-		CacheSize:       a.CacheSize,
-		FlushInterval:   time.Duration(a.LastUsedFlushInterval),
-		MaxStale:        maxStale,
-		Policy:          a.policy,
-		Meter:           meter,
+		Observer:      a.metrics.observeStore,
+		Prefix:        a.KeyPrefix,
+		CacheSize:     a.CacheSize,
+		FlushInterval: time.Duration(a.LastUsedFlushInterval),
+		MaxStale:      maxStale,
+		Policy:        a.policy,
+		Meter:         meter,
 		OnFlushError: func(err error) {
 			a.logger.Error("writing last-used times", zap.Error(err))
 		},

@@ -17,6 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/caddy-apikeys/caddy-apikeys/boltstore"
 	"github.com/caddy-apikeys/caddy-apikeys/identity"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
@@ -110,14 +111,14 @@ func TestAppConfigErrors(t *testing.T) {
 func TestAppLockedByAnotherProcess(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "k.db")
 	// A handle opened outside the pool stands for another process.
-	other, err := keystore.OpenBolt(path, time.Second)
+	other, err := boltstore.Open(path, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer other.Close()
 	start := time.Now()
 	_, err = provisionApp(t, `{"store": `+storeJSON(path)+`}`)
-	if !errors.Is(err, keystore.ErrLocked) || !strings.Contains(err.Error(), "locked by another process") {
+	if !errors.Is(err, boltstore.ErrLocked) || !strings.Contains(err.Error(), "locked by another process") {
 		t.Fatalf("Provision: %v, want a locked-file error", err)
 	}
 	if waited := time.Since(start); waited > 5*time.Second {
@@ -148,7 +149,7 @@ func TestAppsShareOneHandlePerFile(t *testing.T) {
 	if err := a1.Cleanup(); err != nil { // idempotent
 		t.Fatal(err)
 	}
-	if _, err := a2.keyring.Verify(context.Background(), m.Secret); err != nil {
+	if _, err := a2.keyring.VerifyWithin(context.Background(), m.Secret, nil, ""); err != nil {
 		t.Fatalf("key minted by the old config, checked by the new: %v", err)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/caddy-apikeys/caddy-apikeys/boltstore"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
@@ -83,7 +84,7 @@ func mintedStore(b *testing.B, n int) *benchStore {
 	}
 	s := &benchStore{path: filepath.Join(dir, "keys.db"), secrets: make([]string, n)}
 	b.Logf("minting %d keys for the benchmark (set APIKEYS_BENCH_STORE_%d to reuse a store)", n, n)
-	st, err := keystore.OpenBolt(s.path, time.Second)
+	st, err := boltstore.Open(s.path, time.Second)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -125,7 +126,7 @@ func BenchmarkAuthenticate(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			fixture := storeWithKeys(b, tc.n)
-			s, err := keystore.OpenBolt(fixture.path, time.Second)
+			s, err := boltstore.Open(fixture.path, time.Second)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -43,7 +43,7 @@ func meteredGate(t *testing.T, g *APIKeyGate) (*APIKeyGate, *App, string) {
 // balance is what is left of key's credits, nothing being in flight.
 func balance(t *testing.T, app *App, key string) int64 {
 	t.Helper()
-	k, err := app.keyring.Verify(context.Background(), key)
+	k, err := app.keyring.VerifyWithin(context.Background(), key, nil, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -169,7 +169,7 @@ func (g *APIKeyGate) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	// Answered when asked (an access log's user_id, a header_up), from
 	// values built once per key: nothing is copied per request.
-	repl.Map(k.PlaceholderFunc())
+	repl.Map(keyPlaceholderFunc(k))
 	if k.Limits() == nil {
 		return next.ServeHTTP(w, r)
 	}

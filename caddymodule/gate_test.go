@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/caddy-apikeys/caddy-apikeys/boltstore"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
@@ -174,7 +175,7 @@ func TestGateStoreFaultRefuses(t *testing.T) {
 	g, app, _ := testGate(t, &APIKeyGate{})
 	core, logs := observer.New(zap.ErrorLevel)
 	g.logger = zap.New(core)
-	unknown, _ := keystore.NewKey(keystore.DefaultPrefix) // not cached: needs the store
+	unknown, _, _ := keystore.NewKeyAndID(keystore.DefaultPrefix, time.Now()) // not cached: needs the store
 	if err := app.keyring.Store().Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +208,7 @@ func TestAPIHandlerStoreFaultIs503WithoutDetail(t *testing.T) {
 	if w.Code != http.StatusServiceUnavailable || w.Body.String() != want {
 		t.Fatalf("%d %s, want 503 %s", w.Code, w.Body.String(), want)
 	}
-	if strings.Contains(w.Body.String(), keystore.ErrClosed.Error()) {
+	if strings.Contains(w.Body.String(), boltstore.ErrClosed.Error()) {
 		t.Fatal("internal error leaked")
 	}
 }

@@ -15,20 +15,13 @@ import (
 // meterPool by the ledger path, which names the store.
 var membersPool = caddy.NewUsagePool()
 
-// membership is implemented by stores that several gateways share: it
-// reports this process's index among the live gateways and their count,
-// until ctx ends.
-type membership interface {
-	JoinMembers(ctx context.Context, report func(index, count int))
-}
-
 // sharedStore reports whether other gateways may use store too.
 func sharedStore(store keystore.Store) bool {
-	_, ok := store.(membership)
+	_, ok := store.(Membership)
 	return ok
 }
 
-// members is a membership joined once and heard by several listeners:
+// members is a Membership joined once and heard by several listeners:
 // the Meter (rate limits) and each config's lockout divide their limits
 // by the same (index, count). Keeping it costs one lease kept alive, not
 // a store write per request.
@@ -82,11 +75,11 @@ func (m *members) Destruct() error {
 // joinMembers returns this process's membership among the gateways
 // sharing the app's store, joining on first use, and its release.
 func (a *App) joinMembers() (*members, func() error, error) {
-	loc, ok := a.store.(ledgerLocator)
+	loc, ok := a.store.(CreditLedger)
 	if !ok {
 		return nil, nil, errors.New("this store module cannot name its store")
 	}
-	path, err := loc.ledgerPath()
+	path, err := loc.LedgerPath()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -95,7 +88,7 @@ func (a *App) joinMembers() (*members, func() error, error) {
 		if err != nil {
 			return nil, err
 		}
-		ms, ok := store.(membership)
+		ms, ok := store.(Membership)
 		if !ok {
 			_ = release()
 			return nil, errors.New("this store is not shared by gateways")

@@ -37,20 +37,14 @@ func (h meterHandle) Destruct() error {
 	return errors.Join(err, h.meter.Close(), h.release())
 }
 
-// ledgerLocator is implemented by store modules: where this process keeps
-// its credit ledger for the store.
-type ledgerLocator interface {
-	ledgerPath() (string, error)
-}
-
 // openMeter returns the Meter of the app's store, making it on first use,
 // and its release.
 func (a *App) openMeter() (*keystore.Meter, func() error, error) {
-	loc, ok := a.store.(ledgerLocator)
+	loc, ok := a.store.(CreditLedger)
 	if !ok {
 		return nil, nil, errors.New("this store module cannot keep credits")
 	}
-	path, err := loc.ledgerPath()
+	path, err := loc.LedgerPath()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -97,15 +91,15 @@ func (a *App) openMeter() (*keystore.Meter, func() error, error) {
 	}, nil
 }
 
-// ledgerPath is next to the database file.
-func (b *BoltStore) ledgerPath() (string, error) {
+// LedgerPath is next to the database file.
+func (b *BoltStore) LedgerPath() (string, error) {
 	p, err := b.resolvedPath()
 	return p + ".credits", err
 }
 
-// ledgerPath is in Caddy's data directory, named after the cluster and
+// LedgerPath is in Caddy's data directory, named after the cluster and
 // prefix.
-func (e *EtcdStore) ledgerPath() (string, error) {
+func (e *EtcdStore) LedgerPath() (string, error) {
 	repl := caddy.NewReplacer()
 	var eps []string
 	for _, ep := range e.Endpoints {

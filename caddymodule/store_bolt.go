@@ -8,6 +8,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
+	"github.com/caddy-apikeys/caddy-apikeys/boltstore"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
@@ -15,26 +16,12 @@ func init() {
 	caddy.RegisterModule(BoltStore{})
 }
 
-// StoreOpener is implemented by modules in the apikeys.stores namespace.
-// Open returns a store and a release function that the app calls exactly
-// once, after its last use of the store.
-type StoreOpener interface {
-	Open() (store keystore.Store, release func() error, err error)
-}
-
-// staleBounder is implemented by openers of stores shared with other
-// gateways: how long a gateway may trust its cache of the store without
-// word from it.
-type staleBounder interface {
-	StaleBound() time.Duration
-}
-
 // boltPool shares one bbolt handle per file across overlapping configs:
 // on reload Caddy provisions the new config before it cleans up the old
 // one, and a second bolt.Open of a locked file would block.
 var boltPool = caddy.NewUsagePool()
 
-type boltHandle struct{ *keystore.BoltStore }
+type boltHandle struct{ *boltstore.Store }
 
 func (h boltHandle) Destruct() error { return h.Close() }
 
@@ -82,7 +69,7 @@ func (b *BoltStore) Open() (keystore.Store, func() error, error) {
 		return nil, nil, err
 	}
 	val, _, err := boltPool.LoadOrNew(path, func() (caddy.Destructor, error) {
-		s, err := keystore.OpenBolt(path, time.Duration(b.OpenTimeout))
+		s, err := boltstore.Open(path, time.Duration(b.OpenTimeout))
 		if err != nil {
 			return nil, err
 		}
@@ -95,7 +82,7 @@ func (b *BoltStore) Open() (keystore.Store, func() error, error) {
 		_, err := boltPool.Delete(path)
 		return err
 	}
-	return val.(boltHandle).BoltStore, release, nil
+	return val.(boltHandle).Store, release, nil
 }
 
 // UnmarshalCaddyfile sets up the store from Caddyfile tokens. Syntax:
@@ -138,5 +125,6 @@ func (b *BoltStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // Interface guards
 var (
 	_ StoreOpener           = (*BoltStore)(nil)
+	_ CreditLedger          = (*BoltStore)(nil)
 	_ caddyfile.Unmarshaler = (*BoltStore)(nil)
 )

@@ -287,7 +287,9 @@ func (e *EtcdStore) unmarshalTLS(d *caddyfile.Dispenser) error {
 // Interface guards
 var (
 	_ StoreOpener           = (*EtcdStore)(nil)
-	_ staleBounder          = (*EtcdStore)(nil)
+	_ StaleBounder          = (*EtcdStore)(nil)
+	_ CreditLedger          = (*EtcdStore)(nil)
+	_ Membership            = (*etcdstore.Store)(nil)
 	_ caddy.Provisioner     = (*EtcdStore)(nil)
 	_ caddy.Validator       = (*EtcdStore)(nil)
 	_ caddyfile.Unmarshaler = (*EtcdStore)(nil)

@@ -79,7 +79,7 @@ func TestEtcdStoreWithTLSAndAuthentication(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Mint over TLS with authentication: %v", err)
 	}
-	if _, err := kr.Verify(ctx, m.Secret); err != nil {
+	if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); err != nil {
 		t.Fatalf("Verify: %v", err)
 	}
 

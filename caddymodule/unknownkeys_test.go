@@ -127,7 +127,7 @@ func TestGateRefusesUnknownKeysOverBudget(t *testing.T) {
 	}
 	before := histCount(t, app, "key_by_hash")
 	for range 200 {
-		unknown, _ := keystore.NewKey(keystore.DefaultPrefix)
+		unknown, _, _ := keystore.NewKeyAndID(keystore.DefaultPrefix, time.Now())
 		if send(unknown, "203.0.113.9") {
 			t.Fatal("unknown key admitted")
 		}
@@ -141,7 +141,7 @@ func TestGateRefusesUnknownKeysOverBudget(t *testing.T) {
 	if !send(key, "203.0.113.9") {
 		t.Fatal("a valid key from the flooding address was refused")
 	}
-	unknown, _ := keystore.NewKey(keystore.DefaultPrefix)
+	unknown, _, _ := keystore.NewKeyAndID(keystore.DefaultPrefix, time.Now())
 	before = histCount(t, app, "key_by_hash")
 	send(unknown, "198.51.100.1")
 	if histCount(t, app, "key_by_hash") != before+1 {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/caddy-apikeys/caddy-apikeys/boltstore"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
@@ -32,7 +33,7 @@ func BenchmarkWorkingSet(b *testing.B) {
 				perm := rng.Perm(n) // hot keys anywhere in the store
 				draw = func() int { return perm[z.Uint64()] }
 			}
-			s, err := keystore.OpenBolt(fixture.path, time.Second)
+			s, err := boltstore.Open(fixture.path, time.Second)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -7,7 +7,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/caddy-apikeys/caddy-apikeys/keystore"
+	"github.com/caddy-apikeys/caddy-apikeys/boltstore"
 )
 
 // TestValidationWritesOnlyFlushes shows with bbolt's own counters that
@@ -15,7 +15,7 @@ import (
 // in one transaction.
 func TestValidationWritesOnlyFlushes(t *testing.T) {
 	g, app, key := testGate(t, &APIKeyGate{})
-	db := app.keyring.Store().(*keystore.BoltStore).DB()
+	db := app.keyring.Store().(*boltstore.Store).DB()
 	txid := func() int {
 		var id int
 		_ = db.View(func(tx *bolt.Tx) error { id = tx.ID(); return nil })

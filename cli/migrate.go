@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/caddy-apikeys/caddy-apikeys/boltstore"
 	"github.com/caddy-apikeys/caddy-apikeys/caddymodule"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 	"github.com/caddy-apikeys/caddy-apikeys/ops"
@@ -58,8 +59,8 @@ func runMigrate(cmd *cobra.Command, _ []string) error {
 	var src keystore.Store
 	var srcUsers []string
 	if db != "" {
-		s, err := keystore.OpenBolt(db, time.Second)
-		if errors.Is(err, keystore.ErrLocked) {
+		s, err := boltstore.Open(db, time.Second)
+		if errors.Is(err, boltstore.ErrLocked) {
 			return fmt.Errorf("%s is in use, probably by a running Caddy: stop it first", db)
 		}
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-apikeys/caddy-apikeys/boltstore"
 	"github.com/caddy-apikeys/caddy-apikeys/internal/etcdtest"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 	"github.com/caddy-apikeys/caddy-apikeys/ops"
@@ -18,7 +19,7 @@ import (
 
 func TestMigrateBoltToEtcd(t *testing.T) {
 	ctx := context.Background()
-	src, err := keystore.OpenBolt(filepath.Join(t.TempDir(), "keys.db"), time.Second)
+	src, err := boltstore.Open(filepath.Join(t.TempDir(), "keys.db"), time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +42,7 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 		}
 		minted = append(minted, m)
 	}
-	if _, err := kr.SetDisabled(ctx, minted[0].ID, true); err != nil {
+	if _, _, err := kr.ChangeDisabled(ctx, minted[0].ID, true); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := kr.Rotate(ctx, keystore.Actor{Operator: true}, minted[2].ID, time.Hour); err != nil {
@@ -65,7 +66,7 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 	if err := src.CreateKey(ctx, carol.Key, keystore.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kr.Verify(ctx, minted[1].Secret); err != nil {
+	if _, err := kr.VerifyWithin(ctx, minted[1].Secret, nil, ""); err != nil {
 		t.Fatal(err)
 	}
 	if err := kr.Close(); err != nil { // writes minted[1]'s last use
@@ -120,7 +121,7 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 	// The copied keys verify against the destination.
 	dkr := keystore.NewKeyring(dst, keystore.Options{})
 	defer dkr.Close()
-	if k, err := dkr.Verify(ctx, minted[3].Secret); err != nil || k.ID != minted[3].ID {
+	if k, err := dkr.VerifyWithin(ctx, minted[3].Secret, nil, ""); err != nil || k.ID != minted[3].ID {
 		t.Fatalf("a copied key: %v", err)
 	}
 	if a, err := dst.CreditAccount(ctx, minted[4].ID); err != nil || a.Balance != 42 || a.Gen != 3 {

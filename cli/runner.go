@@ -13,6 +13,7 @@ import (
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 
+	"github.com/caddy-apikeys/caddy-apikeys/boltstore"
 	"github.com/caddy-apikeys/caddy-apikeys/caddymodule"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 	"github.com/caddy-apikeys/caddy-apikeys/ops"
@@ -69,8 +70,8 @@ func openLocal(path, config, adapter string) (*ops.Local, error) {
 			return nil, fmt.Errorf("%s: %w", config, err)
 		}
 	}
-	s, err := keystore.OpenBolt(path, time.Second)
-	if errors.Is(err, keystore.ErrLocked) {
+	s, err := boltstore.Open(path, time.Second)
+	if errors.Is(err, boltstore.ErrLocked) {
 		return nil, fmt.Errorf("%s is in use, probably by a running Caddy: omit --db to go through its admin API", path)
 	}
 	if err != nil {

@@ -34,12 +34,12 @@ func BenchmarkVerifyCached(b *testing.B) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	time.Sleep(100 * time.Millisecond)
-	if _, err := kr.Verify(ctx, m.Secret); err != nil {
+	if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := kr.Verify(ctx, m.Secret); err != nil {
+		if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); err != nil {
 			b.Fatal(err)
 		}
 	}

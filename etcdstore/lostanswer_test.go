@@ -63,8 +63,7 @@ func TestWritesWhoseAnswerIsLostAreNotReportedAsConflicts(t *testing.T) {
 	s, loser := openWithAnswerLoser(t, "/lost/")
 	ctx := context.Background()
 	newKey := func() keystore.Key {
-		secret, _ := keystore.NewKey(keystore.DefaultPrefix)
-		id, _ := keystore.NewID(time.Now())
+		secret, id, _ := keystore.NewKeyAndID(keystore.DefaultPrefix, time.Now())
 		return keystore.Key{ID: id, Hash: keystore.HashKey(secret), Owner: keystore.PasswordUser("alice"), Created: time.Now().Truncate(time.Microsecond)}
 	}
 
@@ -134,8 +133,7 @@ func TestDeleteKeysOfWhoseAnswerIsLostCountsEveryKey(t *testing.T) {
 	svc := keystore.Service("backup-job")
 	const n = 2*userKeysPerTxn + 5 // three transactions
 	for range n {
-		secret, _ := keystore.NewKey(keystore.DefaultPrefix)
-		id, _ := keystore.NewID(time.Now())
+		secret, id, _ := keystore.NewKeyAndID(keystore.DefaultPrefix, time.Now())
 		k := keystore.Key{ID: id, Hash: keystore.HashKey(secret), Owner: svc, Created: time.Now().Truncate(time.Microsecond)}
 		if err := s.CreateKey(ctx, k, keystore.CreateOptions{}); err != nil {
 			t.Fatal(err)

@@ -1,7 +1,9 @@
 // Package etcdstore keeps API keys and users in etcd v3, so that several
-// gateways share them. It implements keystore.Store with the same semantics
-// as the bbolt store, and keystore.Watchable, so that a Keyring's cache
-// follows changes made by every gateway.
+// gateways share them. It implements keystore.Store and
+// keystore.NoticeStore with the same semantics as the bbolt store
+// (boltstore), keystore.Watchable, so that a Keyring's cache follows
+// changes made by every gateway, and JoinMembers, so that gateways know
+// how many they are.
 //
 // Layout under the configured prefix P:
 //
@@ -11,6 +13,9 @@
 //	P used/<hex digest>  → last use, 8 bytes big-endian Unix µs (0: never)
 //	P users/<name>       → user record (keystore.MarshalUser)
 //	P credits/<account>  → credit account (keystore.MarshalCreditAccount)
+//	P notices/<endpoint>/<event id>      → pending notice (keystore.MarshalNotice)
+//	P notices-done/<endpoint>/<event id> → done notice, kept until its KeepUntil
+//	P members/<random id> → empty, under a lease: one live gateway (JoinMembers)
 //
 // Last-used times live apart from the records so that writing them neither
 // rewrites a record nor wakes the watches that guard every gateway's cache.

@@ -125,7 +125,7 @@ func TestWatchReportsChangesFromAnotherStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kr.SetDisabled(ctx, m.ID, true); err != nil {
+	if _, _, err := kr.ChangeDisabled(ctx, m.ID, true); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := kr.Delete(ctx, keystore.Actor{Operator: true}, m.ID); err != nil {
@@ -208,8 +208,7 @@ func TestWatchStartsAfreshWhenItsRevisionIsCompacted(t *testing.T) {
 // storeKey creates a key in s.
 func storeKey(t testing.TB, s *Store) keystore.Key {
 	t.Helper()
-	secret, _ := keystore.NewKey(keystore.DefaultPrefix)
-	id, _ := keystore.NewID(time.Now())
+	secret, id, _ := keystore.NewKeyAndID(keystore.DefaultPrefix, time.Now())
 	k := keystore.Key{ID: id, Hash: keystore.HashKey(secret), Owner: keystore.PasswordUser("alice"), Created: time.Now().Truncate(time.Microsecond)}
 	if err := s.CreateKey(context.Background(), k, keystore.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -225,11 +224,11 @@ func mintCached(t *testing.T, kr *keystore.Keyring) keystore.Minted {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testutil.Eventually(t, 10*time.Second, "the key verifies", func() bool { _, err := kr.Verify(ctx, m.Secret); return err == nil })
+	testutil.Eventually(t, 10*time.Second, "the key verifies", func() bool { _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); return err == nil })
 	// Once the key's creation has arrived (it drops fills in flight) and
 	// the watch has caught up, verify again so that the key is cached.
 	time.Sleep(200 * time.Millisecond)
-	if _, err := kr.Verify(ctx, m.Secret); err != nil {
+	if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); err != nil {
 		t.Fatal(err)
 	}
 	return m
@@ -246,23 +245,23 @@ func TestKeyringFailsClosedWhenEtcdIsGone(t *testing.T) {
 
 	c.Members[0].Kill()
 	stopped := time.Now()
-	if _, err := kr.Verify(ctx, m.Secret); err != nil {
+	if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); err != nil {
 		t.Fatalf("a recently seen key was refused right after etcd went away: %v", err)
 	}
-	unknown, _ := keystore.NewKey(keystore.DefaultPrefix)
-	if _, err := kr.Verify(ctx, unknown); err == nil || errors.Is(err, keystore.ErrNotFound) {
+	unknown, _, _ := keystore.NewKeyAndID(keystore.DefaultPrefix, time.Now())
+	if _, err := kr.VerifyWithin(ctx, unknown, nil, ""); err == nil || errors.Is(err, keystore.ErrNotFound) {
 		t.Fatalf("unknown key with etcd gone: %v, want a store error", err)
 	}
 	if _, err := kr.Mint(ctx, keystore.Actor{Owner: keystore.Service("alice"), Operator: true}, keystore.KeyRequest{}); err == nil {
 		t.Fatal("minted with etcd gone")
 	}
-	testutil.Eventually(t, 10*time.Second, "the recently seen key is refused", func() bool { _, err := kr.Verify(ctx, m.Secret); return err != nil })
+	testutil.Eventually(t, 10*time.Second, "the recently seen key is refused", func() bool { _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); return err != nil })
 	if took := time.Since(stopped); took < maxStale-100*time.Millisecond {
 		t.Fatalf("the cached key was refused after %v, before MaxStale", took)
 	}
 
 	c.Members[0].Restart(t)
-	testutil.Eventually(t, 10*time.Second, "the key verifies again", func() bool { _, err := kr.Verify(ctx, m.Secret); return err == nil })
+	testutil.Eventually(t, 10*time.Second, "the key verifies again", func() bool { _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); return err == nil })
 }
 
 // TestMemberWithoutQuorumIsNotTrusted connects a Keyring to one member of
@@ -286,10 +285,10 @@ func TestMemberWithoutQuorumIsNotTrusted(t *testing.T) {
 	c.Members[1].Kill()
 	c.Members[2].Kill()
 	cut := time.Now()
-	if _, err := kr.Verify(ctx, m.Secret); err != nil {
+	if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); err != nil {
 		t.Fatalf("right after quorum was lost: %v", err)
 	}
-	testutil.Eventually(t, 10*time.Second, "the key is refused without quorum", func() bool { _, err := kr.Verify(ctx, m.Secret); return err != nil })
+	testutil.Eventually(t, 10*time.Second, "the key is refused without quorum", func() bool { _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); return err != nil })
 	if took := time.Since(cut); took < maxStale-100*time.Millisecond {
 		t.Fatalf("refused after %v, before MaxStale", took)
 	}
@@ -298,5 +297,5 @@ func TestMemberWithoutQuorumIsNotTrusted(t *testing.T) {
 	}
 
 	c.Restart(t)
-	testutil.Eventually(t, 10*time.Second, "the key verifies with quorum back", func() bool { _, err := kr.Verify(ctx, m.Secret); return err == nil })
+	testutil.Eventually(t, 10*time.Second, "the key verifies with quorum back", func() bool { _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); return err == nil })
 }

@@ -358,7 +358,7 @@ http://%s {
 		failure.Success == nil || *failure.Success || failure.Error == "" {
 		t.Fatalf("minting with etcd gone: %d %s, want 503 JSON", r.status, r.body)
 	}
-	unknown, _ := keystore.NewKey(keystore.DefaultPrefix) // well formed, never seen
+	unknown, _, _ := keystore.NewKeyAndID(keystore.DefaultPrefix, time.Now()) // well formed, never seen
 	if s := g.status(t, unknown); s != http.StatusUnauthorized {
 		t.Fatalf("an unknown key with etcd gone: %d, want 401", s)
 	}

@@ -102,7 +102,7 @@ func BenchmarkUnknownKeyFlood(b *testing.B) {
 							return
 						case <-tick.C:
 						}
-						unknown, _ := keystore.NewKey(keystore.DefaultPrefix)
+						unknown, _, _ := keystore.NewKeyAndID(keystore.DefaultPrefix, time.Now())
 						s, _ := get(flood, unknown)
 						sent.Add(1)
 						if s == 401 {

@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/caddy-apikeys/caddy-apikeys/boltstore"
 	_ "github.com/caddy-apikeys/caddy-apikeys/caddymodule"
 	"github.com/caddy-apikeys/caddy-apikeys/internal/loopback"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
@@ -169,7 +170,7 @@ func TestCreateValidateReject(t *testing.T) {
 	// Without a valid key: 401 with a Bearer challenge, upstream not called.
 	typo := []byte(k.APIKey)
 	typo[10] ^= 1
-	unknown, _ := keystore.NewKey("sk-")
+	unknown, _, _ := keystore.NewKeyAndID("sk-", time.Now())
 	for name, h := range map[string][]string{
 		"no key":       nil,
 		"typo":         {"Authorization", "Bearer " + string(typo)},
@@ -275,7 +276,7 @@ func TestCreateErrors(t *testing.T) {
 func TestStoredUserAndReload(t *testing.T) {
 	dbPath := filepath.Join(t.TempDir(), "keys.db")
 	// A user kept in the store, written before Caddy opens the file.
-	s, err := keystore.OpenBolt(dbPath, time.Second)
+	s, err := boltstore.Open(dbPath, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +305,7 @@ func TestStoredUserAndReload(t *testing.T) {
 	// last_used was recorded in memory and flushed: a config switch to
 	// another file releases this one, so it can be read directly.
 	initGateway(t, gatewayConfig(filepath.Join(t.TempDir(), "other.db"), aliceHash, "x"))
-	s, err = keystore.OpenBolt(dbPath, time.Second)
+	s, err = boltstore.Open(dbPath, time.Second)
 	if err != nil {
 		t.Fatalf("file still locked after the config using it was replaced: %v", err)
 	}

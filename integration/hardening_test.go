@@ -22,7 +22,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/caddy-apikeys/caddy-apikeys/keystore"
+	"github.com/caddy-apikeys/caddy-apikeys/boltstore"
 )
 
 // hardenedConfig writes a Caddyfile for the real binary: the apikeys app
@@ -353,7 +353,7 @@ func TestKill9DuringMinting(t *testing.T) {
 	}
 
 	// The file is consistent.
-	s, err := keystore.OpenBolt(g.db, time.Second)
+	s, err := boltstore.Open(g.db, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -149,7 +149,7 @@ func TestLeakedKeysRevokeThemselves(t *testing.T) {
 	})
 
 	t.Run("tokens that are not keys here cost no store write", func(t *testing.T) {
-		notOurs, err := keystore.NewKey("sk-") // well formed, never minted
+		notOurs, _, err := keystore.NewKeyAndID("sk-", time.Now()) // well formed, never minted
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -170,7 +170,7 @@ func TestLeakedKeysRevokeThemselves(t *testing.T) {
 
 	var reported []byte
 	t.Run("a mixed batch revokes exactly the store's key, everywhere", func(t *testing.T) {
-		notOurs, _ := keystore.NewKey("sk-")
+		notOurs, _, _ := keystore.NewKeyAndID("sk-", time.Now())
 		reported = report(notOurs, leaked.APIKey, "not a key at all")
 		r := send(reported, signed(reported)...)
 		at := time.Now()

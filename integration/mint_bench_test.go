@@ -16,8 +16,8 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/caddy-apikeys/caddy-apikeys/boltstore"
 	"github.com/caddy-apikeys/caddy-apikeys/internal/etcdtest"
-	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
 // BenchmarkMintCurve mints keys the way a user's load generator would:
@@ -113,7 +113,7 @@ func mintCurve(b *testing.B, setup string, total float64, hash []byte, token, ba
 	}
 	if storeKind == "bolt" { // opening the grown file, as a restart does
 		start := time.Now()
-		st, err := keystore.OpenBolt(filepath.Join(grown.dir, "keys.db"), time.Second)
+		st, err := boltstore.Open(filepath.Join(grown.dir, "keys.db"), time.Second)
 		if err != nil {
 			b.Fatal(err)
 		}

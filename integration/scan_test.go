@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
@@ -83,7 +84,7 @@ http://%s {
 	if r := post(t, "http://"+addr+"/api/delete_api_key", `{"auth": {"username": "alice", "password": "alicepw"}, "api_key_id": "`+deleted.ID+`"}`); r.status != 200 {
 		t.Fatalf("delete: %d %s", r.status, r.body)
 	}
-	neverMinted, err := keystore.NewKey("sk-")
+	neverMinted, _, err := keystore.NewKeyAndID("sk-", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -71,7 +71,7 @@ func TestUnknownKeysCannotLoadTheStore(t *testing.T) {
 	before, overBefore := reads(), overBudget()
 	unknown := make([]string, 300)
 	for i := range unknown {
-		unknown[i], _ = keystore.NewKey(keystore.DefaultPrefix)
+		unknown[i], _, _ = keystore.NewKeyAndID(keystore.DefaultPrefix, time.Now())
 	}
 	if s := parallel(flooder, unknown); s[401] != len(unknown) {
 		t.Fatalf("unknown keys: %v", s)
@@ -86,7 +86,7 @@ func TestUnknownKeysCannotLoadTheStore(t *testing.T) {
 	}
 
 	before = reads()
-	same, _ := keystore.NewKey(keystore.DefaultPrefix)
+	same, _, _ := keystore.NewKeyAndID(keystore.DefaultPrefix, time.Now())
 	sameKeys := make([]string, 100)
 	for i := range sameKeys {
 		sameKeys[i] = same

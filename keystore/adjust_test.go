@@ -15,7 +15,7 @@ func FuzzAdjustCredits(f *testing.F) {
 	for _, c := range [][3]int64{{100, math.MaxInt64, 5}, {math.MaxInt64, 5, -1}, {0, math.MinInt64, math.MaxInt64}, {5, -10, 3}} {
 		f.Add(c[0], c[1], c[2])
 	}
-	s, _ := openTestBolt(f)
+	s := openTestStore(f)
 	kr := NewKeyring(s, Options{FlushInterval: time.Hour, Meter: newTestMeter(f, s, MeterOptions{}), Policy: Policy{
 		Plans:       map[string]*Plan{"paid": {Name: "paid", Credits: &Credits{Amount: 10}}},
 		DefaultPlan: "paid",

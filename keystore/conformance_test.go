@@ -1,21 +1,13 @@
 package keystore_test
 
 import (
-	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore/storetest"
 )
 
-func TestBoltConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) keystore.Store {
-		s, err := keystore.OpenBolt(filepath.Join(t.TempDir(), "keys.db"), time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = s.Close() })
-		return s
-	})
+// The store keystore's own tests run over keeps the contract too.
+func TestMemStoreConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) keystore.Store { return keystore.OpenTestStore(t) })
 }

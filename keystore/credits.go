@@ -3,8 +3,6 @@ package keystore
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"slices"
 	"time"
 )
@@ -13,7 +11,7 @@ import (
 // credits from it in blocks, spend them from memory, and give back what
 // they did not spend; Balance is what no gateway holds.
 type CreditAccount struct {
-	// ID names the account: a key's id, or OwnerAccount of an owner.
+	// ID names the account: a key's id, or ownerAccount of an owner.
 	ID string `json:"-"`
 	// Balance is what is left of the current period that no gateway holds.
 	Balance int64 `json:"balance"`
@@ -45,8 +43,8 @@ type CreditOp struct {
 // maxRecentOps bounds CreditAccount.Recent.
 const maxRecentOps = 32
 
-// CreditTerms are the parts of a plan's credits that an account needs.
-type CreditTerms struct {
+// creditTerms are the parts of a plan's credits that an account needs.
+type creditTerms struct {
 	// Amount is the opening balance and what each refill replaces it with.
 	Amount int64
 	// Refill is the length of a period; 0 means the balance never refills.
@@ -55,37 +53,30 @@ type CreditTerms struct {
 	Anchor time.Time
 }
 
-// Errors of credit operations.
-var (
-	// ErrCreditsVoid means a block belongs to an older period or
-	// generation than the account's: it is not given back.
-	ErrCreditsVoid = errors.New("credit block is void")
-)
-
-// OwnerAccount is the credit account id shared by all the keys of owner:
+// ownerAccount is the credit account id shared by all the keys of owner:
 // "o" and 31 hex digits of a digest of its stored form, as long as a key
 // id, so that the two kinds never collide.
-func OwnerAccount(o Owner) string {
+func ownerAccount(o Owner) string {
 	sum := sha256.Sum256([]byte(o.Encode()))
-	return "o" + hex.EncodeToString(sum[:])[:IDLen-1]
+	return "o" + hex.EncodeToString(sum[:])[:idLen-1]
 }
 
 // openOrRefill applies the terms to a (opening it when it did not exist)
 // at now: a new period replaces the balance with the amount.
-func (a *CreditAccount) openOrRefill(exists bool, t CreditTerms, now time.Time) {
+func (a *CreditAccount) openOrRefill(exists bool, t creditTerms, now time.Time) {
 	if !exists {
 		a.Balance, a.Anchor, a.Period = t.Amount, t.Anchor.Truncate(time.Microsecond), 0
 		if a.Anchor.IsZero() || a.Anchor.After(now) {
 			a.Anchor = now.Truncate(time.Microsecond)
 		}
 	}
-	if p := a.PeriodAt(t, now); p > a.Period {
+	if p := a.periodAt(t, now); p > a.Period {
 		a.Period, a.Balance = p, t.Amount
 	}
 }
 
-// PeriodAt is the refill period at now.
-func (a *CreditAccount) PeriodAt(t CreditTerms, now time.Time) int64 {
+// periodAt is the refill period at now.
+func (a *CreditAccount) periodAt(t creditTerms, now time.Time) int64 {
 	if t.Refill <= 0 || now.Before(a.Anchor) {
 		return a.Period
 	}
@@ -93,11 +84,11 @@ func (a *CreditAccount) PeriodAt(t CreditTerms, now time.Time) int64 {
 }
 
 // NextRefill is when the balance is next replaced; zero if never.
-func (a *CreditAccount) NextRefill(t CreditTerms, now time.Time) time.Time {
+func (a *CreditAccount) nextRefill(t creditTerms, now time.Time) time.Time {
 	if t.Refill <= 0 {
 		return time.Time{}
 	}
-	return a.Anchor.Add(time.Duration(a.PeriodAt(t, now)+1) * t.Refill)
+	return a.Anchor.Add(time.Duration(a.periodAt(t, now)+1) * t.Refill)
 }
 
 func (a *CreditAccount) recent(block uint64, ret bool) (CreditOp, bool) {
@@ -133,7 +124,7 @@ func blockSize(balance, cost, maxBlock int64) int64 {
 
 // reserve is the UpdateCredits function of a reservation of a block for
 // requests of cost: it sets *grant.
-func reserve(t CreditTerms, cost, maxBlock int64, block uint64, now time.Time, grant *CreditOp) func(*CreditAccount, bool) error {
+func reserve(t creditTerms, cost, maxBlock int64, block uint64, now time.Time, grant *CreditOp) func(*CreditAccount, bool) error {
 	return func(a *CreditAccount, exists bool) error {
 		a.openOrRefill(exists, t, now)
 		if op, done := a.recent(block, false); done {
@@ -155,7 +146,7 @@ func reserve(t CreditTerms, cost, maxBlock int64, block uint64, now time.Time, g
 func giveBack(block uint64, amount int64, gen uint64, period int64) func(*CreditAccount, bool) error {
 	return func(a *CreditAccount, exists bool) error {
 		if !exists || a.Gen != gen || a.Period != period {
-			return ErrCreditsVoid
+			return errCreditsVoid
 		}
 		if _, done := a.recent(block, true); done {
 			return nil
@@ -172,7 +163,7 @@ func giveBack(block uint64, amount int64, gen uint64, period int64) func(*Credit
 // reservation is known to have been made if it is among the account's
 // recent operations, and then so is its return if it came back (later
 // operations are forgotten after earlier ones). A reservation not found
-// was not made, or is too old to tell: nothing comes back (ErrCreditsVoid),
+// was not made, or is too old to tell: nothing comes back (errCreditsVoid),
 // which can only under-spend.
 func giveBackReserved(block uint64) func(*CreditAccount, bool) error {
 	return func(a *CreditAccount, exists bool) error {
@@ -181,22 +172,8 @@ func giveBackReserved(block uint64) func(*CreditAccount, bool) error {
 			op, made = a.recent(block, false)
 		}
 		if !made {
-			return ErrCreditsVoid
+			return errCreditsVoid
 		}
 		return giveBack(block, op.Amount, op.Gen, op.Period)(a, exists)
 	}
-}
-
-// MarshalCreditAccount encodes a, without its id, as every store keeps
-// credit accounts.
-func MarshalCreditAccount(a CreditAccount) ([]byte, error) { return json.Marshal(a) }
-
-// UnmarshalCreditAccount decodes a record of MarshalCreditAccount.
-func UnmarshalCreditAccount(id string, b []byte) (CreditAccount, error) {
-	var a CreditAccount
-	if err := json.Unmarshal(b, &a); err != nil {
-		return CreditAccount{}, errors.New("corrupt credit account " + id)
-	}
-	a.ID = id
-	return a, nil
 }

@@ -26,7 +26,7 @@ func (g *gatedStore) KeyByHash(ctx context.Context, h Hash, stamp string) (Key, 
 // existing (not yet cached) key from 50 callers each at once: the store
 // is read once for each.
 func TestConcurrentMissesShareOneRead(t *testing.T) {
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	g := &gatedStore{Store: s, release: make(chan struct{})}
 	kr := NewKeyring(g, Options{FlushInterval: time.Hour})
 	t.Cleanup(func() { _ = kr.Close() })
@@ -38,13 +38,13 @@ func TestConcurrentMissesShareOneRead(t *testing.T) {
 	if err := s.CreateKey(ctx, minted.Key, CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	unknown, _ := NewKey(DefaultPrefix)
+	unknown, _, _ := NewKeyAndID(DefaultPrefix, time.Now())
 	var wg sync.WaitGroup
 	var found, notFound atomic.Int64
 	for range 50 {
 		for _, key := range []string{minted.Secret, unknown} {
 			wg.Go(func() {
-				k, err := kr.Verify(ctx, key)
+				k, err := kr.VerifyWithin(ctx, key, nil, "")
 				switch {
 				case err == nil && k.ID == minted.ID:
 					found.Add(1)
@@ -75,7 +75,7 @@ func TestConcurrentMissesShareOneRead(t *testing.T) {
 // deletes the key while the read is in flight: a lookup that starts after
 // the delete must not receive the older read's answer.
 func TestSharedReadNotReusedAfterInvalidation(t *testing.T) {
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	g := &gatedStore{Store: s, release: make(chan struct{})}
 	kr := NewKeyring(g, Options{FlushInterval: time.Hour})
 	t.Cleanup(func() { _ = kr.Close() })
@@ -88,7 +88,7 @@ func TestSharedReadNotReusedAfterInvalidation(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := make(chan error, 1)
-	go func() { _, err := kr.Verify(ctx, minted.Secret); first <- err }()
+	go func() { _, err := kr.VerifyWithin(ctx, minted.Secret, nil, ""); first <- err }()
 	for g.reads.Load() < 1 {
 		time.Sleep(time.Millisecond)
 	}
@@ -99,7 +99,7 @@ func TestSharedReadNotReusedAfterInvalidation(t *testing.T) {
 	}
 	kr.cache.remove(minted.Hash)
 	second := make(chan error, 1)
-	go func() { _, err := kr.Verify(ctx, minted.Secret); second <- err }()
+	go func() { _, err := kr.VerifyWithin(ctx, minted.Secret, nil, ""); second <- err }()
 	for g.reads.Load() < 2 {
 		time.Sleep(time.Millisecond)
 	}
@@ -129,7 +129,7 @@ func TestVerifyWithinBudget(t *testing.T) {
 	no := func(string) (func(bool), bool) { asked++; return nil, false }
 	before := cs.lookups.Load()
 	for range 100 {
-		unknown, _ := NewKey(DefaultPrefix)
+		unknown, _, _ := NewKeyAndID(DefaultPrefix, time.Now())
 		if _, err := kr.VerifyWithin(ctx, unknown, no, "client"); !errors.Is(err, ErrOverBudget) {
 			t.Fatalf("unknown key over budget: %v", err)
 		}
@@ -140,7 +140,7 @@ func TestVerifyWithinBudget(t *testing.T) {
 	if n := cs.lookups.Load() - before; n != 0 || asked != 100 {
 		t.Fatalf("%d store reads, budget asked %d times; want 0 and 100", n, asked)
 	}
-	unknown, _ := NewKey(DefaultPrefix)
+	unknown, _, _ := NewKeyAndID(DefaultPrefix, time.Now())
 	if _, err := kr.VerifyWithin(ctx, unknown, yes, "client"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("unknown key within budget: %v", err)
 	}
@@ -158,7 +158,7 @@ func TestVerifyWithinBudget(t *testing.T) {
 // the first read left in the cache instead of reading again.
 func TestSharedReadAfterAnEndedOne(t *testing.T) {
 	kr, cs := newTestKeyring(t, Options{})
-	key, _ := NewKey(DefaultPrefix)
+	key, _, _ := NewKeyAndID(DefaultPrefix, time.Now())
 	h := HashKey(key)
 	gen := kr.cache.generation(h) // both lookups missed the cache here
 	for range 2 {

@@ -3,7 +3,6 @@ package keystore
 import (
 	"crypto/rand"
 	"crypto/sha256"
-	"errors"
 	"hash/crc32"
 	"strings"
 	"time"
@@ -27,17 +26,13 @@ const (
 	// key's creation time, the same characters its id starts with.
 	StampLen  = idTimeLen
 	randomLen = checkedLen - StampLen
-	// IDLen is the length of a key's public identifier.
-	IDLen = 32
+	// idLen is the length of a key's public identifier.
+	idLen = 32
 	// previewLen is how many trailing characters key_preview reveals.
 	previewLen = 4
 )
 
 const base62Alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-// ErrMalformedKey is returned by ParseKey for anything that is not a
-// well-formed key with a valid checksum.
-var ErrMalformedKey = errors.New("malformed API key")
 
 // Hash is the SHA-256 digest of a full key string, prefix included.
 // It is the only form in which a key is ever stored.
@@ -54,35 +49,25 @@ func stringBytes(s string) []byte {
 	return unsafe.Slice(unsafe.StringData(s), len(s))
 }
 
-// NewKey mints a fresh key stamped with the current time; see NewKeyAt.
-func NewKey(prefix string) (string, error) {
-	return NewKeyAt(prefix, time.Now())
-}
-
-// NewKeyAt mints a fresh key created at created: prefix, the creation
-// time in microseconds (StampLen base62 characters, as the key's id
-// begins), 33 random base62 characters from crypto/rand (196 bits), and 6
-// base62 characters of the CRC32 of the 42 before them. The stamp lets a
-// store index keys by (stamp, digest), so that new keys append to the
-// index instead of landing on random pages; creation times are public
-// anyway.
-func NewKeyAt(prefix string, created time.Time) (string, error) {
-	var random [randomLen]byte
-	if err := fillBase62(random[:]); err != nil {
-		return "", err
-	}
-	return stampedKey(prefix, created, &random), nil
-}
-
-// NewKeyAndID mints a key created at created (NewKeyAt) and its id
-// (NewID), both from one read of crypto/rand.
+// NewKeyAndID mints a fresh key created at created, and its id, both from
+// one read of crypto/rand.
+//
+// The key is prefix, the creation time in microseconds (StampLen base62
+// characters, as the key's id begins), 33 random base62 characters (196
+// bits), and 6 base62 characters of the CRC32 of the 42 before them. The
+// id is 32 base62 characters: the same creation time (9 characters, so
+// ids sort by age) and 23 random characters (136 bits). The stamps let a
+// store index keys by (stamp, digest) and by id in the order they are
+// minted, so that new keys append to its indexes instead of landing on
+// random pages, which keeps commits small at millions of keys; creation
+// times are public anyway.
 func NewKeyAndID(prefix string, created time.Time) (key, id string, err error) {
-	var random [randomLen + IDLen - idTimeLen]byte
+	var random [randomLen + idLen - idTimeLen]byte
 	if err := fillBase62(random[:]); err != nil {
 		return "", "", err
 	}
 	return stampedKey(prefix, created, (*[randomLen]byte)(random[:randomLen])),
-		stampedID(created, (*[IDLen - idTimeLen]byte)(random[randomLen:])), nil
+		stampedID(created, (*[idLen - idTimeLen]byte)(random[randomLen:])), nil
 }
 
 func stampedKey(prefix string, created time.Time, random *[randomLen]byte) string {
@@ -117,21 +102,8 @@ func encodeStamp(dst []byte, created time.Time) {
 // idTimeLen is how many leading id characters hold the creation time.
 const idTimeLen = 9
 
-// NewID returns a 32-character base62 identifier: the creation time in
-// microseconds (9 characters, so ids sort by age) and 23 random characters
-// (136 bits). Ids that grow with time append to the store's index instead
-// of landing on random pages, which keeps commits small at millions of
-// keys; creation times are public anyway.
-func NewID(created time.Time) (string, error) {
-	var random [IDLen - idTimeLen]byte
-	if err := fillBase62(random[:]); err != nil {
-		return "", err
-	}
-	return stampedID(created, &random), nil
-}
-
-func stampedID(created time.Time, random *[IDLen - idTimeLen]byte) string {
-	var b [IDLen]byte
+func stampedID(created time.Time, random *[idLen - idTimeLen]byte) string {
+	var b [idLen]byte
 	encodeStamp(b[:idTimeLen], created)
 	copy(b[idTimeLen:], random[:])
 	return string(b[:])

@@ -10,7 +10,7 @@ import (
 func TestNewKeyFormat(t *testing.T) {
 	seen := make(map[string]bool)
 	for range 1000 {
-		k, err := NewKey(DefaultPrefix)
+		k, _, err := NewKeyAndID(DefaultPrefix, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -33,7 +33,7 @@ func TestNewKeyFormat(t *testing.T) {
 }
 
 func TestParseKeyRejects(t *testing.T) {
-	good, err := NewKey(DefaultPrefix)
+	good, _, err := NewKeyAndID(DefaultPrefix, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestParseKeyRejects(t *testing.T) {
 }
 
 func TestCustomPrefix(t *testing.T) {
-	k, err := NewKey("acme_")
+	k, _, err := NewKeyAndID("acme_", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func TestPreviewAndID(t *testing.T) {
 	if got := Preview("sk-6kwHVPIcgnRtz3LE2WixpqXkvbPEyDRt4QEukkK4vZF4JfaN", "sk-"); got != "sk-...JfaN" {
 		t.Fatalf("Preview = %q, want sk-...JfaN", got)
 	}
-	id, err := NewID(time.Now())
+	_, id, err := NewKeyAndID(DefaultPrefix, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestHashKeyMatchesSHA256OfWholeKey(t *testing.T) {
 }
 
 func FuzzParseKey(f *testing.F) {
-	k, _ := NewKey(DefaultPrefix)
+	k, _, _ := NewKeyAndID(DefaultPrefix, time.Now())
 	f.Add(k)
 	f.Add("")
 	f.Add("sk-")
@@ -136,7 +136,7 @@ func FuzzParseKey(f *testing.F) {
 }
 
 func BenchmarkParseKey(b *testing.B) {
-	k, _ := NewKey(DefaultPrefix)
+	k, _, _ := NewKeyAndID(DefaultPrefix, time.Now())
 	b.ReportAllocs()
 	for b.Loop() {
 		if err := ParseKey(k, DefaultPrefix); err != nil {
@@ -146,7 +146,7 @@ func BenchmarkParseKey(b *testing.B) {
 }
 
 func BenchmarkParseAndHashKey(b *testing.B) {
-	k, _ := NewKey(DefaultPrefix)
+	k, _, _ := NewKeyAndID(DefaultPrefix, time.Now())
 	b.ReportAllocs()
 	for b.Loop() {
 		if err := ParseKey(k, DefaultPrefix); err != nil {
@@ -166,16 +166,16 @@ func TestCRC32OfMatchesStdlib(t *testing.T) {
 
 func TestIDsSortByCreation(t *testing.T) {
 	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
-	a, _ := NewID(t0)
-	b, _ := NewID(t0.Add(time.Microsecond))
-	c, _ := NewID(t0.Add(100 * 365 * 24 * time.Hour))
+	_, a, _ := NewKeyAndID(DefaultPrefix, t0)
+	_, b, _ := NewKeyAndID(DefaultPrefix, t0.Add(time.Microsecond))
+	_, c, _ := NewKeyAndID(DefaultPrefix, t0.Add(100*365*24*time.Hour))
 	if !(a < b && b < c) {
 		t.Fatalf("ids out of creation order: %s %s %s", a, b, c)
 	}
 	if a[:idTimeLen] == b[:idTimeLen] {
 		t.Fatal("a microsecond apart, same time prefix")
 	}
-	x, _ := NewID(t0)
+	_, x, _ := NewKeyAndID(DefaultPrefix, t0)
 	if x == a || x[:idTimeLen] != a[:idTimeLen] {
 		t.Fatalf("same-instant ids %s %s: want a shared prefix and different random parts", x, a)
 	}
@@ -187,11 +187,11 @@ func TestKeysBeginWithTheirIDsStamp(t *testing.T) {
 	t0 := time.UnixMicro(1_800_000_000_000_000)
 	prev := ""
 	for _, at := range []time.Time{t0, t0.Add(time.Microsecond), t0.Add(61 * time.Microsecond), t0.Add(time.Hour)} {
-		key, err := NewKeyAt("acme_", at)
+		key, _, err := NewKeyAndID("acme_", at)
 		if err != nil {
 			t.Fatal(err)
 		}
-		id, err := NewID(at)
+		_, id, err := NewKeyAndID(DefaultPrefix, at)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -205,7 +205,7 @@ func TestKeysBeginWithTheirIDsStamp(t *testing.T) {
 		prev = stamp
 		key2, id2, err := NewKeyAndID("acme_", at)
 		if err != nil || ParseKey(key2, "acme_") != nil || StampOf(key2, "acme_") != stamp || id2[:StampLen] != stamp ||
-			key2 == key || id2 == id || len(id2) != IDLen || strings.Contains(key2[len("acme_")+StampLen:], id2[StampLen:]) {
+			key2 == key || id2 == id || len(id2) != idLen || strings.Contains(key2[len("acme_")+StampLen:], id2[StampLen:]) {
 			t.Fatalf("NewKeyAndID at %v = %q, %q, %v (NewKeyAt %q, NewID %q)", at, key2, id2, err, key, id)
 		}
 	}

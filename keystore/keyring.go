@@ -8,25 +8,16 @@ import (
 	"time"
 )
 
-// Errors returned by Keyring.Verify for keys that exist but are refused
-// (and ErrOrphaned), and by rotations of such keys.
-var (
-	ErrExpired  = errors.New("API key has expired")
-	ErrDisabled = errors.New("API key is disabled")
-	// ErrLeaked refuses to enable a key reported leaked.
-	ErrLeaked = errors.New("the API key was reported leaked: it stays disabled; mint a new one")
-)
-
-// OwnerRecheck is how long a key found orphaned stays refused from the
+// ownerRecheck is how long a key found orphaned stays refused from the
 // cache before its owner is looked up again, so that a password user
 // added back (to another gateway's store, say) gets their keys back
 // without a reload.
-const OwnerRecheck = 30 * time.Second
+const ownerRecheck = 30 * time.Second
 
 // Defaults for Options fields left zero.
 const (
-	DefaultCacheSize     = 100_000
-	DefaultFlushInterval = 5 * time.Second
+	defaultCacheSize     = 100_000
+	defaultFlushInterval = 5 * time.Second
 )
 
 // Options tune a Keyring.
@@ -34,17 +25,17 @@ type Options struct {
 	// Prefix of minted keys. Default DefaultPrefix.
 	Prefix string
 	// CacheSize bounds the number of verified keys kept in memory.
-	// Default DefaultCacheSize.
+	// Default 100 000.
 	CacheSize int
 	// FlushInterval is how often recorded last-used times are written.
-	// Default DefaultFlushInterval.
+	// Default 5s.
 	FlushInterval time.Duration
 	// OnFlushError, if set, is told when writing last-used times fails.
 	OnFlushError func(error)
 	// MaxStale applies to Watchable stores only: how long after the watch
 	// last caught up cached lookups are still trusted. Past it, every
 	// verification reads the store, and fails closed if it cannot.
-	// Default DefaultMaxStale.
+	// Default 15s.
 	MaxStale time.Duration
 	// Policy says what keys may be and which password users exist.
 	Policy Policy
@@ -56,9 +47,6 @@ type Options struct {
 	// Observer, if set, is told of every store operation the Keyring
 	// makes (e.g. to export their latency).
 	Observer StoreObserver
-	// AttributePrefix prefixes the names of Key.Placeholders, e.g.
-	// "http.auth.user.".
-	AttributePrefix string
 }
 
 // Keyring is the key service in front of a Store: it mints keys, verifies
@@ -66,15 +54,14 @@ type Options struct {
 // times in memory, writing them in one transaction every FlushInterval.
 // A Keyring does not own its Store; Close flushes but does not close it.
 type Keyring struct {
-	store           Store
-	observer        StoreObserver
-	attributePrefix string
-	prefix          string
-	policy          Policy
-	meter           *Meter
-	now             func() time.Time
-	cache           *keyCache
-	usage           usageLog
+	store    Store
+	observer StoreObserver
+	prefix   string
+	policy   Policy
+	meter    *Meter
+	now      func() time.Time
+	cache    *keyCache
+	usage    usageLog
 
 	// For Watchable stores: the watch's cancel and end, and when it last
 	// caught up (Unix nanoseconds).
@@ -100,32 +87,31 @@ func NewKeyring(store Store, opts Options) *Keyring {
 		opts.Prefix = DefaultPrefix
 	}
 	if opts.CacheSize <= 0 {
-		opts.CacheSize = DefaultCacheSize
+		opts.CacheSize = defaultCacheSize
 	}
 	if opts.FlushInterval <= 0 {
-		opts.FlushInterval = DefaultFlushInterval
+		opts.FlushInterval = defaultFlushInterval
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
 	if opts.MaxStale <= 0 {
-		opts.MaxStale = DefaultMaxStale
+		opts.MaxStale = defaultMaxStale
 	}
 	kr := &Keyring{
-		store:           store,
-		observer:        opts.Observer,
-		attributePrefix: opts.AttributePrefix,
-		prefix:          opts.Prefix,
-		policy:          opts.Policy,
-		meter:           opts.Meter,
-		now:             opts.Now,
-		cache:           newKeyCache(opts.CacheSize),
-		usage:           usageLog{pending: make(map[string]time.Time)},
-		maxStale:        opts.MaxStale,
-		started:         opts.Now(),
-		onFlushError:    opts.OnFlushError,
-		stop:            make(chan struct{}),
-		done:            make(chan struct{}),
+		store:        store,
+		observer:     opts.Observer,
+		prefix:       opts.Prefix,
+		policy:       opts.Policy,
+		meter:        opts.Meter,
+		now:          opts.Now,
+		cache:        newKeyCache(opts.CacheSize),
+		usage:        usageLog{pending: make(map[string]time.Time)},
+		maxStale:     opts.MaxStale,
+		started:      opts.Now(),
+		onFlushError: opts.OnFlushError,
+		stop:         make(chan struct{}),
+		done:         make(chan struct{}),
 	}
 	go kr.flushLoop(opts.FlushInterval)
 	if w, ok := store.(Watchable); ok {
@@ -145,24 +131,36 @@ func (kr *Keyring) Store() Store { return kr.store }
 // Policy returns the key policy the Keyring applies.
 func (kr *Keyring) Policy() *Policy { return &kr.policy }
 
-// Verify checks a presented key and returns its record, which the caller
-// must not modify. It returns ErrMalformedKey without touching the store
-// when the format or checksum is wrong, ErrNotFound for unknown keys,
-// ErrExpired, ErrDisabled or ErrOrphaned (a password user's key whose
-// user no longer exists) for refused ones, and any other error only for
-// store faults. A successful Verify records the use in memory.
-func (kr *Keyring) Verify(ctx context.Context, presented string) (*Key, error) {
-	return kr.verify(ctx, presented, nil, "")
-}
+// A ReadBudget bounds the store reads that keys not known to exist may
+// cost a client (the caller decides what a client is and how much it
+// may spend; caddymodule's unknown-key budget is one per client
+// address). It is asked before such a read and, if it allows it, told
+// after the read whether the key exists, so that it can count only the
+// keys that did not: it counts the read as spent while it is in flight,
+// and refunds it if the key exists. A budget is a function made once,
+// not per request, so that a cached key costs no allocation.
+type ReadBudget func(client string) (settle func(exists bool), ok bool)
 
-func (kr *Keyring) verify(ctx context.Context, presented string, budget ReadBudget, client string) (*Key, error) {
+// VerifyWithin checks a key presented by client and returns its record,
+// which the caller must not modify. It returns ErrMalformedKey without
+// touching the store when the format or checksum is wrong, ErrNotFound
+// for unknown keys, ErrExpired, ErrDisabled or ErrOrphaned (a password
+// user's key whose user no longer exists) for refused ones, and any
+// other error only for store faults. A successful verification records
+// the use in memory.
+//
+// A key not known to exist (not cached, or cached as unknown while the
+// cache cannot be trusted) is read from the store only if budget allows,
+// and refused with ErrOverBudget otherwise, without a store read; keys
+// known to exist never consult it. A nil budget allows every read.
+func (kr *Keyring) VerifyWithin(ctx context.Context, presented string, budget ReadBudget, client string) (*Key, error) {
 	if err := ParseKey(presented, kr.prefix); err != nil {
 		return nil, err
 	}
 	h := HashKey(presented)
 	now := kr.now()
 	k, ok := kr.cache.get(h)
-	if !ok || !kr.cacheTrusted(now) || (k != nil && k.Orphaned && now.UnixNano()-k.ownerCheckedAt > int64(OwnerRecheck)) {
+	if !ok || !kr.cacheTrusted(now) || (k != nil && k.Orphaned && now.UnixNano()-k.ownerCheckedAt > int64(ownerRecheck)) {
 		settle := func(bool) {}
 		if k == nil && budget != nil {
 			var allowed bool
@@ -186,7 +184,7 @@ func (kr *Keyring) verify(ctx context.Context, presented string, budget ReadBudg
 	if k.Orphaned {
 		return nil, ErrOrphaned
 	}
-	if !k.Usable(now) {
+	if !k.usable(now) {
 		return nil, ErrExpired
 	}
 	kr.usage.record(k.ID, now)
@@ -213,11 +211,9 @@ func (kr *Keyring) lookup(ctx context.Context, h Hash, stamp string, now time.Ti
 	if stored.Plan != "" {
 		plan = stored.Plan
 	}
-	stored.limits = kr.meter.LimitsFor(&stored, kr.policy.plan(plan))
+	stored.limits = kr.meter.limitsFor(&stored, kr.policy.plan(plan))
 	stored.ownerCheckedAt = now.UnixNano()
-	stored.attributes = stored.buildAttributes()
-	stored.placeholders = stored.buildPlaceholders(kr.attributePrefix, stored.attributes)
-	stored.lookup = lookupIn(stored.placeholders)
+	stored.memos = buildMemos(&stored)
 	kr.cache.put(h, &stored, gen)
 	return &stored, nil
 }

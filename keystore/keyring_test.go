@@ -27,9 +27,9 @@ func (c *countingStore) TouchKeys(ctx context.Context, m map[string]time.Time) e
 	return c.Store.TouchKeys(ctx, m)
 }
 
-func newTestKeyring(t *testing.T, opts Options) (*Keyring, *countingStore) {
+func newTestKeyring(t testing.TB, opts Options) (*Keyring, *countingStore) {
 	t.Helper()
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	cs := &countingStore{Store: s}
 	if opts.FlushInterval == 0 {
 		opts.FlushInterval = time.Hour // tests flush explicitly
@@ -50,7 +50,7 @@ func TestKeyringMintVerify(t *testing.T) {
 		t.Fatalf("minted %+v", m)
 	}
 	for range 3 {
-		k, err := kr.Verify(ctx, m.Secret)
+		k, err := kr.VerifyWithin(ctx, m.Secret, nil, "")
 		if err != nil || k.Owner != Service("alice") || k.ID != m.ID || k.Title != "ci" {
 			t.Fatalf("Verify = %+v, %v", k, err)
 		}
@@ -70,15 +70,15 @@ func TestKeyringRefusesWithoutStoreLookup(t *testing.T) {
 	typo := []byte(m.Secret)
 	typo[20] ^= 1
 	for _, bad := range []string{"", "sk-short", string(typo), "Bearer " + m.Secret, m.Secret + " "} {
-		if _, err := kr.Verify(ctx, bad); !errors.Is(err, ErrMalformedKey) {
+		if _, err := kr.VerifyWithin(ctx, bad, nil, ""); !errors.Is(err, ErrMalformedKey) {
 			t.Errorf("Verify(%q) = %v, want ErrMalformedKey", bad, err)
 		}
 	}
 	if n := cs.lookups.Load(); n != 0 {
 		t.Fatalf("malformed keys caused %d store lookups", n)
 	}
-	unknown, _ := NewKey(DefaultPrefix)
-	if _, err := kr.Verify(ctx, unknown); !errors.Is(err, ErrNotFound) {
+	unknown, _, _ := NewKeyAndID(DefaultPrefix, time.Now())
+	if _, err := kr.VerifyWithin(ctx, unknown, nil, ""); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("unknown key: %v", err)
 	}
 }
@@ -87,13 +87,13 @@ func TestKeyringDeleteInvalidatesCache(t *testing.T) {
 	kr, _ := newTestKeyring(t, Options{})
 	ctx := context.Background()
 	m, _ := kr.Mint(ctx, operatorFor("alice"), KeyRequest{})
-	if _, err := kr.Verify(ctx, m.Secret); err != nil {
+	if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := kr.Delete(ctx, operator, m.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kr.Verify(ctx, m.Secret); !errors.Is(err, ErrNotFound) {
+	if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("deleted key verified: %v", err)
 	}
 }
@@ -104,11 +104,11 @@ func TestKeyringExpiry(t *testing.T) {
 	kr, _ := newTestKeyring(t, Options{Now: func() time.Time { return now.Add(time.Duration(offset.Load())) }})
 	ctx := context.Background()
 	m, _ := kr.Mint(ctx, operatorFor("alice"), KeyRequest{Lifetime: time.Hour})
-	if _, err := kr.Verify(ctx, m.Secret); err != nil {
+	if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); err != nil {
 		t.Fatal(err)
 	}
 	offset.Store(int64(time.Hour))
-	if _, err := kr.Verify(ctx, m.Secret); !errors.Is(err, ErrExpired) {
+	if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); !errors.Is(err, ErrExpired) {
 		t.Fatalf("expired key (cached) verified: %v", err)
 	}
 }
@@ -118,7 +118,7 @@ func TestKeyringCoalescesLastUsed(t *testing.T) {
 	ctx := context.Background()
 	m, _ := kr.Mint(ctx, operatorFor("alice"), KeyRequest{})
 	for range 100 {
-		if _, err := kr.Verify(ctx, m.Secret); err != nil {
+		if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -143,11 +143,11 @@ func TestKeyringCoalescesLastUsed(t *testing.T) {
 }
 
 func TestKeyringCloseFlushes(t *testing.T) {
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	kr := NewKeyring(s, Options{FlushInterval: time.Hour})
 	ctx := context.Background()
 	m, _ := kr.Mint(ctx, operatorFor("alice"), KeyRequest{})
-	if _, err := kr.Verify(ctx, m.Secret); err != nil {
+	if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); err != nil {
 		t.Fatal(err)
 	}
 	if err := kr.Close(); err != nil {
@@ -168,7 +168,7 @@ func TestKeyringPeriodicFlush(t *testing.T) {
 		kr, cs := newTestKeyring(t, Options{FlushInterval: time.Minute})
 		ctx := context.Background()
 		m, _ := kr.Mint(ctx, operatorFor("alice"), KeyRequest{})
-		if _, err := kr.Verify(ctx, m.Secret); err != nil {
+		if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(59 * time.Second)
@@ -196,7 +196,7 @@ func TestKeyringCacheBounded(t *testing.T) {
 		secrets = append(secrets, m.Secret)
 	}
 	for _, s := range secrets {
-		if _, err := kr.Verify(ctx, s); err != nil {
+		if _, err := kr.VerifyWithin(ctx, s, nil, ""); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -205,7 +205,7 @@ func TestKeyringCacheBounded(t *testing.T) {
 	}
 	// Evicted keys still verify from the store.
 	for _, s := range secrets {
-		if _, err := kr.Verify(ctx, s); err != nil {
+		if _, err := kr.VerifyWithin(ctx, s, nil, ""); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -223,7 +223,7 @@ func TestKeyringConcurrentUse(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				if _, err := kr.Verify(ctx, m.Secret); err != nil {
+				if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); err != nil {
 					t.Error(err)
 				}
 				if i%5 == 0 {
@@ -246,7 +246,7 @@ func TestKeyringFlushWhileVerifying(t *testing.T) {
 	m, _ := kr.Mint(ctx, operatorFor("alice"), KeyRequest{})
 	deadline := time.Now().Add(200 * time.Millisecond)
 	for time.Now().Before(deadline) {
-		if _, err := kr.Verify(ctx, m.Secret); err != nil {
+		if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); err != nil {
 			t.Fatal(err)
 		}
 		_ = kr.Flush(ctx)
@@ -277,8 +277,8 @@ func TestKeyringObservesStoreOperations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	unknown, _ := NewKey(DefaultPrefix)
-	if _, err := kr.Verify(ctx, unknown); !errors.Is(err, ErrNotFound) {
+	unknown, _, _ := NewKeyAndID(DefaultPrefix, time.Now())
+	if _, err := kr.VerifyWithin(ctx, unknown, nil, ""); !errors.Is(err, ErrNotFound) {
 		t.Fatal(err)
 	}
 	if _, err := kr.Delete(ctx, Actor{Owner: Service("svc"), Operator: true}, m.ID); err != nil {
@@ -293,40 +293,5 @@ func TestKeyringObservesStoreOperations(t *testing.T) {
 		if seen[op] == 0 {
 			t.Errorf("no %s observed; saw %v", op, seen)
 		}
-	}
-}
-
-// A verified key answers its placeholders by their prefixed names, from
-// values built once when it was cached.
-func TestKeyPlaceholders(t *testing.T) {
-	kr, _ := newTestKeyring(t, Options{AttributePrefix: "http.auth.user."})
-	ctx := context.Background()
-	m, err := kr.Mint(ctx, Actor{Owner: Service("svc"), Operator: true}, KeyRequest{Title: "ci"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := kr.Verify(ctx, m.Secret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	get := k.PlaceholderFunc()
-	for name, want := range map[string]string{
-		"http.auth.user.id": "svc", "http.auth.user.key_id": m.ID, "http.auth.user.key_title": "ci",
-		"http.auth.user.source": SourceService,
-	} {
-		t.Run(name, func(t *testing.T) {
-			if v, ok := get(name); !ok || v != want {
-				t.Errorf("%s = %v, %v; want %q", name, v, ok, want)
-			}
-		})
-	}
-	if _, ok := get("http.auth.user.key_scopes"); ok {
-		t.Error("key_scopes answered for a key without scopes")
-	}
-	if _, ok := get("http.request.uri"); ok {
-		t.Error("answered a placeholder that is not the key's")
-	}
-	if again, _ := kr.Verify(ctx, m.Secret); &again.Placeholders()[0] != &k.Placeholders()[0] {
-		t.Error("placeholders rebuilt for a cached key")
 	}
 }

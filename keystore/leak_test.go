@@ -12,7 +12,7 @@ import (
 // A reported key is refused at once and for good (unless only disabled);
 // anything that is not a key here is not found, and nothing is written.
 func TestReportLeak(t *testing.T) {
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	kr := NewKeyring(s, Options{FlushInterval: time.Hour})
 	defer kr.Close()
 	ctx := context.Background()
@@ -21,7 +21,7 @@ func TestReportLeak(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := kr.Verify(ctx, m.Secret); err != nil { // cached
+		if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); err != nil { // cached
 			t.Fatal(err)
 		}
 		return m
@@ -46,13 +46,13 @@ func TestReportLeak(t *testing.T) {
 		if changed.Load() != 1 {
 			t.Fatalf("%d of 32 reports at once changed the key, want 1", changed.Load())
 		}
-		if _, err := kr.Verify(ctx, m.Secret); !errors.Is(err, ErrDisabled) {
+		if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); !errors.Is(err, ErrDisabled) {
 			t.Fatalf("the leaked key verified: %v", err)
 		}
-		if _, err := kr.SetDisabled(ctx, m.ID, false); !errors.Is(err, ErrLeaked) {
+		if _, _, err := kr.ChangeDisabled(ctx, m.ID, false); !errors.Is(err, ErrLeaked) {
 			t.Fatalf("enabling a leaked key: %v", err)
 		}
-		if _, err := kr.Verify(ctx, m.Secret); err == nil {
+		if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); err == nil {
 			t.Fatal("the leaked key works again")
 		}
 	})
@@ -62,10 +62,10 @@ func TestReportLeak(t *testing.T) {
 		if rep, err := kr.ReportLeak(ctx, m.Secret, true); err != nil || !rep.Found || !rep.Changed || rep.Key.Leaked || !rep.Key.Disabled {
 			t.Fatalf("ReportLeak(disableOnly) = %+v, %v", rep, err)
 		}
-		if _, err := kr.SetDisabled(ctx, m.ID, false); err != nil {
+		if _, _, err := kr.ChangeDisabled(ctx, m.ID, false); err != nil {
 			t.Fatalf("enabling a key disabled after review: %v", err)
 		}
-		if _, err := kr.Verify(ctx, m.Secret); err != nil {
+		if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); err != nil {
 			t.Fatalf("the enabled key: %v", err)
 		}
 		// Leaked again after it was enabled: a change again.
@@ -75,14 +75,14 @@ func TestReportLeak(t *testing.T) {
 		if rep, err := kr.ReportLeak(ctx, m.Secret, false); err != nil || !rep.Changed || !rep.Key.Leaked {
 			t.Fatalf("revoking a key disabled for a leak: %+v, %v", rep, err)
 		}
-		if _, err := kr.SetDisabled(ctx, m.ID, false); !errors.Is(err, ErrLeaked) {
+		if _, _, err := kr.ChangeDisabled(ctx, m.ID, false); !errors.Is(err, ErrLeaked) {
 			t.Fatalf("enabling it: %v", err)
 		}
 	})
 
 	t.Run("not keys here", func(t *testing.T) {
 		m := mint()
-		unknown, _ := NewKey(DefaultPrefix)
+		unknown, _, _ := NewKeyAndID(DefaultPrefix, time.Now())
 		if _, err := kr.Delete(ctx, operator, m.ID); err != nil {
 			t.Fatal(err)
 		}
@@ -98,7 +98,7 @@ func TestReportLeak(t *testing.T) {
 // Disabling a disabled key (or enabling an enabled one) writes nothing
 // and says so, so that nothing is told twice.
 func TestChangeDisabledReportsChanges(t *testing.T) {
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	kr := NewKeyring(s, Options{FlushInterval: time.Hour})
 	defer kr.Close()
 	ctx := context.Background()

@@ -2,7 +2,6 @@ package keystore
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -34,7 +33,7 @@ type ledgerSlot struct {
 	period   int64
 	reserved int64
 	spent    int64
-	account  [IDLen]byte
+	account  [idLen]byte
 	_        [24]byte
 }
 
@@ -54,9 +53,9 @@ const (
 	ledgerMagic      = "APIKLDG1"
 	ledgerHeaderSize = 64
 	ledgerSlotSize   = int(unsafe.Sizeof(ledgerSlot{}))
-	// DefaultLedgerSlots is how many accounts can hold credits at once
+	// defaultLedgerSlots is how many accounts can hold credits at once
 	// before further holds lose their crash safety.
-	DefaultLedgerSlots = 1 << 16
+	defaultLedgerSlots = 1 << 16
 )
 
 // leftover is a block found held when a ledger was opened.
@@ -82,7 +81,7 @@ func (s *ledgerSlot) accountID() string {
 // held when the last process using the file stopped.
 func openLedger(path string, n int) (*ledger, []leftover, error) {
 	if n <= 0 {
-		n = DefaultLedgerSlots
+		n = defaultLedgerSlots
 	}
 	size := ledgerHeaderSize + n*ledgerSlotSize
 	l := &ledger{}
@@ -165,9 +164,6 @@ func (l *ledger) inUse() int {
 	defer l.mu.Unlock()
 	return len(l.slots) - len(l.free)
 }
-
-// errLedgerLocked means another process uses the ledger file.
-var errLedgerLocked = errors.New("the credit ledger is in use by another process")
 
 // bootID names the running boot of the machine, or "" where unknown.
 func bootID() string {

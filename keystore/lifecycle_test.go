@@ -66,7 +66,7 @@ func TestRotate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kr.Verify(ctx, old.Secret); err != nil { // cached
+	if _, err := kr.VerifyWithin(ctx, old.Secret, nil, ""); err != nil { // cached
 		t.Fatal(err)
 	}
 
@@ -79,15 +79,15 @@ func TestRotate(t *testing.T) {
 		t.Fatalf("rotated %+v from %+v", next.Key, was)
 	}
 	for _, s := range []string{old.Secret, next.Secret} {
-		if _, err := kr.Verify(ctx, s); err != nil {
+		if _, err := kr.VerifyWithin(ctx, s, nil, ""); err != nil {
 			t.Fatalf("within grace: %v", err)
 		}
 	}
 	c.advance(time.Minute)
-	if _, err := kr.Verify(ctx, old.Secret); !errors.Is(err, ErrExpired) {
+	if _, err := kr.VerifyWithin(ctx, old.Secret, nil, ""); !errors.Is(err, ErrExpired) {
 		t.Fatalf("old key after grace: %v", err)
 	}
-	if _, err := kr.Verify(ctx, next.Secret); err != nil {
+	if _, err := kr.VerifyWithin(ctx, next.Secret, nil, ""); err != nil {
 		t.Fatalf("new key after grace: %v", err)
 	}
 
@@ -96,10 +96,10 @@ func TestRotate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kr.Verify(ctx, next.Secret); !errors.Is(err, ErrNotFound) {
+	if _, err := kr.VerifyWithin(ctx, next.Secret, nil, ""); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("rotated-out key: %v", err)
 	}
-	if _, err := kr.Verify(ctx, third.Secret); err != nil {
+	if _, err := kr.VerifyWithin(ctx, third.Secret, nil, ""); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := kr.Rotate(ctx, owner("alice"), "nosuchid", 0); !errors.Is(err, ErrNotFound) {
@@ -129,7 +129,7 @@ func TestRotateRefusesDisabledKeys(t *testing.T) {
 	kr, _ := newTestKeyring(t, Options{Policy: Policy{ConfigUsers: map[string]UserRules{"alice": {}}}})
 	ctx := context.Background()
 	m, _ := kr.Mint(ctx, owner("alice"), KeyRequest{})
-	if _, err := kr.SetDisabled(ctx, m.ID, true); err != nil {
+	if _, _, err := kr.ChangeDisabled(ctx, m.ID, true); err != nil {
 		t.Fatal(err)
 	}
 	for _, grace := range []time.Duration{0, time.Hour} {
@@ -141,7 +141,7 @@ func TestRotateRefusesDisabledKeys(t *testing.T) {
 	if len(keys) != 1 || !keys[0].Disabled {
 		t.Fatalf("after refused rotations alice holds %+v", keys)
 	}
-	if _, err := kr.Verify(ctx, m.Secret); !errors.Is(err, ErrDisabled) {
+	if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); !errors.Is(err, ErrDisabled) {
 		t.Fatalf("disabled key: %v", err)
 	}
 }
@@ -189,7 +189,7 @@ func TestRotateHonoursTheCap(t *testing.T) {
 // The successor of a rotation is minted under the policy of the day.
 func TestRotateAppliesTodaysPolicy(t *testing.T) {
 	ctx := context.Background()
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	then := NewKeyring(s, Options{FlushInterval: time.Hour, Policy: Policy{
 		ConfigUsers: map[string]UserRules{"alice": {Scopes: []string{"read", "admin"}}},
 	}})
@@ -289,7 +289,7 @@ func sameSet(a, b []string) bool {
 // back if declared again.
 func TestOrphanedKeysAreRefused(t *testing.T) {
 	ctx := context.Background()
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	open := func(users map[string]UserRules) *Keyring {
 		kr := NewKeyring(s, Options{FlushInterval: time.Hour, Policy: Policy{ConfigUsers: users}})
 		t.Cleanup(func() { _ = kr.Close() })
@@ -303,10 +303,10 @@ func TestOrphanedKeysAreRefused(t *testing.T) {
 	svc, _ := before.Mint(ctx, operatorFor("alice"), KeyRequest{})
 
 	after := open(map[string]UserRules{"bob": {}})
-	if _, err := after.Verify(ctx, m.Secret); !errors.Is(err, ErrOrphaned) {
+	if _, err := after.VerifyWithin(ctx, m.Secret, nil, ""); !errors.Is(err, ErrOrphaned) {
 		t.Fatalf("key of a removed user: %v, want ErrOrphaned", err)
 	}
-	if _, err := after.Verify(ctx, svc.Secret); err != nil {
+	if _, err := after.VerifyWithin(ctx, svc.Secret, nil, ""); err != nil {
 		t.Fatalf("the service alice is not the removed user: %v", err)
 	}
 	keys, _ := after.Keys(ctx)
@@ -327,7 +327,7 @@ func TestOrphanedKeysAreRefused(t *testing.T) {
 	if err := after.AddUser(ctx, User{Name: "alice", PasswordHash: "h"}, AdoptOrphans); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := after.Verify(ctx, m.Secret); err != nil {
+	if _, err := after.VerifyWithin(ctx, m.Secret, nil, ""); err != nil {
 		t.Fatalf("key adopted by the user added back: %v", err)
 	}
 	// Revoking them instead.
@@ -340,7 +340,7 @@ func TestOrphanedKeysAreRefused(t *testing.T) {
 	if err := after.AddUser(ctx, User{Name: "alice", PasswordHash: "h"}, RevokeOrphans); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := after.Verify(ctx, m.Secret); !errors.Is(err, ErrNotFound) {
+	if _, err := after.VerifyWithin(ctx, m.Secret, nil, ""); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("key of the former alice after RevokeOrphans: %v", err)
 	}
 	// A name the configuration declares cannot be stored as well.
@@ -350,12 +350,12 @@ func TestOrphanedKeysAreRefused(t *testing.T) {
 }
 
 // An orphan verdict cached by one gateway is looked up again after
-// OwnerRecheck, so a user added through another gateway gets their keys
+// ownerRecheck, so a user added through another gateway gets their keys
 // back without a reload.
 func TestOrphanVerdictIsRechecked(t *testing.T) {
 	ctx := context.Background()
 	c := newClock()
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	kr := NewKeyring(s, Options{FlushInterval: time.Hour, Now: c.now})
 	defer kr.Close()
 	if err := s.CreateUser(ctx, User{Name: "alice", PasswordHash: "h"}); err != nil {
@@ -368,17 +368,17 @@ func TestOrphanVerdictIsRechecked(t *testing.T) {
 	if err := s.CreateKey(ctx, m.Key, CreateOptions{}); err != nil { // the key survives somehow
 		t.Fatal(err)
 	}
-	if _, err := kr.Verify(ctx, m.Secret); !errors.Is(err, ErrOrphaned) {
+	if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); !errors.Is(err, ErrOrphaned) {
 		t.Fatalf("orphaned key: %v", err)
 	}
 	if err := s.CreateUser(ctx, User{Name: "alice", PasswordHash: "h"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kr.Verify(ctx, m.Secret); !errors.Is(err, ErrOrphaned) {
+	if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); !errors.Is(err, ErrOrphaned) {
 		t.Fatalf("cached verdict: %v", err)
 	}
-	c.advance(OwnerRecheck + time.Second)
-	if _, err := kr.Verify(ctx, m.Secret); err != nil {
+	c.advance(ownerRecheck + time.Second)
+	if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); err != nil {
 		t.Fatalf("after the recheck interval: %v", err)
 	}
 }
@@ -399,7 +399,7 @@ func TestOwnersOfOtherSourcesCannotActOnKeys(t *testing.T) {
 	if _, err := kr.Delete(ctx, impostor, mine.ID); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("delete another source's key: %v", err)
 	}
-	if _, err := kr.Verify(ctx, mine.Secret); err != nil {
+	if _, err := kr.VerifyWithin(ctx, mine.Secret, nil, ""); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -407,7 +407,7 @@ func TestOwnersOfOtherSourcesCannotActOnKeys(t *testing.T) {
 func TestMintRefusesBadNames(t *testing.T) {
 	kr, _ := newTestKeyring(t, Options{})
 	ctx := context.Background()
-	for _, name := range []string{"", "carol\x00x", "a\x1fb", "tab\tname", "\xff\xfe", string(make([]byte, MaxNameLen+1))} {
+	for _, name := range []string{"", "carol\x00x", "a\x1fb", "tab\tname", "\xff\xfe", string(make([]byte, maxNameLen+1))} {
 		a := Actor{Owner: Owner{Source: "jwt:https://idp.example", Name: name}, FromToken: true}
 		if _, err := kr.Mint(ctx, a, KeyRequest{}); !errors.Is(err, ErrBadName) {
 			t.Errorf("Mint for %q: %v, want ErrBadName", name, err)
@@ -426,7 +426,7 @@ func TestRevokeOwner(t *testing.T) {
 	for range 3 {
 		m, _ := kr.Mint(ctx, Actor{Owner: idp, Operator: true}, KeyRequest{})
 		secrets = append(secrets, m.Secret)
-		if _, err := kr.Verify(ctx, m.Secret); err != nil { // cached
+		if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); err != nil { // cached
 			t.Fatal(err)
 		}
 	}
@@ -436,11 +436,11 @@ func TestRevokeOwner(t *testing.T) {
 		t.Fatalf("RevokeOwner = %d keys, %v", len(removed), err)
 	}
 	for _, s := range secrets {
-		if _, err := kr.Verify(ctx, s); !errors.Is(err, ErrNotFound) {
+		if _, err := kr.VerifyWithin(ctx, s, nil, ""); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("revoked key: %v", err)
 		}
 	}
-	if _, err := kr.Verify(ctx, other.Secret); err != nil {
+	if _, err := kr.VerifyWithin(ctx, other.Secret, nil, ""); err != nil {
 		t.Fatalf("another owner's key: %v", err)
 	}
 }
@@ -449,23 +449,23 @@ func TestSetDisabled(t *testing.T) {
 	kr, _ := newTestKeyring(t, Options{})
 	ctx := context.Background()
 	m, _ := kr.Mint(ctx, operatorFor("alice"), KeyRequest{Title: "t"})
-	if _, err := kr.Verify(ctx, m.Secret); err != nil {
+	if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); err != nil {
 		t.Fatal(err)
 	}
-	k, err := kr.SetDisabled(ctx, m.ID, true)
+	k, _, err := kr.ChangeDisabled(ctx, m.ID, true)
 	if err != nil || !k.Disabled || k.Title != "t" || k.Hash != m.Hash {
 		t.Fatalf("SetDisabled = %+v, %v", k, err)
 	}
-	if _, err := kr.Verify(ctx, m.Secret); !errors.Is(err, ErrDisabled) {
+	if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); !errors.Is(err, ErrDisabled) {
 		t.Fatalf("disabled key (was cached): %v", err)
 	}
-	if _, err := kr.SetDisabled(ctx, m.ID, false); err != nil {
+	if _, _, err := kr.ChangeDisabled(ctx, m.ID, false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kr.Verify(ctx, m.Secret); err != nil {
+	if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); err != nil {
 		t.Fatalf("re-enabled key: %v", err)
 	}
-	if _, err := kr.SetDisabled(ctx, "nosuchid", true); !errors.Is(err, ErrNotFound) {
+	if _, _, err := kr.ChangeDisabled(ctx, "nosuchid", true); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("disable unknown: %v", err)
 	}
 }
@@ -480,17 +480,17 @@ func TestRemoveUserRevokesTheirKeys(t *testing.T) {
 	}
 	bobKey, _ := kr.Mint(ctx, owner("bob"), KeyRequest{})
 	aliceKey, _ := kr.Mint(ctx, owner("alice"), KeyRequest{})
-	if _, err := kr.Verify(ctx, bobKey.Secret); err != nil {
+	if _, err := kr.VerifyWithin(ctx, bobKey.Secret, nil, ""); err != nil {
 		t.Fatal(err)
 	}
 	removed, err := kr.RemoveUser(ctx, "bob")
 	if err != nil || len(removed) != 1 || removed[0].ID != bobKey.ID {
 		t.Fatalf("RemoveUser = %+v, %v", removed, err)
 	}
-	if _, err := kr.Verify(ctx, bobKey.Secret); !errors.Is(err, ErrNotFound) {
+	if _, err := kr.VerifyWithin(ctx, bobKey.Secret, nil, ""); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("removed user's key: %v", err)
 	}
-	if _, err := kr.Verify(ctx, aliceKey.Secret); err != nil {
+	if _, err := kr.VerifyWithin(ctx, aliceKey.Secret, nil, ""); err != nil {
 		t.Fatalf("other user's key: %v", err)
 	}
 	if _, err := kr.RemoveUser(ctx, "bob"); !errors.Is(err, ErrNotFound) {
@@ -502,7 +502,7 @@ func TestRemoveUserRevokesTheirKeys(t *testing.T) {
 // them, and keys of an issuer the configuration no longer has are refused.
 func TestSourcesRules(t *testing.T) {
 	ctx := context.Background()
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	idp := Owner{Source: "jwt:https://idp.example", Name: "carol"}
 	kr := NewKeyring(s, Options{FlushInterval: time.Hour, Policy: Policy{
 		Sources: map[string]SourceRules{idp.Source: {MaxLifetime: time.Hour}},
@@ -518,13 +518,13 @@ func TestSourcesRules(t *testing.T) {
 	}
 	without := NewKeyring(s, Options{FlushInterval: time.Hour})
 	defer without.Close()
-	if _, err := without.Verify(ctx, m.Secret); !errors.Is(err, ErrOrphaned) {
+	if _, err := without.VerifyWithin(ctx, m.Secret, nil, ""); !errors.Is(err, ErrOrphaned) {
 		t.Fatalf("key of an issuer no longer configured: %v", err)
 	}
 	// An issuer without issuer files tokens under their own "iss".
 	anyIss := NewKeyring(s, Options{FlushInterval: time.Hour, Policy: Policy{AnySource: &SourceRules{}}})
 	defer anyIss.Close()
-	if _, err := anyIss.Verify(ctx, m.Secret); err != nil {
+	if _, err := anyIss.VerifyWithin(ctx, m.Secret, nil, ""); err != nil {
 		t.Fatalf("key of a namespace an issuer-less block covers: %v", err)
 	}
 	// Without the configuration, nothing is minted and nothing is called

@@ -162,7 +162,7 @@ func (kr *Keyring) Rotate(ctx context.Context, a Actor, id string, grace time.Du
 	if err := CheckRotatable(old); err != nil {
 		return Minted{}, Key{}, err
 	}
-	if !old.Usable(now) {
+	if !old.usable(now) {
 		return Minted{}, Key{}, ErrExpired
 	}
 	if a.Operator {
@@ -181,7 +181,7 @@ func (kr *Keyring) Rotate(ctx context.Context, a Actor, id string, grace time.Du
 	}
 	// The successor spends from the same counters and keeps its plan:
 	// rotating must not refill credits or reset rate limits.
-	next.Account, next.Plan = old.AccountID(), old.Plan
+	next.Account, next.Plan = old.accountID(), old.Plan
 	var retireAt time.Time
 	limit := 0
 	if grace > 0 {
@@ -198,30 +198,6 @@ func (kr *Keyring) Rotate(ctx context.Context, a Actor, id string, grace time.Du
 	return next, old, nil
 }
 
-// CheckRotatable refuses to rotate a disabled key (its successor would
-// undo the disabling) or a key rotated already (its grace period would
-// start another chain of working keys). Stores call it inside the
-// rotation's transaction.
-func CheckRotatable(old Key) error {
-	switch {
-	case old.Disabled:
-		return ErrDisabled
-	case old.Rotated:
-		return ErrRotated
-	}
-	return nil
-}
-
-// Retired returns old as a rotation with a grace period leaves it: marked
-// rotated, and expiring at retireAt or at its own expiry if sooner.
-func Retired(old Key, retireAt time.Time) Key {
-	old.Rotated = true
-	if old.Expires.IsZero() || retireAt.Before(old.Expires) {
-		old.Expires = retireAt
-	}
-	return old
-}
-
 // owned returns the key id if the actor may act on it: operators on any
 // key, owners on their own. Anything else is ErrNotFound, so that other
 // owners' key ids cannot be probed.
@@ -236,7 +212,7 @@ func (kr *Keyring) owned(ctx context.Context, a Actor, id string) (Key, error) {
 	return k, nil
 }
 
-// Delete removes the key id, if the actor may act on it; the next Verify
+// Delete removes the key id, if the actor may act on it; the next verification
 // of it fails.
 func (kr *Keyring) Delete(ctx context.Context, a Actor, id string) (Key, error) {
 	if _, err := kr.owned(ctx, a, id); err != nil {
@@ -260,15 +236,10 @@ func (kr *Keyring) RevokeOwner(ctx context.Context, owner Owner) ([]Key, error) 
 	return removed, err
 }
 
-// SetDisabled disables or re-enables the key id; a disabled key is refused
-// from the next Verify on. Only operators do this.
-func (kr *Keyring) SetDisabled(ctx context.Context, id string, disabled bool) (Key, error) {
-	k, _, err := kr.ChangeDisabled(ctx, id, disabled)
-	return k, err
-}
-
-// ChangeDisabled is SetDisabled that also reports whether the key
-// changed (false when it already was so: nothing is written).
+// ChangeDisabled disables or re-enables the key id, and reports whether
+// the key changed (false when it already was so: nothing is written); a
+// disabled key is refused from the next verification on. A key reported
+// leaked cannot be enabled (ErrLeaked). Only operators do this.
 func (kr *Keyring) ChangeDisabled(ctx context.Context, id string, disabled bool) (k Key, changed bool, err error) {
 	k, err = observe(kr, "update_key", func() (Key, error) {
 		return kr.store.UpdateKey(ctx, id, func(k *Key) error {
@@ -303,9 +274,6 @@ type LeakReport struct {
 	// when it already was (a replay, or another gateway was first).
 	Changed bool
 }
-
-// errUnchanged leaves a key as it is from within UpdateKey.
-var errUnchanged = errors.New("unchanged")
 
 // ReportLeak handles a secret that a scanner found in public: if it is
 // one of the store's keys, the key is disabled at once (for every
@@ -524,11 +492,6 @@ func (e *OrphansError) Error() string {
 	return fmt.Sprintf("%d keys of a former user %s remain; say whether the new user adopts them or they are revoked", e.Keys, strconv.Quote(e.Name))
 }
 
-// ErrConfigUser refuses to store a user that the configuration declares:
-// the configuration would shadow it, and removing the user there would
-// leave the stored one.
-var ErrConfigUser = errors.New("the user is declared in the configuration")
-
 // AddUser stores a password user, whose name and scopes must pass the
 // policy and whose name the configuration must not declare; orphans says
 // what becomes of keys of a former user of that name.
@@ -627,16 +590,16 @@ func (kr *Keyring) PlanOf(ctx context.Context, k Key) (*Plan, error) {
 
 // creditAccount returns the credit account k spends from under plan and
 // its terms; ok is false when the plan has no credits.
-func creditAccount(k Key, plan *Plan) (id string, terms CreditTerms, ok bool) {
+func creditAccount(k Key, plan *Plan) (id string, terms creditTerms, ok bool) {
 	if plan == nil || plan.Credits == nil {
-		return "", CreditTerms{}, false
+		return "", creditTerms{}, false
 	}
 	c := plan.Credits
-	terms = CreditTerms{Amount: c.Amount, Refill: c.Refill, Anchor: k.Created}
+	terms = creditTerms{Amount: c.Amount, Refill: c.Refill, Anchor: k.Created}
 	if c.PerOwner {
-		return OwnerAccount(k.Owner), CreditTerms{Amount: c.Amount, Refill: c.Refill}, true
+		return ownerAccount(k.Owner), creditTerms{Amount: c.Amount, Refill: c.Refill}, true
 	}
-	return k.AccountID(), terms, true
+	return k.accountID(), terms, true
 }
 
 // Balance is a key's credits as views show them.
@@ -672,9 +635,6 @@ func (kr *Keyring) BalanceOf(ctx context.Context, k Key) (b Balance, ok bool, er
 	return Balance{Remaining: addSaturating(remaining, kr.meter.unspentOf(id, acct, terms, now)), NextRefill: next, Refill: terms.Refill,
 		Amount: terms.Amount, Shared: plan.Credits.PerOwner}, true, nil
 }
-
-// ErrNoCredits means a key's plan has no credits to set or add to.
-var ErrNoCredits = errors.New("the key's plan has no credits")
 
 // AdjustCredits sets k's balance to amount (set), voiding the blocks that
 // gateways hold, or adds amount to it (negative: takes, not below 0).
@@ -715,7 +675,7 @@ func (kr *Keyring) AdjustCredits(ctx context.Context, k Key, amount int64, set b
 	} else {
 		kr.meter.recheck(id)
 	}
-	b := Balance{Remaining: acct.Balance, NextRefill: acct.NextRefill(terms, now), Refill: terms.Refill, Amount: terms.Amount, Shared: plan.Credits.PerOwner}
+	b := Balance{Remaining: acct.Balance, NextRefill: acct.nextRefill(terms, now), Refill: terms.Refill, Amount: terms.Amount, Shared: plan.Credits.PerOwner}
 	if !set {
 		b, _, err = kr.BalanceOf(ctx, k)
 	}

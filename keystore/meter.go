@@ -10,7 +10,7 @@ import (
 
 // Defaults of MeterOptions.
 const (
-	DefaultIdleReturn = 2 * time.Second
+	defaultIdleReturn = 2 * time.Second
 	// exhaustedRecheck is how long an account found out of credits is
 	// refused from memory before the store is asked again (an operator
 	// may have added some, on this gateway or another).
@@ -24,11 +24,11 @@ type MeterOptions struct {
 	// crash writes them off.
 	Ledger string
 	// LedgerSlots is how many accounts may hold credits at once with the
-	// ledger's protection. Default DefaultLedgerSlots.
+	// ledger's protection. Default 65 536.
 	LedgerSlots int
 	// IdleReturn is how long an account's credit block may go unused
 	// before what is left of it goes back to the store, where other
-	// gateways can take it. Default DefaultIdleReturn.
+	// gateways can take it. Default 2s.
 	IdleReturn time.Duration
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
@@ -82,8 +82,8 @@ type account struct {
 // CreditsReserved describes a credit account right after a gateway took
 // a block of credits from it (or found it empty).
 type CreditsReserved struct {
-	// Account is the account's id: a key's AccountID, or an owner's
-	// OwnerAccount.
+	// Account is the account's id: a key's accountID, or an owner's
+	// ownerAccount.
 	Account string
 	// Owner is the owner of an owner's account; zero for a key's.
 	Owner Owner
@@ -113,7 +113,7 @@ type Limits struct {
 	// by the live one of its id at the next use.
 	key, owner           atomic.Pointer[account]
 	keyID, ownerID       string
-	keyTerms, ownerTerms *CreditTerms
+	keyTerms, ownerTerms *creditTerms
 }
 
 // Reason says what a refusal ran out of.
@@ -163,7 +163,7 @@ type Verdict struct {
 // process left in the ledger. Call Close to stop it.
 func NewMeter(store Store, opts MeterOptions) (*Meter, error) {
 	if opts.IdleReturn <= 0 {
-		opts.IdleReturn = DefaultIdleReturn
+		opts.IdleReturn = defaultIdleReturn
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -212,15 +212,15 @@ func PartOf(total int64, index, count int) int64 {
 	return part
 }
 
-// LimitsFor returns the counters that k spends from under plan, or nil
+// limitsFor returns the counters that k spends from under plan, or nil
 // for no plan.
-func (m *Meter) LimitsFor(k *Key, plan *Plan) *Limits {
+func (m *Meter) limitsFor(k *Key, plan *Plan) *Limits {
 	if m == nil || plan == nil {
 		return nil
 	}
-	l := &Limits{Plan: plan, m: m, keyID: k.AccountID()}
+	l := &Limits{Plan: plan, m: m, keyID: k.accountID()}
 	if c := plan.Credits; c != nil {
-		t := &CreditTerms{Amount: c.Amount, Refill: c.Refill, Anchor: k.Created}
+		t := &creditTerms{Amount: c.Amount, Refill: c.Refill, Anchor: k.Created}
 		if c.PerOwner {
 			t.Anchor = time.Time{} // the first use
 			l.ownerTerms = t
@@ -230,7 +230,7 @@ func (m *Meter) LimitsFor(k *Key, plan *Plan) *Limits {
 	}
 	l.key.Store(m.account(l.keyID, plan.Rates, l.keyTerms))
 	if len(plan.OwnerRates) > 0 || l.ownerTerms != nil {
-		l.ownerID = OwnerAccount(k.Owner)
+		l.ownerID = ownerAccount(k.Owner)
 		a := m.account(l.ownerID, plan.OwnerRates, l.ownerTerms)
 		a.mu.Lock()
 		a.owner = k.Owner
@@ -255,7 +255,7 @@ func (l *Limits) accounts() (key, owner *account) {
 }
 
 // account returns the live account id, set up for rates and credits.
-func (m *Meter) account(id string, rates []Rate, credits *CreditTerms) *account {
+func (m *Meter) account(id string, rates []Rate, credits *creditTerms) *account {
 	m.mu.Lock()
 	a := m.accounts[id]
 	if a == nil {

@@ -12,7 +12,7 @@ import (
 // block it took last (its counters live in a ledger slot) and what the
 // store said then.
 type creditState struct {
-	terms     CreditTerms
+	terms     creditTerms
 	m         *Meter
 	slot      *ledgerSlot // the held block; nil when none
 	slotIndex int
@@ -252,7 +252,7 @@ func (m *Meter) reserve(ctx context.Context, a *account, cost int64) error {
 	acct, err := m.store.UpdateCredits(ctx, a.id, func(acct *CreditAccount, exists bool) error {
 		if back != nil && back.left > 0 {
 			err := giveBack(back.block, back.left, back.gen, back.period)(acct, exists)
-			if err != nil && !errors.Is(err, ErrCreditsVoid) {
+			if err != nil && !errors.Is(err, errCreditsVoid) {
 				return err
 			}
 		}
@@ -332,7 +332,7 @@ func (m *Meter) giveBack(ctx context.Context, id string, block uint64, left int6
 		return nil
 	}
 	_, err := m.store.UpdateCredits(ctx, id, giveBack(block, left, gen, period))
-	if errors.Is(err, ErrCreditsVoid) {
+	if errors.Is(err, errCreditsVoid) {
 		return nil
 	}
 	return err
@@ -395,7 +395,7 @@ func (m *Meter) giveBackLeftovers(ctx context.Context) {
 		}
 		if l.trusted && (l.unspent > 0 || l.reserving) {
 			_, err := m.store.UpdateCredits(ctx, l.account, back)
-			if err != nil && !errors.Is(err, ErrCreditsVoid) {
+			if err != nil && !errors.Is(err, errCreditsVoid) {
 				retry = append(retry, l)
 				if m.onError != nil {
 					m.onError(err)
@@ -414,7 +414,7 @@ func (m *Meter) giveBackLeftovers(ctx context.Context) {
 
 // storedBalance is the store's view of the balance of account id at now,
 // and when it next refills.
-func (kr *Keyring) storedBalance(ctx context.Context, id string, terms CreditTerms, now time.Time) (CreditAccount, int64, time.Time, error) {
+func (kr *Keyring) storedBalance(ctx context.Context, id string, terms creditTerms, now time.Time) (CreditAccount, int64, time.Time, error) {
 	acct, err := observe(kr, "credit_account", func() (CreditAccount, error) { return kr.store.CreditAccount(ctx, id) })
 	switch {
 	case errors.Is(err, ErrNotFound):
@@ -424,22 +424,22 @@ func (kr *Keyring) storedBalance(ctx context.Context, id string, terms CreditTer
 		if !terms.Anchor.IsZero() && !terms.Anchor.After(now) {
 			var a CreditAccount
 			a.openOrRefill(false, terms, now)
-			next = a.NextRefill(terms, now)
+			next = a.nextRefill(terms, now)
 		}
 		return CreditAccount{}, terms.Amount, next, nil
 	case err != nil:
 		return CreditAccount{}, 0, time.Time{}, err
 	}
 	remaining := acct.Balance
-	if acct.PeriodAt(terms, now) > acct.Period {
+	if acct.periodAt(terms, now) > acct.Period {
 		remaining = terms.Amount
 	}
-	return acct, remaining, acct.NextRefill(terms, now), nil
+	return acct, remaining, acct.nextRefill(terms, now), nil
 }
 
 // unspentOf is what this process holds unspent of the current block of
 // account id, if it belongs to acct's generation and period at now.
-func (m *Meter) unspentOf(id string, acct CreditAccount, terms CreditTerms, now time.Time) int64 {
+func (m *Meter) unspentOf(id string, acct CreditAccount, terms creditTerms, now time.Time) int64 {
 	if m == nil {
 		return 0
 	}
@@ -451,7 +451,7 @@ func (m *Meter) unspentOf(id string, acct CreditAccount, terms CreditTerms, now 
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if cs := a.credits; cs != nil && cs.slot != nil && cs.slot.gen == acct.Gen && cs.slot.period == acct.PeriodAt(terms, now) {
+	if cs := a.credits; cs != nil && cs.slot != nil && cs.slot.gen == acct.Gen && cs.slot.period == acct.periodAt(terms, now) {
 		return cs.unspent()
 	}
 	return 0

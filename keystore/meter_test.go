@@ -53,10 +53,10 @@ func takeAll(t *testing.T, l *Limits, n int, cost int64) int64 {
 }
 
 func TestMeterRateLimit(t *testing.T) {
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	m := newTestMeter(t, s, MeterOptions{})
 	plan := &Plan{Name: "p", Rates: []Rate{{Name: "burst", Limit: 5, Window: 10 * time.Second}}}
-	l := m.LimitsFor(meterKey("k1"), plan)
+	l := m.limitsFor(meterKey("k1"), plan)
 	if got := takeAll(t, l, 50, 0); got != 5 {
 		t.Fatalf("%d of 50 concurrent requests allowed under a limit of 5", got)
 	}
@@ -65,11 +65,11 @@ func TestMeterRateLimit(t *testing.T) {
 		t.Fatalf("refusal: %+v", v)
 	}
 	// Another key has its own window; the same account (a rotation) not.
-	if got := takeAll(t, m.LimitsFor(meterKey("k2"), plan), 10, 0); got != 5 {
+	if got := takeAll(t, m.limitsFor(meterKey("k2"), plan), 10, 0); got != 5 {
 		t.Fatalf("another key: %d allowed", got)
 	}
 	successor := &Key{ID: "k3", Account: "k1", Owner: Service("svc"), Created: time.Now()}
-	if v, _ := m.LimitsFor(successor, plan).Take(context.Background(), 0); v.Allowed {
+	if v, _ := m.limitsFor(successor, plan).Take(context.Background(), 0); v.Allowed {
 		t.Fatal("a rotated key starts with fresh counters")
 	}
 }
@@ -122,10 +122,10 @@ func TestPartOf(t *testing.T) {
 }
 
 func TestMeterEnforcesItsPart(t *testing.T) {
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	m := newTestMeter(t, s, MeterOptions{})
 	m.SetShare(2, 3)
-	l := m.LimitsFor(meterKey("k"), &Plan{Name: "p", Rates: []Rate{{Name: "r", Limit: 100, Window: time.Minute}}})
+	l := m.limitsFor(meterKey("k"), &Plan{Name: "p", Rates: []Rate{{Name: "r", Limit: 100, Window: time.Minute}}})
 	if got := takeAll(t, l, 200, 0); got != 33 {
 		t.Fatalf("the third of 3 gateways admits %d of a limit of 100, want 33", got)
 	}
@@ -135,10 +135,10 @@ func TestMeterEnforcesItsPart(t *testing.T) {
 // of them, and nothing is lost: 1000 credits at 3 a request are exactly
 // 333 requests, and the last credit stays.
 func TestMeterCreditsExact(t *testing.T) {
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	m := newTestMeter(t, s, MeterOptions{Ledger: filepath.Join(t.TempDir(), "ledger")})
 	plan := &Plan{Name: "p", Credits: &Credits{Amount: 1000}}
-	l := m.LimitsFor(meterKey("k"), plan)
+	l := m.limitsFor(meterKey("k"), plan)
 	if got := takeAll(t, l, 600, 3); got != 333 {
 		t.Fatalf("%d requests of cost 3 admitted on 1000 credits, want 333", got)
 	}
@@ -160,12 +160,12 @@ func TestMeterCreditsExact(t *testing.T) {
 // part of them (in a bubble of fake time).
 func TestMeterCreditsAcrossMeters(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s, _ := openTestBolt(t)
+		s := openTestStore(t)
 		a := newTestMeter(t, s, MeterOptions{})
 		b := newTestMeter(t, s, MeterOptions{})
 		plan := &Plan{Name: "p", Credits: &Credits{Amount: 1000}}
 		k := meterKey("k")
-		la, lb := a.LimitsFor(k, plan), b.LimitsFor(k, plan)
+		la, lb := a.limitsFor(k, plan), b.limitsFor(k, plan)
 		// a holds a block now, and a request in flight holds 3 of it.
 		inFlight, _ := la.Take(context.Background(), 3)
 		if !inFlight.Allowed {
@@ -178,7 +178,7 @@ func TestMeterCreditsAcrossMeters(t *testing.T) {
 			t.Fatalf("%d admitted while a holds a block: the test tests nothing", total)
 		}
 		// What a still holds goes back once a is idle, and b spends it.
-		time.Sleep(DefaultIdleReturn + time.Second)
+		time.Sleep(defaultIdleReturn + time.Second)
 		synctest.Wait()
 		if got := total + takeAll(t, lb, 400, 3); got != 333 {
 			t.Fatalf("%d requests admitted across two meters, want 333", got)
@@ -187,11 +187,11 @@ func TestMeterCreditsAcrossMeters(t *testing.T) {
 }
 
 func TestMeterRefill(t *testing.T) {
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	c := newClock()
 	m := newTestMeter(t, s, MeterOptions{Now: c.now})
 	k := &Key{ID: "k", Owner: Service("svc"), Created: c.now()}
-	l := m.LimitsFor(k, &Plan{Name: "p", Credits: &Credits{Amount: 10, Refill: time.Hour}})
+	l := m.limitsFor(k, &Plan{Name: "p", Credits: &Credits{Amount: 10, Refill: time.Hour}})
 	for i := range 10 {
 		if v, _ := l.Take(context.Background(), 1); !v.Allowed {
 			t.Fatalf("request %d: %+v", i, v)
@@ -213,14 +213,14 @@ func TestMeterRefill(t *testing.T) {
 }
 
 func TestMeterPerOwnerCredits(t *testing.T) {
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	m := newTestMeter(t, s, MeterOptions{})
 	plan := &Plan{Name: "p", Credits: &Credits{Amount: 10, PerOwner: true},
 		OwnerRates: []Rate{{Name: "owner", Limit: 100, Window: time.Minute}}}
 	owner := Service("team")
 	var total int64
 	for i := range 3 {
-		l := m.LimitsFor(&Key{ID: "k" + strconv.Itoa(i), Owner: owner, Created: time.Now()}, plan)
+		l := m.limitsFor(&Key{ID: "k" + strconv.Itoa(i), Owner: owner, Created: time.Now()}, plan)
 		total += takeAll(t, l, 10, 1)
 	}
 	if total != 10 {
@@ -237,7 +237,7 @@ func dieNow() {
 // runKilledChild closes s, runs test again in a child process (which sees
 // APIKEYS_METER_CHILD_DIR=dir and env, opens the store in dir and kills
 // itself), checks that it died of SIGKILL, and reopens the store.
-func runKilledChild(t *testing.T, s *BoltStore, dir, test string, env ...string) *BoltStore {
+func runKilledChild(t *testing.T, s *memStore, dir, test string, env ...string) *memStore {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run", "^"+test+"$")
 	cmd.Env = append(append(os.Environ(), "APIKEYS_METER_CHILD_DIR="+dir), env...)
@@ -248,7 +248,7 @@ func runKilledChild(t *testing.T, s *BoltStore, dir, test string, env ...string)
 	if ee, ok := err.(*exec.ExitError); !ok || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 		t.Fatalf("child: %v\n%s", err, out)
 	}
-	s, err = OpenBolt(filepath.Join(dir, "keys.db"), time.Second)
+	s, err = openFileStore(filepath.Join(dir, "keys.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +272,7 @@ func TestMeterCreditsSurviveKill(t *testing.T) {
 		// Spend 200 requests of 3, holding a block with some left, and die
 		// without a word.
 		m := open()
-		l := m.LimitsFor(k, plan)
+		l := m.limitsFor(k, plan)
 		for range 100 {
 			v, _ := l.Take(context.Background(), 3)
 			if !v.Allowed {
@@ -304,7 +304,7 @@ func TestMeterCreditsSurviveKill(t *testing.T) {
 	}
 	m := open()
 	defer m.Close()
-	admitted := 200 + takeAll(t, m.LimitsFor(k, plan), 400, 3)
+	admitted := 200 + takeAll(t, m.limitsFor(k, plan), 400, 3)
 	if admitted != 333 {
 		t.Fatalf("%d requests of 3 admitted on 1000 credits across a kill -9, want 333", admitted)
 	}
@@ -350,7 +350,7 @@ func TestMeterCreditsSurviveKillDuringReservation(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				l := m.LimitsFor(k, plan)
+				l := m.limitsFor(k, plan)
 				for i := range 124 {
 					if i == 123 {
 						store.armed.Store(true)
@@ -374,7 +374,7 @@ func TestMeterCreditsSurviveKillDuringReservation(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer m.Close()
-			if admitted := 123 + takeAll(t, m.LimitsFor(k, plan), 400, 3); admitted != 333 {
+			if admitted := 123 + takeAll(t, m.limitsFor(k, plan), 400, 3); admitted != 333 {
 				t.Fatalf("%d requests of 3 admitted on 1000 credits across a kill -9 in a reservation, want 333", admitted)
 			}
 		})
@@ -382,13 +382,13 @@ func TestMeterCreditsSurviveKillDuringReservation(t *testing.T) {
 }
 
 func BenchmarkTake(b *testing.B) {
-	s, _ := openTestBolt(b)
+	s := openTestStore(b)
 	m, err := NewMeter(s, MeterOptions{Ledger: filepath.Join(b.TempDir(), "ledger")})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer m.Close()
-	l := m.LimitsFor(meterKey("k"), &Plan{Name: "p",
+	l := m.limitsFor(meterKey("k"), &Plan{Name: "p",
 		Rates:   []Rate{{Name: "r", Limit: 1 << 40, Window: time.Minute}},
 		Credits: &Credits{Amount: 1 << 40}})
 	ctx := context.Background()
@@ -405,7 +405,7 @@ func BenchmarkTake(b *testing.B) {
 // A Keyring with a Meter gives each verified key the counters of its
 // plan: its own, its owner's, or the default; rotation keeps them.
 func TestKeyringPlans(t *testing.T) {
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	m := newTestMeter(t, s, MeterOptions{})
 	free := &Plan{Name: "free", Credits: &Credits{Amount: 10}}
 	pro := &Plan{Name: "pro", Credits: &Credits{Amount: 1000}}
@@ -427,7 +427,7 @@ func TestKeyringPlans(t *testing.T) {
 		{"user on the default plan", bob, free},
 	} {
 		ok := t.Run(tc.name, func(t *testing.T) {
-			k, err := kr.Verify(ctx, tc.m.Secret)
+			k, err := kr.VerifyWithin(ctx, tc.m.Secret, nil, "")
 			if err != nil || k.Limits() == nil || k.Limits().Plan != tc.plan {
 				t.Fatalf("%s: limits %+v, %v; want plan %s", tc.m.Owner, k.Limits(), err, tc.plan.Name)
 			}
@@ -443,14 +443,14 @@ func TestKeyringPlans(t *testing.T) {
 	if _, err := kr.SetKeyPlan(ctx, bob.ID, "pro"); err != nil {
 		t.Fatal(err)
 	}
-	if k, _ := kr.Verify(ctx, bob.Secret); k.Limits().Plan != pro {
+	if k, _ := kr.VerifyWithin(ctx, bob.Secret, nil, ""); k.Limits().Plan != pro {
 		t.Fatal("a key's own plan did not take at once")
 	}
 	if _, err := kr.SetKeyPlan(ctx, bob.ID, "gold"); !errors.Is(err, ErrUnknownPlan) {
 		t.Fatalf("an unknown plan: %v", err)
 	}
 	// Balances: spend, inspect, set, add.
-	k, _ := kr.Verify(ctx, alice.Secret)
+	k, _ := kr.VerifyWithin(ctx, alice.Secret, nil, "")
 	for range 5 {
 		if v, _ := k.Limits().Take(ctx, 10); !v.Allowed {
 			t.Fatal(v)
@@ -505,10 +505,10 @@ func (d *downStore) UpdateCredits(ctx context.Context, id string, f func(*Credit
 // then Take fails (the gateway answers 503) rather than admitting on
 // credits it cannot reserve; nothing is lost when the store returns.
 func TestMeterCreditsWhileTheStoreIsDown(t *testing.T) {
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	ds := &downStore{Store: s}
 	m := newTestMeter(t, ds, MeterOptions{})
-	l := m.LimitsFor(meterKey("k"), &Plan{Name: "p", Credits: &Credits{Amount: 80}})
+	l := m.limitsFor(meterKey("k"), &Plan{Name: "p", Credits: &Credits{Amount: 80}})
 	ctx := context.Background()
 	if v, err := l.Take(ctx, 1); err != nil || !v.Allowed { // takes a block of 10
 		t.Fatal(v, err)
@@ -544,13 +544,13 @@ func TestMeterCreditsWhileTheStoreIsDown(t *testing.T) {
 // after the account's lock is let go; owners' accounts say whose they
 // are; a cleared hook of an older config leaves a newer one alone.
 func TestMeterTellsOfCreditsReserved(t *testing.T) {
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	m := newTestMeter(t, s, MeterOptions{})
 	var mu sync.Mutex
 	var told []CreditsReserved
 	f := func(c CreditsReserved) { mu.Lock(); told = append(told, c); mu.Unlock() }
 	m.SetOnReserved(&f)
-	l := m.LimitsFor(meterKey("k"), &Plan{Name: "p", Credits: &Credits{Amount: 80}})
+	l := m.limitsFor(meterKey("k"), &Plan{Name: "p", Credits: &Credits{Amount: 80}})
 	if got := takeAll(t, l, 25, 1); got != 25 {
 		t.Fatalf("%d of 25 admitted", got)
 	}
@@ -562,13 +562,13 @@ func TestMeterTellsOfCreditsReserved(t *testing.T) {
 	mu.Unlock()
 
 	owner := Service("team")
-	lo := m.LimitsFor(&Key{ID: "k2", Owner: owner, Created: time.Now()}, &Plan{Name: "q", Credits: &Credits{Amount: 16, PerOwner: true}})
+	lo := m.limitsFor(&Key{ID: "k2", Owner: owner, Created: time.Now()}, &Plan{Name: "q", Credits: &Credits{Amount: 16, PerOwner: true}})
 	takeAll(t, lo, 1, 1)
 	old := func(CreditsReserved) { t.Error("an older config's hook was told") }
 	m.ClearOnReserved(&old) // not the one set: nothing changes
 	takeAll(t, lo, 3, 1)
 	mu.Lock()
-	if len(told) != 2 || told[0].Owner != owner || told[0].Account != OwnerAccount(owner) {
+	if len(told) != 2 || told[0].Owner != owner || told[0].Account != ownerAccount(owner) {
 		t.Fatalf("told %+v, want two blocks of the owner's account", told)
 	}
 	mu.Unlock()
@@ -592,9 +592,9 @@ func killChildDir(t *testing.T) (dir string, child bool) {
 
 // killFixture opens the kill -9 tests' store in dir, with their plan of
 // 1000 credits and their key.
-func killFixture(t *testing.T, dir string) (*BoltStore, *Plan, *Key) {
+func killFixture(t *testing.T, dir string) (*memStore, *Plan, *Key) {
 	t.Helper()
-	s, err := OpenBolt(filepath.Join(dir, "keys.db"), time.Second)
+	s, err := openFileStore(filepath.Join(dir, "keys.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

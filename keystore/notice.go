@@ -1,9 +1,7 @@
 package keystore
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"time"
 )
 
@@ -36,42 +34,4 @@ type Notice struct {
 	KeepUntil time.Time `json:"keep_until"`
 	// LastError says why the last delivery failed.
 	LastError string `json:"last_error,omitempty"`
-}
-
-// ErrNoticeBusy is returned by a function given to UpdateNotice to leave
-// the notice as it is.
-var ErrNoticeBusy = errors.New("notice is leased or done")
-
-// NoticeStore keeps notices. Both stores implement it. Pending notices
-// are kept apart from done ones, so that reading the queue costs what is
-// pending, not the days of done notices remembered.
-type NoticeStore interface {
-	// AddNotices stores each notice unless one with its endpoint and id
-	// is stored already (pending or done): queuing an event twice, from
-	// one gateway or several, delivers it once.
-	AddNotices(ctx context.Context, notices []Notice) error
-	// Notices lists the pending notices of an endpoint.
-	Notices(ctx context.Context, endpoint string) ([]Notice, error)
-	// UpdateNotice applies fn to a pending notice and writes the result
-	// atomically; fn may run more than once (etcd retries it when
-	// another gateway wrote the notice meanwhile). An error from fn
-	// leaves the notice as it is and is returned. A notice that fn marks
-	// Done leaves the queue and is remembered until PruneNotices.
-	UpdateNotice(ctx context.Context, endpoint, id string, fn func(*Notice) error) (Notice, error)
-	// PruneNotices forgets an endpoint's done notices whose KeepUntil is
-	// before now, and returns how many.
-	PruneNotices(ctx context.Context, endpoint string, now time.Time) (int, error)
-}
-
-// MarshalNotice encodes a notice's stored form.
-func MarshalNotice(n Notice) ([]byte, error) { return json.Marshal(n) }
-
-// UnmarshalNotice decodes a notice's stored form.
-func UnmarshalNotice(endpoint, id string, b []byte) (Notice, error) {
-	var n Notice
-	if err := json.Unmarshal(b, &n); err != nil {
-		return Notice{}, errors.Join(errCorruptRecord, err)
-	}
-	n.Endpoint, n.ID = endpoint, id
-	return n, nil
 }

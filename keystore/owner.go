@@ -1,7 +1,6 @@
 package keystore
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -30,13 +29,13 @@ func IssuerSource(issuer string) string {
 	return "jwt:" + issuer
 }
 
-// IsIssuerSource reports whether src is a namespace IssuerSource makes.
-func IsIssuerSource(src string) bool {
+// isIssuerSource reports whether src is a namespace IssuerSource makes.
+func isIssuerSource(src string) bool {
 	return src == "jwt" || strings.HasPrefix(src, "jwt:")
 }
 
-// MaxNameLen is the longest owner or user name, in bytes.
-const MaxNameLen = 128
+// maxNameLen is the longest owner or user name, in bytes.
+const maxNameLen = 128
 
 // maxSourceLen is the longest source name, in bytes; issuer URLs fit.
 const maxSourceLen = 512
@@ -93,10 +92,6 @@ func (o Owner) Check() error {
 	return CheckName(o.Name)
 }
 
-// ErrBadName is wrapped by CheckName's errors, whose messages are safe to
-// show to callers.
-var ErrBadName = errors.New("invalid name")
-
 type nameError string
 
 func (e nameError) Error() string   { return string(e) }
@@ -104,11 +99,11 @@ func (nameError) Is(err error) bool { return err == ErrBadName }
 
 // CheckName is the one rule for user, client and service names, whatever
 // their source (configuration, the store, a token claim, the CLI or the
-// admin API): 1 to MaxNameLen bytes of valid UTF-8 without control or
+// admin API): 1 to maxNameLen bytes of valid UTF-8 without control or
 // format characters. Control characters would let a name carry a store
 // separator or break logs; format characters (zero-width spaces,
 // direction overrides) would let two names look alike.
-func CheckName(name string) error { return checkText("names", name, MaxNameLen) }
+func CheckName(name string) error { return checkText("names", name, maxNameLen) }
 
 // CheckSource validates a source name, such as a token issuer's
 // namespace, by the same rule with room for an issuer URL.

@@ -1,7 +1,6 @@
 package keystore
 
 import (
-	"errors"
 	"fmt"
 	"time"
 )
@@ -62,9 +61,6 @@ func (p *Plan) Check() error {
 	}
 	return nil
 }
-
-// ErrUnknownPlan means a plan name that the configuration does not define.
-var ErrUnknownPlan = errors.New("no such plan")
 
 // UserRules are what the configuration or the store says about a password
 // user: the scopes it may give keys and the plan its keys follow.

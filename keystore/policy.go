@@ -14,12 +14,12 @@ import (
 const (
 	// DefaultTitle is the title of keys minted without one.
 	DefaultTitle = "API Key"
-	// MaxTitleLen is the longest title, in characters.
-	MaxTitleLen = 256
-	// MaxScopes is the most scopes one key may carry.
-	MaxScopes = 32
-	// MaxScopeLen is the longest scope name, in bytes.
-	MaxScopeLen = 64
+	// maxTitleLen is the longest title, in characters.
+	maxTitleLen = 256
+	// maxScopes is the most scopes one key may carry.
+	maxScopes = 32
+	// maxScopeLen is the longest scope name, in bytes.
+	maxScopeLen = 64
 )
 
 // Policy decides what keys may be: their titles, lifetimes and scopes, how
@@ -80,15 +80,11 @@ func (p *Policy) source(src string) (SourceRules, bool) {
 	if r, ok := p.Sources[src]; ok {
 		return r, true
 	}
-	if p.AnySource != nil && IsIssuerSource(src) {
+	if p.AnySource != nil && isIssuerSource(src) {
 		return *p.AnySource, true
 	}
 	return SourceRules{}, false
 }
-
-// ErrPolicyUnknown refuses what needs the configuration, in a tool that
-// works on a store file without it.
-var ErrPolicyUnknown = errors.New("the key policy is not known here: give the configuration (--config) so that it applies")
 
 // Actor is who acts on keys through a Keyring: an owner signed in with a
 // credential, or an operator acting for an owner.
@@ -122,18 +118,6 @@ type KeyRequest struct {
 	// own; empty means its owner's or the default plan.
 	Plan string
 }
-
-// Policy errors. RequestError and ScopeError messages are safe to show.
-var (
-	// ErrUnknownOwner means the password user a key would belong to does
-	// not exist (any more).
-	ErrUnknownOwner = errors.New("no such user")
-	// ErrRotated means the key was already rotated and is in its grace
-	// period: rotate its successor instead.
-	ErrRotated = errors.New("API key was already rotated; rotate its successor instead")
-	// ErrOrphaned means the key's owner no longer exists.
-	ErrOrphaned = errors.New("API key's owner no longer exists")
-)
 
 // RequestError is a request that no policy could satisfy, such as a title
 // that is too long.
@@ -213,8 +197,8 @@ func (p *Policy) Check() error {
 
 // CheckScope accepts RFC 6749 scope tokens of reasonable length.
 func CheckScope(s string) error {
-	if s == "" || len(s) > MaxScopeLen {
-		return badRequest("scope names must be 1 to %d characters", MaxScopeLen)
+	if s == "" || len(s) > maxScopeLen {
+		return badRequest("scope names must be 1 to %d characters", maxScopeLen)
 	}
 	for _, c := range []byte(s) {
 		if c <= 0x20 || c == '"' || c == '\\' || c >= 0x7f {
@@ -238,13 +222,13 @@ func (p *Policy) checkVocabulary(scopes []string) error {
 	return nil
 }
 
-// CheckTitle validates a key title.
-func CheckTitle(t string) error {
+// checkTitle validates a key title.
+func checkTitle(t string) error {
 	if !utf8.ValidString(t) {
 		return badRequest("titles must be valid UTF-8")
 	}
-	if utf8.RuneCountInString(t) > MaxTitleLen {
-		return badRequest("titles must be at most %d characters", MaxTitleLen)
+	if utf8.RuneCountInString(t) > maxTitleLen {
+		return badRequest("titles must be at most %d characters", maxTitleLen)
 	}
 	if strings.ContainsFunc(t, unicode.IsControl) {
 		return badRequest("titles must not contain control characters")
@@ -278,7 +262,7 @@ func (p *Policy) newKey(now time.Time, a Actor, grants []string, req KeyRequest)
 	if title == "" {
 		title = DefaultTitle
 	}
-	if err := CheckTitle(title); err != nil {
+	if err := checkTitle(title); err != nil {
 		return minted{}, err
 	}
 	if req.Lifetime < 0 {
@@ -329,8 +313,8 @@ func (p *Policy) scopes(a Actor, grants, want []string) ([]string, error) {
 	if len(want) == 0 {
 		return nil, nil
 	}
-	if len(want) > MaxScopes {
-		return nil, badRequest("a key may have at most %d scopes", MaxScopes)
+	if len(want) > maxScopes {
+		return nil, badRequest("a key may have at most %d scopes", maxScopes)
 	}
 	if err := p.checkVocabulary(want); err != nil {
 		return nil, err

@@ -59,12 +59,12 @@ func TestPolicyTitlesAndScopes(t *testing.T) {
 		ok   bool
 	}{
 		{"default title", KeyRequest{}, true},
-		{"long title", KeyRequest{Title: strings.Repeat("é", MaxTitleLen)}, true},
-		{"too long title", KeyRequest{Title: strings.Repeat("é", MaxTitleLen+1)}, false},
+		{"long title", KeyRequest{Title: strings.Repeat("é", maxTitleLen)}, true},
+		{"too long title", KeyRequest{Title: strings.Repeat("é", maxTitleLen+1)}, false},
 		{"control character", KeyRequest{Title: "a\nb"}, false},
 		{"invalid UTF-8", KeyRequest{Title: "\xff"}, false},
 		{"scope with space", KeyRequest{Scopes: []string{"a b"}}, false},
-		{"too many scopes", KeyRequest{Scopes: make([]string, MaxScopes+1)}, false},
+		{"too many scopes", KeyRequest{Scopes: make([]string, maxScopes+1)}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := p.newKey(time.Now(), op, nil, tc.req)
@@ -86,7 +86,7 @@ func TestOwnersInRecords(t *testing.T) {
 		PasswordUser("service\x1fdeploy"), // as a release without a name rule may have stored it
 	} {
 		k := Key{ID: "id", Owner: o, Created: time.Now()}
-		got, err := decodeKey([]byte("id"), encodeKey(k))
+		got, err := decodeKey("id", encodeKey(k))
 		if err != nil || got.Owner != o {
 			t.Errorf("owner %+v came back as %+v (%v)", o, got.Owner, err)
 		}

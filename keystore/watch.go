@@ -1,39 +1,12 @@
 package keystore
 
 import (
-	"context"
 	"time"
 )
 
-// DefaultMaxStale is how long a Keyring over a Watchable store keeps
+// defaultMaxStale is how long a Keyring over a Watchable store keeps
 // trusting its cache after it last heard that it had every change.
-const DefaultMaxStale = 15 * time.Second
-
-// Watchable is implemented by stores that other processes write too, such
-// as one etcd cluster shared by several gateways. A Keyring over a
-// Watchable store follows its changes, so that a key revoked on any node is
-// refused here as soon as the change arrives, and stops trusting its cache
-// when it can no longer tell that it has heard of every change.
-type Watchable interface {
-	// WatchKeys reports changes to keys made by anyone to w until ctx ends.
-	// It must call w.ChangesLost whenever it cannot resume where it
-	// stopped, and w.CaughtUp regularly while it is following the store.
-	WatchKeys(ctx context.Context, w KeyWatcher)
-}
-
-// KeyWatcher receives the changes of a Watchable store.
-type KeyWatcher interface {
-	// KeyCreated says a key with digest h was created.
-	KeyCreated(h Hash)
-	// KeyChanged says the key with digest h was changed or deleted.
-	KeyChanged(h Hash)
-	// ChangesLost says some changes may never be reported: whatever was
-	// learnt from the store before must be forgotten.
-	ChangesLost()
-	// CaughtUp says every change committed before the local time at has
-	// been reported.
-	CaughtUp(at time.Time)
-}
+const defaultMaxStale = 15 * time.Second
 
 // keyringWatcher is the Keyring's side of a watch.
 type keyringWatcher struct{ kr *Keyring }

@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// watchedStore is a bbolt store that declares itself Watchable and hands
+// watchedStore is a test store that declares itself Watchable and hands
 // the Keyring's watcher to the test, which plays the part of another
 // gateway's changes arriving.
 type watchedStore struct {
@@ -62,7 +62,7 @@ func (c *fakeClock) nowFunc() func() time.Time { return c.now }
 
 func newWatchedKeyring(t *testing.T, clock *fakeClock) (*Keyring, *watchedStore) {
 	t.Helper()
-	s, _ := openTestBolt(t)
+	s := openTestStore(t)
 	ws := &watchedStore{countingStore: &countingStore{Store: s}}
 	kr := NewKeyring(ws, Options{FlushInterval: time.Hour, MaxStale: 10 * time.Second, Now: clock.nowFunc()})
 	t.Cleanup(func() { _ = kr.Close() })
@@ -72,9 +72,9 @@ func newWatchedKeyring(t *testing.T, clock *fakeClock) (*Keyring, *watchedStore)
 func TestKeyringCachesUnknownKeys(t *testing.T) {
 	kr, cs := newTestKeyring(t, Options{})
 	ctx := context.Background()
-	unknown, _ := NewKey(DefaultPrefix)
+	unknown, _, _ := NewKeyAndID(DefaultPrefix, time.Now())
 	for range 3 {
-		if _, err := kr.Verify(ctx, unknown); !errors.Is(err, ErrNotFound) {
+		if _, err := kr.VerifyWithin(ctx, unknown, nil, ""); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("unknown key: %v", err)
 		}
 	}
@@ -87,15 +87,15 @@ func TestKeyringUnknownKeysCannotEvictKnownOnes(t *testing.T) {
 	kr, cs := newTestKeyring(t, Options{CacheSize: 40})
 	ctx := context.Background()
 	m, _ := kr.Mint(ctx, operatorFor("alice"), KeyRequest{})
-	if _, err := kr.Verify(ctx, m.Secret); err != nil {
+	if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); err != nil {
 		t.Fatal(err)
 	}
 	for range 500 {
-		unknown, _ := NewKey(DefaultPrefix)
-		_, _ = kr.Verify(ctx, unknown)
+		unknown, _, _ := NewKeyAndID(DefaultPrefix, time.Now())
+		_, _ = kr.VerifyWithin(ctx, unknown, nil, "")
 	}
 	before := cs.lookups.Load()
-	if _, err := kr.Verify(ctx, m.Secret); err != nil {
+	if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); err != nil {
 		t.Fatal(err)
 	}
 	if cs.lookups.Load() != before {
@@ -136,7 +136,7 @@ func TestWatchedKeyringTrustsCacheOnlyWhileCaughtUp(t *testing.T) {
 
 	// Not caught up yet: every verification reads the store.
 	for range 2 {
-		if _, err := kr.Verify(ctx, m.Secret); err != nil {
+		if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -145,7 +145,7 @@ func TestWatchedKeyringTrustsCacheOnlyWhileCaughtUp(t *testing.T) {
 	}
 	w.CaughtUp(clock.now())
 	for range 3 {
-		if _, err := kr.Verify(ctx, m.Secret); err != nil {
+		if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -157,22 +157,22 @@ func TestWatchedKeyringTrustsCacheOnlyWhileCaughtUp(t *testing.T) {
 	// then verification fails closed.
 	ws.fail.Store(true)
 	clock.add(9 * time.Second)
-	if _, err := kr.Verify(ctx, m.Secret); err != nil {
+	if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); err != nil {
 		t.Fatalf("within MaxStale: %v", err)
 	}
-	unknown, _ := NewKey(DefaultPrefix)
-	if _, err := kr.Verify(ctx, unknown); err == nil {
+	unknown, _, _ := NewKeyAndID(DefaultPrefix, time.Now())
+	if _, err := kr.VerifyWithin(ctx, unknown, nil, ""); err == nil {
 		t.Fatal("an unknown key was accepted while the store is unreachable")
 	}
 	clock.add(2 * time.Second)
-	if _, err := kr.Verify(ctx, m.Secret); err == nil || errors.Is(err, ErrNotFound) {
+	if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); err == nil || errors.Is(err, ErrNotFound) {
 		t.Fatalf("past MaxStale with the store unreachable: %v, want a store error", err)
 	}
 
 	// Back in touch: the cache is trusted again.
 	ws.fail.Store(false)
 	w.CaughtUp(clock.now())
-	if _, err := kr.Verify(ctx, m.Secret); err != nil {
+	if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); err != nil {
 		t.Fatal(err)
 	}
 	// An older report never moves the mark back.
@@ -191,7 +191,7 @@ func TestWatchedKeyringDropsWhatTheWatchReports(t *testing.T) {
 	a, _ := kr.Mint(ctx, operatorFor("alice"), KeyRequest{})
 	b, _ := kr.Mint(ctx, operatorFor("alice"), KeyRequest{})
 	for _, s := range []string{a.Secret, b.Secret} {
-		if _, err := kr.Verify(ctx, s); err != nil {
+		if _, err := kr.VerifyWithin(ctx, s, nil, ""); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -200,11 +200,11 @@ func TestWatchedKeyringDropsWhatTheWatchReports(t *testing.T) {
 	if _, err := ws.Store.DeleteKey(ctx, a.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kr.Verify(ctx, a.Secret); err != nil {
+	if _, err := kr.VerifyWithin(ctx, a.Secret, nil, ""); err != nil {
 		t.Fatalf("before the change arrived: %v", err)
 	}
 	w.KeyChanged(a.Hash)
-	if _, err := kr.Verify(ctx, a.Secret); !errors.Is(err, ErrNotFound) {
+	if _, err := kr.VerifyWithin(ctx, a.Secret, nil, ""); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("after the change arrived: %v, want ErrNotFound", err)
 	}
 	// A lost watch forgets everything, including b, and keys it had
@@ -213,7 +213,7 @@ func TestWatchedKeyringDropsWhatTheWatchReports(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.ChangesLost()
-	if _, err := kr.Verify(ctx, b.Secret); !errors.Is(err, ErrDisabled) {
+	if _, err := kr.VerifyWithin(ctx, b.Secret, nil, ""); !errors.Is(err, ErrDisabled) {
 		t.Fatalf("after ChangesLost: %v, want ErrDisabled", err)
 	}
 }

@@ -8,13 +8,14 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
 func newKey(t testing.TB, prefix string) string {
 	t.Helper()
-	k, err := keystore.NewKey(prefix)
+	k, _, err := keystore.NewKeyAndID(prefix, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-apikeys/caddy-apikeys/boltstore"
 	"github.com/caddy-apikeys/caddy-apikeys/internal/testutil"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
@@ -69,9 +70,9 @@ func (r *receiver) snapshot() map[string]int {
 	return out
 }
 
-func openStore(t *testing.T, path string) *keystore.BoltStore {
+func openStore(t *testing.T, path string) *boltstore.Store {
 	t.Helper()
-	s, err := keystore.OpenBolt(path, time.Second)
+	s, err := boltstore.Open(path, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddy-apikeys/caddy-apikeys/boltstore"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
@@ -29,7 +30,7 @@ func main() {
 		log.Fatal("usage: loadkeys -db <file> -n <count> [-owners <count>] [-out <file>]")
 	}
 
-	s, err := keystore.OpenBolt(*db, 5*time.Second)
+	s, err := boltstore.Open(*db, 5*time.Second)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -72,7 +73,7 @@ func main() {
 		log.Fatal(err)
 	}
 	openStart := time.Now()
-	s, err = keystore.OpenBolt(*db, 5*time.Second)
+	s, err = boltstore.Open(*db, 5*time.Second)
 	if err != nil {
 		log.Fatal(err)
 	}

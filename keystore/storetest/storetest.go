@@ -67,11 +67,7 @@ var (
 func newKey(t *testing.T, owner keystore.Owner, created time.Time) keystore.Key {
 	t.Helper()
 	created = created.Truncate(time.Microsecond)
-	secret, err := keystore.NewKeyAt(keystore.DefaultPrefix, created)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := keystore.NewID(created)
+	secret, id, err := keystore.NewKeyAndID(keystore.DefaultPrefix, created)
 	if err != nil {
 		t.Fatal(err)
 	}

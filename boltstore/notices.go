@@ -1,4 +1,4 @@
-package keystore
+package boltstore
 
 import (
 	"bytes"
@@ -6,6 +6,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
 // noticeKey is a notice's key in its buckets: endpoint 0x00 id.
@@ -14,7 +16,7 @@ func noticeKey(endpoint, id string) []byte {
 }
 
 // AddNotices stores the notices not stored yet, in one transaction.
-func (s *BoltStore) AddNotices(_ context.Context, notices []Notice) error {
+func (s *Store) AddNotices(_ context.Context, notices []keystore.Notice) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		pending, done := tx.Bucket(bucketNotices), tx.Bucket(bucketNoticesDone)
 		for _, n := range notices {
@@ -22,7 +24,7 @@ func (s *BoltStore) AddNotices(_ context.Context, notices []Notice) error {
 			if pending.Get(k) != nil || done.Get(k) != nil {
 				continue
 			}
-			v, err := MarshalNotice(n)
+			v, err := keystore.MarshalNotice(n)
 			if err != nil {
 				return err
 			}
@@ -35,10 +37,10 @@ func (s *BoltStore) AddNotices(_ context.Context, notices []Notice) error {
 }
 
 // Notices lists the pending notices of an endpoint.
-func (s *BoltStore) Notices(_ context.Context, endpoint string) ([]Notice, error) {
-	var out []Notice
+func (s *Store) Notices(_ context.Context, endpoint string) ([]keystore.Notice, error) {
+	var out []keystore.Notice
 	err := s.db.View(func(tx *bolt.Tx) error {
-		return forEachNotice(tx.Bucket(bucketNotices), endpoint, func(_ []byte, n Notice) error {
+		return forEachNotice(tx.Bucket(bucketNotices), endpoint, func(_ []byte, n keystore.Notice) error {
 			out = append(out, n)
 			return nil
 		})
@@ -47,11 +49,11 @@ func (s *BoltStore) Notices(_ context.Context, endpoint string) ([]Notice, error
 }
 
 // forEachNotice calls fn for each notice of endpoint in bucket b.
-func forEachNotice(b *bolt.Bucket, endpoint string, fn func(key []byte, n Notice) error) error {
+func forEachNotice(b *bolt.Bucket, endpoint string, fn func(key []byte, n keystore.Notice) error) error {
 	prefix := noticeKey(endpoint, "")
 	c := b.Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-		n, err := UnmarshalNotice(endpoint, string(k[len(prefix):]), v)
+		n, err := keystore.UnmarshalNotice(endpoint, string(k[len(prefix):]), v)
 		if err != nil {
 			return err
 		}
@@ -64,23 +66,23 @@ func forEachNotice(b *bolt.Bucket, endpoint string, fn func(key []byte, n Notice
 
 // UpdateNotice applies fn to a pending notice in one transaction; a
 // notice it marks done moves to the done bucket.
-func (s *BoltStore) UpdateNotice(_ context.Context, endpoint, id string, fn func(*Notice) error) (Notice, error) {
-	var n Notice
+func (s *Store) UpdateNotice(_ context.Context, endpoint, id string, fn func(*keystore.Notice) error) (keystore.Notice, error) {
+	var n keystore.Notice
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		pending := tx.Bucket(bucketNotices)
 		k := noticeKey(endpoint, id)
 		v := pending.Get(k)
 		if v == nil {
-			return ErrNotFound
+			return keystore.ErrNotFound
 		}
 		var err error
-		if n, err = UnmarshalNotice(endpoint, id, v); err != nil {
+		if n, err = keystore.UnmarshalNotice(endpoint, id, v); err != nil {
 			return err
 		}
 		if err := fn(&n); err != nil {
 			return err
 		}
-		if v, err = MarshalNotice(n); err != nil {
+		if v, err = keystore.MarshalNotice(n); err != nil {
 			return err
 		}
 		if n.Done.IsZero() {
@@ -95,12 +97,12 @@ func (s *BoltStore) UpdateNotice(_ context.Context, endpoint, id string, fn func
 }
 
 // PruneNotices forgets the endpoint's done notices kept past KeepUntil.
-func (s *BoltStore) PruneNotices(_ context.Context, endpoint string, now time.Time) (int, error) {
+func (s *Store) PruneNotices(_ context.Context, endpoint string, now time.Time) (int, error) {
 	pruned := 0
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		done := tx.Bucket(bucketNoticesDone)
 		var old [][]byte
-		err := forEachNotice(done, endpoint, func(k []byte, n Notice) error {
+		err := forEachNotice(done, endpoint, func(k []byte, n keystore.Notice) error {
 			if n.KeepUntil.Before(now) {
 				old = append(old, bytes.Clone(k))
 			}
@@ -120,4 +122,4 @@ func (s *BoltStore) PruneNotices(_ context.Context, endpoint string, now time.Ti
 	return pruned, err
 }
 
-var _ NoticeStore = (*BoltStore)(nil)
+var _ keystore.NoticeStore = (*Store)(nil)

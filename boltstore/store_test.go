@@ -1,4 +1,4 @@
-package keystore
+package boltstore
 
 import (
 	"context"
@@ -11,12 +11,14 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
-func openTestBolt(t testing.TB) (*BoltStore, string) {
+func openTestBolt(t testing.TB) (*Store, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "keys.db")
-	s, err := OpenBolt(path, time.Second)
+	s, err := Open(path, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,21 +26,21 @@ func openTestBolt(t testing.TB) (*BoltStore, string) {
 	return s, path
 }
 
-func testKey(t testing.TB, owner string, created time.Time) Key {
-	return testKeyOf(t, PasswordUser(owner), created)
+func operatorFor(name string) keystore.Actor {
+	return keystore.Actor{Owner: keystore.Service(name), Operator: true}
 }
 
-func testKeyOf(t testing.TB, owner Owner, created time.Time) Key {
+func testKey(t testing.TB, owner string, created time.Time) keystore.Key {
+	return testKeyOf(t, keystore.PasswordUser(owner), created)
+}
+
+func testKeyOf(t testing.TB, owner keystore.Owner, created time.Time) keystore.Key {
 	t.Helper()
-	secret, err := NewKey(DefaultPrefix)
+	secret, id, err := keystore.NewKeyAndID(keystore.DefaultPrefix, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := NewID(time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return Key{ID: id, Hash: HashKey(secret), Owner: owner, Title: "t", Preview: Preview(secret, DefaultPrefix), Created: created.Truncate(time.Microsecond)}
+	return keystore.Key{ID: id, Hash: keystore.HashKey(secret), Owner: owner, Title: "t", Preview: keystore.Preview(secret, keystore.DefaultPrefix), Created: created.Truncate(time.Microsecond)}
 }
 
 func TestBoltCreateLookupListDelete(t *testing.T) {
@@ -46,32 +48,32 @@ func TestBoltCreateLookupListDelete(t *testing.T) {
 	ctx := context.Background()
 	base := time.Now()
 	a1, a2, b1 := testKey(t, "alice", base), testKey(t, "alice", base.Add(time.Second)), testKey(t, "bob", base)
-	for _, k := range []Key{a2, b1, a1} { // inserted out of order
-		if err := s.CreateKey(ctx, k, CreateOptions{}); err != nil {
+	for _, k := range []keystore.Key{a2, b1, a1} { // inserted out of order
+		if err := s.CreateKey(ctx, k, keystore.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	got, err := s.KeyByHash(ctx, a1.Hash, "")
-	if err != nil || got.ID != a1.ID || got.Owner != PasswordUser("alice") || !got.Created.Equal(a1.Created) {
+	if err != nil || got.ID != a1.ID || got.Owner != keystore.PasswordUser("alice") || !got.Created.Equal(a1.Created) {
 		t.Fatalf("KeyByHash = %+v, %v", got, err)
 	}
-	list, err := s.KeysByOwner(ctx, PasswordUser("alice"))
+	list, err := s.KeysByOwner(ctx, keystore.PasswordUser("alice"))
 	if err != nil || len(list) != 2 || list[0].ID != a1.ID || list[1].ID != a2.ID {
 		t.Fatalf("KeysByOwner(alice) = %v, %v; want a1, a2 oldest first", list, err)
 	}
-	if list, _ := s.KeysByOwner(ctx, PasswordUser("ali")); len(list) != 0 {
+	if list, _ := s.KeysByOwner(ctx, keystore.PasswordUser("ali")); len(list) != 0 {
 		t.Fatalf("prefix of a username matched: %v", list)
 	}
 	if _, err := s.DeleteKey(ctx, a1.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.KeyByHash(ctx, a1.Hash, ""); !errors.Is(err, ErrNotFound) {
+	if _, err := s.KeyByHash(ctx, a1.Hash, ""); !errors.Is(err, keystore.ErrNotFound) {
 		t.Fatalf("deleted key found: %v", err)
 	}
-	if _, err := s.DeleteKey(ctx, a1.ID); !errors.Is(err, ErrNotFound) {
+	if _, err := s.DeleteKey(ctx, a1.ID); !errors.Is(err, keystore.ErrNotFound) {
 		t.Fatalf("second delete: %v", err)
 	}
-	if list, _ := s.KeysByOwner(ctx, PasswordUser("alice")); len(list) != 1 {
+	if list, _ := s.KeysByOwner(ctx, keystore.PasswordUser("alice")); len(list) != 1 {
 		t.Fatalf("owner index not updated: %v", list)
 	}
 }
@@ -80,15 +82,15 @@ func TestBoltRefusesDuplicates(t *testing.T) {
 	s, _ := openTestBolt(t)
 	ctx := context.Background()
 	k := testKey(t, "alice", time.Now())
-	if err := s.CreateKey(ctx, k, CreateOptions{}); err != nil {
+	if err := s.CreateKey(ctx, k, keystore.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	sameID := testKey(t, "alice", time.Now())
 	sameID.ID = k.ID
 	sameHash := testKey(t, "alice", time.Now())
 	sameHash.Hash = k.Hash
-	for _, dup := range []Key{sameID, sameHash} {
-		if err := s.CreateKey(ctx, dup, CreateOptions{}); !errors.Is(err, ErrExists) {
+	for _, dup := range []keystore.Key{sameID, sameHash} {
+		if err := s.CreateKey(ctx, dup, keystore.CreateOptions{}); !errors.Is(err, keystore.ErrExists) {
 			t.Fatalf("duplicate accepted: %v", err)
 		}
 	}
@@ -98,20 +100,20 @@ func TestBoltDurableAcrossReopen(t *testing.T) {
 	s, path := openTestBolt(t)
 	ctx := context.Background()
 	k := testKey(t, "alice", time.Now())
-	if err := s.CreateKey(ctx, k, CreateOptions{}); err != nil {
+	if err := s.CreateKey(ctx, k, keystore.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	used := time.Now().Add(time.Minute).Truncate(time.Microsecond)
 	if err := s.TouchKeys(ctx, map[string]time.Time{k.ID: used, "gone": used}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.CreateUser(ctx, User{Name: "bob", PasswordHash: "$2a$10$x"}); err != nil {
+	if err := s.CreateUser(ctx, keystore.User{Name: "bob", PasswordHash: "$2a$10$x"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s2, err := OpenBolt(path, time.Second)
+	s2, err := Open(path, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +132,7 @@ func TestBoltDurableAcrossReopen(t *testing.T) {
 	if u, err := s2.User(ctx, "bob"); err != nil || u.PasswordHash != "$2a$10$x" {
 		t.Fatalf("user after reopen: %+v, %v", u, err)
 	}
-	if _, err := s2.User(ctx, "nobody"); !errors.Is(err, ErrNotFound) {
+	if _, err := s2.User(ctx, "nobody"); !errors.Is(err, keystore.ErrNotFound) {
 		t.Fatalf("unknown user: %v", err)
 	}
 }
@@ -138,7 +140,7 @@ func TestBoltDurableAcrossReopen(t *testing.T) {
 func TestBoltLockedFileFailsFast(t *testing.T) {
 	_, path := openTestBolt(t)
 	start := time.Now()
-	_, err := OpenBolt(path, 200*time.Millisecond)
+	_, err := Open(path, 200*time.Millisecond)
 	if !errors.Is(err, ErrLocked) {
 		t.Fatalf("second open: %v, want ErrLocked", err)
 	}
@@ -149,18 +151,18 @@ func TestBoltLockedFileFailsFast(t *testing.T) {
 
 func TestBoltRecordsAndChecksSchemaVersion(t *testing.T) {
 	s, path := openTestBolt(t)
-	err := s.DB().Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketMeta).Get(metaSchemaVersion)
-		if binary.BigEndian.Uint64(v) != SchemaVersion {
+		if binary.BigEndian.Uint64(v) != schemaVersion {
 			return fmt.Errorf("schema version %x", v)
 		}
-		return tx.Bucket(bucketMeta).Put(metaSchemaVersion, binary.BigEndian.AppendUint64(nil, SchemaVersion+1))
+		return tx.Bucket(bucketMeta).Put(metaSchemaVersion, binary.BigEndian.AppendUint64(nil, schemaVersion+1))
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	_ = s.Close()
-	if _, err := OpenBolt(path, time.Second); err == nil {
+	if _, err := Open(path, time.Second); err == nil {
 		t.Fatal("file from a newer schema opened")
 	}
 }
@@ -175,7 +177,7 @@ func TestBoltConcurrentCreates(t *testing.T) {
 		wg.Go(func() {
 			owner := fmt.Sprintf("user%d", w%4)
 			for range each {
-				errs <- s.CreateKey(ctx, testKey(t, owner, time.Now()), CreateOptions{})
+				errs <- s.CreateKey(ctx, testKey(t, owner, time.Now()), keystore.CreateOptions{})
 			}
 		})
 	}
@@ -188,7 +190,7 @@ func TestBoltConcurrentCreates(t *testing.T) {
 	}
 	total := 0
 	for u := range 4 {
-		list, err := s.KeysByOwner(ctx, PasswordUser(fmt.Sprintf("user%d", u)))
+		list, err := s.KeysByOwner(ctx, keystore.PasswordUser(fmt.Sprintf("user%d", u)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -205,7 +207,7 @@ func TestBoltConcurrentDuplicatesOneWins(t *testing.T) {
 	var wg sync.WaitGroup
 	results := make(chan error, 8)
 	for range 8 {
-		wg.Go(func() { results <- s.CreateKey(context.Background(), k, CreateOptions{}) })
+		wg.Go(func() { results <- s.CreateKey(context.Background(), k, keystore.CreateOptions{}) })
 	}
 	wg.Wait()
 	close(results)
@@ -214,7 +216,7 @@ func TestBoltConcurrentDuplicatesOneWins(t *testing.T) {
 		switch {
 		case err == nil:
 			ok++
-		case !errors.Is(err, ErrExists):
+		case !errors.Is(err, keystore.ErrExists):
 			t.Fatal(err)
 		}
 	}
@@ -228,7 +230,7 @@ func TestBoltClosed(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.CreateKey(context.Background(), testKey(t, "a", time.Now()), CreateOptions{}); !errors.Is(err, ErrClosed) {
+	if err := s.CreateKey(context.Background(), testKey(t, "a", time.Now()), keystore.CreateOptions{}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("create after close: %v", err)
 	}
 }
@@ -236,19 +238,19 @@ func TestBoltClosed(t *testing.T) {
 // BenchmarkCreateKeyParallel measures durable minting with concurrent
 // callers sharing commits.
 func BenchmarkCreateKeyParallel(b *testing.B) {
-	s, err := OpenBolt(filepath.Join(b.TempDir(), "keys.db"), time.Second)
+	s, err := Open(filepath.Join(b.TempDir(), "keys.db"), time.Second)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer s.Close()
-	kr := NewKeyring(s, Options{})
+	kr := keystore.NewKeyring(s, keystore.Options{})
 	defer kr.Close()
 	b.SetParallelism(32) // 64 goroutines on 2 cores
 	b.ReportAllocs()
 	commits := commitCount(b, s)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if _, err := kr.Mint(context.Background(), operatorFor("bench"), KeyRequest{Title: "t"}); err != nil {
+			if _, err := kr.Mint(context.Background(), operatorFor("bench"), keystore.KeyRequest{Title: "t"}); err != nil {
 				b.Error(err)
 				return
 			}
@@ -259,9 +261,9 @@ func BenchmarkCreateKeyParallel(b *testing.B) {
 }
 
 // commitCount is how many write transactions s has committed.
-func commitCount(tb testing.TB, s *BoltStore) int {
+func commitCount(tb testing.TB, s *Store) int {
 	var n int
-	if err := s.DB().View(func(tx *bolt.Tx) error { n = tx.ID(); return nil }); err != nil {
+	if err := s.db.View(func(tx *bolt.Tx) error { n = tx.ID(); return nil }); err != nil {
 		tb.Fatal(err)
 	}
 	return n
@@ -296,66 +298,6 @@ func TestCommitTarget(t *testing.T) {
 	}
 }
 
-func TestRecordRoundTripAndCorruption(t *testing.T) {
-	k := testKeyOf(t, Owner{Source: "jwt:https://idp.example/", Name: "alice"}, time.Now())
-	k.Title, k.Scopes, k.Disabled, k.Rotated = "ünïcode title", []string{"read", "write"}, true, true
-	k.Plan, k.Account = "pro", "8Dz8WRq7QEowDqZXoN2GzNEKU7QlHF0e"
-	k.LastUsed = time.Now().Add(time.Minute).Truncate(time.Microsecond)
-	k.Expires = time.Now().Add(time.Hour).Truncate(time.Microsecond)
-	b := encodeKey(k)
-	got, err := decodeKey([]byte(k.ID), b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.ID != k.ID || got.Hash != k.Hash || got.Owner != k.Owner || got.Title != k.Title || got.Preview != k.Preview ||
-		!got.Created.Equal(k.Created) || !got.LastUsed.Equal(k.LastUsed) || !got.Expires.Equal(k.Expires) ||
-		!got.Disabled || !got.Rotated || len(got.Scopes) != 2 || got.Scopes[1] != "write" || got.Plan != "pro" || got.Account != k.Account {
-		t.Fatalf("round trip:\n got %+v\nwant %+v", got, k)
-	}
-	for i := range len(b) {
-		if _, err := decodeKey([]byte(k.ID), b[:i]); err == nil {
-			t.Fatalf("truncated record of %d bytes decoded", i)
-		}
-	}
-	if _, err := decodeKey([]byte(k.ID), append(b, 0)); err == nil {
-		t.Fatal("record with trailing bytes decoded")
-	}
-}
-
-// Keys without a plan or account keep the first record version, which
-// older releases read.
-func TestRecordVersions(t *testing.T) {
-	k := testKey(t, "alice", time.Now())
-	if b := encodeKey(k); b[0] != recordVersion {
-		t.Fatalf("a plain key is written as version %d", b[0])
-	}
-	k.Plan = "pro"
-	b := encodeKey(k)
-	if b[0] != recordVersionV2 {
-		t.Fatalf("a key with a plan is written as version %d", b[0])
-	}
-	if got, err := decodeKey([]byte(k.ID), b); err != nil || got.Plan != "pro" || got.Account != "" {
-		t.Fatalf("decoded %+v, %v", got, err)
-	}
-}
-
-func FuzzDecodeKey(f *testing.F) {
-	f.Add(encodeKey(Key{Owner: PasswordUser("a"), Title: "t", Preview: "sk-...abcd", Created: time.Now(), Scopes: []string{"x"}}))
-	f.Add([]byte{recordVersion})
-	f.Add(encodeKey(Key{Owner: Service("a"), Plan: "p", Account: "x", Created: time.Now()}))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		k, err := decodeKey([]byte("id"), b)
-		if err == nil && string(encodeKey(k)) != string(b) {
-			// Not every accepted encoding is canonical (varints), but an
-			// accepted record must at least re-decode to the same key.
-			k2, err := decodeKey([]byte("id"), encodeKey(k))
-			if err != nil || k2.Owner != k.Owner || k2.Title != k.Title || len(k2.Scopes) != len(k.Scopes) {
-				t.Fatalf("re-encoding changed the key: %+v vs %+v (%v)", k, k2, err)
-			}
-		}
-	})
-}
-
 // Stamped keys' digests append to their index: a group commit of 64 new
 // keys into a store of 20 000 materialises and writes a few nodes at the
 // index's end, where unstamped digests, random, touch a leaf each.
@@ -365,9 +307,9 @@ func TestStampedDigestsAppendToTheIndex(t *testing.T) {
 		for range 200 {
 			commitKeys(t, s, stamped, 100)
 		}
-		before := s.DB().Stats().TxStats
+		before := s.db.Stats().TxStats
 		commitKeys(t, s, stamped, 64)
-		after := s.DB().Stats().TxStats
+		after := s.db.Stats().TxStats
 		return after.GetNodeCount() - before.GetNodeCount(), after.GetWrite() - before.GetWrite()
 	}
 	stampedNodes, stampedWrites := nodesPerCommit(true)
@@ -380,7 +322,7 @@ func TestStampedDigestsAppendToTheIndex(t *testing.T) {
 	}
 	s, _ := openTestBolt(t)
 	commitKeys(t, s, true, 10)
-	err := s.DB().View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx *bolt.Tx) error {
 		if n := tx.Bucket(bucketHashes).Stats().KeyN; n != 0 {
 			return fmt.Errorf("%d stamped digests in the unstamped index", n)
 		}
@@ -401,7 +343,7 @@ func TestStampedDigestsAppendToTheIndex(t *testing.T) {
 func BenchmarkDigestOnlyLookup(b *testing.B) {
 	const keys = 200_000
 	s, _ := openTestBolt(b)
-	var last Key
+	var last keystore.Key
 	for range keys / 1000 {
 		last = commitKeys(b, s, true, 1000)
 	}
@@ -417,13 +359,13 @@ func BenchmarkDigestOnlyLookup(b *testing.B) {
 
 // commitKeys commits n new keys of alice in one group commit, as the
 // writer would, and returns the last.
-func commitKeys(tb testing.TB, s *BoltStore, stamped bool, n int) Key {
+func commitKeys(tb testing.TB, s *Store, stamped bool, n int) keystore.Key {
 	tb.Helper()
 	batch := make([]createRequest, n)
 	for i := range batch {
 		k := testKey(tb, "alice", time.Now())
 		k.Stamped = stamped
-		batch[i] = newCreateRequest(k, CreateOptions{})
+		batch[i] = newCreateRequest(k, keystore.CreateOptions{})
 	}
 	s.commitCreates(batch)
 	for _, req := range batch {
@@ -439,7 +381,7 @@ func commitKeys(tb testing.TB, s *BoltStore, stamped bool, n int) Key {
 // a key whose digest an earlier key of the commit has, before the index
 // is written at its end.
 func TestOneCommitRefusesItsOwnDuplicates(t *testing.T) {
-	s, err := OpenBolt(filepath.Join(t.TempDir(), "keys.db"), time.Second)
+	s, err := Open(filepath.Join(t.TempDir(), "keys.db"), time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -449,7 +391,7 @@ func TestOneCommitRefusesItsOwnDuplicates(t *testing.T) {
 	for range 64 {
 		k := testKey(t, "alice", time.Now())
 		k.Stamped = true
-		batch = append(batch, newCreateRequest(k, CreateOptions{}))
+		batch = append(batch, newCreateRequest(k, keystore.CreateOptions{}))
 	}
 	sameID := testKey(t, "bob", time.Now())
 	sameID.ID, sameID.Stamped = batch[10].key.ID, true
@@ -457,22 +399,22 @@ func TestOneCommitRefusesItsOwnDuplicates(t *testing.T) {
 	sameDigest.Hash, sameDigest.Stamped = batch[20].key.Hash, true
 	oldDigest := testKey(t, "bob", time.Now())
 	// (A key's text holds its stamp: one digest never has two.)
-	oldDigest.ID, oldDigest.Hash, oldDigest.Stamped = before.ID[:StampLen]+oldDigest.ID[StampLen:], before.Hash, true
-	batch = append(batch, newCreateRequest(batch[30].key, CreateOptions{}),
-		newCreateRequest(sameID, CreateOptions{}), newCreateRequest(sameDigest, CreateOptions{}),
-		newCreateRequest(oldDigest, CreateOptions{}))
+	oldDigest.ID, oldDigest.Hash, oldDigest.Stamped = before.ID[:keystore.StampLen]+oldDigest.ID[keystore.StampLen:], before.Hash, true
+	batch = append(batch, newCreateRequest(batch[30].key, keystore.CreateOptions{}),
+		newCreateRequest(sameID, keystore.CreateOptions{}), newCreateRequest(sameDigest, keystore.CreateOptions{}),
+		newCreateRequest(oldDigest, keystore.CreateOptions{}))
 	s.commitCreates(batch)
 	for i, req := range batch {
 		err := <-req.done
 		if i < 64 && err != nil {
 			t.Fatalf("key %d: %v", i, err)
 		}
-		if i >= 64 && !errors.Is(err, ErrExists) {
+		if i >= 64 && !errors.Is(err, keystore.ErrExists) {
 			t.Fatalf("duplicate %d: %v, want ErrExists", i-64, err)
 		}
 	}
 	for _, i := range []int{10, 20, 30} {
-		k, err := s.KeyByHash(context.Background(), batch[i].key.Hash, batch[i].key.ID[:StampLen])
+		k, err := s.KeyByHash(context.Background(), batch[i].key.Hash, batch[i].key.ID[:keystore.StampLen])
 		if err != nil || k.ID != batch[i].key.ID || k.Owner != batch[i].key.Owner {
 			t.Fatalf("key %d after its duplicates: %+v, %v", i, k, err)
 		}

@@ -1,4 +1,10 @@
-package keystore
+// Package boltstore is the keystore.Store kept in a single bbolt file on
+// the gateway's disk: the default store, with nothing to run beside Caddy.
+//
+// One process holds the file at a time (Open fails with ErrLocked while
+// another does); key creations share transactions (group commit, see
+// commit.go), and every write is synced before it returns.
+package boltstore
 
 import (
 	"encoding/binary"
@@ -11,61 +17,38 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
-// SchemaVersion is the layout version recorded in a bbolt file. A file with
+// schemaVersion is the layout version recorded in a bbolt file. A file with
 // a newer version is refused rather than misread; an older one is brought
 // up to date when opened. Version 2 added the stamped digest index, which
 // releases before it would not search.
-const SchemaVersion = 2
+const schemaVersion = 2
 
-// DefaultOpenTimeout bounds how long OpenBolt waits for the file lock.
+// DefaultOpenTimeout bounds how long Open waits for the file lock.
 const DefaultOpenTimeout = 5 * time.Second
-
-// ErrLocked means another process holds the database file.
-var ErrLocked = errors.New("database file is locked by another process")
 
 var (
 	bucketMeta    = []byte("meta")
-	bucketKeys    = []byte("keys")    // id -> key record (record.go)
+	bucketKeys    = []byte("keys")    // id -> key record (keystore.MarshalKey)
 	bucketHashes  = []byte("hashes")  // sha256 -> id, for keys not stamped
 	bucketStamped = []byte("stamped") // stamp sha256 -> id, for stamped keys
 	bucketOwners  = []byte("owners")  // owner 0x00 created(8, big endian) id -> empty
-	bucketUsers   = []byte("users")   // name -> userRecord JSON
-	bucketCredits = []byte("credits") // account id -> CreditAccount JSON
-	bucketNotices = []byte("notices") // endpoint 0x00 event id -> pending Notice JSON
+	bucketUsers   = []byte("users")   // name -> user record (keystore.MarshalUser)
+	bucketCredits = []byte("credits") // account id -> keystore.CreditAccount JSON
+	bucketNotices = []byte("notices") // endpoint 0x00 event id -> pending keystore.Notice JSON
 
 	bucketNoticesDone = []byte("notices_done") // the same, for done ones
 
 	metaSchemaVersion = []byte("schema_version")
 )
 
-// ErrClosed is returned by operations on a closed store.
-var ErrClosed = errors.New("key store is closed")
-
-// maxCommitBatch bounds how many key creations share one transaction.
-const maxCommitBatch = 1024
-
-// Once a group commit has been shared by lingerAfter or more requests,
-// the next one waits for more (see commitTarget): until it holds as many
-// as are about to come (at most lingerUntil), none has come for
-// lingerGap, or lingerMax has passed. After a wait that gained none, the
-// next lingerBackoff commits do not wait. With 4 to 128 clients on 2
-// cores this minted as fast or faster, at as little or less CPU per key,
-// as the earlier waits, and those as shorter waits or none
-// (BENCHMARKS.md).
-const (
-	lingerAfter   = 4
-	lingerUntil   = 64
-	lingerGap     = time.Millisecond
-	lingerMax     = 4 * time.Millisecond
-	lingerBackoff = 16
-)
-
-// BoltStore is a Store in a single bbolt file: keys as binary records
-// (record.go) indexed by digest and by owner, users and credit accounts
-// as JSON.
-type BoltStore struct {
+// Store is a keystore.Store and keystore.NoticeStore in a single bbolt
+// file: keys as keystore's binary records (keystore.MarshalKey) indexed
+// by digest and by owner, users, credit accounts and notices as JSON.
+type Store struct {
 	db *bolt.DB
 
 	// Key creations go through one writer goroutine that commits all
@@ -79,22 +62,10 @@ type BoltStore struct {
 	closeOnce  sync.Once
 }
 
-type createRequest struct {
-	key  Key
-	val  []byte      // key's record
-	at   digestEntry // where its digest is indexed
-	opts CreateOptions
-	done chan error
-}
-
-func newCreateRequest(k Key, opts CreateOptions) createRequest {
-	return createRequest{key: k, val: encodeKey(k), at: digestEntryOf(k), opts: opts, done: make(chan error, 1)}
-}
-
-// OpenBolt opens (creating if needed) the bbolt store at path. It waits at
+// Open opens (creating if needed) the bbolt store at path. It waits at
 // most timeout for the file lock (DefaultOpenTimeout if zero) and then
 // fails with ErrLocked instead of hanging.
-func OpenBolt(path string, timeout time.Duration) (*BoltStore, error) {
+func Open(path string, timeout time.Duration) (*Store, error) {
 	if timeout <= 0 {
 		timeout = DefaultOpenTimeout
 	}
@@ -120,7 +91,7 @@ func OpenBolt(path string, timeout time.Duration) (*BoltStore, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
-	s := &BoltStore{
+	s := &Store{
 		db:         db,
 		creates:    make(chan createRequest),
 		quit:       make(chan struct{}),
@@ -141,21 +112,21 @@ func initSchema(tx *bolt.Tx) error {
 		if len(v) != 8 {
 			return fmt.Errorf("corrupt schema version record")
 		}
-		if got := binary.BigEndian.Uint64(v); got >= SchemaVersion {
-			if got > SchemaVersion {
-				return fmt.Errorf("schema version %d is newer than this build supports (%d)", got, SchemaVersion)
+		if got := binary.BigEndian.Uint64(v); got >= schemaVersion {
+			if got > schemaVersion {
+				return fmt.Errorf("schema version %d is newer than this build supports (%d)", got, schemaVersion)
 			}
 			return nil
 		}
 	}
-	return meta.Put(metaSchemaVersion, binary.BigEndian.AppendUint64(nil, SchemaVersion))
+	return meta.Put(metaSchemaVersion, binary.BigEndian.AppendUint64(nil, schemaVersion))
 }
 
 // DB exposes the underlying bbolt handle, for statistics and checks.
-func (s *BoltStore) DB() *bolt.DB { return s.db }
+func (s *Store) DB() *bolt.DB { return s.db }
 
 // Close stops the writer and closes the database file.
-func (s *BoltStore) Close() error {
+func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.quit)
 		<-s.writerDone
@@ -164,4 +135,4 @@ func (s *BoltStore) Close() error {
 }
 
 // Interface guard.
-var _ Store = (*BoltStore)(nil)
+var _ keystore.Store = (*Store)(nil)

@@ -1,4 +1,4 @@
-package keystore
+package boltstore
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
 // testdata/store-v1.db was written by the release before owners had
@@ -23,7 +25,7 @@ var v1Keys = map[string]string{
 }
 
 // openFixture opens a copy of a store file from testdata.
-func openFixture(t *testing.T, name string) *BoltStore {
+func openFixture(t *testing.T, name string) *Store {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join("testdata", name))
 	if err != nil {
@@ -33,7 +35,7 @@ func openFixture(t *testing.T, name string) *BoltStore {
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s, err := OpenBolt(path, time.Second)
+	s, err := Open(path, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,24 +45,24 @@ func openFixture(t *testing.T, name string) *BoltStore {
 
 func TestOpensStoreWrittenByV1(t *testing.T) {
 	s := openFixture(t, "store-v1.db")
-	kr := NewKeyring(s, Options{FlushInterval: time.Hour, Policy: Policy{ConfigUsers: map[string]UserRules{"alice": {Scopes: []string{"read"}}}}})
+	kr := keystore.NewKeyring(s, keystore.Options{FlushInterval: time.Hour, Policy: keystore.Policy{ConfigUsers: map[string]keystore.UserRules{"alice": {Scopes: []string{"read"}}}}})
 	defer kr.Close()
 	ctx := context.Background()
 	for _, name := range []string{"alice", "bob"} {
-		k, err := kr.Verify(ctx, v1Keys[name])
-		if err != nil || k.Owner != PasswordUser(name) || k.Title != "made by v1" {
+		k, err := kr.VerifyWithin(ctx, v1Keys[name], nil, "")
+		if err != nil || k.Owner != keystore.PasswordUser(name) || k.Title != "made by v1" {
 			t.Fatalf("%s's v1 key: %+v, %v", name, k, err)
 		}
-		if keys, _ := kr.KeysByOwner(ctx, PasswordUser(name)); len(keys) != 1 || keys[0].Orphaned {
+		if keys, _ := kr.KeysByOwner(ctx, keystore.PasswordUser(name)); len(keys) != 1 || keys[0].Orphaned {
 			t.Fatalf("%s's keys: %+v", name, keys)
 		}
 	}
 	// A token client's key was filed under a bare name, like a password
 	// user's; no such user exists, so it is refused and listed as orphaned.
-	if _, err := kr.Verify(ctx, v1Keys["legacy-jwt-client"]); !errors.Is(err, ErrOrphaned) {
+	if _, err := kr.VerifyWithin(ctx, v1Keys["legacy-jwt-client"], nil, ""); !errors.Is(err, keystore.ErrOrphaned) {
 		t.Fatalf("v1 key of a name that is no password user: %v", err)
 	}
-	keys, _ := kr.KeysByOwner(ctx, PasswordUser("legacy-jwt-client"))
+	keys, _ := kr.KeysByOwner(ctx, keystore.PasswordUser("legacy-jwt-client"))
 	if len(keys) != 1 || !keys[0].Orphaned {
 		t.Fatalf("listing: %+v", keys)
 	}
@@ -85,25 +87,25 @@ var v1UncheckedKeys = map[string]string{
 // the listings of the owners whose names they extend.
 func TestUncheckedOldNamesStayPasswordUsers(t *testing.T) {
 	s := openFixture(t, "store-v1-unchecked-names.db")
-	kr := NewKeyring(s, Options{FlushInterval: time.Hour, Policy: Policy{
-		ConfigUsers: map[string]UserRules{"carol": {}},
-		Sources:     map[string]SourceRules{"jwt:https://a.example": {}},
+	kr := keystore.NewKeyring(s, keystore.Options{FlushInterval: time.Hour, Policy: keystore.Policy{
+		ConfigUsers: map[string]keystore.UserRules{"carol": {}},
+		Sources:     map[string]keystore.SourceRules{"jwt:https://a.example": {}},
 	}})
 	defer kr.Close()
 	ctx := context.Background()
 	for name, secret := range v1UncheckedKeys {
-		k, err := kr.Verify(ctx, secret)
+		k, err := kr.VerifyWithin(ctx, secret, nil, "")
 		if name == "carol" {
 			if err != nil {
 				t.Fatalf("carol's key: %v", err)
 			}
 			continue
 		}
-		if !errors.Is(err, ErrOrphaned) {
+		if !errors.Is(err, keystore.ErrOrphaned) {
 			t.Fatalf("the key stored for %q: %+v, %v; want it refused as orphaned", name, k, err)
 		}
 	}
-	for _, o := range []Owner{Service("deploy"), {Source: "jwt:https://a.example", Name: "ceo"}} {
+	for _, o := range []keystore.Owner{keystore.Service("deploy"), {Source: "jwt:https://a.example", Name: "ceo"}} {
 		if keys, err := kr.KeysByOwner(ctx, o); err != nil || len(keys) != 0 {
 			t.Fatalf("%v lists %+v, %v", o, keys, err)
 		}
@@ -111,11 +113,11 @@ func TestUncheckedOldNamesStayPasswordUsers(t *testing.T) {
 			t.Fatalf("revoking %v removed %+v, %v", o, removed, err)
 		}
 	}
-	keys, err := kr.KeysByOwner(ctx, PasswordUser("carol"))
-	if err != nil || len(keys) != 1 || keys[0].Owner != PasswordUser("carol") {
+	keys, err := kr.KeysByOwner(ctx, keystore.PasswordUser("carol"))
+	if err != nil || len(keys) != 1 || keys[0].Owner != keystore.PasswordUser("carol") {
 		t.Fatalf("carol's listing: %+v, %v", keys, err)
 	}
-	removed, err := kr.RevokeOwner(ctx, PasswordUser("carol"))
+	removed, err := kr.RevokeOwner(ctx, keystore.PasswordUser("carol"))
 	if err != nil || len(removed) != 1 {
 		t.Fatalf("revoking carol: %+v, %v", removed, err)
 	}
@@ -128,7 +130,7 @@ func TestUncheckedOldNamesStayPasswordUsers(t *testing.T) {
 		if !k.Orphaned {
 			t.Fatalf("%+v is not listed as orphaned", k)
 		}
-		if _, err := kr.Delete(ctx, Actor{Operator: true}, k.ID); err != nil {
+		if _, err := kr.Delete(ctx, keystore.Actor{Operator: true}, k.ID); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -139,32 +141,32 @@ func TestUncheckedOldNamesStayPasswordUsers(t *testing.T) {
 // by the key and by digest alone, beside them.
 func TestV1StoreTakesStampedKeys(t *testing.T) {
 	s := openFixture(t, "store-v1.db")
-	err := s.DB().View(func(tx *bolt.Tx) error {
-		if v := binary.BigEndian.Uint64(tx.Bucket(bucketMeta).Get(metaSchemaVersion)); v != SchemaVersion {
-			return fmt.Errorf("schema version %d after opening, want %d", v, SchemaVersion)
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if v := binary.BigEndian.Uint64(tx.Bucket(bucketMeta).Get(metaSchemaVersion)); v != schemaVersion {
+			return fmt.Errorf("schema version %d after opening, want %d", v, schemaVersion)
 		}
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	kr := NewKeyring(s, Options{FlushInterval: time.Hour, Policy: Policy{ConfigUsers: map[string]UserRules{"alice": {}}}})
+	kr := keystore.NewKeyring(s, keystore.Options{FlushInterval: time.Hour, Policy: keystore.Policy{ConfigUsers: map[string]keystore.UserRules{"alice": {}}}})
 	defer kr.Close()
 	ctx := context.Background()
-	m, err := kr.Mint(ctx, Actor{Owner: PasswordUser("alice")}, KeyRequest{Title: "new"})
+	m, err := kr.Mint(ctx, keystore.Actor{Owner: keystore.PasswordUser("alice")}, keystore.KeyRequest{Title: "new"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !m.Stamped || StampOf(m.Secret, DefaultPrefix) != m.ID[:StampLen] {
+	if !m.Stamped || keystore.StampOf(m.Secret, keystore.DefaultPrefix) != m.ID[:keystore.StampLen] {
 		t.Fatalf("minted %q (id %s, stamped %v): want its id's stamp", m.Secret, m.ID, m.Stamped)
 	}
 	for _, key := range []string{v1Keys["alice"], m.Secret} {
-		if k, err := kr.Verify(ctx, key); err != nil || k.Owner != PasswordUser("alice") {
-			t.Fatalf("verify %s: %+v, %v", Preview(key, DefaultPrefix), k, err)
+		if k, err := kr.VerifyWithin(ctx, key, nil, ""); err != nil || k.Owner != keystore.PasswordUser("alice") {
+			t.Fatalf("verify %s: %+v, %v", keystore.Preview(key, keystore.DefaultPrefix), k, err)
 		}
 	}
-	found, err := kr.KeysByHash(ctx, []Hash{HashKey(v1Keys["bob"]), HashKey(m.Secret)})
-	if err != nil || found[0].Owner != PasswordUser("bob") || found[1].ID != m.ID {
+	found, err := kr.KeysByHash(ctx, []keystore.Hash{keystore.HashKey(v1Keys["bob"]), keystore.HashKey(m.Secret)})
+	if err != nil || found[0].Owner != keystore.PasswordUser("bob") || found[1].ID != m.ID {
 		t.Fatalf("KeysByHash = %+v, %v", found, err)
 	}
 }

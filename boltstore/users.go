@@ -1,30 +1,15 @@
-package keystore
+package boltstore
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
-type userRecord struct {
-	PasswordHash string   `json:"password_hash"`
-	Created      int64    `json:"created"`
-	Scopes       []string `json:"scopes,omitempty"`
-	Plan         string   `json:"plan,omitempty"`
-}
-
-func decodeUser(name, v []byte) (User, error) {
-	var r userRecord
-	if err := json.Unmarshal(v, &r); err != nil {
-		return User{}, fmt.Errorf("corrupt user record %q: %w", name, err)
-	}
-	return User{Name: string(name), PasswordHash: r.PasswordHash, Created: fromMicros(r.Created), Scopes: r.Scopes, Plan: r.Plan}, nil
-}
-
-func putUser(tx *bolt.Tx, u User) error {
-	val, err := MarshalUser(u)
+func putUser(tx *bolt.Tx, u keystore.User) error {
+	val, err := keystore.MarshalUser(u)
 	if err != nil {
 		return err
 	}
@@ -32,26 +17,26 @@ func putUser(tx *bolt.Tx, u User) error {
 }
 
 // User returns the stored user name.
-func (s *BoltStore) User(_ context.Context, name string) (User, error) {
-	var u User
+func (s *Store) User(_ context.Context, name string) (keystore.User, error) {
+	var u keystore.User
 	err := s.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketUsers).Get([]byte(name))
 		if v == nil {
-			return ErrNotFound
+			return keystore.ErrNotFound
 		}
 		var err error
-		u, err = decodeUser([]byte(name), v)
+		u, err = keystore.UnmarshalUser(name, v)
 		return err
 	})
 	return u, err
 }
 
 // Users returns every stored user, by name.
-func (s *BoltStore) Users(_ context.Context) ([]User, error) {
-	var out []User
+func (s *Store) Users(_ context.Context) ([]keystore.User, error) {
+	var out []keystore.User
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketUsers).ForEach(func(k, v []byte) error {
-			u, err := decodeUser(k, v)
+			u, err := keystore.UnmarshalUser(string(k), v)
 			out = append(out, u)
 			return err
 		})
@@ -60,28 +45,28 @@ func (s *BoltStore) Users(_ context.Context) ([]User, error) {
 }
 
 // CreateUser adds a user, or returns ErrExists.
-func (s *BoltStore) CreateUser(_ context.Context, u User) error {
-	if err := CheckName(u.Name); err != nil {
+func (s *Store) CreateUser(_ context.Context, u keystore.User) error {
+	if err := keystore.CheckName(u.Name); err != nil {
 		return err
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketUsers).Get([]byte(u.Name)) != nil {
-			return ErrExists
+			return keystore.ErrExists
 		}
 		return putUser(tx, u)
 	})
 }
 
 // UpdateUser applies fn to the stored user name.
-func (s *BoltStore) UpdateUser(_ context.Context, name string, fn func(*User) error) (User, error) {
-	var u User
+func (s *Store) UpdateUser(_ context.Context, name string, fn func(*keystore.User) error) (keystore.User, error) {
+	var u keystore.User
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketUsers).Get([]byte(name))
 		if v == nil {
-			return ErrNotFound
+			return keystore.ErrNotFound
 		}
 		var err error
-		if u, err = decodeUser([]byte(name), v); err != nil {
+		if u, err = keystore.UnmarshalUser(name, v); err != nil {
 			return err
 		}
 		fixed := u
@@ -95,15 +80,15 @@ func (s *BoltStore) UpdateUser(_ context.Context, name string, fn func(*User) er
 }
 
 // DeleteUser removes a user and all their keys in one transaction.
-func (s *BoltStore) DeleteUser(_ context.Context, name string) ([]Key, error) {
-	var removed []Key
+func (s *Store) DeleteUser(_ context.Context, name string) ([]keystore.Key, error) {
+	var removed []keystore.Key
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		users := tx.Bucket(bucketUsers)
 		if users.Get([]byte(name)) == nil {
-			return ErrNotFound
+			return keystore.ErrNotFound
 		}
 		var err error
-		if removed, err = keysOf(tx, PasswordUser(name)); err != nil {
+		if removed, err = keysOf(tx, keystore.PasswordUser(name)); err != nil {
 			return err
 		}
 		for _, k := range removed {
