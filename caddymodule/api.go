@@ -18,6 +18,7 @@ import (
 	"github.com/caddy-apikeys/caddy-apikeys/identity"
 	"github.com/caddy-apikeys/caddy-apikeys/internal/strictjson"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
+	"github.com/caddy-apikeys/caddy-apikeys/presented"
 	"github.com/caddy-apikeys/caddy-apikeys/wire"
 )
 
@@ -118,7 +119,7 @@ func (h *APIHandler) serve(w http.ResponseWriter, r *http.Request, fn func(*http
 		w.Header().Set("Allow", http.MethodPost)
 		return wire.WriteError(w, wire.Fail(http.StatusMethodNotAllowed, "method "+r.Method+" is not allowed; use POST"))
 	}
-	if ct := r.Header.Get("Content-Type"); ct != "" && !isJSON(ct) {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !presented.IsJSON(ct) {
 		return wire.WriteError(w, wire.Fail(http.StatusUnsupportedMediaType, "Content-Type must be application/json, not "+strconv.Quote(ct)))
 	}
 	body, err := h.readBody(w, r)
@@ -300,7 +301,7 @@ func (h *APIHandler) credential(r *http.Request, b *requestBody) (identity.Crede
 		}
 		return identity.Credential{Kind: identity.KindPassword, Username: user, Password: pass}, nil
 	}
-	if token, ok := bearerToken(r); ok {
+	if token, ok := presented.Bearer(r.Header.Get("Authorization")); ok {
 		raw, _ := json.Marshal(token)
 		cred, err := identity.DecodeAuth(raw, h.app.KeyPrefix)
 		if err != nil {

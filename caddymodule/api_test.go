@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-apikeys/caddy-apikeys/presented"
 	"github.com/caddy-apikeys/caddy-apikeys/wire"
 )
 
@@ -106,7 +107,7 @@ func FuzzBearerToken(f *testing.F) {
 	f.Fuzz(func(t *testing.T, header string) {
 		r, _ := http.NewRequest(http.MethodGet, "/", nil)
 		r.Header.Set("Authorization", header)
-		tok, ok := bearerToken(r)
+		tok, ok := presented.Bearer(r.Header.Get("Authorization"))
 		if ok && (tok == "" || tok != strings.TrimSpace(tok)) {
 			t.Fatalf("token %q from %q", tok, header)
 		}

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
+	"github.com/caddy-apikeys/caddy-apikeys/presented"
 )
 
 func init() {
@@ -86,6 +87,7 @@ type APIKeyGate struct {
 
 	app            *App
 	logger         *zap.Logger
+	places         presented.Places
 	cost           int64
 	challenge      string
 	scopeChallenge string
@@ -123,6 +125,7 @@ func (g *APIKeyGate) setUp(app *App, logger *zap.Logger) error {
 	for i, h := range g.Headers {
 		g.Headers[i] = http.CanonicalHeaderKey(h)
 	}
+	g.places = presented.Places{Headers: g.Headers, QueryParam: g.QueryParam, Body: g.Body, MaxBodyBytes: g.MaxBodyBytes}
 	g.cost = 1
 	if g.Cost != nil {
 		if *g.Cost < 0 {
@@ -184,6 +187,51 @@ func (g *APIKeyGate) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	cw := &chargeWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, charge: v.Charge}
 	defer cw.settle()
 	return next.ServeHTTP(cw, r)
+}
+
+// check finds and verifies the request's key, and strips it unless
+// keep_credentials. A missing or refused key is refused (401, with the
+// challenge set); so is a key the store could not look up, which is
+// logged. With body, a body that cannot be read is refused first (see
+// presented.Places.Find).
+func (g *APIKeyGate) check(w http.ResponseWriter, r *http.Request) (*keystore.Key, error) {
+	found, err := g.places.Find(r)
+	var be *presented.BodyError
+	switch {
+	case errors.As(err, &be):
+		return nil, refuse(be.Status, be.Msg)
+	case err != nil:
+		// Two keys: whichever the gateway checked, the upstream might
+		// read the other.
+		w.Header().Set("WWW-Authenticate", g.challenge+`, error="invalid_request"`)
+		g.app.metrics.conflicting.Inc()
+		return nil, refuse(http.StatusUnauthorized, msgTwoKeys)
+	case found.Key == "":
+		w.Header().Set("WWW-Authenticate", g.challenge)
+		return nil, refuse(http.StatusUnauthorized, msgKeyRequired)
+	}
+	k, err := g.app.keyring.VerifyWithin(r.Context(), found.Key, g.app.unknownBudget, clientIP(r))
+	if err != nil {
+		w.Header().Set("WWW-Authenticate", g.challenge+`, error="invalid_token"`)
+		if isRefusal(err) {
+			g.app.metrics.countRefusal(err)
+		} else {
+			// The store cannot tell: refused, as a key it does not know.
+			g.logger.Error("key store failure while checking a key", zapError(err))
+		}
+		return nil, refuse(http.StatusUnauthorized, msgKeyRequired)
+	}
+	g.app.metrics.valid.Inc()
+	if !g.KeepCredentials {
+		g.places.Strip(r, found)
+	}
+	return k, nil
+}
+
+func isRefusal(err error) bool {
+	return errors.Is(err, keystore.ErrMalformedKey) || errors.Is(err, keystore.ErrNotFound) ||
+		errors.Is(err, keystore.ErrExpired) || errors.Is(err, keystore.ErrDisabled) ||
+		errors.Is(err, keystore.ErrOrphaned) || errors.Is(err, keystore.ErrOverBudget)
 }
 
 // Interface guards

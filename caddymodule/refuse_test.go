@@ -160,19 +160,12 @@ func TestRefusalMessagesNeedNoJSONEscaping(t *testing.T) {
 	}
 	rec := httptest.NewRecorder()
 	now := time.Now()
-	msgs := []string{msgKeyRequired, msgTwoKeys, msgStoreUnavailable, msgBodyUnreadable, msgBodyNotJSON,
+	msgs := []string{msgKeyRequired, msgTwoKeys, msgStoreUnavailable,
 		limitedMessage(keystore.Verdict{Reason: keystore.RateLimited, Name: name, Quota: 1 << 62, Window: 10000 * time.Hour}, now),
 		limitedMessage(keystore.Verdict{Reason: keystore.OutOfCredits}, now),
 		limitedMessage(keystore.Verdict{Reason: keystore.OutOfCredits, NextRefill: now.Add(720 * time.Hour)}, now),
 	}
-	for _, m := range bodyFaults {
-		msgs = append(msgs, m)
-	}
-	var tooLarge caddyhttp.HandlerError
-	if !errors.As((&APIKeyGate{MaxBodyBytes: 1 << 62}).bodyTooLarge(), &tooLarge) {
-		t.Fatal("a body over the bound is not refused with an error for the error routes")
-	}
-	msgs = append(msgs, tooLarge.Err.Error())
+	// (The body's refusals: presented's TestBodyMessagesNeedNoJSONEscaping.)
 	for _, s := range scopes {
 		var he caddyhttp.HandlerError
 		if !errors.As(scopeRefusal(rec, "challenge", s), &he) {

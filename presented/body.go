@@ -1,4 +1,4 @@
-package caddymodule
+package presented
 
 import (
 	"bytes"
@@ -18,29 +18,29 @@ import (
 // unread: the upstream might find a key in it that the gate did not
 // check. A request without a body, or with an empty one, carries no key
 // there.
-func (g *APIKeyGate) keyFromBody(r *http.Request) (string, error) {
+func (p *Places) keyFromBody(r *http.Request) (string, error) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return "", nil
 	}
-	if r.ContentLength > g.MaxBodyBytes {
-		return "", g.bodyTooLarge()
+	if r.ContentLength > p.MaxBodyBytes {
+		return "", p.bodyTooLarge()
 	}
-	buf, err := io.ReadAll(io.LimitReader(r.Body, g.MaxBodyBytes+1))
+	buf, err := io.ReadAll(io.LimitReader(r.Body, p.MaxBodyBytes+1))
 	r.Body = readCloser{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
 	switch {
 	case err != nil:
-		return "", refuse(http.StatusBadRequest, msgBodyUnreadable)
-	case int64(len(buf)) > g.MaxBodyBytes: // a body of unknown length
-		return "", g.bodyTooLarge()
+		return "", &BodyError{http.StatusBadRequest, msgBodyUnreadable}
+	case int64(len(buf)) > p.MaxBodyBytes: // a body of unknown length
+		return "", p.bodyTooLarge()
 	case len(bytes.TrimSpace(buf)) == 0:
 		return "", nil
 	}
-	if ct := r.Header.Get("Content-Type"); ct != "" && !isJSON(ct) {
-		return "", refuse(http.StatusUnsupportedMediaType, msgBodyNotJSON)
+	if ct := r.Header.Get("Content-Type"); ct != "" && !IsJSON(ct) {
+		return "", &BodyError{http.StatusUnsupportedMediaType, msgBodyNotJSON}
 	}
 	key, fault := keyInBody(buf)
 	if msg := bodyFaults[fault]; msg != "" {
-		return "", refuse(http.StatusBadRequest, msg)
+		return "", &BodyError{http.StatusBadRequest, msg}
 	}
 	return key, nil
 }
@@ -51,8 +51,8 @@ const (
 	msgBodyNotJSON    = "the request body must be JSON (Content-Type application/json)"
 )
 
-func (g *APIKeyGate) bodyTooLarge() error {
-	return refuse(http.StatusRequestEntityTooLarge, "the request body is larger than the limit of "+strconv.FormatInt(g.MaxBodyBytes, 10)+" bytes")
+func (p *Places) bodyTooLarge() error {
+	return &BodyError{http.StatusRequestEntityTooLarge, "the request body is larger than the limit of " + strconv.FormatInt(p.MaxBodyBytes, 10) + " bytes"}
 }
 
 // bodyFaults are the messages of the body's faults, without the names

@@ -1,4 +1,4 @@
-package caddymodule
+package presented
 
 import (
 	"net/url"
