@@ -201,7 +201,10 @@ func BenchmarkCreateAPIKey(b *testing.B) {
 		b.Fatal(err)
 	}
 	app.audit = zap.NewNop()
-	h := &APIHandler{app: app, PathPrefix: DefaultPathPrefix, MaxBodyBytes: DefaultMaxBodyBytes, logger: zap.NewNop()}
+	h := &APIHandler{}
+	if err := h.setUp(app, zap.NewNop()); err != nil {
+		b.Fatal(err)
+	}
 	token, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "minter", "exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte(secret))
 	if err != nil {
 		b.Fatal(err)

@@ -195,7 +195,10 @@ func TestAPIHandlerStoreFaultIs503WithoutDetail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &APIHandler{app: app, PathPrefix: DefaultPathPrefix, MaxBodyBytes: DefaultMaxBodyBytes, logger: caddy.Log()}
+	h := &APIHandler{}
+	if err := h.setUp(app, caddy.Log()); err != nil {
+		t.Fatal(err)
+	}
 	if err := app.keyring.Store().Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +238,10 @@ func TestHandlersRacingCleanupAnswer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &APIHandler{app: app, PathPrefix: DefaultPathPrefix, MaxBodyBytes: DefaultMaxBodyBytes, logger: caddy.Log()}
+	h := &APIHandler{}
+	if err := h.setUp(app, caddy.Log()); err != nil {
+		t.Fatal(err)
+	}
 	mint := func() int {
 		w := httptest.NewRecorder()
 		r := httptest.NewRequest("POST", "/api/create_api_key", strings.NewReader(`{"auth": {"username": "alice", "password": "pw"}}`))

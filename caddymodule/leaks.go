@@ -13,9 +13,9 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-apikeys/caddy-apikeys/internal/audit"
 	"github.com/caddy-apikeys/caddy-apikeys/leaks"
 	"github.com/caddy-apikeys/caddy-apikeys/notify"
-	"github.com/caddy-apikeys/caddy-apikeys/ops"
 	"github.com/caddy-apikeys/caddy-apikeys/wire"
 )
 
@@ -149,7 +149,7 @@ func (h *LeakHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyh
 		}
 		if rep.Changed { // a report of what already was so tells nothing new
 			k := rep.Key
-			h.app.audit.Info("key leaked", ops.OwnerFields(k.Owner, zap.String("key_id", k.ID), zap.String("action", h.OnLeak),
+			h.app.audit.Info("key leaked", audit.OwnerFields(k.Owner, zap.String("key_id", k.ID), zap.String("action", h.OnLeak),
 				zap.String("found_at", a.URL), zap.String("found_in", a.Source), zap.String("via", "secret_scanning"),
 				zap.String("remote_addr", r.RemoteAddr))...)
 			leaked = append(leaked, notify.KeyEvent(notify.KeyLeaked, k, "action", h.OnLeak, "found_at", a.URL, "found_in", a.Source, "via", "secret_scanning"))

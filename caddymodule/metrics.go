@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/caddy-apikeys/caddy-apikeys/identity"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
@@ -134,3 +135,12 @@ func (m *metrics) Deleted(n int) { m.deleted.Add(float64(n)) }
 
 // Leaked counts keys reported leaked (ops.Counters).
 func (m *metrics) Leaked(n int) { m.leaks.WithLabelValues("true_positive").Add(float64(n)) }
+
+// Rotated counts keys replaced by rotation (api.Counters).
+func (m *metrics) Rotated(n int) { m.rotated.Add(float64(n)) }
+
+// CredentialRefused counts a refused credential of the management
+// endpoints (api.Counters).
+func (m *metrics) CredentialRefused(kind identity.Kind) {
+	m.credentialFailures.WithLabelValues(kind.String()).Inc()
+}

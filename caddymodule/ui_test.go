@@ -3,11 +3,12 @@ package caddymodule
 import (
 	"context"
 
-	"github.com/caddyserver/caddy/v2"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 func TestKeyPageServesAssetsWithHeaders(t *testing.T) {

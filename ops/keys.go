@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-apikeys/caddy-apikeys/internal/audit"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 	"github.com/caddy-apikeys/caddy-apikeys/notify"
 	"github.com/caddy-apikeys/caddy-apikeys/wire"
@@ -136,7 +137,7 @@ var (
 				return wire.CreatedKey{}, wire.Refusal(err, wire.During{})
 			}
 			env.count(func(c Counters) { c.Minted(1) })
-			env.event("key created", OwnerFields(owner, zap.String("key_id", m.ID))...)
+			env.event("key created", audit.OwnerFields(owner, zap.String("key_id", m.ID))...)
 			return wire.NewCreatedKey(m), nil
 		}})
 
@@ -152,7 +153,7 @@ var (
 				return Revoked{}, err
 			}
 			env.count(func(c Counters) { c.Deleted(len(removed)) })
-			env.event("keys of an owner revoked", OwnerFields(owner, zap.Int("keys_revoked", len(removed)))...)
+			env.event("keys of an owner revoked", audit.OwnerFields(owner, zap.Int("keys_revoked", len(removed)))...)
 			env.notify(ctx, notify.RevokedEvents(removed, "via", env.Via)...)
 			return Revoked{KeysRevoked: len(removed)}, nil
 		}})
@@ -165,7 +166,7 @@ var (
 				return None{}, in.notFound(err)
 			}
 			env.count(func(c Counters) { c.Deleted(1) })
-			env.event("key deleted", OwnerFields(k.Owner, zap.String("key_id", in.ID))...)
+			env.event("key deleted", audit.OwnerFields(k.Owner, zap.String("key_id", in.ID))...)
 			env.notify(ctx, notify.KeyEvent(notify.KeyRevoked, k, "via", env.Via))
 			return None{}, nil
 		}})
@@ -185,7 +186,7 @@ var (
 			if err != nil {
 				return Key{}, in.notFound(err)
 			}
-			env.event("key plan changed", OwnerFields(k.Owner, zap.String("key_id", in.ID), zap.String("plan", in.Plan))...)
+			env.event("key plan changed", audit.OwnerFields(k.Owner, zap.String("key_id", in.ID), zap.String("plan", in.Plan))...)
 			return keyView(ctx, env.Keyring, k)
 		}})
 
@@ -233,7 +234,7 @@ func setDisabled(ctx context.Context, env *Env, in KeyID, disabled bool) (Key, e
 			msg = "key disabled"
 			env.notify(ctx, notify.KeyEvent(notify.KeyDisabled, k, "via", env.Via))
 		}
-		env.event(msg, OwnerFields(k.Owner, zap.String("key_id", in.ID))...)
+		env.event(msg, audit.OwnerFields(k.Owner, zap.String("key_id", in.ID))...)
 	}
 	return Key{KeyView: wire.NewKeyView(k), Owner: k.Owner.Name, Source: k.Owner.Source}, nil
 }
@@ -251,6 +252,6 @@ func adjustCredits(ctx context.Context, env *Env, in KeyID, amount int64, set bo
 	if set {
 		msg = "credits set"
 	}
-	env.event(msg, OwnerFields(k.Owner, zap.String("key_id", in.ID), zap.Int64("amount", amount), zap.Int64("remaining", b.Remaining))...)
+	env.event(msg, audit.OwnerFields(k.Owner, zap.String("key_id", in.ID), zap.Int64("amount", amount), zap.Int64("remaining", b.Remaining))...)
 	return *wire.NewCreditsView(b), nil
 }

@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-apikeys/caddy-apikeys/internal/audit"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 	"github.com/caddy-apikeys/caddy-apikeys/notify"
 	"github.com/caddy-apikeys/caddy-apikeys/wire"
@@ -93,7 +94,7 @@ var (
 				}
 				env.count(func(c Counters) { c.Leaked(1) })
 				if rep.Changed {
-					env.event("key leaked", OwnerFields(rep.Key.Owner, zap.String("key_id", rep.Key.ID), zap.String("action", action))...)
+					env.event("key leaked", audit.OwnerFields(rep.Key.Owner, zap.String("key_id", rep.Key.ID), zap.String("action", action))...)
 					env.notify(ctx, notify.KeyEvent(notify.KeyLeaked, rep.Key, "action", action, "via", env.Via))
 				}
 				out[i] = &Key{KeyView: wire.NewKeyView(rep.Key), Owner: rep.Key.Owner.Name, Source: rep.Key.Owner.Source}

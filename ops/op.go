@@ -69,13 +69,6 @@ func (e *Env) count(f func(Counters)) {
 	}
 }
 
-// OwnerFields are the audit log's fields for owner: the name and, apart,
-// its source, followed by fields.
-func OwnerFields(o keystore.Owner, fields ...zap.Field) []zap.Field {
-	out := make([]zap.Field, 0, 2+len(fields)) // one allocation, as the logger keeps them
-	return append(append(out, zap.String("user", o.Name), zap.String("source", o.Source)), fields...)
-}
-
 // None is the input of an operation that takes nothing, and the output of
 // one that answers nothing (204).
 type None struct{}

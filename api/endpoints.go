@@ -1,4 +1,4 @@
-package caddymodule
+package api
 
 import (
 	"encoding/json"
@@ -8,18 +8,18 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-apikeys/caddy-apikeys/internal/audit"
 	"github.com/caddy-apikeys/caddy-apikeys/internal/strictjson"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 	"github.com/caddy-apikeys/caddy-apikeys/notify"
-	"github.com/caddy-apikeys/caddy-apikeys/ops"
 	"github.com/caddy-apikeys/caddy-apikeys/wire"
 )
 
 // MaxGrace is the longest rotation grace period.
 const MaxGrace = 30 * 24 * time.Hour
 
-func (h *APIHandler) createAPIKey(r *http.Request, b *requestBody) (any, error) {
-	id, err := h.caller(r, b, "API keys cannot be used to create API keys.")
+func (s *Server) createAPIKey(r *http.Request, b *requestBody) (any, error) {
+	id, err := s.caller(r, b, "API keys cannot be used to create API keys.")
 	if err != nil {
 		return nil, err
 	}
@@ -27,26 +27,26 @@ func (h *APIHandler) createAPIKey(r *http.Request, b *requestBody) (any, error) 
 	if err != nil {
 		return nil, err
 	}
-	m, err := h.app.keyring.Mint(r.Context(), id.Actor(), req)
+	m, err := s.Keyring.Mint(r.Context(), id.Actor(), req)
 	if err != nil {
-		return nil, wire.Refusal(err, h.app.during(false))
+		return nil, wire.Refusal(err, s.during(false))
 	}
-	h.app.metrics.minted.Inc()
-	h.app.audit.Info("key created", ops.OwnerFields(m.Owner, zap.String("key_id", m.ID),
+	s.count(func(c Counters) { c.Minted(1) })
+	s.Audit.Info("key created", audit.OwnerFields(m.Owner, zap.String("key_id", m.ID),
 		zap.String("via", "api"), zap.String("remote_addr", r.RemoteAddr))...)
 	return wire.NewCreatedKey(m), nil
 }
 
-func (h *APIHandler) fetchAPIKeys(r *http.Request, b *requestBody) (any, error) {
-	id, err := h.caller(r, b, "API keys cannot be used to fetch API keys.")
+func (s *Server) fetchAPIKeys(r *http.Request, b *requestBody) (any, error) {
+	id, err := s.caller(r, b, "API keys cannot be used to fetch API keys.")
 	if err != nil {
 		return nil, err
 	}
-	keys, err := h.app.keyring.KeysByOwner(r.Context(), id.Owner)
+	keys, err := s.Keyring.KeysByOwner(r.Context(), id.Owner)
 	if err != nil {
 		return nil, err
 	}
-	views, err := wire.KeyViews(r.Context(), h.app.keyring, keys)
+	views, err := wire.KeyViews(r.Context(), s.Keyring, keys)
 	if err != nil {
 		return nil, err
 	}
@@ -55,8 +55,8 @@ func (h *APIHandler) fetchAPIKeys(r *http.Request, b *requestBody) (any, error) 
 	}{views}, nil
 }
 
-func (h *APIHandler) deleteAPIKey(r *http.Request, b *requestBody) (any, error) {
-	id, err := h.caller(r, b, "API keys cannot be used to delete API keys.")
+func (s *Server) deleteAPIKey(r *http.Request, b *requestBody) (any, error) {
+	id, err := s.caller(r, b, "API keys cannot be used to delete API keys.")
 	if err != nil {
 		return nil, err
 	}
@@ -64,19 +64,19 @@ func (h *APIHandler) deleteAPIKey(r *http.Request, b *requestBody) (any, error) 
 	if err != nil {
 		return nil, err
 	}
-	deleted, err := h.app.keyring.Delete(r.Context(), id.Actor(), keyID)
+	deleted, err := s.Keyring.Delete(r.Context(), id.Actor(), keyID)
 	if err != nil {
-		return nil, wire.Refusal(err, h.app.during(false))
+		return nil, wire.Refusal(err, s.during(false))
 	}
-	h.app.metrics.deleted.Inc()
-	h.app.audit.Info("key deleted", ops.OwnerFields(id.Owner, zap.String("key_id", keyID),
+	s.count(func(c Counters) { c.Deleted(1) })
+	s.Audit.Info("key deleted", audit.OwnerFields(id.Owner, zap.String("key_id", keyID),
 		zap.String("via", "api"), zap.String("remote_addr", r.RemoteAddr))...)
-	h.app.publish(r.Context(), notify.KeyEvent(notify.KeyRevoked, deleted, "via", "api"))
+	s.publish(r.Context(), notify.KeyEvent(notify.KeyRevoked, deleted, "via", "api"))
 	return nil, nil
 }
 
-func (h *APIHandler) rotateAPIKey(r *http.Request, b *requestBody) (any, error) {
-	id, err := h.caller(r, b, "API keys cannot be used to rotate API keys.")
+func (s *Server) rotateAPIKey(r *http.Request, b *requestBody) (any, error) {
+	id, err := s.caller(r, b, "API keys cannot be used to rotate API keys.")
 	if err != nil {
 		return nil, err
 	}
@@ -88,21 +88,21 @@ func (h *APIHandler) rotateAPIKey(r *http.Request, b *requestBody) (any, error) 
 	if err != nil {
 		return nil, err
 	}
-	next, _, err := h.app.keyring.Rotate(r.Context(), id.Actor(), keyID, grace)
+	next, _, err := s.Keyring.Rotate(r.Context(), id.Actor(), keyID, grace)
 	if err != nil {
-		return nil, wire.Refusal(err, h.app.during(true))
+		return nil, wire.Refusal(err, s.during(true))
 	}
-	h.app.metrics.rotated.Inc()
-	h.app.metrics.minted.Inc()
-	h.app.audit.Info("key rotated", ops.OwnerFields(id.Owner, zap.String("key_id", keyID),
+	s.count(func(c Counters) { c.Rotated(1) })
+	s.count(func(c Counters) { c.Minted(1) })
+	s.Audit.Info("key rotated", audit.OwnerFields(id.Owner, zap.String("key_id", keyID),
 		zap.String("new_key_id", next.ID), zap.Duration("grace", grace),
 		zap.String("via", "api"), zap.String("remote_addr", r.RemoteAddr))...)
 	return wire.NewCreatedKey(next), nil
 }
 
 // during says what the refused request was doing, for wire.Refusal.
-func (a *App) during(rotating bool) wire.During {
-	return wire.During{Rotating: rotating, MaxKeys: a.MaxKeysPerUser}
+func (s *Server) during(rotating bool) wire.During {
+	return wire.During{Rotating: rotating, MaxKeys: s.Keyring.Policy().MaxKeysPerOwner}
 }
 
 // keyIDField reads the required "api_key_id".
