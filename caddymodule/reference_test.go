@@ -12,8 +12,8 @@ import (
 	"testing"
 )
 
-// referenceModules maps the module column of README's JSON reference to
-// the type whose JSON fields it documents.
+// referenceModules maps the module column of the JSON reference
+// (docs/reference.md) to the type whose JSON fields it documents.
 var referenceModules = map[string]any{
 	"app `apikeys`":           App{},
 	"`apikeys.stores.bolt`":   BoltStore{},
@@ -25,24 +25,24 @@ var referenceModules = map[string]any{
 	"handler `apikeys_leaks`": LeakHandler{},
 }
 
-// TestJSONReferenceMatchesTheCode: README's JSON reference names exactly
+// TestJSONReferenceMatchesTheCode: the JSON reference names exactly
 // the JSON fields of each module, and where a field's doc comment states
 // a default, the reference states the same one.
 func TestJSONReferenceMatchesTheCode(t *testing.T) {
-	rows := readmeReference(t)
+	rows := jsonReference(t)
 	docs := fieldDocs(t)
 	for label, v := range referenceModules {
 		typ := reflect.TypeOf(v)
 		fields := jsonFields(typ)
 		documented := rows[label]
 		if documented == nil {
-			t.Errorf("README's JSON reference has no rows for %s", label)
+			t.Errorf("the JSON reference (%s) has no rows for %s", referenceDoc, label)
 			continue
 		}
 		for name, f := range fields {
 			meaning, ok := documented[name]
 			if !ok {
-				t.Errorf("%s: field %q (%s.%s) is not in README's JSON reference", label, name, f.owner, f.goName)
+				t.Errorf("%s: field %q (%s.%s) is not in the JSON reference (%s)", label, name, f.owner, f.goName, referenceDoc)
 				continue
 			}
 			doc := docs[f.owner+"."+f.goName]
@@ -54,24 +54,24 @@ func TestJSONReferenceMatchesTheCode(t *testing.T) {
 				continue // documented with another module's row
 			}
 			def, inDoc := statedDefault(doc)
-			readmeDef, inREADME := statedDefault(meaning)
-			if inDoc != inREADME || normalize(def) != normalize(readmeDef) {
-				t.Errorf("%s: %q: the doc comment says the default is %q; README says %q", label, name, def, readmeDef)
+			refDef, inRef := statedDefault(meaning)
+			if inDoc != inRef || normalize(def) != normalize(refDef) {
+				t.Errorf("%s: %q: the doc comment says the default is %q; %s says %q", label, name, def, referenceDoc, refDef)
 			}
 		}
 		for name := range documented {
 			if _, ok := fields[name]; !ok {
-				t.Errorf("%s: README documents %q, which %s does not have", label, name, typ.Name())
+				t.Errorf("%s: %s documents %q, which %s does not have", label, referenceDoc, name, typ.Name())
 			}
 		}
 	}
 }
 
-// TestJSONReferenceNamesNestedMembers: where README's JSON reference
+// TestJSONReferenceNamesNestedMembers: where the JSON reference
 // shows an object's members inline ({"disabled"?, …}), it names every
 // JSON field of the type behind it.
 func TestJSONReferenceNamesNestedMembers(t *testing.T) {
-	rows := readmeReference(t)
+	rows := jsonReference(t)
 	for _, c := range []struct {
 		name, module, field string
 		types               []any
@@ -87,7 +87,7 @@ func TestJSONReferenceNamesNestedMembers(t *testing.T) {
 			for _, v := range c.types {
 				for name := range jsonFields(reflect.TypeOf(v)) {
 					if !strings.Contains(meaning, `"`+name+`"`) {
-						t.Errorf("%s %q: README does not name its member %q: %s", c.module, c.field, name, meaning)
+						t.Errorf("%s %q: %s does not name its member %q: %s", c.module, c.field, referenceDoc, name, meaning)
 					}
 				}
 			}
@@ -118,16 +118,19 @@ func jsonFields(typ reflect.Type) map[string]jsonField {
 	return out
 }
 
-// readmeReference reads README's JSON table: module label -> field ->
-// the meaning column.
-func readmeReference(t *testing.T) map[string]map[string]string {
-	b, err := os.ReadFile(filepath.Join("..", "README.md"))
+// referenceDoc is the configuration reference, from the repository root.
+const referenceDoc = "docs/reference.md"
+
+// jsonReference reads the reference's JSON table: module label -> field
+// -> the meaning column.
+func jsonReference(t *testing.T) map[string]map[string]string {
+	b, err := os.ReadFile(filepath.Join("..", filepath.FromSlash(referenceDoc)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, section, ok := strings.Cut(string(b), "\n### JSON\n")
+	_, section, ok := strings.Cut(string(b), "\n## JSON\n")
 	if !ok {
-		t.Fatal("README has no JSON reference")
+		t.Fatalf("%s has no JSON reference", referenceDoc)
 	}
 	section, _, _ = strings.Cut(section, "\n## ")
 	out := map[string]map[string]string{}
@@ -205,4 +208,28 @@ func statedDefault(doc string) (string, bool) {
 func normalize(s string) string {
 	s = strings.NewReplacer("`", "", `"`, "", "'", "").Replace(s)
 	return strings.ToLower(strings.Join(strings.Fields(s), " "))
+}
+
+// TestREADMEMinimalCaddyfileAdapts: the minimal Caddyfile README shows
+// is one Caddy reads, with the API, the key check and the upstream.
+func TestREADMEMinimalCaddyfileAdapts(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(b), "\n## A minimal Caddyfile\n")
+	_, block, ok2 := strings.Cut(section, "```caddyfile\n")
+	block, _, ok3 := strings.Cut(block, "```")
+	if !ok || !ok2 || !ok3 {
+		t.Fatal(`README has no Caddyfile under "A minimal Caddyfile"`)
+	}
+	out, err := adapt(t, block)
+	if err != nil {
+		t.Fatalf("README's minimal Caddyfile: %v", err)
+	}
+	for _, handler := range []string{"apikeys_api", "apikey_auth", "reverse_proxy"} {
+		if !strings.Contains(string(out), `"handler":"`+handler+`"`) {
+			t.Errorf("README's minimal Caddyfile has no %s handler: %s", handler, out)
+		}
+	}
 }

@@ -104,7 +104,7 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 	return sorted[min(len(sorted)-1, int(p*float64(len(sorted))))]
 }
 
-// TestGatewaysShareAnEtcdCluster runs the README's Caddyfile.cluster on
+// TestGatewaysShareAnEtcdCluster runs Caddyfile.cluster (docs/cluster.md) on
 // three gateways over a three-member etcd cluster on loopback.
 func TestGatewaysShareAnEtcdCluster(t *testing.T) {
 	c := etcdtest.Start(t, 3)
@@ -377,13 +377,14 @@ http://%s {
 	})
 }
 
-// TestREADMEShowsTheTestedClusterCaddyfile keeps the README's "Running
-// several gateways" example the file the cluster test runs.
+// TestREADMEShowsTheTestedClusterCaddyfile keeps the example of the
+// guide to running several gateways (docs/cluster.md) the file the
+// cluster test runs.
 func TestREADMEShowsTheTestedClusterCaddyfile(t *testing.T) {
-	readme := string(mustRead(t, filepath.Join(repoRoot(t), "README.md")))
+	guide := string(mustRead(t, filepath.Join(repoRoot(t), "docs", "cluster.md")))
 	file := string(mustRead(t, filepath.Join(repoRoot(t), "Caddyfile.cluster")))
-	if !strings.Contains(readme, "```caddyfile\n"+file+"```") {
-		t.Fatal("README.md does not show Caddyfile.cluster verbatim")
+	if !strings.Contains(guide, "```caddyfile\n"+file+"```") {
+		t.Fatal("docs/cluster.md does not show Caddyfile.cluster verbatim")
 	}
 }
 

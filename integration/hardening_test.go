@@ -112,7 +112,7 @@ func (g *hardenedGateway) works(t *testing.T, headers ...string) bool {
 // the secrets in everything the process printed.
 func TestSecretsNeverLogged(t *testing.T) {
 	g := startHardened(t, "log {\n\t\tlevel DEBUG\n\t}\n\tdebug", "")
-	// The site's access log, with the filter the README gives for keys
+	// The site's access log, with the filter the docs give for keys
 	// in a custom header or a query parameter: Caddy logs the request as
 	// it arrived, and redacts only its own credential headers.
 	const accessLog = "\tlog {\n\t\tformat filter {\n\t\t\trequest>headers>X-Api-Key delete\n\t\t\trequest>uri query {\n\t\t\t\tdelete api_key\n\t\t\t}\n\t\t}\n\t}\n"

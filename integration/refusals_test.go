@@ -28,8 +28,8 @@ func basicAuth(user, password string) string {
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+password))
 }
 
-// TestShippedCaddyfilesShapeRefusalsAlike: Caddyfile.cluster (and so the
-// README, which shows it verbatim) answers refusals with the same
+// TestShippedCaddyfilesShapeRefusalsAlike: Caddyfile.cluster (and so
+// docs/cluster.md, which shows it verbatim) answers refusals with the same
 // handle_errors as Caddyfile.example, which TestRefusalsInTheAPIShape runs.
 func TestShippedCaddyfilesShapeRefusalsAlike(t *testing.T) {
 	cluster := string(mustRead(t, filepath.Join(repoRoot(t), "Caddyfile.cluster")))

@@ -7,30 +7,34 @@ import (
 	"testing"
 )
 
+// rulesDoc is the guide that gives operators the scanners' rules, from
+// the repository root.
+const rulesDoc = "docs/leaks-and-notices.md"
+
 // readmeRules returns the gitleaks regular expression and GitHub's
-// custom pattern (format, before, after) that README gives operators.
+// custom pattern (format, before, after) that the docs give operators.
 func readmeRules(t *testing.T) (gitleaks *regexp.Regexp, github *regexp.Regexp) {
 	t.Helper()
-	b, err := os.ReadFile("../README.md")
+	b, err := os.ReadFile("../" + rulesDoc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	readme := string(b)
 	m := regexp.MustCompile(`(?m)^regex = '''(.*)'''$`).FindStringSubmatch(readme)
 	if m == nil {
-		t.Fatal("README has no gitleaks rule")
+		t.Fatalf("%s has no gitleaks rule", rulesDoc)
 	}
 	gitleaks = regexp.MustCompile(m[1])
 	g := regexp.MustCompile("secret format\\s+`([^`]+)`, before secret `([^`]+)`, after secret\\s+`([^`]+)`").FindStringSubmatch(readme)
 	if g == nil {
-		t.Fatal("README has no GitHub custom pattern")
+		t.Fatalf("%s has no GitHub custom pattern", rulesDoc)
 	}
 	// GitHub puts the three parts together like this.
 	github = regexp.MustCompile("(?:" + g[2] + ")(" + g[1] + ")(?:" + g[3] + ")")
 	return gitleaks, github
 }
 
-// The rules README gives for gitleaks and GitHub find generated keys
+// The rules the docs give for gitleaks and GitHub find generated keys
 // wherever they sit, and none of the near misses that differ in shape.
 func TestREADMERulesFindKeys(t *testing.T) {
 	gitleaks, github := readmeRules(t)
