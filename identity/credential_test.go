@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/caddy-apikeys/caddy-apikeys/internal/strictjson/jsonref"
 )
 
 func TestDecodeAuth(t *testing.T) {
@@ -62,8 +64,17 @@ func FuzzDecodeAuth(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		cred, err := DecodeAuth(raw, "sk-")
-		// An object reads as through json.Unmarshal into a map.
-		if trimmed := bytes.TrimSpace(raw); len(trimmed) > 0 && trimmed[0] == '{' {
+		// An object reads as through json.Unmarshal into a map, unless it
+		// is not strict JSON (a member twice, in any letter case), which
+		// the map would silently read one way: that is refused.
+		trimmed := bytes.TrimSpace(raw)
+		if len(trimmed) > 0 && trimmed[0] == '{' && json.Valid(trimmed) && jsonref.Check(trimmed) != nil {
+			if err == nil {
+				t.Fatalf("%q: accepted as %+v, but it is not strict JSON", raw, cred)
+			}
+			return
+		}
+		if len(trimmed) > 0 && trimmed[0] == '{' {
 			wantCred, wantErr := decodeAuthObjectByMap(trimmed, "sk-")
 			if cred != wantCred || fmt.Sprint(err) != fmt.Sprint(wantErr) {
 				t.Fatalf("%q: %+v, %v; through a map %+v, %v", raw, cred, err, wantCred, wantErr)

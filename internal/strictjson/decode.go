@@ -2,8 +2,10 @@ package strictjson
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
+	"maps"
 	"reflect"
 	"strconv"
 	"strings"
@@ -29,44 +31,115 @@ func (e *FieldError) Error() string {
 
 // DecodeObject reads data, a strict JSON object, into the struct v points
 // to, refusing members that v's fields (matched as encoding/json matches
-// them) do not name. Errors are *Error for a document that is not strict
+// them) do not name, at any depth. Errors are *Error for a document that is not strict
 // JSON or not an object, and *FieldError for a member that is unknown or
 // of the wrong type.
 func DecodeObject(data []byte, v any) error {
-	fields := knownMembers(reflect.TypeOf(v).Elem())
-	var unknown *string // (a name may be "")
-	err := Object(data, func(m Member) {
-		if unknown != nil {
-			return
-		}
-		for _, f := range fields {
-			if bytes.EqualFold(m.Name, []byte(f)) {
-				return
-			}
-		}
-		name := string(m.Name)
-		unknown = &name
-	})
-	if err != nil {
+	t := reflect.TypeOf(v).Elem()
+	i := skipSpace(data, 0)
+	if i >= len(data) || data[i] != '{' {
+		return &Error{Reason: NotJSON}
+	}
+	if err := Check(data); err != nil {
 		return err
 	}
-	if unknown != nil {
-		return &FieldError{Member: *unknown}
+	if err := checkKnown(data, t, ""); err != nil {
+		return err
 	}
 	if err := json.Unmarshal(data, v); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) && te.Field != "" {
-			return &FieldError{Member: memberPath(reflect.TypeOf(v).Elem(), te.Field), Want: describe(te.Type)}
+			return &FieldError{Member: memberPath(t, te.Field), Want: describe(te.Type)}
 		}
 		return &Error{Reason: NotJSON}
 	}
 	return nil
 }
 
-// knownMembers lists the member names of struct type t's fields, those of
-// embedded structs included, as encoding/json names them.
-func knownMembers(t reflect.Type) []string {
-	var names []string
+// checkKnown refuses a member of the strict JSON value data, at any
+// depth, that the fields of t (a struct, or a pointer, slice, array or map
+// of one) do not name; path is where data is, for the message. Values of
+// other shapes are left to encoding/json, which names their type errors.
+func checkKnown(data []byte, t reflect.Type, path string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	data = data[skipSpace(data, 0):]
+	if len(data) == 0 {
+		return nil
+	}
+	switch {
+	case (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) && data[0] == '[':
+		return eachElement(data, func(elem []byte) error { return checkKnown(elem, t.Elem(), path) })
+	case t.Kind() == reflect.Map && data[0] == '{':
+		var fault error
+		err := Object(data, func(m Member) {
+			if fault == nil {
+				fault = checkKnown(m.Value, t.Elem(), join(path, string(m.Name)))
+			}
+		})
+		return cmp.Or(err, fault)
+	case t.Kind() != reflect.Struct || data[0] != '{' || reflect.PointerTo(t).Implements(unmarshaler):
+		return nil
+	}
+	fields := knownFields(t)
+	var fault error
+	err := Object(data, func(m Member) {
+		if fault != nil {
+			return
+		}
+		name := string(m.Name)
+		for fname, ft := range fields {
+			if bytes.EqualFold(m.Name, []byte(fname)) {
+				fault = checkKnown(m.Value, ft, join(path, fname))
+				return
+			}
+		}
+		fault = &FieldError{Member: join(path, name)}
+	})
+	if err != nil {
+		return err
+	}
+	return fault
+}
+
+var unmarshaler = reflect.TypeFor[json.Unmarshaler]()
+
+func join(path, name string) string {
+	if path == "" {
+		return name
+	}
+	return path + "." + name
+}
+
+// eachElement hands each element of the strict JSON array data to fn,
+// stopping at its first error.
+func eachElement(data []byte, fn func([]byte) error) error {
+	s := scanner{data: data, i: 1}
+	for {
+		s.skipSpace()
+		if s.i >= len(s.data) || s.data[s.i] == ']' {
+			return nil
+		}
+		if s.data[s.i] == ',' {
+			s.i++
+			continue
+		}
+		start := s.i
+		s.value()
+		if s.i == start {
+			return nil
+		}
+		if err := fn(s.data[start:s.i]); err != nil {
+			return err
+		}
+	}
+}
+
+// knownFields maps the member names of struct type t's fields, those of
+// embedded structs included, as encoding/json names them, to their types.
+func knownFields(t reflect.Type) map[string]reflect.Type {
+	names := map[string]reflect.Type{}
 	for f := range t.Fields() {
 		if !f.IsExported() && !f.Anonymous {
 			continue
@@ -75,11 +148,11 @@ func knownMembers(t reflect.Type) []string {
 		switch {
 		case tag == "-":
 		case f.Anonymous && tag == "" && f.Type.Kind() == reflect.Struct:
-			names = append(names, knownMembers(f.Type)...)
+			maps.Copy(names, knownFields(f.Type))
 		case tag != "":
-			names = append(names, tag)
+			names[tag] = f.Type
 		default:
-			names = append(names, f.Name)
+			names[f.Name] = f.Type
 		}
 	}
 	return names

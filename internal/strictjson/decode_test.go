@@ -42,6 +42,7 @@ func TestDecodeObject(t *testing.T) {
 		{`{"expires_in": "1h"}`, `"expires_in" must be a number`},
 		{`{"nested": {"plan": 1}}`, `"nested.plan" must be a string`},
 		{`{"nested": 1}`, `"nested" must be an object`},
+		{`{"nested": {"plan": "p", "Planet": 1}}`, `unknown member "nested.Planet"`},
 		{`{"hashes": [], "extra": 1}`, `unknown member "extra"`},
 		{`{"hashes": [], "HASHES": []}`, `JSON document has the member "HASHES" more than once (names match in any letter case)`},
 		{`[]`, `JSON document is not valid JSON`},
