@@ -20,6 +20,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/caddy-apikeys/caddy-apikeys/boltstore"
+	"github.com/caddy-apikeys/caddy-apikeys/internal/testutil"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
@@ -282,19 +283,19 @@ func TestHandlersRacingCleanupAnswer(t *testing.T) {
 			}
 		})
 	}
-	// Enough answers on either side of the cleanup, within a bound.
-	waitFor := func(n int) {
-		for deadline := time.Now().Add(20 * time.Second); answered() < n && time.Now().Before(deadline); {
-			time.Sleep(time.Millisecond)
-		}
+	stopLoad := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	defer stopLoad() // also when a wait below fails
+	// Enough answers on either side of the cleanup.
+	waitFor := func(what string, n int) {
+		t.Helper()
+		testutil.Eventually(t, 20*time.Second, what, func() bool { return answered() >= n })
 	}
-	waitFor(64)
+	waitFor("64 mints answered before the cleanup", 64)
 	if err := app.Cleanup(); err != nil {
 		t.Error(err)
 	}
-	waitFor(answered() + 64)
-	close(stop)
-	wg.Wait()
+	waitFor("64 more mints answered after the cleanup", answered()+64)
+	stopLoad()
 	for code := range seen {
 		if code != http.StatusOK && code != http.StatusServiceUnavailable {
 			t.Errorf("answers by status %v: want only 200 and 503", seen)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/caddy-apikeys/caddy-apikeys/internal/etcdtest"
+	"github.com/caddy-apikeys/caddy-apikeys/internal/testutil"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
@@ -14,29 +15,17 @@ import (
 func BenchmarkVerifyCached(b *testing.B) {
 	c := etcdtest.Start(b, 1)
 	s := openBenchStore(b, c)
-	kr := keystore.NewKeyring(s, keystore.Options{FlushInterval: time.Hour})
+	ops := new(storeOps)
+	kr := keystore.NewKeyring(s, keystore.Options{FlushInterval: time.Hour, Observer: ops.observe})
 	defer kr.Close()
 	ctx := context.Background()
 	m, err := kr.Mint(ctx, keystore.Actor{Owner: keystore.Service("alice"), Operator: true}, keystore.KeyRequest{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	// Wait until the watch has reported the creation and caught up (past
-	// the start, from which Staleness counts until the first catch-up).
-	time.Sleep(300 * time.Millisecond)
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if since, _, _ := kr.Staleness(); since < 200*time.Millisecond {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatal("the watch never caught up")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	time.Sleep(100 * time.Millisecond)
-	if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); err != nil {
-		b.Fatal(err)
-	}
+	// Wait until the watch has reported the creation and caught up, and
+	// the key is cached: a verification reads nothing from etcd.
+	testutil.Eventually(b, 10*time.Second, "the key verified from the cache", func() bool { return verifiedFromCache(kr, ops, m.Secret) })
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); err != nil {

@@ -216,8 +216,23 @@ func storeKey(t testing.TB, s *Store) keystore.Key {
 	return k
 }
 
-// mintCached mints a key and uses it until kr has it cached and trusted.
-func mintCached(t *testing.T, kr *keystore.Keyring) keystore.Minted {
+// storeOps counts the store operations of a Keyring it observes
+// (keystore.Options.Observer).
+type storeOps struct{ n atomic.Int64 }
+
+func (o *storeOps) observe(string, time.Duration, error) { o.n.Add(1) }
+
+// verifiedFromCache reports whether kr verifies secret without a store
+// operation, as it does once it has the key cached and trusts its cache.
+func verifiedFromCache(kr *keystore.Keyring, ops *storeOps, secret string) bool {
+	before := ops.n.Load()
+	_, err := kr.VerifyWithin(context.Background(), secret, nil, "")
+	return err == nil && ops.n.Load() == before
+}
+
+// mintCached mints a key and uses it until kr, observed by ops, has it
+// cached and trusted.
+func mintCached(t *testing.T, kr *keystore.Keyring, ops *storeOps) keystore.Minted {
 	t.Helper()
 	ctx := context.Background()
 	m, err := kr.Mint(ctx, keystore.Actor{Owner: keystore.Service("alice"), Operator: true}, keystore.KeyRequest{})
@@ -225,12 +240,9 @@ func mintCached(t *testing.T, kr *keystore.Keyring) keystore.Minted {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 10*time.Second, "the key verifies", func() bool { _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); return err == nil })
-	// Once the key's creation has arrived (it drops fills in flight) and
-	// the watch has caught up, verify again so that the key is cached.
-	time.Sleep(200 * time.Millisecond)
-	if _, err := kr.VerifyWithin(ctx, m.Secret, nil, ""); err != nil {
-		t.Fatal(err)
-	}
+	// Until the key's creation has arrived (it drops fills in flight) and
+	// the watch has caught up, a verification reads the store.
+	testutil.Eventually(t, 10*time.Second, "the key verified from the cache", func() bool { return verifiedFromCache(kr, ops, m.Secret) })
 	return m
 }
 
@@ -239,9 +251,10 @@ func TestKeyringFailsClosedWhenEtcdIsGone(t *testing.T) {
 	s := openStore(t, c, Options{SyncInterval: 50 * time.Millisecond, RequestTimeout: 300 * time.Millisecond})
 	ctx := context.Background()
 	const maxStale = 2 * time.Second
-	kr := keystore.NewKeyring(s, keystore.Options{FlushInterval: time.Hour, MaxStale: maxStale})
+	ops := new(storeOps)
+	kr := keystore.NewKeyring(s, keystore.Options{FlushInterval: time.Hour, MaxStale: maxStale, Observer: ops.observe})
 	defer kr.Close()
-	m := mintCached(t, kr)
+	m := mintCached(t, kr, ops)
 
 	c.Members[0].Kill()
 	stopped := time.Now()
@@ -278,9 +291,10 @@ func TestMemberWithoutQuorumIsNotTrusted(t *testing.T) {
 	defer s.Close()
 	ctx := context.Background()
 	const maxStale = 2 * time.Second
-	kr := keystore.NewKeyring(s, keystore.Options{FlushInterval: time.Hour, MaxStale: maxStale})
+	ops := new(storeOps)
+	kr := keystore.NewKeyring(s, keystore.Options{FlushInterval: time.Hour, MaxStale: maxStale, Observer: ops.observe})
 	defer kr.Close()
-	m := mintCached(t, kr)
+	m := mintCached(t, kr, ops)
 
 	c.Members[1].Kill()
 	c.Members[2].Kill()

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/caddy-apikeys/caddy-apikeys/internal/testutil"
 )
 
 // TestReservationsBoundConcurrentGuesses sends many wrong passwords at
@@ -180,9 +182,7 @@ func TestQueueForHashingIsBounded(t *testing.T) {
 		_, err := v.Authenticate(waiterCtx, Credential{Kind: KindPassword, Username: "alice", Password: "x"}, "a")
 		waiting <- err
 	}()
-	for v.queued.Load() != 1 {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, 10*time.Second, "the first check queued", func() bool { return v.queued.Load() == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := v.Authenticate(ctx, Credential{Kind: KindPassword, Username: "alice", Password: "pw"}, "b"); !errors.Is(err, ErrBusy) {

@@ -77,7 +77,9 @@ func (g *clusterGateway) revoke(t *testing.T, auth, id string) {
 }
 
 // untilRefused polls g with key until it answers 401 and returns how long
-// after start that was; it fails the test after 5s.
+// after start that was; it fails the test after 5s. It polls every
+// millisecond, not with testutil.Eventually's backoff: what it returns
+// is a measurement.
 func (g *clusterGateway) untilRefused(key string, start time.Time) (time.Duration, error) {
 	for {
 		req, _ := http.NewRequest(http.MethodGet, g.base+"/v1/x", nil)
@@ -230,6 +232,8 @@ func TestGatewaysShareAnEtcdCluster(t *testing.T) {
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
+		// Stopped below, and also when a wait fails.
+		defer func() { cancel(); wg.Wait() }()
 		for _, g := range gws { // steady validations on every gateway
 			wg.Go(func() {
 				for ctx.Err() == nil {
@@ -250,9 +254,23 @@ func TestGatewaysShareAnEtcdCluster(t *testing.T) {
 				}
 			}
 		})
-		time.Sleep(time.Second)
+		// answered waits until the clients have had n more answers.
+		answered := func(what string, n int64) {
+			t.Helper()
+			from := requests.Load()
+			testutil.Eventually(t, 60*time.Second, what, func() bool { return requests.Load() >= from+n })
+		}
+		answered("requests before the leader stops", 300)
 		c.Members[leader].Stop()
-		time.Sleep(2 * time.Second)
+		// The two others elect a leader, and serve.
+		for i, m := range c.Members {
+			if i != leader {
+				if err := m.WaitHealthy(30 * time.Second); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		answered("requests with the leader stopped", 600)
 		// Still everything works with two members.
 		k := b.mint(t, auth)
 		if a.status(t, k.APIKey) != http.StatusOK {
@@ -264,7 +282,7 @@ func TestGatewaysShareAnEtcdCluster(t *testing.T) {
 			t.Error(err)
 		}
 		c.Members[leader].Restart(t)
-		time.Sleep(time.Second)
+		answered("requests with the member back", 300)
 		cancel()
 		wg.Wait()
 		t.Logf("%d requests while the leader (%s) stopped and restarted, %d failed", requests.Load(), c.Members[leader].Name, failures.Load())
@@ -306,11 +324,11 @@ func countKeys(t *testing.T, c *etcdtest.Cluster, endpoints []string, serializab
 func TestGatewayWhenEtcdIsUnreachable(t *testing.T) {
 	c := etcdtest.Start(t, 1)
 	dir := t.TempDir()
-	port := holdPort(t)
+	ports := holdPorts(t, 2) // fd/3 the site, fd/4 admin
 	config := filepath.Join(dir, "Caddyfile")
 	const maxStale = 3 * time.Second
 	cfg := fmt.Sprintf(`{
-	admin off
+	%s
 	apikeys {
 		store etcd %s {
 			request_timeout 1s
@@ -328,21 +346,24 @@ http://%s {
 	}
 	respond /v1/* "ok"
 }
-`, c.Endpoints()[0], maxStale, bcryptHash(t, "alicepw"), port.Addr)
+`, adminOption(ports[1], 4), c.Endpoints()[0], maxStale, bcryptHash(t, "alicepw"), ports[0].Addr)
 	if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	startBinary(t, config, dir, []heldPort{port})
-	g := &clusterGateway{name: "A", base: "http://" + port.Addr}
+	startBinary(t, config, dir, ports)
+	g := &clusterGateway{name: "A", base: "http://" + ports[0].Addr, admin: ports[1].Addr}
 	auth := `{"username": "alice", "password": "alicepw"}`
 	seen := g.mint(t, auth)
 	testutil.Eventually(t, 15*time.Second, "the key works", func() bool { return g.status(t, seen.APIKey) == http.StatusOK })
-	// Once the key's creation has arrived (it drops lookups in flight) and
-	// the watch has caught up, use the key again so that it is cached.
-	time.Sleep(500 * time.Millisecond)
-	if s := g.status(t, seen.APIKey); s != http.StatusOK {
-		t.Fatalf("the key: %d", s)
-	}
+	// Until the key's creation has arrived (it drops lookups in flight)
+	// and the watch has caught up, a use of the key reads etcd; once one
+	// does not, the key is cached.
+	metrics := "http://" + g.admin + "/metrics"
+	const reads = `caddy_apikeys_store_operation_duration_seconds_count{operation="key_by_hash"}`
+	testutil.Eventually(t, 15*time.Second, "the key used from the cache", func() bool {
+		before := metricValue(t, metrics, reads)
+		return g.status(t, seen.APIKey) == http.StatusOK && metricValue(t, metrics, reads) == before
+	})
 
 	c.Members[0].Kill()
 	gone := time.Now()
@@ -365,10 +386,16 @@ http://%s {
 	if s := g.status(t, seen.APIKey); s != http.StatusOK && time.Since(gone) < maxStale-time.Second {
 		t.Fatalf("a key seen recently: %d %v after etcd went away, want 200 within max_stale", s, time.Since(gone))
 	}
-	time.Sleep(time.Until(gone.Add(maxStale + 200*time.Millisecond)))
-	if s := g.status(t, seen.APIKey); s != http.StatusUnauthorized {
-		t.Fatalf("a key seen recently: %d past max_stale with etcd gone, want 401 (fail closed)", s)
-	}
+	// Refused once max_stale has passed: no use after it is let through.
+	pastStale := gone.Add(maxStale + 200*time.Millisecond)
+	testutil.Eventually(t, 30*time.Second, "the key seen recently refused with 401 (fail closed)", func() bool {
+		sent := time.Now()
+		s := g.status(t, seen.APIKey)
+		if s != http.StatusUnauthorized && sent.After(pastStale) {
+			t.Fatalf("a key seen recently: %d %v after etcd went away, past max_stale, want 401 (fail closed)", s, sent.Sub(gone))
+		}
+		return s == http.StatusUnauthorized
+	})
 
 	c.Restart(t)
 	testutil.Eventually(t, 15*time.Second, "the key works again", func() bool { return g.status(t, seen.APIKey) == http.StatusOK })

@@ -23,6 +23,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/caddy-apikeys/caddy-apikeys/boltstore"
+	"github.com/caddy-apikeys/caddy-apikeys/internal/testutil"
 )
 
 // hardenedConfig writes a Caddyfile for the real binary: the apikeys app
@@ -132,6 +133,9 @@ func TestSecretsNeverLogged(t *testing.T) {
 	post(t, g.base+"/api/fetch_api_keys", `{"auth": "`+token+`"}`)
 	rotated := decodeCreated(t, post(t, g.base+"/api/rotate_api_key", `{"auth": {"username": "alice", "password": "alicepw"}, "api_key_id": "`+keys[2].ID+`", "grace_seconds": 60}`))
 	keys = append(keys, rotated)
+	metrics := "http://" + g.admin + "/metrics"
+	const flushes = `caddy_apikeys_store_operation_duration_seconds_count{operation="touch_keys"}`
+	flushed := metricValue(t, metrics, flushes)
 	for i, k := range keys {
 		switch i % 4 {
 		case 0:
@@ -146,7 +150,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 		g.works(t, "Authorization", "Bearer "+k.APIKey+"x") // a refused near-miss
 	}
 	post(t, g.base+"/api/delete_api_key", `{"auth": {"username": "alice", "password": "alicepw"}, "api_key_id": "`+keys[0].ID+`"}`)
-	time.Sleep(300 * time.Millisecond) // a last_used flush
+	testutil.Eventually(t, 10*time.Second, "a last_used flush", func() bool { return metricValue(t, metrics, flushes) > flushed })
 	g.stop()
 
 	logs := g.out.String()
@@ -246,6 +250,14 @@ func TestReloadsUnderLoad(t *testing.T) {
 			}
 		})
 	}
+	defer func() { cancel(); wg.Wait() }() // also when a wait below fails
+	answered := func() int64 {
+		var n int64
+		for _, tl := range []*tally{&keyed, &plain} {
+			n += tl.ok.Load() + tl.httpFailed.Load() + tl.resets.Load() + tl.eofs.Load() + tl.otherErrs.Load()
+		}
+		return n
+	}
 	cfg := string(mustRead(t, g.config))
 	for i := range 20 {
 		// A real change each time, so that Caddy does not skip the load.
@@ -254,7 +266,9 @@ func TestReloadsUnderLoad(t *testing.T) {
 		if r.status != 200 {
 			t.Fatalf("reload %d: %d %s", i, r.status, r.body)
 		}
-		time.Sleep(100 * time.Millisecond)
+		// Load on each config: 100 more answers before the next reload.
+		from := answered()
+		testutil.Eventually(t, 30*time.Second, fmt.Sprintf("answers after reload %d", i), func() bool { return answered() >= from+100 })
 	}
 	cancel()
 	wg.Wait()
@@ -317,7 +331,7 @@ func TestKill9DuringMinting(t *testing.T) {
 	var mu sync.Mutex
 	var got []string
 	var wg sync.WaitGroup
-	deadline := time.Now().Add(1500 * time.Millisecond)
+	deadline := time.Now().Add(60 * time.Second) // they stop at the kill
 	mc := &http.Client{Timeout: 5 * time.Second}
 	for range 64 {
 		wg.Go(func() {
@@ -339,7 +353,9 @@ func TestKill9DuringMinting(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(time.Second)
+	// Kill it in the middle of minting, with plenty of keys to check
+	// after (a second of minting gives thousands here).
+	testutil.Eventually(t, 60*time.Second, "1000 keys minted", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) >= 1000 })
 	if err := g.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

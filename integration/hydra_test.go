@@ -103,17 +103,15 @@ log:
 			t.Logf("hydra output:\n%s", out.String())
 		}
 	})
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		if r, err := http.Get(h.admin + "/health/ready"); err == nil {
-			r.Body.Close()
-			if r.StatusCode == 200 {
-				return h
-			}
+	testutil.Eventually(t, 60*time.Second, "hydra ready", func() bool { // its output is logged on failure
+		r, err := http.Get(h.admin + "/health/ready")
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("hydra not ready after 60s:\n%s", out.String())
-		}
-	}
+		r.Body.Close()
+		return r.StatusCode == 200
+	})
+	return h
 }
 
 // client registers a client-credentials client.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/caddy-apikeys/caddy-apikeys/internal/etcdtest"
+	"github.com/caddy-apikeys/caddy-apikeys/internal/testutil"
 )
 
 // TestLimitsAcrossThreeGateways: three gateways over a three-member etcd
@@ -40,14 +41,13 @@ func TestLimitsAcrossThreeGateways(t *testing.T) {
 		rev := c.Revision(t)
 		var out outcome
 		stop := make(chan struct{})
+		defer stopOnFailure(t, &stop)
 		done := make(chan struct{})
 		go func() {
 			load{urls: urls(gws...), key: key, clients: 64, waitRefused: 50 * time.Millisecond, stop: stop}.run(&out)
 			close(done)
 		}()
-		for out.ok.Load() < 150 {
-			time.Sleep(time.Millisecond)
-		}
+		waitAdmitted(t, &out, 150)
 		gws[2].kill()
 		killedAt := out.ok.Load()
 		gws[2].start()
@@ -65,12 +65,11 @@ func TestLimitsAcrossThreeGateways(t *testing.T) {
 		key := mint("alice")
 		var out outcome
 		stop := make(chan struct{})
+		defer stopOnFailure(t, &stop)
 		spread := load{urls: urls(gws...), key: key, clients: 64, stop: stop}
 		done := make(chan struct{})
 		go func() { spread.run(&out); close(done) }()
-		for out.ok.Load() < 150 {
-			time.Sleep(time.Millisecond)
-		}
+		waitAdmitted(t, &out, 150)
 		close(stop)
 		<-done
 		moved := time.Now()
@@ -92,7 +91,10 @@ func TestLimitsAcrossThreeGateways(t *testing.T) {
 			}
 		}
 		last.Store(int64(time.Since(moved)))
-		time.Sleep(time.Second) // any 334th would show now
+		// Any 334th would show now: a's 64 clients have been refused
+		// 960 times more (some 15 each, as in about a second).
+		refused := out.limited.Load()
+		testutil.Eventually(t, 60*time.Second, "more refusals after the 333rd", func() bool { return out.limited.Load() >= refused+64*15 })
 		close(stop)
 		<-done
 		t.Logf("the last of 333 admitted %v after the load moved to one gateway; %d admitted in all",
@@ -120,7 +122,9 @@ func TestLimitsAcrossThreeGateways(t *testing.T) {
 	})
 }
 
-// quiet returns once out has admitted nothing for d, or after most.
+// quiet returns once out has admitted nothing for d, or after most. It
+// waits for an absence (that nothing more is admitted), of which no
+// event tells: its sleep is the pace at which it looks.
 func quiet(out *outcome, d, most time.Duration) {
 	end := time.Now().Add(most)
 	last, since := out.ok.Load(), time.Now()

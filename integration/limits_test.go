@@ -138,6 +138,34 @@ type load struct {
 	stop <-chan struct{}
 }
 
+// stopOnFailure, deferred by a test that runs loads, closes *stop if the
+// test failed (a wait that ended it, say) before closing it itself, so
+// that no clients keep running.
+func stopOnFailure(t *testing.T, stop *chan struct{}) {
+	if t.Failed() {
+		select {
+		case <-*stop:
+		default:
+			close(*stop)
+		}
+	}
+}
+
+// waitAdmitted waits until out has admitted n, and fails the test if not
+// within a minute. It looks every millisecond, not with
+// testutil.Eventually's backoff: what follows (a kill, the load's end)
+// is to come right then, amid the load, not up to 200 ms later.
+func waitAdmitted(t *testing.T, out *outcome, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for out.ok.Load() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d admitted, want %d: not within a minute", out.ok.Load(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // run sends the requests until stop is closed or every client gave up,
 // counting the answers in out.
 func (l load) run(out *outcome) {
@@ -196,14 +224,13 @@ func TestCreditsExactOnOneGateway(t *testing.T) {
 
 	var out outcome
 	stop := make(chan struct{})
+	defer stopOnFailure(t, &stop)
 	done := make(chan struct{})
 	go func() {
 		load{urls: []string{g.base + "/v1/x"}, key: k.APIKey, clients: 64, give429: 20, stop: stop}.run(&out)
 		close(done)
 	}()
-	for out.ok.Load() < 150 {
-		time.Sleep(time.Millisecond)
-	}
+	waitAdmitted(t, &out, 150)
 	g.kill()
 	killedAt := out.ok.Load()
 	g.start()

@@ -187,7 +187,10 @@ func TestNoticesReachReceiversOnce(t *testing.T) {
 		got, _ := rcv.byType()
 		return len(got) == 4
 	})
-	time.Sleep(3 * time.Second) // further scans and polls: nothing more arrives
+	// Further polls: nothing more arrives. An absence check, so a bounded
+	// wait: the binary tells of no poll, and a later event to wait for
+	// would change what is counted below. Each gateway polls every second.
+	time.Sleep(3 * time.Second)
 	got, most := rcv.byType()
 	want := map[string]string{notify.KeyExpiring: expiring.ID, notify.KeyRevoked: revoked.ID, notify.KeyDisabled: disabled.ID, notify.KeyLeaked: leaked.ID}
 	for typ, id := range want {
@@ -290,6 +293,9 @@ http://%s {
 		}
 	}
 	spend(40)
+	// An absence check, so a bounded wait: a notice would be delivered at
+	// once (a local event wakes the delivery), and nothing tells that
+	// none was queued.
 	time.Sleep(500 * time.Millisecond)
 	if got, _ := rcv.byType(); len(got) != 0 {
 		t.Fatalf("notices with 60 of 100 credits left: %v", got)
@@ -300,7 +306,7 @@ http://%s {
 		return len(got[notify.CreditsLow]) == 1
 	})
 	spend(5)
-	time.Sleep(2 * time.Second)
+	time.Sleep(2 * time.Second) // no second notice: an absence check, as above
 	got, most := rcv.byType()
 	if len(got) != 1 || len(got[notify.CreditsLow]) != 1 || got[notify.CreditsLow][0] != key.ID || most != 1 {
 		t.Fatalf("accepted %v (most repeated %d), want one credits.low for %s", got, most, key.ID)

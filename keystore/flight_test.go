@@ -6,7 +6,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
+
+	"github.com/caddy-apikeys/caddy-apikeys/internal/testutil"
 )
 
 // gatedStore holds every KeyByHash until released, counting them.
@@ -24,51 +27,51 @@ func (g *gatedStore) KeyByHash(ctx context.Context, h Hash, stamp string) (Key, 
 
 // TestConcurrentMissesShareOneRead verifies one unknown key and one
 // existing (not yet cached) key from 50 callers each at once: the store
-// is read once for each.
+// is read once for each. It runs in a synctest bubble, so that it can
+// tell when every caller waits.
 func TestConcurrentMissesShareOneRead(t *testing.T) {
-	s := openTestStore(t)
-	g := &gatedStore{Store: s, release: make(chan struct{})}
-	kr := NewKeyring(g, Options{FlushInterval: time.Hour})
-	t.Cleanup(func() { _ = kr.Close() })
-	ctx := context.Background()
-	minted, err := kr.newKey(Service("alice"), minted{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.CreateKey(ctx, minted.Key, CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	unknown, _, _ := NewKeyAndID(DefaultPrefix, time.Now())
-	var wg sync.WaitGroup
-	var found, notFound atomic.Int64
-	for range 50 {
-		for _, key := range []string{minted.Secret, unknown} {
-			wg.Go(func() {
-				k, err := kr.VerifyWithin(ctx, key, nil, "")
-				switch {
-				case err == nil && k.ID == minted.ID:
-					found.Add(1)
-				case errors.Is(err, ErrNotFound):
-					notFound.Add(1)
-				default:
-					t.Errorf("Verify: %v, %v", k, err)
-				}
-			})
+	synctest.Test(t, func(t *testing.T) {
+		s := openTestStore(t)
+		g := &gatedStore{Store: s, release: make(chan struct{})}
+		kr := NewKeyring(g, Options{FlushInterval: time.Hour})
+		t.Cleanup(func() { _ = kr.Close() })
+		ctx := context.Background()
+		minted, err := kr.newKey(Service("alice"), minted{})
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	// Let every caller reach the store or join a read in flight.
-	for g.reads.Load() < 2 {
-		time.Sleep(time.Millisecond)
-	}
-	time.Sleep(200 * time.Millisecond)
-	close(g.release)
-	wg.Wait()
-	if n := g.reads.Load(); n != 2 {
-		t.Fatalf("%d store reads for 100 concurrent misses of 2 digests, want 2", n)
-	}
-	if found.Load() != 50 || notFound.Load() != 50 {
-		t.Fatalf("%d found, %d not found; want 50 each", found.Load(), notFound.Load())
-	}
+		if err := s.CreateKey(ctx, minted.Key, CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		unknown, _, _ := NewKeyAndID(DefaultPrefix, time.Now())
+		var wg sync.WaitGroup
+		var found, notFound atomic.Int64
+		for range 50 {
+			for _, key := range []string{minted.Secret, unknown} {
+				wg.Go(func() {
+					k, err := kr.VerifyWithin(ctx, key, nil, "")
+					switch {
+					case err == nil && k.ID == minted.ID:
+						found.Add(1)
+					case errors.Is(err, ErrNotFound):
+						notFound.Add(1)
+					default:
+						t.Errorf("Verify: %v, %v", k, err)
+					}
+				})
+			}
+		}
+		// Every caller has reached the store or joined a read in flight.
+		synctest.Wait()
+		close(g.release)
+		wg.Wait()
+		if n := g.reads.Load(); n != 2 {
+			t.Fatalf("%d store reads for 100 concurrent misses of 2 digests, want 2", n)
+		}
+		if found.Load() != 50 || notFound.Load() != 50 {
+			t.Fatalf("%d found, %d not found; want 50 each", found.Load(), notFound.Load())
+		}
+	})
 }
 
 // TestSharedReadNotReusedAfterInvalidation starts a read of a key, then
@@ -89,9 +92,7 @@ func TestSharedReadNotReusedAfterInvalidation(t *testing.T) {
 	}
 	first := make(chan error, 1)
 	go func() { _, err := kr.VerifyWithin(ctx, minted.Secret, nil, ""); first <- err }()
-	for g.reads.Load() < 1 {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, 10*time.Second, "the first read", func() bool { return g.reads.Load() >= 1 })
 	// Delete in the store directly (the gate holds only reads), then tell
 	// the cache, as Keyring.Delete and the watch do.
 	if _, err := s.DeleteKey(ctx, minted.ID); err != nil {
@@ -100,9 +101,7 @@ func TestSharedReadNotReusedAfterInvalidation(t *testing.T) {
 	kr.cache.remove(minted.Hash)
 	second := make(chan error, 1)
 	go func() { _, err := kr.VerifyWithin(ctx, minted.Secret, nil, ""); second <- err }()
-	for g.reads.Load() < 2 {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, 10*time.Second, "the second read", func() bool { return g.reads.Load() >= 2 })
 	close(g.release)
 	<-first
 	if err := <-second; !errors.Is(err, ErrNotFound) {

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/caddy-apikeys/caddy-apikeys/internal/testutil"
 )
 
 // watchedStore is a test store that declares itself Watchable and hands
@@ -35,17 +37,14 @@ func (s *watchedStore) KeyByHash(ctx context.Context, h Hash, stamp string) (Key
 
 func (s *watchedStore) w(t *testing.T) KeyWatcher {
 	t.Helper()
-	for range 100 {
+	var w KeyWatcher
+	testutil.Eventually(t, 10*time.Second, "the Keyring starting its watch", func() bool {
 		s.mu.Lock()
-		w := s.watcher
+		w = s.watcher
 		s.mu.Unlock()
-		if w != nil {
-			return w
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatal("the Keyring never started its watch")
-	return nil
+		return w != nil
+	})
+	return w
 }
 
 type fakeClock struct{ ns atomic.Int64 }

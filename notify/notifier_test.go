@@ -3,6 +3,7 @@ package notify
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -78,6 +79,26 @@ func openStore(t *testing.T, path string) *boltstore.Store {
 	}
 	return s
 }
+
+// pollCounter counts a Notifier's polls: each begins by reading the
+// endpoint's queue, and the next begins only once it has delivered what
+// it took. Two more polls than seen so far means one that began after now
+// has ended.
+type pollCounter struct {
+	keystore.NoticeStore
+	polls atomic.Int64
+}
+
+func (s *pollCounter) Notices(ctx context.Context, endpoint string) ([]keystore.Notice, error) {
+	s.polls.Add(1)
+	return s.NoticeStore.Notices(ctx, endpoint)
+}
+
+// shiftedClock is the real time, moved forward by what add was told.
+type shiftedClock struct{ shift atomic.Int64 }
+
+func (c *shiftedClock) now() time.Time      { return time.Now().Add(time.Duration(c.shift.Load())) }
+func (c *shiftedClock) add(d time.Duration) { c.shift.Add(int64(d)) }
 
 func fastConfig(s keystore.NoticeStore, urls ...string) Config {
 	var eps []Endpoint
@@ -173,15 +194,35 @@ func TestOneDeliveryPerEventAcrossGateways(t *testing.T) {
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	var wg sync.WaitGroup
-	for range 2 {
-		n := New(cfg)
+	type gateway struct {
+		scans atomic.Int64 // begun
+		store *pollCounter
+	}
+	var gws [2]gateway
+	for i := range gws {
+		g := &gws[i]
+		g.store = &pollCounter{NoticeStore: s}
+		gcfg := cfg
+		gcfg.Store = g.store
+		gcfg.Keys = func(ctx context.Context) ([]keystore.Key, error) { g.scans.Add(1); return cfg.Keys(ctx) }
+		n := New(gcfg)
 		wg.Go(func() { n.Run(ctx) })
 	}
 	for range 2 { // and a revocation published by one of them
 		_ = New(cfg).Publish(ctx, Event{Type: KeyRevoked, Key: key("gone"), ID: "msg_once"})
 	}
 	testutil.Eventually(t, 10*time.Second, "21 events", func() bool { return len(r.snapshot()) == 21 })
-	time.Sleep(300 * time.Millisecond) // more scans and polls: nothing more arrives
+	// More scans and polls: nothing more arrives. Each gateway ends a
+	// scan that began after now, then a poll that began after those
+	// scans: whatever they queued again would have been delivered.
+	for i := range gws {
+		g, seen := &gws[i], gws[i].scans.Load()
+		testutil.Eventually(t, 10*time.Second, fmt.Sprintf("gateway %d scanning again", i), func() bool { return g.scans.Load() >= seen+2 })
+	}
+	for i := range gws {
+		g, seen := &gws[i], gws[i].store.polls.Load()
+		testutil.Eventually(t, 10*time.Second, fmt.Sprintf("gateway %d polling again", i), func() bool { return g.store.polls.Load() >= seen+2 })
+	}
 	stop()
 	wg.Wait()
 	for id, times := range r.snapshot() {
@@ -199,8 +240,11 @@ func TestGivesUp(t *testing.T) {
 	s := openStore(t, filepath.Join(t.TempDir(), "keys.db"))
 	defer s.Close()
 	r := newReceiver(t, 1<<40)
-	cfg := fastConfig(s, r.URL)
+	polled := &pollCounter{NoticeStore: s}
+	cfg := fastConfig(polled, r.URL)
 	cfg.GiveUpAfter = 200 * time.Millisecond
+	var clock shiftedClock
+	cfg.Now = clock.now
 	var outcomes sync.Map // outcome → *atomic.Int64
 	cfg.OnDelivery = func(typ, outcome string) {
 		c, _ := outcomes.LoadOrStore(typ+" "+outcome, new(atomic.Int64))
@@ -222,7 +266,11 @@ func TestGivesUp(t *testing.T) {
 		t.Fatalf("still queued after it was given up: %+v, %v", q, err)
 	}
 	calls := r.calls.Load()
-	time.Sleep(200 * time.Millisecond)
+	// Any further try would be due within MaxRetry: move the clock past
+	// it, and let a poll begin and end.
+	clock.add(cfg.MaxRetry)
+	seen := polled.polls.Load()
+	testutil.Eventually(t, 10*time.Second, "polling again", func() bool { return polled.polls.Load() >= seen+2 })
 	if r.calls.Load() != calls {
 		t.Fatal("deliveries went on after the notice was given up")
 	}
