@@ -196,16 +196,9 @@ func (g *APIKeyGate) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 // presented.Places.Find).
 func (g *APIKeyGate) check(w http.ResponseWriter, r *http.Request) (*keystore.Key, error) {
 	found, err := g.places.Find(r)
-	var be *presented.BodyError
 	switch {
-	case errors.As(err, &be):
-		return nil, refuse(be.Status, be.Msg)
 	case err != nil:
-		// Two keys: whichever the gateway checked, the upstream might
-		// read the other.
-		w.Header().Set("WWW-Authenticate", g.challenge+`, error="invalid_request"`)
-		g.app.metrics.conflicting.Inc()
-		return nil, refuse(http.StatusUnauthorized, msgTwoKeys)
+		return nil, g.refuseFind(w, err)
 	case found.Key == "":
 		w.Header().Set("WWW-Authenticate", g.challenge)
 		return nil, refuse(http.StatusUnauthorized, msgKeyRequired)
@@ -226,6 +219,21 @@ func (g *APIKeyGate) check(w http.ResponseWriter, r *http.Request) (*keystore.Ke
 		g.places.Strip(r, found)
 	}
 	return k, nil
+}
+
+// refuseFind refuses a request whose key cannot be taken from it: a body
+// the gate cannot read, or two keys. (Apart from check, so that the
+// usual request does not pay for errors.As.)
+func (g *APIKeyGate) refuseFind(w http.ResponseWriter, err error) error {
+	var be *presented.BodyError
+	if errors.As(err, &be) {
+		return refuse(be.Status, be.Msg)
+	}
+	// Two keys: whichever the gateway checked, the upstream might read
+	// the other.
+	w.Header().Set("WWW-Authenticate", g.challenge+`, error="invalid_request"`)
+	g.app.metrics.conflicting.Inc()
+	return refuse(http.StatusUnauthorized, msgTwoKeys)
 }
 
 func isRefusal(err error) bool {

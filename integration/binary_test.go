@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/caddy-apikeys/caddy-apikeys/internal/loopback"
+	"github.com/caddy-apikeys/caddy-apikeys/internal/testutil"
 )
 
 // repoRoot is the module's top directory.
@@ -190,6 +191,7 @@ func caddyCommand(t testing.TB, dataDir string, ports []heldPort, env []string, 
 // an earlier revision a benchmark compares with.
 func binaryCommand(binary, dataDir string, ports []heldPort, env []string, args ...string) *exec.Cmd {
 	cmd := exec.Command(binary, args...)
+	testutil.DieWithParent(cmd)
 	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dataDir, "XDG_CONFIG_HOME="+dataDir, "HOME="+dataDir)
 	cmd.Env = append(cmd.Env, env...)
 	for _, p := range ports {

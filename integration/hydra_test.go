@@ -85,6 +85,7 @@ log:
 	}
 	out := new(syncBuffer)
 	cmd := exec.Command(bin, "serve", "all", "--dev", "--sqa-opt-out", "-c", path)
+	testutil.DieWithParent(cmd)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -118,9 +118,11 @@ func (g *limitsGateway) adminAddr() string { return g.ports[1].Addr }
 // outcome counts the answers of a run of clients.
 type outcome struct {
 	ok, limited, failed atomic.Int64
-	mu                  sync.Mutex
-	admittedAt          []time.Time
-	last429             string
+	// inflight counts the requests sent and not yet answered.
+	inflight   atomic.Int64
+	mu         sync.Mutex
+	admittedAt []time.Time
+	last429    string
 }
 
 // load is a run of clients sending requests with one key.
@@ -148,6 +150,33 @@ func stopOnFailure(t *testing.T, stop *chan struct{}) {
 		default:
 			close(*stop)
 		}
+	}
+}
+
+// killCut kills the gateway of kill amid out's load and returns how many
+// requests were in flight then: only those can have been charged without
+// their client getting the answer (see checkCredits).
+func killCut(out *outcome, kill func()) int64 {
+	cut := out.inflight.Load()
+	kill()
+	return max(cut, out.inflight.Load())
+}
+
+// checkCredits checks that a load on 1000 credits at 3 a request, cut by
+// a kill -9, admitted 333 requests: never more (no credit is given twice),
+// and fewer only by answers the kill cut after they were charged, which
+// their clients (Go's client sends such a GET again) were charged for
+// again. Those are at most the cut requests in flight at the kill (SECURITY.md, Known limits);
+// it happens in about one run of 15 to 25.
+func checkCredits(t *testing.T, out *outcome, cut int64) {
+	t.Helper()
+	switch got := out.ok.Load(); {
+	case got > 333:
+		t.Fatalf("%d requests of cost 3 admitted on 1000 credits across a kill -9: more than the 333 they pay for", got)
+	case got < 333-cut:
+		t.Fatalf("%d requests of cost 3 admitted on 1000 credits across a kill -9: fewer than 333 by more than the %d requests the kill cut", got, cut)
+	case got < 333:
+		t.Logf("%d answers the kill cut after they were charged (of the %d requests in flight)", 333-got, cut)
 	}
 }
 
@@ -181,8 +210,10 @@ func (l load) run(out *outcome) {
 				}
 				req, _ := http.NewRequest(http.MethodGet, l.urls[n%len(l.urls)], nil)
 				req.Header.Set("Authorization", "Bearer "+l.key)
+				out.inflight.Add(1)
 				res, err := client.Do(req)
 				if err != nil {
+					out.inflight.Add(-1)
 					out.failed.Add(1) // the gateway is down: try again
 					time.Sleep(50 * time.Millisecond)
 					continue
@@ -190,6 +221,7 @@ func (l load) run(out *outcome) {
 				body := make([]byte, 512)
 				nr, _ := res.Body.Read(body)
 				res.Body.Close()
+				out.inflight.Add(-1)
 				switch res.StatusCode {
 				case http.StatusOK:
 					in429 = 0
@@ -215,8 +247,9 @@ func (l load) run(out *outcome) {
 }
 
 // TestCreditsExactOnOneGateway: 64 clients spend 1000 credits at 3 a
-// request: exactly 333 are admitted, also when the gateway is killed with
-// -9 in the middle and started again.
+// request: 333 are admitted, also when the gateway is killed with -9 in
+// the middle and started again (checkCredits: never more, and fewer only
+// by answers the kill cut).
 func TestCreditsExactOnOneGateway(t *testing.T) {
 	up := newLimitsUpstream(t)
 	g := startLimitsGateway(t, "", up.URL)
@@ -231,7 +264,7 @@ func TestCreditsExactOnOneGateway(t *testing.T) {
 		close(done)
 	}()
 	waitAdmitted(t, &out, 150)
-	g.kill()
+	cut := killCut(&out, g.kill)
 	killedAt := out.ok.Load()
 	g.start()
 	select {
@@ -243,9 +276,7 @@ func TestCreditsExactOnOneGateway(t *testing.T) {
 	}
 	t.Logf("admitted %d (%d before the kill), refused %d, failed while down %d; the upstream saw %d",
 		out.ok.Load(), killedAt, out.limited.Load(), out.failed.Load(), up.hits.Load())
-	if got := out.ok.Load(); got != 333 {
-		t.Fatalf("%d requests of cost 3 admitted on 1000 credits across a kill -9, want exactly 333", got)
-	}
+	checkCredits(t, &out, cut)
 	if !strings.Contains(out.last429, `"the key's credits are spent"`) || !strings.HasSuffix(out.last429, "Retry-After=") {
 		t.Fatalf("the refusal: %s", out.last429)
 	}

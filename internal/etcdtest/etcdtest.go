@@ -198,6 +198,7 @@ func (m *Member) start() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	cmd := exec.Command(m.args[0], m.args[1:]...)
+	testutil.DieWithParent(cmd)
 	cmd.Dir = m.dir
 	cmd.Stdout, cmd.Stderr = m.log, m.log
 	if err := cmd.Start(); err != nil {
