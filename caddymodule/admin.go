@@ -77,7 +77,7 @@ func serveAdmin(w http.ResponseWriter, r *http.Request) error {
 		return caddy.APIError{HTTPStatus: refused.Status, Err: refused}
 	}
 	a.logger.Error("admin API: key store failure", zap.Error(err))
-	return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: errors.New("the key store is unavailable")}
+	return caddy.APIError{HTTPStatus: wire.Unavailable.Status, Err: wire.Unavailable}
 }
 
 // Interface guard

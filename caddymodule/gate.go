@@ -13,6 +13,7 @@ import (
 
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 	"github.com/caddy-apikeys/caddy-apikeys/presented"
+	"github.com/caddy-apikeys/caddy-apikeys/wire"
 )
 
 func init() {
@@ -162,7 +163,7 @@ func (g *APIKeyGate) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	v, err := k.Limits().Take(r.Context(), g.cost)
 	if err != nil {
 		g.logger.Error("key store failure while charging credits", zapError(err))
-		return refuse(http.StatusServiceUnavailable, msgStoreUnavailable)
+		return refuse(http.StatusServiceUnavailable, wire.Unavailable.Msg)
 	}
 	writeRateLimitFields(w.Header(), v)
 	if !v.Allowed {

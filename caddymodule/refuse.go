@@ -26,9 +26,8 @@ import (
 
 // Messages of the refusals that say the same each time.
 const (
-	msgKeyRequired      = "a valid API key is required"
-	msgTwoKeys          = "the request carries more than one API key"
-	msgStoreUnavailable = "the key store is unavailable; try again later"
+	msgKeyRequired = "a valid API key is required"
+	msgTwoKeys     = "the request carries more than one API key"
 )
 
 // refuse is the refusal with status and msg (made JSON-safe, see

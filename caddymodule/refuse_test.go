@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
+	"github.com/caddy-apikeys/caddy-apikeys/wire"
 )
 
 // inAPIShape is the shipped Caddyfiles' handle_errors body for msg, as
@@ -112,7 +113,7 @@ func TestGateRefusalsAreErrors(t *testing.T) {
 				t.Fatal(err)
 			}
 			return withKey(failing)
-		}, 503, msgStoreUnavailable, nil},
+		}, 503, wire.Unavailable.Msg, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			a := serveGate(g, c.req())
@@ -160,7 +161,7 @@ func TestRefusalMessagesNeedNoJSONEscaping(t *testing.T) {
 	}
 	rec := httptest.NewRecorder()
 	now := time.Now()
-	msgs := []string{msgKeyRequired, msgTwoKeys, msgStoreUnavailable,
+	msgs := []string{msgKeyRequired, msgTwoKeys, wire.Unavailable.Msg,
 		limitedMessage(keystore.Verdict{Reason: keystore.RateLimited, Name: name, Quota: 1 << 62, Window: 10000 * time.Hour}, now),
 		limitedMessage(keystore.Verdict{Reason: keystore.OutOfCredits}, now),
 		limitedMessage(keystore.Verdict{Reason: keystore.OutOfCredits, NextRefill: now.Add(720 * time.Hour)}, now),
