@@ -59,19 +59,27 @@ func TestVerify(t *testing.T) {
 	<-keys.Done()
 }
 
-// A source that answers with no usable key (an empty object, null, an
-// empty list, keys of another kind) keeps the keys known: alerts signed
-// with them still verify.
-func TestBrokenKeyListKeepsTheKeys(t *testing.T) {
-	sc := scannertest.NewScanner(t)
+// faultCountingKeys are the keys of sc, fetched again at once for an
+// unknown key id, with a count of the faults of its list.
+func faultCountingKeys(t *testing.T, sc *scannertest.Scanner) (*Keys, *atomic.Int64) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var faults atomic.Int64
+	t.Cleanup(cancel)
+	faults := new(atomic.Int64)
 	keys, err := NewKeys(ctx, KeysConfig{URL: sc.URL, Refresh: time.Hour, UnknownRefresh: time.Nanosecond,
 		OnError: func(error) { faults.Add(1) }})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return keys, faults
+}
+
+// A source that answers with no usable key (an empty object, null, an
+// empty list, keys of another kind) keeps the keys known: alerts signed
+// with them still verify.
+func TestBrokenKeyListKeepsTheKeys(t *testing.T) {
+	sc := scannertest.NewScanner(t)
+	keys, faults := faultCountingKeys(t, sc)
 	body := []byte(`[{"token":"t"}]`)
 	sig := sc.Sign(t, "k1", body)
 	if err := keys.Verify(body, "k1", sig); err != nil {
@@ -126,14 +134,7 @@ func FuzzVerify(f *testing.F) {
 // even when one reading of it would have given a usable key.
 func TestKeyListIsReadOnce(t *testing.T) {
 	sc := scannertest.NewScanner(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var faults atomic.Int64
-	keys, err := NewKeys(ctx, KeysConfig{URL: sc.URL, Refresh: time.Hour, UnknownRefresh: time.Nanosecond,
-		OnError: func(error) { faults.Add(1) }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	keys, faults := faultCountingKeys(t, sc)
 	body := []byte(`[{"token":"t"}]`)
 	if err := keys.Verify(body, "k1", sc.Sign(t, "k1", body)); err != nil { // the first list is in
 		t.Fatal(err)
