@@ -10,4 +10,7 @@ var (
 	ErrLocked = errors.New("database file is locked by another process")
 	// ErrClosed is returned by operations on a closed store.
 	ErrClosed = errors.New("key store is closed")
+	// ErrDamaged matches every *DamagedError: the file is not a sound
+	// store or backup.
+	ErrDamaged = errors.New("damaged store file")
 )

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
@@ -72,7 +71,7 @@ func Open(path string, timeout time.Duration) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("creating directory for %s: %w", path, err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
+	db, err := openBolt(path, &bolt.Options{
 		Timeout: timeout,
 		// The free pages are kept in a map (as etcd does). The freelist
 		// is written at each commit: not writing it (NoFreelistSync)
@@ -81,14 +80,26 @@ func Open(path string, timeout time.Duration) (*Store, error) {
 		// left the file resident (480 MB at 10⁶ keys; BENCHMARKS.md).
 		FreelistType: bolt.FreelistMapType,
 	})
-	if errors.Is(err, bolterrors.ErrTimeout) {
-		return nil, fmt.Errorf("opening %s: %w (is another Caddy running with it? use 'caddy reload' to change a running server's config)", path, ErrLocked)
-	}
 	if err != nil {
-		return nil, fmt.Errorf("opening %s: %w", path, err)
+		return nil, err
+	}
+	// A damaged file is refused before anything is served from it: a
+	// half-read store would answer some keys and fault on others.
+	if err := checkPages(db, path); err != nil {
+		_ = db.Close()
+		return nil, err
 	}
 	if err := db.Update(initSchema); err != nil {
 		_ = db.Close()
+		var damaged *DamagedError
+		var newer *NewerError
+		switch {
+		case errors.As(err, &damaged):
+			damaged.Path = path
+			return nil, damaged
+		case errors.As(err, &newer):
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
 	s := &Store{
@@ -108,15 +119,10 @@ func initSchema(tx *bolt.Tx) error {
 		}
 	}
 	meta := tx.Bucket(bucketMeta)
-	if v := meta.Get(metaSchemaVersion); v != nil {
-		if len(v) != 8 {
-			return fmt.Errorf("corrupt schema version record")
-		}
-		if got := binary.BigEndian.Uint64(v); got >= schemaVersion {
-			if got > schemaVersion {
-				return fmt.Errorf("schema version %d is newer than this build supports (%d)", got, schemaVersion)
-			}
-			return nil
+	if meta.Get(metaSchemaVersion) != nil {
+		got, err := schemaOf(tx)
+		if err != nil || got == schemaVersion {
+			return err
 		}
 	}
 	return meta.Put(metaSchemaVersion, binary.BigEndian.AppendUint64(nil, schemaVersion))

@@ -2,6 +2,7 @@ package keystore
 
 import (
 	"context"
+	"io"
 	"time"
 )
 
@@ -201,3 +202,39 @@ func Retired(old Key, retireAt time.Time) Key {
 	}
 	return old
 }
+
+// Snapshotter is implemented by stores that can copy every record they
+// hold as it is at one moment, for backups: every key, user, credit
+// account and notice, in bbolt's file format with the layout of package
+// boltstore, so that one restore path serves every backend.
+type Snapshotter interface {
+	// Snapshot begins the copy. The records are those of one moment
+	// (a bbolt read transaction, an etcd revision) however long the copy
+	// takes to write out; writes go on meanwhile.
+	Snapshot(ctx context.Context) (Snapshot, error)
+}
+
+// Snapshot is a consistent copy of a store, ready to be written out.
+type Snapshot interface {
+	// WriteTo writes the copy, Size bytes. It may be called once.
+	WriteTo(w io.Writer) (int64, error)
+	// Size is how many bytes WriteTo writes.
+	Size() int64
+	// Counts says how many records of each kind the copy holds.
+	Counts() Counts
+	// Close releases what the copy holds (a read transaction, a file).
+	Close() error
+}
+
+// Counts are how many records of each kind a store or a backup holds.
+type Counts struct {
+	Keys    int `json:"keys"`
+	Users   int `json:"users"`
+	Credits int `json:"credit_accounts"`
+	// Notices pending, and done ones remembered.
+	Notices     int `json:"notices_pending"`
+	NoticesDone int `json:"notices_done"`
+}
+
+// Empty reports whether there are no records at all.
+func (c Counts) Empty() bool { return c == Counts{} }

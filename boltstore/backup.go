@@ -1,0 +1,281 @@
+package boltstore
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
+)
+
+// A backup is a bbolt file in this package's layout, like a store file,
+// with a manifest in its meta bucket: the format, when it was taken, its
+// record counts and a SHA-256 of every record, so that a backup that was
+// cut short or altered is refused (bbolt's check finds damaged pages,
+// not changed bytes in a record).
+
+// backupFormat is the version of the manifest.
+const backupFormat = 1
+
+var metaBackup = []byte("backup")
+
+// Manifest describes a backup.
+type Manifest struct {
+	// Format is the manifest's version.
+	Format int `json:"format"`
+	// Taken is when the snapshot was taken.
+	Taken time.Time `json:"taken"`
+	// Counts are the records it holds.
+	Counts keystore.Counts `json:"counts"`
+	// Digest is the SHA-256, in hex, of every record but the manifest.
+	Digest string `json:"sha256"`
+}
+
+// snapshot is a consistent copy of a bbolt store: a read transaction.
+type snapshot struct {
+	tx     *bolt.Tx
+	counts keystore.Counts
+}
+
+// Snapshot begins a consistent copy of the store, as of now, while it
+// keeps serving: a read transaction, held until Close, which bbolt lets
+// writers work beside (the file grows meanwhile instead of reusing the
+// pages the copy still reads).
+func (s *Store) Snapshot(context.Context) (keystore.Snapshot, error) {
+	tx, err := s.db.Begin(false)
+	if err != nil {
+		return nil, err
+	}
+	counts, err := checkRecords(tx)
+	if err != nil {
+		_ = tx.Rollback()
+		return nil, err
+	}
+	return &snapshot{tx: tx, counts: counts}, nil
+}
+
+func (sn *snapshot) WriteTo(w io.Writer) (int64, error) { return sn.tx.WriteTo(w) }
+func (sn *snapshot) Size() int64                        { return sn.tx.Size() }
+func (sn *snapshot) Counts() keystore.Counts            { return sn.counts }
+func (sn *snapshot) Close() error                       { return sn.tx.Rollback() }
+
+// SaveBackup writes the snapshot that r reads (size bytes of a bbolt file,
+// holding the records want counts) to path as a backup: to a temporary
+// file beside it, synced, with its manifest added, checked (Check) and
+// only then renamed to path. A short or damaged copy leaves path as it
+// was.
+func SaveBackup(path string, r io.Reader, size int64, want keystore.Counts, taken time.Time) (Report, error) {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return Report{}, err
+	}
+	name := tmp.Name()
+	defer os.Remove(name) // after the rename, there is nothing to remove
+	n, err := io.Copy(tmp, r)
+	if err == nil && n != size {
+		err = fmt.Errorf("the snapshot ended after %d of its %d bytes", n, size)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return Report{}, fmt.Errorf("writing %s: %w", name, err)
+	}
+	if err := addManifest(name, want, taken); err != nil {
+		return Report{}, err
+	}
+	rep, err := Check(name)
+	if err != nil {
+		return rep, fmt.Errorf("the backup written is not sound, %s is left as it was: %w", path, err)
+	}
+	rep.Path = path
+	if err := os.Rename(name, path); err != nil {
+		return rep, err
+	}
+	return rep, syncDir(dir)
+}
+
+// addManifest checks the copied file's records against want and writes
+// its manifest.
+func addManifest(path string, want keystore.Counts, taken time.Time) error {
+	db, err := openBolt(path, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		return err
+	}
+	if err := checkPages(db, path); err != nil {
+		_ = db.Close()
+		return err
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		got, err := checkRecords(tx)
+		if err != nil {
+			return err
+		}
+		if got != want {
+			return &DamagedError{Path: path, Problem: fmt.Sprintf("it holds %+v, the snapshot %+v", got, want)}
+		}
+		m := Manifest{Format: backupFormat, Taken: taken.UTC(), Counts: got, Digest: recordsDigest(tx)}
+		v, err := json.Marshal(m)
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(metaBackup, v)
+	})
+	return errors.Join(err, db.Close())
+}
+
+// checkManifest reads a backup's manifest, if the file has one, and
+// checks its records against it.
+func checkManifest(tx *bolt.Tx, counts keystore.Counts) (*Manifest, error) {
+	v := tx.Bucket(bucketMeta).Get(metaBackup)
+	if v == nil {
+		return nil, nil // a store file
+	}
+	var m Manifest
+	if err := json.Unmarshal(v, &m); err != nil || m.Format == 0 {
+		return nil, &DamagedError{Problem: "its backup manifest is unreadable"}
+	}
+	if m.Format > backupFormat {
+		return &m, fmt.Errorf("its backup format %d is newer than this build reads (%d): restore it with the release that wrote it", m.Format, backupFormat)
+	}
+	if m.Counts != counts {
+		return &m, &DamagedError{Problem: fmt.Sprintf("it holds %+v, its manifest says %+v", counts, m.Counts)}
+	}
+	if got := recordsDigest(tx); got != m.Digest {
+		return &m, &DamagedError{Problem: "its records are not those it was written with (SHA-256 " + got[:12] + "…, manifest " + m.Digest[:min(12, len(m.Digest))] + "…)"}
+	}
+	return &m, nil
+}
+
+// recordsDigest is the SHA-256 of every bucket's name and records, in
+// order, each length-prefixed, the manifest left out.
+func recordsDigest(tx *bolt.Tx) string {
+	h := sha256.New()
+	put := func(b []byte) {
+		_, _ = h.Write(binary.AppendUvarint(nil, uint64(len(b))))
+		_, _ = h.Write(b)
+	}
+	_ = tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+		put(name)
+		return b.ForEach(func(k, v []byte) error {
+			if bytes.Equal(name, bucketMeta) && bytes.Equal(k, metaBackup) {
+				return nil
+			}
+			put(k)
+			put(v)
+			return nil
+		})
+	})
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Restore makes the backup at backup the store file at path, which no
+// process may hold: it checks the backup (Check), copies it beside path,
+// drops its manifest, syncs it and renames it over path. A store file
+// already at path that holds any record is refused unless replace is
+// set.
+func Restore(backup, path string, replace bool) (Report, error) {
+	rep, err := Check(backup)
+	if err != nil {
+		return rep, fmt.Errorf("the backup cannot be restored: %w", err)
+	}
+	if rep.Backup == nil {
+		return rep, fmt.Errorf("%s is a store file, not a backup: take a backup with 'caddy apikeys backup' (its records are checked against what was written), or copy the file yourself", backup)
+	}
+	if err := refuseNonEmpty(path, replace); err != nil {
+		return rep, err
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return rep, err
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".restore-*")
+	if err != nil {
+		return rep, err
+	}
+	name := tmp.Name()
+	defer os.Remove(name)
+	src, err := os.Open(backup)
+	if err == nil {
+		_, err = io.Copy(tmp, src)
+		_ = src.Close()
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return rep, fmt.Errorf("copying %s: %w", backup, err)
+	}
+	db, err := openBolt(name, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		return rep, err
+	}
+	err = db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(metaBackup) })
+	if err = errors.Join(err, db.Close()); err != nil {
+		return rep, err
+	}
+	if err := os.Rename(name, path); err != nil {
+		return rep, err
+	}
+	rep.Path = path
+	return rep, syncDir(dir)
+}
+
+// refuseNonEmpty refuses to replace a store file that holds records,
+// unless replace is set, or one that a process holds.
+func refuseNonEmpty(path string, replace bool) error {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	db, err := openBolt(path, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if errors.Is(err, ErrLocked) {
+		return fmt.Errorf("%s is in use, probably by a running Caddy: stop it before restoring", path)
+	}
+	if err != nil {
+		if replace {
+			return nil // a damaged store is what a restore replaces
+		}
+		return fmt.Errorf("%w; pass --force to replace it", err)
+	}
+	defer db.Close()
+	var counts keystore.Counts
+	err = db.View(func(tx *bolt.Tx) error {
+		var err error
+		counts, err = checkRecords(tx)
+		return err
+	})
+	switch {
+	case err != nil && !replace:
+		return fmt.Errorf("%w; pass --force to replace it", err)
+	case !counts.Empty() && !replace:
+		return fmt.Errorf("%s holds %d keys, %d users and %d credit accounts: pass --force to replace it with the backup", path, counts.Keys, counts.Users, counts.Credits)
+	}
+	return nil
+}
+
+// syncDir syncs a directory, so that a rename in it survives a crash.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	return errors.Join(d.Sync(), d.Close())
+}
