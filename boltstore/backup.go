@@ -70,12 +70,12 @@ func (sn *snapshot) Size() int64                        { return sn.tx.Size() }
 func (sn *snapshot) Counts() keystore.Counts            { return sn.counts }
 func (sn *snapshot) Close() error                       { return sn.tx.Rollback() }
 
-// SaveBackup writes the snapshot that r reads (size bytes of a bbolt file,
-// holding the records want counts) to path as a backup: to a temporary
+// SaveBackup writes the snapshot src (size bytes of a bbolt file, holding
+// the records want counts) to path as a backup: to a temporary
 // file beside it, synced, with its manifest added, checked (Check) and
 // only then renamed to path. A short or damaged copy leaves path as it
 // was.
-func SaveBackup(path string, r io.Reader, size int64, want keystore.Counts, taken time.Time) (Report, error) {
+func SaveBackup(path string, src io.WriterTo, size int64, want keystore.Counts, taken time.Time) (Report, error) {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -83,7 +83,7 @@ func SaveBackup(path string, r io.Reader, size int64, want keystore.Counts, take
 	}
 	name := tmp.Name()
 	defer os.Remove(name) // after the rename, there is nothing to remove
-	n, err := io.Copy(tmp, r)
+	n, err := src.WriteTo(tmp)
 	if err == nil && n != size {
 		err = fmt.Errorf("the snapshot ended after %d of its %d bytes", n, size)
 	}

@@ -8,6 +8,7 @@ import (
 	"hash/fnv"
 	"os"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -163,13 +164,16 @@ func checkPages(db *bolt.DB, path string) error {
 		var problems []string
 		for err := range tx.Check() {
 			if len(problems) < 3 {
-				problems = append(problems, err.Error())
+				// bbolt reports what its check recovered from as
+				// "panic: assertion failed: …": the page found.
+				msg := strings.TrimPrefix(strings.TrimPrefix(err.Error(), "panic: "), "assertion failed: ")
+				problems = append(problems, msg)
 			} else if len(problems) == 3 {
 				problems = append(problems, "…")
 			}
 		}
 		if len(problems) > 0 {
-			return &DamagedError{Path: path, Problem: fmt.Sprintf("bbolt's check failed: %q", problems)}
+			return &DamagedError{Path: path, Problem: "bbolt's check failed: " + strings.Join(problems, "; ")}
 		}
 		return nil
 	})

@@ -123,3 +123,18 @@ func (s *Store) PruneNotices(_ context.Context, endpoint string, now time.Time) 
 }
 
 var _ keystore.NoticeStore = (*Store)(nil)
+
+// PendingNotices lists the pending notices of every endpoint, for copies
+// of the store (restore, migrate).
+func (s *Store) PendingNotices(context.Context) ([]keystore.Notice, error) {
+	var out []keystore.Notice
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketNotices).ForEach(func(k, v []byte) error {
+			endpoint, id, _ := bytes.Cut(k, []byte{0})
+			n, err := keystore.UnmarshalNotice(string(endpoint), string(id), v)
+			out = append(out, n)
+			return err
+		})
+	})
+	return out, err
+}

@@ -71,6 +71,9 @@ func Open(path string, timeout time.Duration) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("creating directory for %s: %w", path, err)
 	}
+	if err := checkBeforeOpen(path, timeout); err != nil {
+		return nil, err
+	}
 	db, err := openBolt(path, &bolt.Options{
 		Timeout: timeout,
 		// The free pages are kept in a map (as etcd does). The freelist
@@ -81,12 +84,6 @@ func Open(path string, timeout time.Duration) (*Store, error) {
 		FreelistType: bolt.FreelistMapType,
 	})
 	if err != nil {
-		return nil, err
-	}
-	// A damaged file is refused before anything is served from it: a
-	// half-read store would answer some keys and fault on others.
-	if err := checkPages(db, path); err != nil {
-		_ = db.Close()
 		return nil, err
 	}
 	if err := db.Update(initSchema); err != nil {
@@ -110,6 +107,23 @@ func Open(path string, timeout time.Duration) (*Store, error) {
 	}
 	go s.writeCreates()
 	return s, nil
+}
+
+// checkBeforeOpen refuses a damaged file before anything is served from
+// it (a half-read store would answer some keys and fault on others): it
+// runs bbolt's check of every page through a read-only handle, closed
+// after, so that the pages the check read do not stay mapped in the
+// gateway's memory. It reads the whole file: about 0.6 s at 10⁶ keys
+// (BENCHMARKS.md).
+func checkBeforeOpen(path string, timeout time.Duration) error {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil // a new store
+	}
+	db, err := openBolt(path, &bolt.Options{ReadOnly: true, Timeout: timeout})
+	if err != nil {
+		return err
+	}
+	return errors.Join(checkPages(db, path), db.Close())
 }
 
 func initSchema(tx *bolt.Tx) error {

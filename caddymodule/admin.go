@@ -37,6 +37,7 @@ func init() {
 //	PUT    /apikeys/users/<name>/scopes    set the scopes a user may give keys: {"scopes"}
 //	PUT    /apikeys/users/<name>/plan      set the plan of a user's keys: {"plan"}
 //	DELETE /apikeys/users/<name>           remove a user and revoke their keys
+//	GET    /apikeys/backup                 a consistent backup of the store (a bbolt file)
 //
 // An owner is "user" (a password user), "service" (an operator-made
 // owner), or "user" with "source" (e.g. a token identity, "source":

@@ -15,7 +15,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "apikeys",
-		Usage: "user|key|migrate|scan <command> [--address <admin>] [--db <file>] [--json]",
+		Usage: "user|key|migrate|scan|backup|restore|check <command> [--address <admin>] [--db <file>] [--json]",
 		Short: "Manages the users and API keys of the apikeys app",
 		Long: `
 Manages the users and API keys of the apikeys app.
@@ -51,7 +51,7 @@ func commands() []*cobra.Command {
 	user.AddCommand(userCommands()...)
 	key := &cobra.Command{Use: "key", Short: "Manages API keys"}
 	key.AddCommand(keyCommands()...)
-	return []*cobra.Command{user, key, migrateCommand(), scanCommand()}
+	return append([]*cobra.Command{user, key, migrateCommand(), scanCommand()}, backupCommands()...)
 }
 
 // summary lists every command with its arguments and flags, from the tree

@@ -28,8 +28,8 @@ source store into the store configured by the apikeys app of the --to
 config, e.g. from a gateway's bbolt file into the etcd cluster that several
 gateways will share. Keys keep working: only their digests are copied.
 
-The source is a bbolt file (--db; the Caddy using it must be stopped) or the
-store of another config (--from). Users and keys already in the destination
+The source is a bbolt file (--db: a stopped gateway's store file, or a
+backup, which is checked first) or the store of another config (--from). Users and keys already in the destination
 are left as they are, so the copy can be run again.
 
   caddy apikeys migrate --db /var/lib/caddy/.local/share/caddy/apikeys.db --to Caddyfile.cluster`,
@@ -59,6 +59,17 @@ func runMigrate(cmd *cobra.Command, _ []string) error {
 	var src keystore.Store
 	var srcUsers []string
 	if db != "" {
+		if rep, err := boltstore.Check(db); err == nil && rep.Backup != nil {
+			var release func() error
+			if src, release, err = openBackup(db); err != nil {
+				return err
+			}
+			defer release()
+		} else if errors.Is(err, boltstore.ErrDamaged) {
+			return fmt.Errorf("the source cannot be read: %w", err)
+		}
+	}
+	if db != "" && src == nil {
 		s, err := boltstore.Open(db, time.Second)
 		if errors.Is(err, boltstore.ErrLocked) {
 			return fmt.Errorf("%s is in use, probably by a running Caddy: stop it first", db)

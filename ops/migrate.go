@@ -23,8 +23,10 @@ type Copied struct {
 	// KeysOrphaned counts keys of password users that the destination
 	// has neither in its config nor in its store: they are refused there
 	// until those users exist.
-	KeysOrphaned int      `json:"keys_orphaned,omitempty"`
-	Orphans      []string `json:"orphaned_users,omitempty"`
+	KeysOrphaned int `json:"keys_orphaned,omitempty"`
+	// NoticesCopied counts pending notices copied (a restore's).
+	NoticesCopied int      `json:"notices_copied,omitempty"`
+	Orphans       []string `json:"orphaned_users,omitempty"`
 }
 
 // copyWorkers is how many keys are copied at once: a remote store answers
@@ -158,5 +160,61 @@ func countOrphans(ctx context.Context, keys []keystore.Key, dst keystore.Store, 
 		}
 	}
 	slices.Sort(m.Orphans)
+	return nil
+}
+
+// pendingNotices is a store that lists the notices of every endpoint.
+type pendingNotices interface {
+	PendingNotices(ctx context.Context) ([]keystore.Notice, error)
+}
+
+// Restore copies a backup, opened as the store src, into dst: its users,
+// keys, credit balances (as they were when it was taken) and pending
+// notices. dst must hold no keys, users or credit accounts unless replace
+// is set; then what it has is kept and what the backup has beside it is
+// added (Copy leaves records dst already has).
+func Restore(ctx context.Context, src, dst keystore.Store, dstUsers []string, replace bool) (Copied, error) {
+	if !replace {
+		if err := refuseRecords(ctx, dst); err != nil {
+			return Copied{}, err
+		}
+	}
+	m, err := Copy(ctx, src, dst, dstUsers)
+	if err != nil {
+		return m, err
+	}
+	from, ok1 := src.(pendingNotices)
+	to, ok2 := dst.(keystore.NoticeStore)
+	if !ok1 || !ok2 {
+		return m, nil
+	}
+	notices, err := from.PendingNotices(ctx)
+	if err == nil && len(notices) > 0 {
+		err = to.AddNotices(ctx, notices)
+	}
+	if err != nil {
+		return m, fmt.Errorf("notices: %w", err)
+	}
+	m.NoticesCopied = len(notices)
+	return m, nil
+}
+
+// refuseRecords fails unless dst holds no keys, users or credit accounts.
+func refuseRecords(ctx context.Context, dst keystore.Store) error {
+	keys, err := dst.Keys(ctx)
+	if err != nil {
+		return err
+	}
+	users, err := dst.Users(ctx)
+	if err != nil {
+		return err
+	}
+	credits, err := dst.CreditAccounts(ctx)
+	if err != nil {
+		return err
+	}
+	if len(keys)+len(users)+len(credits) > 0 {
+		return fmt.Errorf("the destination holds %d keys, %d users and %d credit accounts: restore into an empty store, or pass --force to add the backup's records beside them", len(keys), len(users), len(credits))
+	}
 	return nil
 }

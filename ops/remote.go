@@ -50,9 +50,20 @@ func (c *Remote) call(ctx context.Context, op route, in, out any) error {
 	if c.Origin != "" {
 		req.Header.Set("Origin", c.Origin)
 	}
-	res, err := c.Client.Do(req)
+	client := c.Client
+	stream, isStream := out.(received)
+	if isStream {
+		// A backup takes as long as its size needs; ctx bounds it.
+		unbounded := *client
+		unbounded.Timeout = 0
+		client = &unbounded
+	}
+	res, err := client.Do(req)
 	if err != nil {
 		return &ErrUnreachable{err}
+	}
+	if isStream && res.StatusCode == http.StatusOK {
+		return stream.receive(res)
 	}
 	defer res.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(res.Body, 64<<20))

@@ -46,6 +46,9 @@ func Serve(w http.ResponseWriter, r *http.Request, env *Env) error {
 	if err != nil {
 		return err
 	}
+	if st, ok := res.(streamed); ok {
+		return st.serve(w)
+	}
 	if _, none := res.(None); none {
 		w.WriteHeader(http.StatusNoContent)
 		return nil
