@@ -279,3 +279,102 @@ func syncDir(dir string) error {
 	}
 	return errors.Join(d.Sync(), d.Close())
 }
+
+// Records are every record of a store, read at one moment, for a
+// snapshot of a backend that is not a bbolt file (etcd).
+type Records struct {
+	Keys    []keystore.Key
+	Users   []keystore.User
+	Credits []keystore.CreditAccount
+	// Notices pending, and done ones remembered.
+	Notices, NoticesDone []keystore.Notice
+}
+
+// SnapshotOf writes records into a new bbolt file of this package's
+// layout, in a temporary directory, and returns it as a snapshot; Close
+// removes the file.
+func SnapshotOf(r Records) (keystore.Snapshot, error) {
+	dir, err := os.MkdirTemp("", "apikeys-snapshot-")
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, "snapshot.db")
+	db, err := bolt.Open(path, 0o600, &bolt.Options{NoSync: true}) // synced once, by the backup
+	if err == nil {
+		err = db.Update(func(tx *bolt.Tx) error { return fill(tx, r) })
+	}
+	if err != nil {
+		if db != nil {
+			_ = db.Close()
+		}
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("writing the snapshot: %w", err)
+	}
+	tx, err := db.Begin(false)
+	if err != nil {
+		_ = db.Close()
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	counts, err := checkRecords(tx)
+	if err != nil {
+		_ = tx.Rollback()
+		_ = db.Close()
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	return &fileSnapshot{snapshot: snapshot{tx: tx, counts: counts}, db: db, dir: dir}, nil
+}
+
+// fill writes records into a new file's transaction.
+func fill(tx *bolt.Tx, r Records) error {
+	if err := initSchema(tx); err != nil {
+		return err
+	}
+	for _, k := range r.Keys {
+		if err := putKey(tx, k, nil); err != nil {
+			return err
+		}
+	}
+	for _, u := range r.Users {
+		v, err := keystore.MarshalUser(u)
+		if err == nil {
+			err = tx.Bucket(bucketUsers).Put([]byte(u.Name), v)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	for _, a := range r.Credits {
+		v, err := keystore.MarshalCreditAccount(a)
+		if err == nil {
+			err = tx.Bucket(bucketCredits).Put([]byte(a.ID), v)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	for bucket, notices := range map[string][]keystore.Notice{string(bucketNotices): r.Notices, string(bucketNoticesDone): r.NoticesDone} {
+		for _, n := range notices {
+			v, err := keystore.MarshalNotice(n)
+			if err == nil {
+				err = tx.Bucket([]byte(bucket)).Put(noticeKey(n.Endpoint, n.ID), v)
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// fileSnapshot is a snapshot in a temporary file of its own.
+type fileSnapshot struct {
+	snapshot
+	db  *bolt.DB
+	dir string
+}
+
+func (f *fileSnapshot) Close() error {
+	return errors.Join(f.tx.Rollback(), f.db.Close(), os.RemoveAll(f.dir))
+}

@@ -154,5 +154,8 @@ func (s *Store) Close() error {
 	return s.db.Close()
 }
 
-// Interface guard.
-var _ keystore.Store = (*Store)(nil)
+// Interface guards.
+var (
+	_ keystore.Store       = (*Store)(nil)
+	_ keystore.Snapshotter = (*Store)(nil)
+)

@@ -252,11 +252,11 @@ func ownedBy(keys []keystore.Key, owner keystore.Owner) []keystore.Key {
 }
 
 // rangeAll calls fn for every pair under prefix, in pages read at one
-// revision.
+// revision (the store's, if pinned for a snapshot).
 func (s *Store) rangeAll(ctx context.Context, prefix string, fn func(*mvccpb.KeyValue) error) error {
 	const page = 1000
 	end := clientv3.GetPrefixRangeEnd(prefix)
-	from, rev := prefix, int64(0)
+	from, rev := prefix, s.rev
 	for {
 		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(page)}
 		if rev > 0 {

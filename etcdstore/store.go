@@ -73,6 +73,8 @@ type Store struct {
 	timeout    time.Duration
 	syncEvery  time.Duration
 	logger     *zap.Logger
+	// rev, if set, is the revision listings read at (a snapshot's).
+	rev int64
 }
 
 // New returns a Store that uses cli, which the caller keeps and closes.

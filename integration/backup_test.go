@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/caddy-apikeys/caddy-apikeys/internal/etcdtest"
 	"github.com/caddy-apikeys/caddy-apikeys/internal/testutil"
 )
 
@@ -326,5 +328,78 @@ func TestStoreOfTheFirstReleaseServesItsKeys(t *testing.T) {
 		if r := do(t, http.MethodGet, "http://"+ports[0].Addr+"/v1/", "", "Authorization", "Bearer "+key); r.status != 200 {
 			t.Fatalf("a key of the first release's store: %d %s", r.status, r.body)
 		}
+	}
+}
+
+// TestBackupOfAClusterRestoresIntoAnEmptyPrefix: a backup of a gateway on
+// etcd, taken through its admin API while 16 clients mint, is the
+// cluster's records at one revision; restored into an empty prefix, a
+// gateway on it accepts every key answered before the backup began, and
+// a second restore into the same prefix is refused.
+func TestBackupOfAClusterRestoresIntoAnEmptyPrefix(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	upstream := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer upstream.Close()
+	a := startClusterGateway(t, "A", c, upstream.URL)
+	mustCLI(t, "bobpw\n", "--address", a.admin, "user", "add", "bob")
+	var (
+		mu       sync.Mutex
+		answered []answeredKey
+		stop     atomic.Bool
+		wg       sync.WaitGroup
+	)
+	for range 16 {
+		wg.Go(func() {
+			for !stop.Load() {
+				r := post(t, a.base+"/api/create_api_key", `{"auth": {"username": "bob", "password": "bobpw"}}`)
+				if r.status != 200 {
+					t.Errorf("mint during the backup: %d %s", r.status, r.body)
+					return
+				}
+				mu.Lock()
+				answered = append(answered, answeredKey{decodeCreated(t, r), time.Now()})
+				mu.Unlock()
+			}
+		})
+	}
+	minted := func() int { mu.Lock(); defer mu.Unlock(); return len(answered) }
+	testutil.Eventually(t, 60*time.Second, "200 keys minted", func() bool { return minted() >= 200 })
+	backup := filepath.Join(t.TempDir(), "cluster-backup.db")
+	began := time.Now()
+	out := mustCLI(t, "", "--address", a.admin, "backup", backup)
+	atEnd := minted()
+	testutil.Eventually(t, 60*time.Second, "100 keys minted after the backup", func() bool { return minted() >= atEnd+100 })
+	stop.Store(true)
+	wg.Wait()
+	t.Logf("%s", strings.TrimSpace(out))
+
+	t.Setenv("ETCD_ENDPOINTS", c.Endpoints()[0])
+	t.Setenv("UPSTREAM", strings.TrimPrefix(upstream.URL, "http://"))
+	ports := holdPorts(t, 2)
+	restored := configCopy(t, "Caddyfile.cluster", [][2]string{
+		{"http://{$GATEWAY_ADDR::8000} {\n", "http://{$GATEWAY_ADDR::8000} {\n\tbind fd/3\n"},
+		{"admin {$CADDY_ADMIN:localhost:2019}", adminOption(ports[1], 4)},
+		{"prefix /caddy-apikeys/", "prefix /restored/"},
+	}, nil)
+	out = mustCLI(t, "", "restore", backup, "--to", restored)
+	if !strings.Contains(out, "1 users") {
+		t.Fatalf("restore said:\n%s", out)
+	}
+	if out, ok := cli(t, "", "restore", backup, "--to", restored); ok || !strings.Contains(out, "--force") {
+		t.Fatalf("a second restore into the prefix: ok=%v\n%s", ok, out)
+	}
+	startBinary(t, restored, t.TempDir(), ports, clusterEnv(ports, c.Endpoints(), upstream.URL)...)
+	before := 0
+	for _, k := range answered {
+		if k.at.Before(began) {
+			before++
+			if r := do(t, http.MethodGet, "http://"+ports[0].Addr+"/v1/x", "", "X-Api-Key", k.key.APIKey); r.status != 200 {
+				t.Fatalf("key %s answered before the backup: %d after the restore", k.key.ID, r.status)
+			}
+		}
+	}
+	t.Logf("%d keys answered before the backup work on the restored prefix", before)
+	if r := post(t, "http://"+ports[0].Addr+"/api/create_api_key", `{"auth": {"username": "bob", "password": "bobpw"}}`); r.status != 200 {
+		t.Fatalf("bob after the restore: %d %s", r.status, r.body)
 	}
 }
