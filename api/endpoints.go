@@ -29,6 +29,11 @@ func (s *Server) createAPIKey(r *http.Request, b *requestBody) (any, error) {
 	}
 	m, err := s.Keyring.Mint(r.Context(), id.Actor(), req)
 	if err != nil {
+		if reason := keystore.FaultReason(err); reason != "" {
+			// The audit trail shows the attempt, and why no key came of it.
+			s.Audit.Warn("key not created", audit.OwnerFields(id.Owner, zap.String("reason", reason),
+				zap.String("via", "api"), zap.String("remote_addr", r.RemoteAddr))...)
+		}
 		return nil, wire.Refusal(err, s.during(false))
 	}
 	s.count(func(c Counters) { c.Minted(1) })

@@ -131,7 +131,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, fn func(*http.Req
 	if errors.As(err, &refused) {
 		return wire.WriteError(w, refused)
 	}
-	s.Logger.Error("key store failure", zap.String("endpoint", r.URL.Path), zap.Error(err))
+	s.Logger.Error("key store failure", zap.String("endpoint", r.URL.Path), zap.String("reason", keystore.FaultReason(err)), zap.Error(err))
 	return wire.WriteError(w, wire.Unavailable)
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -162,7 +163,8 @@ func (g *APIKeyGate) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	}
 	v, err := k.Limits().Take(r.Context(), g.cost)
 	if err != nil {
-		g.logger.Error("key store failure while charging credits", zapError(err))
+		g.logger.Error("key store failure while charging credits", zap.String("reason", keystore.FaultReason(err)), zapError(err))
+		w.Header().Set("Retry-After", strconv.Itoa(wire.UnavailableRetry))
 		return refuse(http.StatusServiceUnavailable, wire.Unavailable.Msg)
 	}
 	writeRateLimitFields(w.Header(), v)
@@ -211,7 +213,7 @@ func (g *APIKeyGate) check(w http.ResponseWriter, r *http.Request) (*keystore.Ke
 			g.app.metrics.countRefusal(err)
 		} else {
 			// The store cannot tell: refused, as a key it does not know.
-			g.logger.Error("key store failure while checking a key", zapError(err))
+			g.logger.Error("key store failure while checking a key", zap.String("reason", keystore.FaultReason(err)), zapError(err))
 		}
 		return nil, refuse(http.StatusUnauthorized, msgKeyRequired)
 	}

@@ -20,6 +20,7 @@ type metrics struct {
 	leaks                    *prometheus.CounterVec
 	notices                  *prometheus.CounterVec
 	storeLatency             *prometheus.HistogramVec
+	storeErrors              *prometheus.CounterVec
 
 	// Resolved once: the hot path then costs one atomic add.
 	valid, unknown, malformed, expired, revoked, orphaned, insufficientScope, conflicting, overBudget prometheus.Counter
@@ -51,8 +52,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time taken by key store operations, by operation.",
 			Buckets: []float64{.0001, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"operation"}),
+		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts(opts("store_errors_total",
+			"Key store operations that failed with a storage fault, by operation and reason: disk_full (a write refused for room), timeout, store (any other).")), []string{"operation", "reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.minted, m.deleted, m.rotated, m.validations, m.credentialFailures, m.limited, m.leaks, m.notices, m.storeLatency} {
+	for _, c := range []prometheus.Collector{m.minted, m.deleted, m.rotated, m.validations, m.credentialFailures, m.limited, m.leaks, m.notices, m.storeLatency, m.storeErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -123,8 +126,13 @@ func (m *metrics) countRefusal(err error) {
 }
 
 // observeStore records the latency of a store operation of the Keyring.
-func (m *metrics) observeStore(op string, took time.Duration, _ error) {
+func (m *metrics) observeStore(op string, took time.Duration, err error) {
 	m.storeLatency.WithLabelValues(op).Observe(took.Seconds())
+	if err != nil {
+		if reason := keystore.FaultReason(err); reason != "" {
+			m.storeErrors.WithLabelValues(op, reason).Inc()
+		}
+	}
 }
 
 // Minted counts keys created (ops.Counters).

@@ -1,6 +1,10 @@
 package keystore
 
-import "errors"
+import (
+	"context"
+	"errors"
+	"syscall"
+)
 
 // Every sentinel error of the package, each with its meaning. Callers
 // match them with errors.Is: most are wrapped with details. Errors of
@@ -82,3 +86,35 @@ var (
 	// errUnchanged leaves a key as it is from within UpdateKey.
 	errUnchanged = errors.New("unchanged")
 )
+
+// refusals are the errors above: answers about the request, not faults.
+var refusals = []error{ErrNotFound, ErrExists, ErrLimit, ErrNoticeBusy, ErrMalformedKey, ErrExpired,
+	ErrDisabled, ErrOrphaned, ErrOverBudget, ErrLeaked, ErrRotated, ErrUnknownOwner, ErrBadName,
+	ErrConfigUser, ErrUnknownPlan, ErrNoCredits, ErrPolicyUnknown}
+
+// FaultReason says why a store operation failed, for logs and metrics,
+// when the failure is a storage fault: "disk_full" when the disk, a
+// quota or a file size limit refused a write (the store keeps working,
+// and writes succeed again once there is room), "timeout" when the store
+// did not answer in time, "store" otherwise. It is "" for no fault: nil,
+// the errors above, a refused request, or a caller that left.
+func FaultReason(err error) string {
+	var req *RequestError
+	var scope *ScopeError
+	var orphans *OrphansError
+	switch {
+	case err == nil, errors.Is(err, context.Canceled),
+		errors.As(err, &req), errors.As(err, &scope), errors.As(err, &orphans):
+		return ""
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT), errors.Is(err, syscall.EFBIG):
+		return "disk_full"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	}
+	for _, r := range refusals {
+		if errors.Is(err, r) {
+			return ""
+		}
+	}
+	return "store"
+}

@@ -40,6 +40,10 @@ func mapFile(path string, size int) ([]byte, func() error, error) {
 	} else {
 		size = int(info.Size())
 	}
+	if err := allocate(f, int64(size)); err != nil {
+		f.Close()
+		return nil, nil, err
+	}
 	mem, err := syscall.Mmap(int(f.Fd()), 0, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
 	if err != nil {
 		f.Close()

@@ -22,8 +22,11 @@ func (e *Error) Error() string { return e.Msg }
 func Fail(status int, msg string) *Error { return &Error{Status: status, Msg: msg} }
 
 // Unavailable answers a store fault, whose detail is the operator's, not
-// the caller's.
-var Unavailable = &Error{Status: http.StatusServiceUnavailable, Msg: "the key store is unavailable; try again later"}
+// the caller's; Retry-After says when to try again.
+var Unavailable = &Error{Status: http.StatusServiceUnavailable, Msg: "the key store is unavailable; try again later", RetryAfter: UnavailableRetry}
+
+// UnavailableRetry is Unavailable's Retry-After, in seconds.
+const UnavailableRetry = 5
 
 // KeyNotFound is the one answer for an unknown key id and for another
 // owner's key, so that ids cannot be probed.
