@@ -57,12 +57,20 @@ func (s *Store) Snapshot(context.Context) (keystore.Snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	counts, err := checkRecords(tx)
-	if err != nil {
-		_ = tx.Rollback()
-		return nil, err
+	return &snapshot{tx: tx, counts: countRecords(tx)}, nil
+}
+
+// countRecords counts the records of each kind from the buckets' page
+// statistics, without decoding them (checkRecords does).
+func countRecords(tx *bolt.Tx) keystore.Counts {
+	n := func(name []byte) int {
+		if b := tx.Bucket(name); b != nil {
+			return b.Stats().KeyN
+		}
+		return 0
 	}
-	return &snapshot{tx: tx, counts: counts}, nil
+	return keystore.Counts{Keys: n(bucketKeys), Users: n(bucketUsers), Credits: n(bucketCredits),
+		Notices: n(bucketNotices), NoticesDone: n(bucketNoticesDone)}
 }
 
 func (sn *snapshot) WriteTo(w io.Writer) (int64, error) { return sn.tx.WriteTo(w) }

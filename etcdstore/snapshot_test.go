@@ -54,12 +54,11 @@ func TestSnapshotOfAClusterRestoresEverywhere(t *testing.T) {
 		wg.Go(func() {
 			for !stop.Load() {
 				k := snapshotKey(t, fmt.Sprint("u", i))
-				wasBefore := !began.Load()
 				if err := s.CreateKey(ctx, k, keystore.CreateOptions{}); err != nil {
 					t.Error(err)
 					return
 				}
-				if wasBefore {
+				if !began.Load() { // answered before the snapshot began
 					mu.Lock()
 					before = append(before, k)
 					mu.Unlock()
