@@ -164,7 +164,7 @@ func (g *APIKeyGate) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	v, err := k.Limits().Take(r.Context(), g.cost)
 	if err != nil {
 		g.logger.Error("key store failure while charging credits", zap.String("reason", keystore.FaultReason(err)), zapError(err))
-		w.Header().Set("Retry-After", strconv.Itoa(wire.UnavailableRetry))
+		w.Header().Set("Retry-After", strconv.Itoa(wire.Unavailable.RetryAfter))
 		return refuse(http.StatusServiceUnavailable, wire.Unavailable.Msg)
 	}
 	writeRateLimitFields(w.Header(), v)

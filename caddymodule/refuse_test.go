@@ -113,7 +113,7 @@ func TestGateRefusalsAreErrors(t *testing.T) {
 				t.Fatal(err)
 			}
 			return withKey(failing)
-		}, 503, wire.Unavailable.Msg, nil},
+		}, 503, wire.Unavailable.Msg, map[string]string{"Retry-After": "1"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			a := serveGate(g, c.req())

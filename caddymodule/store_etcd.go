@@ -55,7 +55,9 @@ type EtcdStore struct {
 	TLS *EtcdTLS `json:"tls,omitempty"`
 
 	// How long startup waits for the cluster to answer before failing
-	// with a clear error. Default: 5s.
+	// with a clear error, and how long each later try to connect to a
+	// member may take (tries follow each other at most 1s apart).
+	// Default: 5s.
 	DialTimeout caddy.Duration `json:"dial_timeout,omitempty"`
 
 	// Bound on each etcd request; a write that cannot complete in time

@@ -33,6 +33,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
@@ -94,14 +96,37 @@ func New(cli *clientv3.Client, opts Options) *Store {
 	return &Store{cli: cli, prefix: opts.Prefix, timeout: opts.RequestTimeout, syncEvery: opts.SyncInterval, logger: opts.Logger}
 }
 
+// Connections to members, unless the caller's clientv3.Config says
+// otherwise: a connection that hears nothing for keepAliveTime (gRPC's
+// least) is pinged and dropped if the ping goes unanswered within the
+// request timeout, and a member is dialled again at most maxRedialDelay
+// after a failed try, each try having DialTimeout. gRPC's defaults (no
+// pings, retries backing off to 2 minutes, 20 s per try) let a gateway
+// whose connections a network cut left dead keep them after the network
+// healed, or wait minutes to dial again (TestGatewayCutOffFromEtcd).
+const (
+	keepAliveTime  = 10 * time.Second
+	maxRedialDelay = time.Second
+)
+
 // Open connects to the cluster described by cfg and checks within
 // cfg.DialTimeout (default 5s) that it answers, so that a wrong endpoint
-// or credential fails at startup with a clear error. Close closes the
-// client.
+// or credential fails at startup with a clear error. Unless cfg sets its
+// own, connections are kept alive and dialled again as the constants
+// above say. Close closes the client.
 func Open(cfg clientv3.Config, opts Options) (*Store, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 5 * time.Second
 	}
+	if cfg.DialKeepAliveTime <= 0 {
+		cfg.DialKeepAliveTime = keepAliveTime
+		cfg.DialKeepAliveTimeout = cmp.Or(opts.RequestTimeout, DefaultRequestTimeout)
+	}
+	// Before the caller's options, which may override it.
+	cfg.DialOptions = append([]grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: maxRedialDelay},
+		MinConnectTimeout: cfg.DialTimeout,
+	})}, cfg.DialOptions...)
 	cli, err := clientv3.New(cfg) // signs in, if a username is set
 	if err != nil {
 		return nil, explainOpen(err, cfg, cmp.Or(opts.Prefix, DefaultPrefix))

@@ -30,10 +30,17 @@ type clusterGateway struct {
 
 func startClusterGateway(t *testing.T, name string, c *etcdtest.Cluster, upstream string) *clusterGateway {
 	t.Helper()
+	return startClusterGatewayAt(t, name, c.Endpoints(), upstream)
+}
+
+// startClusterGatewayAt is startClusterGateway reaching the cluster at
+// endpoints (through proxies, say).
+func startClusterGatewayAt(t *testing.T, name string, endpoints []string, upstream string) *clusterGateway {
+	t.Helper()
 	dir := t.TempDir()
 	ports := holdPorts(t, 2)
 	g := &clusterGateway{name: name, base: "http://" + ports[0].Addr, admin: ports[1].Addr}
-	g.runningCaddy = startBinary(t, clusterCopy(t, ports), dir, ports, clusterEnv(ports, c.Endpoints(), upstream)...)
+	g.runningCaddy = startBinary(t, clusterCopy(t, ports), dir, ports, clusterEnv(ports, endpoints, upstream)...)
 	return g
 }
 

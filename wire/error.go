@@ -22,11 +22,10 @@ func (e *Error) Error() string { return e.Msg }
 func Fail(status int, msg string) *Error { return &Error{Status: status, Msg: msg} }
 
 // Unavailable answers a store fault, whose detail is the operator's, not
-// the caller's; Retry-After says when to try again.
-var Unavailable = &Error{Status: http.StatusServiceUnavailable, Msg: "the key store is unavailable; try again later", RetryAfter: UnavailableRetry}
-
-// UnavailableRetry is Unavailable's Retry-After, in seconds.
-const UnavailableRetry = 5
+// the caller's. Its Retry-After is a second: nobody here knows when the
+// store will answer again, and a retry costs the gateway no more than the
+// request timeout it already waited.
+var Unavailable = &Error{Status: http.StatusServiceUnavailable, Msg: "the key store is unavailable; try again later", RetryAfter: 1}
 
 // KeyNotFound is the one answer for an unknown key id and for another
 // owner's key, so that ids cannot be probed.
