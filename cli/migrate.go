@@ -69,7 +69,9 @@ func runMigrate(cmd *cobra.Command, _ []string) error {
 			return fmt.Errorf("the source cannot be read: %w", err)
 		}
 	}
-	if db != "" && src == nil {
+	switch {
+	case src != nil: // a backup
+	case db != "":
 		s, err := boltstore.Open(db, time.Second)
 		if errors.Is(err, boltstore.ErrLocked) {
 			return fmt.Errorf("%s is in use, probably by a running Caddy: stop it first", db)
@@ -79,7 +81,7 @@ func runMigrate(cmd *cobra.Command, _ []string) error {
 		}
 		defer s.Close()
 		src = s
-	} else {
+	default:
 		s, users, release, err := openConfiguredStore(from, adapter)
 		if err != nil {
 			return fmt.Errorf("source %s: %w", from, err)

@@ -388,6 +388,18 @@ func TestBackupOfAClusterRestoresIntoAnEmptyPrefix(t *testing.T) {
 	if out, ok := cli(t, "", "restore", backup, "--to", restored); ok || !strings.Contains(out, "--force") {
 		t.Fatalf("a second restore into the prefix: ok=%v\n%s", ok, out)
 	}
+	// migrate takes a backup as its source too, and checks it first.
+	migrated := configCopy(t, "Caddyfile.cluster", [][2]string{{"prefix /caddy-apikeys/", "prefix /migrated/"}}, nil)
+	if out := mustCLI(t, "", "migrate", "--db", backup, "--to", migrated); !strings.Contains(out, "users: 1 copied") || !strings.Contains(out, "keys: ") {
+		t.Fatalf("migrate from the backup said:\n%s", out)
+	}
+	cut := filepath.Join(t.TempDir(), "cut.db")
+	if err := os.WriteFile(cut, mustReadTB(t, backup)[:4096*3], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, ok := cli(t, "", "migrate", "--db", cut, "--to", migrated); ok || !strings.Contains(out, "is damaged") {
+		t.Fatalf("migrate from a backup cut short: ok=%v\n%s", ok, out)
+	}
 	startBinary(t, restored, t.TempDir(), ports, clusterEnv(ports, c.Endpoints(), upstream.URL)...)
 	before := 0
 	for _, k := range answered {
