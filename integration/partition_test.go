@@ -28,7 +28,7 @@ import (
 // see memory and goroutines level off, short enough for every CI run.
 const defaultCut = 40 * time.Second
 
-// cutLength is APIKEYS_CUT (a Go duration, e.g. 2m, the cut) or
+// cutLength is APIKEYS_CUT (a Go duration, e.g. 2m for a two-minute cut) or
 // defaultCut.
 func cutLength(t *testing.T) time.Duration {
 	t.Helper()
