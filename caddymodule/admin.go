@@ -71,9 +71,13 @@ func serveAdmin(w http.ResponseWriter, r *http.Request) error {
 	env := &ops.Env{Keyring: a.keyring, Audit: a.audit, Counters: a.metrics, Via: "admin_api", Remote: r.RemoteAddr, Publish: a.publish}
 	err = ops.Serve(w, r, env)
 	var refused *wire.Error
+	var cut *ops.CutShortError
 	switch {
 	case err == nil:
 		return nil
+	case errors.As(err, &cut):
+		a.logger.Warn("admin API: a backup was cut short", zap.String("remote_addr", r.RemoteAddr), zap.Error(cut.Err))
+		return nil // its answer has begun: nothing else can be sent
 	case errors.As(err, &refused):
 		return caddy.APIError{HTTPStatus: refused.Status, Err: refused}
 	}

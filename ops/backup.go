@@ -73,9 +73,19 @@ func (s Snapshot) serve(w http.ResponseWriter) error {
 	w.WriteHeader(http.StatusOK)
 	// Once the answer has begun, a failure can only cut it short: the
 	// receiver counts the bytes against Content-Length.
-	_, err := s.WriteTo(w)
-	return err
+	if _, err := s.WriteTo(w); err != nil {
+		return &CutShortError{Err: err}
+	}
+	return nil
 }
+
+// CutShortError says a streamed answer was cut short (the client left, or
+// the store failed) after it had begun: nothing more can be written to
+// the client, only logged.
+type CutShortError struct{ Err error }
+
+func (e *CutShortError) Error() string { return "answer cut short: " + e.Err.Error() }
+func (e *CutShortError) Unwrap() error { return e.Err }
 
 // receive takes the snapshot from the admin API's answer, which it then
 // owns.
