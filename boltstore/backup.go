@@ -42,35 +42,52 @@ type Manifest struct {
 	Digest string `json:"sha256"`
 }
 
-// snapshot is a consistent copy of a bbolt store: a read transaction.
-type snapshot struct {
-	tx     *bolt.Tx
-	counts keystore.Counts
-}
-
-// Snapshot begins a consistent copy of the store, as of now, while it
-// keeps serving: a read transaction, held until Close, which bbolt lets
-// writers work beside (the file grows meanwhile instead of reusing the
-// pages the copy still reads).
+// Snapshot makes a consistent copy of the store, as of now, while it
+// keeps serving: a read transaction written out (Tx.WriteTo) to a
+// temporary file at disk speed, then let go, so that a slow or stalled
+// reader of the copy holds a file, never the store (a read transaction
+// held open would stop the file's growth, and so every write, once the
+// file outgrew its mapping). Close removes the file.
 func (s *Store) Snapshot(context.Context) (keystore.Snapshot, error) {
 	tx, err := s.db.Begin(false)
 	if err != nil {
 		return nil, err
 	}
-	return &snapshot{tx: tx, counts: countRecords(tx)}, nil
+	defer tx.Rollback()
+	counts := countRecords(tx)
+	f, err := os.CreateTemp("", "apikeys-snapshot-*.db")
+	if err != nil {
+		return nil, err
+	}
+	_ = os.Remove(f.Name()) // the open file is all that is needed
+	if _, err := tx.WriteTo(f); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("writing the snapshot: %w", err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return &tempSnapshot{f: f, size: tx.Size(), counts: counts}, nil
 }
 
-// countRecords counts the records of each kind from the buckets' page
-// statistics, without decoding them (checkRecords does).
-func countRecords(tx *bolt.Tx) keystore.Counts {
-	n := func(name []byte) int {
-		if b := tx.Bucket(name); b != nil {
-			return b.Stats().KeyN
-		}
-		return 0
-	}
-	return keystore.Counts{Keys: n(bucketKeys), Users: n(bucketUsers), Credits: n(bucketCredits),
-		Notices: n(bucketNotices), NoticesDone: n(bucketNoticesDone)}
+// tempSnapshot is a snapshot written to an unlinked temporary file.
+type tempSnapshot struct {
+	f      *os.File
+	size   int64
+	counts keystore.Counts
+}
+
+func (t *tempSnapshot) WriteTo(w io.Writer) (int64, error) { return io.Copy(w, t.f) }
+func (t *tempSnapshot) Size() int64                        { return t.size }
+func (t *tempSnapshot) Counts() keystore.Counts            { return t.counts }
+func (t *tempSnapshot) Close() error                       { return t.f.Close() }
+
+// snapshot is a consistent copy of a bbolt file being read: a read
+// transaction (of a temporary file that no one writes).
+type snapshot struct {
+	tx     *bolt.Tx
+	counts keystore.Counts
 }
 
 func (sn *snapshot) WriteTo(w io.Writer) (int64, error) { return sn.tx.WriteTo(w) }
@@ -205,6 +222,27 @@ func Restore(backup, path string, replace bool) (Report, error) {
 	if rep.Backup == nil {
 		return rep, fmt.Errorf("%s is a store file, not a backup: take a backup with 'caddy apikeys backup' (its records are checked against what was written), or copy the file yourself", backup)
 	}
+	// A link is followed, so that the file the config names is the one
+	// restored, not the link replaced.
+	for range 40 { // a link to a file not made yet is followed too
+		fi, err := os.Lstat(path)
+		if err != nil || fi.Mode()&os.ModeSymlink == 0 {
+			break
+		}
+		to, err := os.Readlink(path)
+		if err != nil {
+			return rep, err
+		}
+		if !filepath.IsAbs(to) {
+			to = filepath.Join(filepath.Dir(path), to)
+		}
+		path = to
+	}
+	if a, err := os.Stat(backup); err == nil {
+		if b, err := os.Stat(path); err == nil && os.SameFile(a, b) {
+			return rep, fmt.Errorf("%s is the backup itself: restore it into another file", path)
+		}
+	}
 	if err := refuseNonEmpty(path, replace); err != nil {
 		return rep, err
 	}
@@ -270,6 +308,10 @@ func refuseNonEmpty(path string, replace bool) error {
 		counts, err = checkRecords(tx)
 		return err
 	})
+	var damaged *DamagedError
+	if errors.As(err, &damaged) && damaged.Path == "" {
+		damaged.Path = path
+	}
 	switch {
 	case err != nil && !replace:
 		return fmt.Errorf("%w; pass --force to replace it", err)
@@ -385,4 +427,17 @@ type fileSnapshot struct {
 
 func (f *fileSnapshot) Close() error {
 	return errors.Join(f.tx.Rollback(), f.db.Close(), os.RemoveAll(f.dir))
+}
+
+// countRecords counts the records of each kind from the buckets' page
+// statistics, without decoding them (checkRecords does).
+func countRecords(tx *bolt.Tx) keystore.Counts {
+	n := func(name []byte) int {
+		if b := tx.Bucket(name); b != nil {
+			return b.Stats().KeyN
+		}
+		return 0
+	}
+	return keystore.Counts{Keys: n(bucketKeys), Users: n(bucketUsers), Credits: n(bucketCredits),
+		Notices: n(bucketNotices), NoticesDone: n(bucketNoticesDone)}
 }

@@ -356,3 +356,34 @@ func TestNewerStoreIsRefused(t *testing.T) {
 		t.Fatal("refusing the file changed it")
 	}
 }
+
+func TestRestoreFollowsLinksAndRefusesItself(t *testing.T) {
+	path, _ := filledStore(t)
+	s, err := Open(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	backup := filepath.Join(t.TempDir(), "backup.db")
+	backUp(t, s, backup)
+	_ = s.Close()
+	if _, err := Restore(backup, backup, true); err == nil || !strings.Contains(err.Error(), "the backup itself") {
+		t.Fatalf("restore of a backup onto itself: %v", err)
+	}
+	if rep, err := Check(backup); err != nil || rep.Backup == nil {
+		t.Fatalf("the backup after a refused restore onto itself: %+v, %v", rep, err)
+	}
+	dir := t.TempDir()
+	real, link := filepath.Join(dir, "real.db"), filepath.Join(dir, "link.db")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Restore(backup, link, false); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("the link was replaced: %v, %v", fi, err)
+	}
+	if rep, err := Check(real); err != nil || rep.Counts.Keys != 300 {
+		t.Fatalf("the link's target: %+v, %v", rep, err)
+	}
+}

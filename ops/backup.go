@@ -73,10 +73,26 @@ func (s Snapshot) serve(w http.ResponseWriter) error {
 	w.WriteHeader(http.StatusOK)
 	// Once the answer has begun, a failure can only cut it short: the
 	// receiver counts the bytes against Content-Length.
-	if _, err := s.WriteTo(w); err != nil {
+	if _, err := s.WriteTo(deadlineWriter{w, http.NewResponseController(w)}); err != nil {
 		return &CutShortError{Err: err}
 	}
 	return nil
+}
+
+// streamStall is how long a backup's receiver may take to accept the next
+// bytes before the answer is cut short: a stalled receiver holds a file
+// and a connection, not the gateway's shutdown.
+const streamStall = 30 * time.Second
+
+// deadlineWriter moves the connection's write deadline before each write.
+type deadlineWriter struct {
+	w  io.Writer
+	rc *http.ResponseController
+}
+
+func (d deadlineWriter) Write(p []byte) (int, error) {
+	_ = d.rc.SetWriteDeadline(time.Now().Add(streamStall)) // unsupported: no deadline
+	return d.w.Write(p)
 }
 
 // CutShortError says a streamed answer was cut short (the client left, or
