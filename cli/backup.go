@@ -132,6 +132,11 @@ func openBackup(path string) (keystore.Store, func() error, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("the backup cannot be restored: %w", err)
 	}
+	return openCheckedBackup(path, rep)
+}
+
+// openCheckedBackup is openBackup for a file Check has reported on.
+func openCheckedBackup(path string, rep boltstore.Report) (keystore.Store, func() error, error) {
 	if rep.Backup == nil {
 		return nil, nil, fmt.Errorf("%s is a store file, not a backup: take one with 'caddy apikeys backup', or copy from it with 'caddy apikeys migrate --db'", path)
 	}

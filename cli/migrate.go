@@ -61,7 +61,7 @@ func runMigrate(cmd *cobra.Command, _ []string) error {
 	if db != "" {
 		if rep, err := boltstore.Check(db); err == nil && rep.Backup != nil {
 			var release func() error
-			if src, release, err = openBackup(db); err != nil {
+			if src, release, err = openCheckedBackup(db, rep); err != nil {
 				return err
 			}
 			defer release()
