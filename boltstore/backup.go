@@ -141,12 +141,11 @@ func SaveBackup(path string, src io.WriterTo, size int64, want keystore.Counts, 
 // addManifest writes the copied file's manifest: its counts and digest,
 // which Check then verifies with every record decoded.
 func addManifest(path string, taken time.Time) error {
-	db, err := openBolt(path, &bolt.Options{Timeout: time.Second})
-	if err != nil {
+	if _, err := checkIsolated(checkRequest{Path: path, PagesOnly: true, LockTimeout: time.Second}); err != nil {
 		return err
 	}
-	if err := checkPages(db, path); err != nil {
-		_ = db.Close()
+	db, err := openBolt(path, &bolt.Options{Timeout: time.Second})
+	if err != nil {
 		return err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
@@ -290,32 +289,16 @@ func refuseNonEmpty(path string, replace bool) error {
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	db, err := openBolt(path, &bolt.Options{ReadOnly: true, Timeout: time.Second})
-	if errors.Is(err, ErrLocked) {
-		return fmt.Errorf("%s is in use, probably by a running Caddy: stop it before restoring", path)
-	}
-	if err != nil {
-		if replace {
-			return nil // a damaged store is what a restore replaces
-		}
-		return fmt.Errorf("%w; pass --force to replace it", err)
-	}
-	defer db.Close()
-	var counts keystore.Counts
-	err = db.View(func(tx *bolt.Tx) error {
-		var err error
-		counts, err = checkRecords(tx)
-		return err
-	})
-	var damaged *DamagedError
-	if errors.As(err, &damaged) && damaged.Path == "" {
-		damaged.Path = path
-	}
+	rep, err := Check(path)
 	switch {
-	case err != nil && !replace:
+	case errors.Is(err, ErrLocked):
+		return fmt.Errorf("%s is in use, probably by a running Caddy: stop it before restoring", path)
+	case replace:
+		return nil // a damaged or newer store too: what a restore replaces
+	case err != nil:
 		return fmt.Errorf("%w; pass --force to replace it", err)
-	case !counts.Empty() && !replace:
-		return fmt.Errorf("%s holds %d keys, %d users and %d credit accounts: pass --force to replace it with the backup", path, counts.Keys, counts.Users, counts.Credits)
+	case !rep.Counts.Empty():
+		return fmt.Errorf("%s holds %d keys, %d users and %d credit accounts: pass --force to replace it with the backup", path, rep.Counts.Keys, rep.Counts.Users, rep.Counts.Credits)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"hash/maphash"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -102,6 +103,17 @@ func preflight(path string) error {
 		// bbolt would start a new store in it and lose what it held.
 		return &DamagedError{Path: path, Problem: "empty (0 bytes); if this gateway never held keys, remove the file"}
 	}
+	if m := newestMeta(f); m != nil {
+		if need := int64(m.pgid) * int64(m.pageSize); fi.Size() < need {
+			return &DamagedError{Path: path, Problem: fmt.Sprintf("truncated: %d bytes, its pages need %d", fi.Size(), need)}
+		}
+	}
+	return nil
+}
+
+// newestMeta reads the file's two meta pages and returns the valid one
+// with the higher transaction id, as bbolt picks, or nil.
+func newestMeta(f *os.File) *boltMeta {
 	var best *boltMeta
 	for _, off := range []int64{0, -1} {
 		if off < 0 {
@@ -118,18 +130,15 @@ func preflight(path string) error {
 			best = &m
 		}
 	}
-	if best != nil {
-		if need := int64(best.pgid) * int64(best.pageSize); fi.Size() < need {
-			return &DamagedError{Path: path, Problem: fmt.Sprintf("truncated: %d bytes, its pages need %d", fi.Size(), need)}
-		}
-	}
-	return nil
+	return best
 }
 
 // boltMeta is what preflight reads of a bbolt meta page.
 type boltMeta struct {
 	pageSize uint32
-	pgid     uint64
+	root     uint64 // the page of the root bucket
+	freelist uint64 // the freelist's page
+	pgid     uint64 // the high-water mark: pages in use are below it
 	txid     uint64
 }
 
@@ -145,7 +154,7 @@ func parseMeta(b []byte) (boltMeta, bool) {
 	if h.Sum64() != le.Uint64(b[56:]) {
 		return boltMeta{}, false
 	}
-	m := boltMeta{pageSize: le.Uint32(b[8:]), pgid: le.Uint64(b[40:]), txid: le.Uint64(b[48:])}
+	m := boltMeta{pageSize: le.Uint32(b[8:]), root: le.Uint64(b[16:]), freelist: le.Uint64(b[32:]), pgid: le.Uint64(b[40:]), txid: le.Uint64(b[48:])}
 	return m, m.pageSize >= 512
 }
 
@@ -181,26 +190,65 @@ func checkPages(db *bolt.DB, path string) error {
 
 // Check checks the store or backup file at path without changing it:
 // its pages, its schema version, every record and index entry, and, for a
-// backup, that its records are those it was written with. The file must
-// not be open in another process (a running Caddy's is locked; back it up
-// instead). A problem is a *DamagedError.
+// backup, that its records are those it was written with. The check runs
+// in a child process (see checkEnv), so a file whose damage crashes the
+// check is reported, not fatal. The file must not be open in another
+// process (a running Caddy's is locked; back it up instead). A problem is
+// a *DamagedError.
 func Check(path string) (Report, error) {
+	return checkIsolated(checkRequest{Path: path, LockTimeout: time.Second})
+}
+
+// checkHere is Check in this process.
+func checkHere(req checkRequest) (Report, error) {
+	path := req.Path
 	r := Report{Path: path}
 	fi, err := os.Stat(path)
 	if err != nil {
 		return r, err
 	}
 	r.Size = fi.Size()
-	db, err := openBolt(path, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err := preflight(path); err != nil {
+		return r, err
+	}
+	if !req.TrustPages {
+		if err := walkPages(path); err != nil {
+			return r, err
+		}
+	}
+	db, err := openBolt(path, &bolt.Options{ReadOnly: true, Timeout: req.LockTimeout})
 	if err != nil {
 		return r, err
 	}
 	defer db.Close()
-	if err := checkPages(db, path); err != nil {
+	if req.PagesOnly {
+		return r, checkPages(db, path)
+	}
+	// bbolt's check of the pages and the decoding of every record read
+	// the file apart: on two cores the check takes the time of the longer
+	// (BENCHMARKS.md). The pages are checked through a handle of their
+	// own, as bbolt's check loads the freelist of a read-only handle
+	// unguarded against the handle's other transactions. A problem with
+	// the pages is the one reported.
+	pagesDB, err := openBolt(path, &bolt.Options{ReadOnly: true, Timeout: req.LockTimeout})
+	if err != nil {
 		return r, err
 	}
-	err = db.View(func(tx *bolt.Tx) error {
-		var err error
+	defer pagesDB.Close()
+	pages := make(chan error, 1)
+	go func() { pages <- checkPages(pagesDB, path) }()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	err = db.View(func(tx *bolt.Tx) (err error) {
+		defer func() {
+			// bbolt asserts what it reads of a page; what the walk and
+			// its check did not find, the decoding may.
+			if v := recover(); v != nil {
+				err = &DamagedError{Problem: fmt.Sprint("unreadable: ", v)}
+			}
+		}()
+		if isBare(tx) {
+			return nil // a new store, before its buckets were made
+		}
 		if r.Schema, err = schemaOf(tx); err != nil {
 			return err
 		}
@@ -210,11 +258,22 @@ func Check(path string) (Report, error) {
 		r.Backup, err = checkManifest(tx, r.Counts)
 		return err
 	})
+	if perr := <-pages; perr != nil {
+		err = perr
+	}
 	var damaged *DamagedError
 	if errors.As(err, &damaged) && damaged.Path == "" {
 		damaged.Path = path
 	}
 	return r, err
+}
+
+// isBare says whether a bbolt file has no buckets at all: what Open
+// leaves if it stops between creating the file and making the store's
+// buckets in it.
+func isBare(tx *bolt.Tx) bool {
+	k, _ := tx.Cursor().First()
+	return k == nil
 }
 
 // schemaOf is the layout version a file records.
@@ -252,44 +311,85 @@ func (e *NewerError) Error() string {
 // keys agree, one entry per key, and counts the records.
 func checkRecords(tx *bolt.Tx) (keystore.Counts, error) {
 	var c keystore.Counts
-	damaged := func(format string, args ...any) error {
-		return &DamagedError{Problem: fmt.Sprintf(format, args...)}
-	}
 	keys := tx.Bucket(bucketKeys)
 	if keys == nil {
-		return c, damaged("no keys bucket")
+		return c, &DamagedError{Problem: "no keys bucket"}
 	}
-	indexed := 0
+	// The index entries the keys call for and those the indexes hold are
+	// compared as two multisets, each summed into one hash, in one pass
+	// over each bucket in order: a lookup per key took twice as long
+	// (BENCHMARKS.md). Only when they differ is each key looked up, to
+	// name one.
+	seed := maphash.MakeSeed()
+	var want, have uint64
 	err := keys.ForEach(func(id, v []byte) error {
 		k, err := keystore.UnmarshalKey(string(id), v)
 		if err != nil {
-			return damaged("key %q: %v", id, err)
+			return &DamagedError{Problem: fmt.Sprintf("key %q: %v", id, err)}
 		}
 		at := digestEntryOf(k)
-		if b := tx.Bucket(at.bucket); b == nil || !bytes.Equal(b.Get(at.key), id) {
-			return damaged("key %q is missing from the digest index", id)
-		}
-		if b := tx.Bucket(bucketOwners); b == nil || b.Get(ownerIndexKey(k)) == nil {
-			return damaged("key %q is missing from the owner index", id)
-		}
+		want += entryHash(seed, at.bucket, at.key, id) + entryHash(seed, bucketOwners, ownerIndexKey(k), nil)
 		c.Keys++
 		return nil
 	})
 	if err != nil {
 		return c, err
 	}
-	for _, name := range [][]byte{bucketHashes, bucketStamped} {
+	entries := 0
+	for _, name := range [][]byte{bucketHashes, bucketStamped, bucketOwners} {
 		if b := tx.Bucket(name); b != nil {
-			indexed += b.Stats().KeyN
+			_ = b.ForEach(func(k, v []byte) error {
+				have += entryHash(seed, name, k, v)
+				entries++
+				return nil
+			})
 		}
 	}
-	owners := 0
-	if b := tx.Bucket(bucketOwners); b != nil {
-		owners = b.Stats().KeyN
+	if entries != 2*c.Keys || have != want {
+		return c, indexMismatch(tx, c.Keys)
 	}
-	if indexed != c.Keys || owners != c.Keys {
-		return c, damaged("%d keys, but %d digest and %d owner index entries", c.Keys, indexed, owners)
+	if err := decodeOthers(tx, &c); err != nil {
+		return c, err
 	}
+	return c, nil
+}
+
+// entryHash hashes one index entry: its bucket, key and value.
+func entryHash(seed maphash.Seed, bucket, key, value []byte) uint64 {
+	var h maphash.Hash
+	h.SetSeed(seed)
+	_, _ = h.Write(bucket)
+	_ = h.WriteByte(0)
+	_, _ = h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(key))))
+	_, _ = h.Write(key)
+	_, _ = h.Write(value)
+	return h.Sum64()
+}
+
+// indexMismatch names a key the indexes lack, or says that they hold
+// entries no key calls for.
+func indexMismatch(tx *bolt.Tx, keys int) error {
+	digests := map[string]*bolt.Bucket{string(bucketHashes): tx.Bucket(bucketHashes), string(bucketStamped): tx.Bucket(bucketStamped)}
+	owners := tx.Bucket(bucketOwners)
+	err := tx.Bucket(bucketKeys).ForEach(func(id, v []byte) error {
+		k, _ := keystore.UnmarshalKey(string(id), v)
+		at := digestEntryOf(k)
+		if b := digests[string(at.bucket)]; b == nil || !bytes.Equal(b.Get(at.key), id) {
+			return &DamagedError{Problem: fmt.Sprintf("key %q is missing from the digest index", id)}
+		}
+		if owners == nil || owners.Get(ownerIndexKey(k)) == nil {
+			return &DamagedError{Problem: fmt.Sprintf("key %q is missing from the owner index", id)}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return &DamagedError{Problem: fmt.Sprintf("its digest and owner indexes hold entries none of its %d keys calls for", keys)}
+}
+
+// decodeOthers decodes and counts the users, credit accounts and notices.
+func decodeOthers(tx *bolt.Tx, c *keystore.Counts) error {
 	decode := []struct {
 		bucket []byte
 		count  *int
@@ -307,16 +407,16 @@ func checkRecords(tx *bolt.Tx) (keystore.Counts, error) {
 		}
 		err := b.ForEach(func(k, v []byte) error {
 			if err := d.check(k, v); err != nil {
-				return damaged("%s record %q: %v", d.bucket, k, err)
+				return &DamagedError{Problem: fmt.Sprintf("%s record %q: %v", d.bucket, k, err)}
 			}
 			*d.count++
 			return nil
 		})
 		if err != nil {
-			return c, err
+			return err
 		}
 	}
-	return c, nil
+	return nil
 }
 
 func checkNotice(k, v []byte) error {

@@ -201,7 +201,8 @@ func TestBackupDuringMintingRestoresIntoAFreshGateway(t *testing.T) {
 }
 
 // TestDamagedStoreStopsTheGatewayWithWhatToDo: a store file cut short,
-// with a page overwritten, not a bbolt file at all, or written by a newer
+// with a page overwritten, with page headers that would send bbolt's own
+// check into an endless walk, not a bbolt file at all, or written by a newer
 // release: the gateway does not start, and says which file, what is wrong
 // and what to do, without a panic; `caddy apikeys check` says the same.
 func TestDamagedStoreStopsTheGatewayWithWhatToDo(t *testing.T) {
@@ -246,13 +247,24 @@ func TestDamagedStoreStopsTheGatewayWithWhatToDo(t *testing.T) {
 			at = page + 4096
 		}
 	}
+	// Every page's header claims 2²⁹ more pages after it: bbolt's own
+	// check trusts the claim and walks them (it had not finished after a
+	// minute on a 32 KB file).
+	hugeOverflows := func(d []byte) []byte {
+		d = bytes.Clone(d)
+		for page := 2 * 4096; page < len(d); page += 4096 {
+			d[page+15] ^= 0x20
+		}
+		return d
+	}
 	cases := []struct {
 		name  string
 		data  []byte
 		wants []string
 	}{
 		{"cut short", sound[:len(sound)/2], []string{"is damaged", "truncated", "restore"}},
-		{"pages overwritten", flipPages(sound), []string{"is damaged", "check failed", "restore"}},
+		{"pages overwritten", flipPages(sound), []string{"is damaged", "page", "restore"}},
+		{"page headers claiming billions of pages", hugeOverflows(sound), []string{"is damaged", "more pages, past its last page", "restore"}},
 		{"not a bbolt file", []byte("{\n\tadmin off\n}\n"), []string{"is damaged", "not a bbolt database", "restore"}},
 		{"written by a newer release", newerData, []string{"newer release", "schema version 99"}},
 	}
