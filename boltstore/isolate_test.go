@@ -144,3 +144,29 @@ func TestCheckAnswersCrossTheProcess(t *testing.T) {
 		t.Fatalf("a missing file: %v", err)
 	}
 }
+
+// FuzzWalkPages: the walk of a file's pages reads whatever the file holds
+// without panicking or running away, and answers nil or a DamagedError.
+func FuzzWalkPages(f *testing.F) {
+	data, err := os.ReadFile(filepath.Join("testdata", "store-v1.db"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(data, 4*4096+10, byte(8))
+	f.Add(data, 5*4096+15, byte(0x20))
+	f.Add(data, 3*4096+23, byte(0x40))
+	f.Fuzz(func(t *testing.T, d []byte, at int, x byte) {
+		if len(d) == 0 || at < 0 {
+			return
+		}
+		d = bytes.Clone(d)
+		d[at%len(d)] ^= x
+		p := filepath.Join(t.TempDir(), "apikeys.db")
+		if err := os.WriteFile(p, d, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := walkPages(p); err != nil && !errors.Is(err, ErrDamaged) {
+			t.Fatalf("not a verdict on the file: %v", err)
+		}
+	})
+}
