@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // flipped writes a copy of testdata/store-v1.db with one bit changed.
@@ -169,4 +171,27 @@ func FuzzWalkPages(f *testing.F) {
 			t.Fatalf("not a verdict on the file: %v", err)
 		}
 	})
+}
+
+// TestFileWithoutBucketsOpensAsANewStore: a bbolt file with no buckets is
+// what an open cut short between creating the file and making the
+// store's buckets leaves; it is a new store, not a damaged one.
+func TestFileWithoutBucketsOpensAsANewStore(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "apikeys.db")
+	db, err := bolt.Open(p, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = db.Close()
+	if rep, err := Check(p); err != nil || !rep.Counts.Empty() {
+		t.Fatalf("%+v, %v", rep, err)
+	}
+	s, err := Open(p, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	if rep, err := Check(p); err != nil || rep.Schema != schemaVersion {
+		t.Fatalf("after the open: %+v, %v", rep, err)
+	}
 }
