@@ -20,13 +20,9 @@ func benchGate(app *App) *APIKeyGate {
 // benchAdmit admits r as the gate does before it passes a request on,
 // and spends its credits as for an answered request.
 func benchAdmit(b *testing.B, g *APIKeyGate, w http.ResponseWriter, r *http.Request) {
-	k, err := g.check(w, r)
-	if k == nil || err != nil {
-		b.Fatal(k, err)
-	}
-	v, err := k.Limits().Take(r.Context(), g.cost)
-	if err != nil || !v.Allowed {
-		b.Fatal(v, err)
+	_, k, v, err := g.admitRequest(w, r)
+	if k == nil || err != nil || !v.Allowed {
+		b.Fatal(k, v, err)
 	}
 	v.Charge.Commit()
 }

@@ -16,10 +16,12 @@ func init() {
 	httpcaddyfile.RegisterHandlerDirective("apikeys_api", parseAPIHandler)
 	httpcaddyfile.RegisterHandlerDirective("apikey_auth", parseAPIKeyAuth)
 	httpcaddyfile.RegisterHandlerDirective("apikeys_leaks", parseLeakHandler)
+	httpcaddyfile.RegisterHandlerDirective("apikeys_verify", parseVerifyHandler)
 	// The endpoints come first so that a broad apikey_auth cannot lock
 	// out the minting of keys; the key check sits with the other auth.
 	httpcaddyfile.RegisterDirectiveOrder("apikeys_api", httpcaddyfile.Before, "basic_auth")
 	httpcaddyfile.RegisterDirectiveOrder("apikeys_leaks", httpcaddyfile.Before, "basic_auth")
+	httpcaddyfile.RegisterDirectiveOrder("apikeys_verify", httpcaddyfile.Before, "basic_auth")
 	httpcaddyfile.RegisterDirectiveOrder("apikey_auth", httpcaddyfile.After, "basic_auth")
 }
 
@@ -515,13 +517,9 @@ func parseAPIKeyAuth(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error
 			}
 			g.RequireScopes = append(g.RequireScopes, args...)
 		case "cost":
-			var v string
-			if !h.AllArgs(&v) {
-				return nil, h.ArgErr()
-			}
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil || n < 0 {
-				return nil, h.Errf("cost: want a number of credits, 0 or more, got %q", v)
+			n, err := costArg(h.Dispenser)
+			if err != nil {
+				return nil, err
 			}
 			g.Cost = &n
 		default:
@@ -529,6 +527,19 @@ func parseAPIKeyAuth(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error
 		}
 	}
 	return &g, nil
+}
+
+// costArg reads a cost in credits: a whole number, 0 or more.
+func costArg(d *caddyfile.Dispenser) (int64, error) {
+	var v string
+	if !d.AllArgs(&v) {
+		return 0, d.ArgErr()
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, d.Errf("cost: want a number of credits, 0 or more, got %q", v)
+	}
+	return n, nil
 }
 
 func intArg(d *caddyfile.Dispenser) (int, error) {

@@ -2,11 +2,7 @@ package caddymodule
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
-	"slices"
-	"strconv"
-	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -14,7 +10,6 @@ import (
 
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 	"github.com/caddy-apikeys/caddy-apikeys/presented"
-	"github.com/caddy-apikeys/caddy-apikeys/wire"
 )
 
 func init() {
@@ -87,12 +82,9 @@ type APIKeyGate struct {
 	// not if it is never answered. Default: 1.
 	Cost *int64 `json:"cost,omitempty"`
 
-	app            *App
-	logger         *zap.Logger
-	places         presented.Places
-	cost           int64
-	challenge      string
-	scopeChallenge string
+	admission
+	places presented.Places
+	rule   routeRule
 }
 
 // CaddyModule returns the Caddy module information.
@@ -114,63 +106,50 @@ func (g *APIKeyGate) Provision(ctx caddy.Context) error {
 
 // setUp checks the config and applies its defaults.
 func (g *APIKeyGate) setUp(app *App, logger *zap.Logger) error {
-	g.app, g.logger = app, logger
 	if g.MaxBodyBytes <= 0 {
 		g.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	if g.Realm == "" {
 		g.Realm = DefaultRealm
 	}
-	if len(g.Headers) > 64 {
-		return errors.New("at most 64 header fields may carry a key")
-	}
-	for i, h := range g.Headers {
-		g.Headers[i] = http.CanonicalHeaderKey(h)
-	}
-	g.places = presented.Places{Headers: g.Headers, QueryParam: g.QueryParam, Body: g.Body, MaxBodyBytes: g.MaxBodyBytes}
-	g.cost = 1
-	if g.Cost != nil {
-		if *g.Cost < 0 {
-			return errors.New("cost must not be negative")
-		}
-		g.cost = *g.Cost
-	}
-	for _, s := range g.RequireScopes {
-		if err := keystore.CheckScope(s); err != nil {
-			return err
-		}
-	}
-	realm := strings.ReplaceAll(g.Realm, `"`, ``)
-	g.challenge = `Bearer realm="` + realm + `"`
-	g.scopeChallenge = fmt.Sprintf(`Bearer realm=%q, error="insufficient_scope", scope=%q`,
-		realm, strings.Join(g.RequireScopes, " "))
-	return nil
-}
-
-// ServeHTTP checks the key, its scopes and its limits, then passes the
-// request on. Refusals are errors for the server's error routes (see
-// refuse).
-func (g *APIKeyGate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	k, err := g.check(w, r)
+	headers, err := keyHeaders(g.Headers)
 	if err != nil {
 		return err
 	}
-	for _, want := range g.RequireScopes {
-		if !slices.Contains(k.Scopes, want) {
-			g.app.metrics.insufficientScope.Inc()
-			return scopeRefusal(w, g.scopeChallenge, want)
-		}
+	g.Headers = headers
+	g.places = presented.Places{Headers: g.Headers, QueryParam: g.QueryParam, Body: g.Body, MaxBodyBytes: g.MaxBodyBytes}
+	g.admission = newAdmission(app, logger, g.Realm)
+	g.rule, err = g.newRouteRule(g.RequireScopes, costOr(g.Cost, 1))
+	return err
+}
+
+// keyHeaders checks and canonicalizes the header fields configured to
+// carry a key.
+func keyHeaders(headers []string) ([]string, error) {
+	if len(headers) > 64 {
+		return nil, errors.New("at most 64 header fields may carry a key")
 	}
-	v, err := k.Limits().Take(r.Context(), g.cost)
+	for i, h := range headers {
+		headers[i] = http.CanonicalHeaderKey(h)
+	}
+	return headers, nil
+}
+
+// costOr is *cost, or def when it is not set.
+func costOr(cost *int64, def int64) int64 {
+	if cost == nil {
+		return def
+	}
+	return *cost
+}
+
+// ServeHTTP admits the request's key (see admission), strips it unless
+// keep_credentials, then passes the request on. Refusals are errors for
+// the server's error routes (see refuse).
+func (g *APIKeyGate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	_, k, v, err := g.admitRequest(w, r)
 	if err != nil {
-		g.logger.Error("key store failure while charging credits", zap.String("reason", keystore.FaultReason(err)), zapError(err))
-		w.Header().Set("Retry-After", strconv.Itoa(wire.Unavailable.RetryAfter))
-		return refuse(http.StatusServiceUnavailable, wire.Unavailable.Msg)
-	}
-	writeRateLimitFields(w.Header(), v)
-	if !v.Allowed {
-		g.app.metrics.countLimited(v)
-		return limitedRefusal(w, v)
+		return err
 	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	// Answered when asked (an access log's user_id, a header_up), from
@@ -182,7 +161,7 @@ func (g *APIKeyGate) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	if v.Remaining >= 0 {
 		repl.Set("http.auth.user.ratelimit_remaining", v.Remaining)
 	}
-	if v.Credits < 0 || g.cost == 0 {
+	if v.Credits < 0 || g.rule.cost == 0 {
 		return next.ServeHTTP(w, r)
 	}
 	repl.Set("http.auth.user.credits_remaining", v.Credits)
@@ -192,57 +171,20 @@ func (g *APIKeyGate) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	return next.ServeHTTP(cw, r)
 }
 
-// check finds and verifies the request's key, and strips it unless
-// keep_credentials. A missing or refused key is refused (401, with the
-// challenge set); so is a key the store could not look up, which is
-// logged. With body, a body that cannot be read is refused first (see
+// admitRequest finds the request's key and admits it by the gate's rule;
+// the key is then stripped from the request unless keep_credentials. With
+// body, a body that cannot be read is refused first (see
 // presented.Places.Find).
-func (g *APIKeyGate) check(w http.ResponseWriter, r *http.Request) (*keystore.Key, error) {
+func (g *APIKeyGate) admitRequest(w http.ResponseWriter, r *http.Request) (presented.Found, *keystore.Key, keystore.Verdict, error) {
 	found, err := g.places.Find(r)
-	switch {
-	case err != nil:
-		return nil, g.refuseFind(w, err)
-	case found.Key == "":
-		w.Header().Set("WWW-Authenticate", g.challenge)
-		return nil, refuse(http.StatusUnauthorized, msgKeyRequired)
-	}
-	k, err := g.app.keyring.VerifyWithin(r.Context(), found.Key, g.app.unknownBudget, clientIP(r))
 	if err != nil {
-		w.Header().Set("WWW-Authenticate", g.challenge+`, error="invalid_token"`)
-		if isRefusal(err) {
-			g.app.metrics.countRefusal(err)
-		} else {
-			// The store cannot tell: refused, as a key it does not know.
-			g.logger.Error("key store failure while checking a key", zap.String("reason", keystore.FaultReason(err)), zapError(err))
-		}
-		return nil, refuse(http.StatusUnauthorized, msgKeyRequired)
+		return found, nil, keystore.Verdict{}, g.refuseFind(w.Header(), err)
 	}
-	g.app.metrics.valid.Inc()
-	if !g.KeepCredentials {
+	k, v, err := g.admit(r.Context(), w.Header(), found.Key, clientIP(r), &g.rule)
+	if found.Key != "" && !g.KeepCredentials {
 		g.places.Strip(r, found)
 	}
-	return k, nil
-}
-
-// refuseFind refuses a request whose key cannot be taken from it: a body
-// the gate cannot read, or two keys. (Apart from check, so that the
-// usual request does not pay for errors.As.)
-func (g *APIKeyGate) refuseFind(w http.ResponseWriter, err error) error {
-	var be *presented.BodyError
-	if errors.As(err, &be) {
-		return refuse(be.Status, be.Msg)
-	}
-	// Two keys: whichever the gateway checked, the upstream might read
-	// the other.
-	w.Header().Set("WWW-Authenticate", g.challenge+`, error="invalid_request"`)
-	g.app.metrics.conflicting.Inc()
-	return refuse(http.StatusUnauthorized, msgTwoKeys)
-}
-
-func isRefusal(err error) bool {
-	return errors.Is(err, keystore.ErrMalformedKey) || errors.Is(err, keystore.ErrNotFound) ||
-		errors.Is(err, keystore.ErrExpired) || errors.Is(err, keystore.ErrDisabled) ||
-		errors.Is(err, keystore.ErrOrphaned) || errors.Is(err, keystore.ErrOverBudget)
+	return found, k, v, err
 }
 
 // Interface guards

@@ -68,16 +68,16 @@ func jsonSafe(msg string) string {
 
 // scopeRefusal refuses a key lacking scope (403, with challenge in
 // WWW-Authenticate).
-func scopeRefusal(w http.ResponseWriter, challenge, scope string) error {
-	w.Header().Set("WWW-Authenticate", challenge)
+func scopeRefusal(h http.Header, challenge, scope string) error {
+	h.Set("WWW-Authenticate", challenge)
 	return refuse(http.StatusForbidden, "the API key lacks the scope '"+scope+"'")
 }
 
 // limitedRefusal refuses a request over its limits: 429 saying what ran
 // out, with Retry-After when it is known when the request could pass.
-func limitedRefusal(w http.ResponseWriter, v keystore.Verdict) error {
+func limitedRefusal(h http.Header, v keystore.Verdict) error {
 	if v.RetryAfter > 0 {
-		w.Header().Set("Retry-After", strconv.FormatInt(ceilSeconds(v.RetryAfter), 10))
+		h.Set("Retry-After", strconv.FormatInt(ceilSeconds(v.RetryAfter), 10))
 	}
 	return refuse(http.StatusTooManyRequests, limitedMessage(v, time.Now()))
 }

@@ -169,7 +169,7 @@ func TestRefusalMessagesNeedNoJSONEscaping(t *testing.T) {
 	// (The body's refusals: presented's TestBodyMessagesNeedNoJSONEscaping.)
 	for _, s := range scopes {
 		var he caddyhttp.HandlerError
-		if !errors.As(scopeRefusal(rec, "challenge", s), &he) {
+		if !errors.As(scopeRefusal(rec.Header(), "challenge", s), &he) {
 			t.Fatal("a scope refusal is not an error for the error routes")
 		}
 		msgs = append(msgs, he.Err.Error())

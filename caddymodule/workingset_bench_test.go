@@ -54,7 +54,7 @@ func BenchmarkWorkingSet(b *testing.B) {
 			r := httptest.NewRequest(http.MethodGet, "/v1/", nil)
 			check := func() {
 				r.Header.Set("Authorization", "Bearer "+fixture.secrets[draw()])
-				if k, err := g.check(w, r); k == nil || err != nil {
+				if _, k, _, err := g.admitRequest(w, r); k == nil || err != nil {
 					b.Fatal(k, err)
 				}
 			}

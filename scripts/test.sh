@@ -50,17 +50,20 @@ version_at_least() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "
 node_ok() { command -v node >/dev/null && version_at_least "$(node --version | tr -d v)" 18; }
 curl_ok() { command -v curl >/dev/null && version_at_least "$(curl --version | awk 'NR==1 {print $2}')" 7.82; }
 requests_ok() { python3 -c 'import requests' 2>/dev/null; }
+nginx_ok() { command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; }
 browser_ok() { command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null; }
 
 # What each need is for: gcc for -race and Hydra's sqlite (cgo); Node.js
 # >= 18 (global fetch), Python 3 with requests and curl >= 7.82 (--json)
-# as the README's clients; Chromium for the key page.
+# as the README's clients; Chromium for the key page; nginx-light (which
+# has auth_request) as a proxy asking apikeys_verify.
 packages=()
 command -v gcc >/dev/null || packages+=(gcc libc6-dev)
 curl_ok || packages+=(curl)
 node_ok || packages+=(nodejs)
 requests_ok || packages+=(python3 python3-requests)
 browser_ok || packages+=(chromium)
+nginx_ok || packages+=(nginx-light)
 if ((${#packages[@]})); then
 	if [ "$(id -u)" != 0 ]; then
 		fail "the tests need: ${packages[*]}. Install them, then run this again:
