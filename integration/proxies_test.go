@@ -171,7 +171,9 @@ func startNginx(t *testing.T, gw, upstream string) string {
 	if os.Geteuid() == 0 {
 		user = "user root;\n" // the workers read the test's private directory
 	}
-	conf := fmt.Sprintf(`%sworker_processes 2;
+	// One process, no workers: a worker outlives a master killed with the
+	// test, holding its ports and the descriptors it inherited.
+	conf := fmt.Sprintf(`%smaster_process off;
 pid %[2]s/nginx.pid;
 error_log %[2]s/error.log warn;
 events { worker_connections 1024; }

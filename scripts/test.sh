@@ -71,7 +71,14 @@ if ((${#packages[@]})); then
 	fi
 	say "installing ${packages[*]}"
 	apt-get update -qq
+	# Packages with a service (nginx) must not start it: the tests run
+	# their own, and a system one would take port 80.
+	policy=/usr/sbin/policy-rc.d made_policy=
+	if [ ! -e "$policy" ]; then
+		printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && made_policy=1
+	fi
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
+	if [ -n "$made_policy" ]; then rm -f "$policy"; fi
 fi
 # Debian's python3 has requests; prefer it to a python3 earlier on PATH
 # that lacks it.
