@@ -15,14 +15,16 @@ import (
 // referenceModules maps the module column of the JSON reference
 // (docs/reference.md) to the type whose JSON fields it documents.
 var referenceModules = map[string]any{
-	"app `apikeys`":           App{},
-	"`apikeys.stores.bolt`":   BoltStore{},
-	"`apikeys.stores.etcd`":   EtcdStore{},
-	"`jwt`":                   JWTConfig{},
-	"handler `apikeys_api`":   APIHandler{},
-	"handler `apikey_auth`":   APIKeyGate{},
-	"handler `apikeys_ui`":    KeyPage{},
-	"handler `apikeys_leaks`": LeakHandler{},
+	"app `apikeys`":            App{},
+	"`apikeys.stores.bolt`":    BoltStore{},
+	"`apikeys.stores.etcd`":    EtcdStore{},
+	"`jwt`":                    JWTConfig{},
+	"handler `apikeys_api`":    APIHandler{},
+	"handler `apikey_auth`":    APIKeyGate{},
+	"handler `apikeys_ui`":     KeyPage{},
+	"handler `apikeys_leaks`":  LeakHandler{},
+	"handler `apikeys_verify`": VerifyHandler{},
+	"app `apikeys_ext_authz`":  ExtAuthz{},
 }
 
 // TestJSONReferenceMatchesTheCode: the JSON reference names exactly
@@ -81,6 +83,8 @@ func TestJSONReferenceNamesNestedMembers(t *testing.T) {
 		{"users", "app `apikeys`", "users", []any{User{}}},
 		{"plans", "app `apikeys`", "plans", []any{PlanConfig{}, RateConfig{}, CreditsConfig{}}},
 		{"etcd tls", "`apikeys.stores.etcd`", "tls", []any{EtcdTLS{}}},
+		{"verify routes", "handler `apikeys_verify`", "routes", []any{VerifyRoute{}}},
+		{"ext_authz tls", "app `apikeys_ext_authz`", "tls", []any{ExtAuthzTLS{}}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			meaning := rows[c.module][c.field]

@@ -47,6 +47,7 @@ type VerifyRules struct {
 	// Routes of the forwarded request, tried in order: the first whose
 	// paths and methods match the forwarded request decides its cost and
 	// adds its scopes. A request no route matches has the rules above.
+	// Default: none.
 	Routes []VerifyRoute `json:"routes,omitempty"`
 
 	// Header field by which the asking proxy states the request's cost,
@@ -141,6 +142,11 @@ type asked struct {
 	ip string
 }
 
+// url is the URL of q's request.
+func (q *asked) url() *url.URL {
+	return &url.URL{Path: q.path, RawPath: q.rawPath, RawQuery: q.rawQuery}
+}
+
 // admitted is a key admitted for an asked request.
 type admitted struct {
 	key     *keystore.Key
@@ -157,7 +163,7 @@ func (v *verifier) decide(ctx context.Context, h http.Header, q asked) (admitted
 	if err != nil {
 		return admitted{}, err
 	}
-	r := http.Request{Header: q.header, URL: &url.URL{RawQuery: q.rawQuery}}
+	r := http.Request{Header: q.header, URL: q.url()}
 	found, err := v.places.Find(&r)
 	if err != nil {
 		return admitted{}, v.refuseFind(h, err)
@@ -178,7 +184,7 @@ var errBadCost = errors.New("malformed cost")
 func (v *verifier) ruleFor(ctx context.Context, q asked) (routeRule, error) {
 	rule := v.base
 	if len(v.routes) > 0 {
-		r := (&http.Request{Method: q.method, URL: &url.URL{Path: q.path, RawPath: q.rawPath}}).WithContext(ctx)
+		r := (&http.Request{Method: q.method, URL: q.url()}).WithContext(ctx)
 		for i := range v.routes {
 			if v.routes[i].matches(r) {
 				rule = v.routes[i].rule

@@ -20,6 +20,21 @@ import (
 // the plans of config's "plans" member (may be empty).
 func testVerifier(t *testing.T, rules VerifyRules, plans string) (*VerifyHandler, *App) {
 	t.Helper()
+	app := appWithPlans(t, plans)
+	h := &VerifyHandler{VerifyRules: rules}
+	var err error
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	if h.verifier, err = newVerifier(ctx, app, zap.NewNop(), rules); err != nil {
+		t.Fatal(err)
+	}
+	return h, app
+}
+
+// appWithPlans is a fresh app with the plans of config's "plans" member
+// (may be empty).
+func appWithPlans(t *testing.T, plans string) *App {
+	t.Helper()
 	cfg := `{"store": ` + storeJSON(filepath.Join(t.TempDir(), "k.db"))
 	if plans != "" {
 		cfg += `, "plans": ` + plans
@@ -28,13 +43,7 @@ func testVerifier(t *testing.T, rules VerifyRules, plans string) (*VerifyHandler
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &VerifyHandler{VerifyRules: rules}
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	t.Cleanup(cancel)
-	if h.verifier, err = newVerifier(ctx, app, zap.NewNop(), rules); err != nil {
-		t.Fatal(err)
-	}
-	return h, app
+	return app
 }
 
 func mintFor(t *testing.T, app *App, req keystore.KeyRequest) keystore.Minted {

@@ -90,13 +90,21 @@ func (u *verifyUpstream) addr() string { return strings.TrimPrefix(u.URL, "http:
 type verifyGateway struct {
 	*runningCaddy
 	addr, admin string
+	config      string // the Caddyfile
 }
 
 func startVerifyGateway(t *testing.T, upstream string) *verifyGateway {
 	t.Helper()
-	ports := holdPorts(t, 2)
+	return startVerifyGatewayWith(t, upstream, "")
+}
+
+// startVerifyGatewayWith is startVerifyGateway with global added to the
+// global options, and the listeners of extra passed on as fd/5 and on.
+func startVerifyGatewayWith(t *testing.T, upstream, global string, extra ...heldPort) *verifyGateway {
+	t.Helper()
+	ports := append(holdPorts(t, 2), extra...)
 	cfg := rewrite(t, readmeBlock(t, "## Other proxies ask this gateway", "caddyfile"),
-		"\tlog default {\n", "\t"+adminOption(ports[1], 4)+"\n\tlog default {\n",
+		"\tlog default {\n", "\t"+adminOption(ports[1], 4)+"\n"+global+"\tlog default {\n",
 		"\t\tplan metered {", "\t\tplan rated {\n\t\t\trate 2/1m per-minute\n\t\t}\n\t\tplan metered {",
 		"http://:7700 {\n\tbind 127.0.0.1\n", "http://:"+ports[0].Addr[strings.LastIndexByte(ports[0].Addr, ':')+1:]+" {\n\tbind fd/3\n",
 		"\t\theader X-Api-Key\n", "\t\theader X-Api-Key\n\t\tquery api_key\n",
@@ -106,7 +114,7 @@ func startVerifyGateway(t *testing.T, upstream string) *verifyGateway {
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return &verifyGateway{runningCaddy: startBinary(t, path, dir, ports), addr: ports[0].Addr, admin: ports[1].Addr}
+	return &verifyGateway{runningCaddy: startBinary(t, path, dir, ports), addr: ports[0].Addr, admin: ports[1].Addr, config: cfg}
 }
 
 // mint makes a key on the gateway through its admin API: body is the
