@@ -24,7 +24,7 @@ import (
 
 // provisionApp provisions an App from JSON in its own Caddy context,
 // cleaned up when the test ends.
-func provisionApp(t *testing.T, config string) (*App, error) {
+func provisionApp(t testing.TB, config string) (*App, error) {
 	t.Helper()
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	var app App

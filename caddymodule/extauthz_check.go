@@ -41,7 +41,10 @@ func (c *checker) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.
 	if err != nil {
 		return denied(http.Header{}, refuse(http.StatusBadRequest, msgCheckMalformed)), nil
 	}
-	ctx = context.WithValue(ctx, caddy.ReplacerCtxKey, caddy.NewReplacer())
+	if len(c.v.routes) > 0 {
+		// Path patterns may hold placeholders.
+		ctx = context.WithValue(ctx, caddy.ReplacerCtxKey, caddy.NewReplacer())
+	}
 	answer := http.Header{}
 	a, err := c.v.decide(ctx, answer, q)
 	if err != nil {

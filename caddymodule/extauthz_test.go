@@ -368,3 +368,34 @@ func TestExtAuthzWarnsOfPlaintextBeyondLoopback(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkExtAuthzCheck is one Check of apikeys_ext_authz in process (no
+// gRPC): Envoy's request read, the key admitted, the answer built, for a
+// key without and with a plan of a rate limit and credits.
+func BenchmarkExtAuthzCheck(b *testing.B) {
+	for _, plan := range []string{"", "p"} {
+		name := "plan=none"
+		if plan != "" {
+			name = "plan=rate+credits"
+		}
+		b.Run(name, func(b *testing.B) {
+			app := appWithPlans(b, `{"p": {"rates": [{"limit": 1000000000, "window": "1m"}], "credits": {"amount": 1000000000000}}}`)
+			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+			defer cancel()
+			v, err := newVerifier(ctx, app, zap.NewNop(), VerifyRules{Headers: []string{"X-Api-Key"}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			m := mintFor(b, app, keystore.KeyRequest{Plan: plan})
+			c := &checker{v: v}
+			req := checkOf("GET", "/v1/x", "X-Api-Key", m.Secret, "User-Agent", "bench", "Accept", "*/*")
+			b.ReportAllocs()
+			for b.Loop() {
+				res, err := c.Check(b.Context(), req)
+				if err != nil || res.GetOkResponse() == nil {
+					b.Fatalf("%v %v", res, err)
+				}
+			}
+		})
+	}
+}

@@ -34,8 +34,10 @@ const planRateCredits = "default_plan p\n\t\tplan p {\n\t\t\trate 1000000000/1m\
 // handler chain a Caddyfile builds, called in process, no network) to a
 // static response: the bare route, the same behind apikey_auth (without
 // a plan; with rate and credits, also on a free route; with a rate only),
-// and behind Caddy's basic_auth as the peer. The
-// difference to the bare route is what the key check costs a request.
+// behind Caddy's basic_auth as the peer, and apikeys_verify answering a
+// proxy's sub-request about the same request (without and with a plan).
+// The difference to the bare route is what the key check costs a
+// request.
 func BenchmarkRoute(b *testing.B) {
 	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
 	if err != nil {
@@ -50,6 +52,8 @@ func BenchmarkRoute(b *testing.B) {
 		{"apikey_auth+plan/cost=0", planRateCredits, "apikey_auth {\n\t\tcost 0\n\t}", "key"},
 		{"apikey_auth+rate", "default_plan p\n\t\tplan p {\n\t\t\trate 1000000000/1m\n\t\t}", "apikey_auth", "key"},
 		{"basic_auth", "", "basic_auth {\n\t\talice " + string(hash) + "\n\t}", "basic"},
+		{"apikeys_verify", "", "apikeys_verify", "key"},
+		{"apikeys_verify+plan", planRateCredits, "apikeys_verify", "key"},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			srv, key := startRoute(b, tc.global, tc.route)
@@ -58,6 +62,11 @@ func BenchmarkRoute(b *testing.B) {
 				b.Fatal(err)
 			}
 			req.RemoteAddr = "192.0.2.1:40000"
+			if strings.HasPrefix(tc.route, "apikeys_verify") {
+				// A proxy's sub-request about the client's request.
+				req.Header.Set("X-Forwarded-Method", "GET")
+				req.Header.Set("X-Forwarded-Uri", "/v1/x")
+			}
 			w := &discardWriter{h: http.Header{}}
 			set := func() {
 				clear(w.h)

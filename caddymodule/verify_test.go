@@ -33,7 +33,7 @@ func testVerifier(t *testing.T, rules VerifyRules, plans string) (*VerifyHandler
 
 // appWithPlans is a fresh app with the plans of config's "plans" member
 // (may be empty).
-func appWithPlans(t *testing.T, plans string) *App {
+func appWithPlans(t testing.TB, plans string) *App {
 	t.Helper()
 	cfg := `{"store": ` + storeJSON(filepath.Join(t.TempDir(), "k.db"))
 	if plans != "" {
@@ -46,7 +46,7 @@ func appWithPlans(t *testing.T, plans string) *App {
 	return app
 }
 
-func mintFor(t *testing.T, app *App, req keystore.KeyRequest) keystore.Minted {
+func mintFor(t testing.TB, app *App, req keystore.KeyRequest) keystore.Minted {
 	t.Helper()
 	m, err := app.keyring.Mint(context.Background(), keystore.Actor{Owner: keystore.Service("alice"), Operator: true}, req)
 	if err != nil {

@@ -146,6 +146,9 @@ http://%s {
 		apikey_auth
 		reverse_proxy %s
 	}
+	route /verify {
+		apikeys_verify
+	}
 	route /basic/* {
 		basic_auth {
 			bench %s
@@ -184,6 +187,37 @@ http://%s {
 	}
 	if nginxAddr != "" {
 		setups = append(setups, setup{name: "nginx, static map", url: "http://" + nginxAddr + "/", header: "X-Api-Key: " + smallKey, procs: nginxPids})
+		// nginx asking the 10^3-key gateway by auth_request, as README's
+		// configuration does: its CPU is the gateway's, per check.
+		verifyAddr := freeAddr()
+		front := fmt.Sprintf(`	upstream backend { server %s; keepalive 64; }
+	upstream apikeys { server %s; keepalive 64; }
+	server {
+		listen %s;
+		location / {
+			auth_request /_apikeys;
+			auth_request_set $apikeys_user $upstream_http_x_apikeys_user;
+			proxy_set_header X-Apikeys-User $apikeys_user;
+			proxy_set_header Authorization "";
+			proxy_http_version 1.1;
+			proxy_set_header Connection "";
+			proxy_pass http://backend;
+		}
+		location = /_apikeys {
+			internal;
+			proxy_pass http://apikeys/verify;
+			proxy_pass_request_body off;
+			proxy_set_header Content-Length "";
+			proxy_set_header X-Forwarded-Method $request_method;
+			proxy_set_header X-Forwarded-Uri $request_uri;
+			proxy_http_version 1.1;
+			proxy_set_header Connection "";
+		}
+	}`, upstream, gw1Addr, verifyAddr)
+		if _, err := r.startNginx("verify", front, verifyAddr); err != nil {
+			return err
+		}
+		setups = append(setups, setup{name: "nginx → apikeys_verify (gateway CPU)", url: "http://" + verifyAddr + "/", header: "Authorization: Bearer " + smallKey, procs: pidOf(gw1)})
 	}
 
 	// Warm up (fills the key cache and basic_auth's hash cache), then
