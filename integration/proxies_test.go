@@ -147,6 +147,15 @@ func freePort(t testing.TB) string {
 	return addr
 }
 
+// listening reports whether a server accepts connections on addr.
+func listening(addr string) bool {
+	c, err := net.Dial("tcp", addr)
+	if err == nil {
+		_ = c.Close()
+	}
+	return err == nil
+}
+
 // startNginx runs nginx on README's configuration, asking gw and passing
 // to upstream, and returns its address. It skips where nginx is not
 // installed and -short.
@@ -190,39 +199,8 @@ http {
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-p", dir, "-c", path, "-g", "daemon off;")
-	testutil.DieWithParent(cmd)
-	out := new(syncBuffer)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-		}
-		if t.Failed() {
-			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-			t.Logf("nginx output:\n%s\nerror.log:\n%s", out.String(), log)
-		}
-	})
-	testutil.Eventually(t, 10*time.Second, "nginx to listen", func() bool {
-		select {
-		case <-done:
-			t.Fatalf("nginx exited:\n%s", out.String())
-		default:
-		}
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			_ = c.Close()
-		}
-		return err == nil
-	})
+	p := testutil.StartProcess(t, "nginx", exec.Command(bin, "-p", dir, "-c", path, "-g", "daemon off;"), filepath.Join(dir, "error.log"))
+	p.Ready(t, 10*time.Second, "nginx to listen", func() bool { return listening(addr) })
 	return addr
 }
 
@@ -272,3 +250,4 @@ func startStockCaddy(t *testing.T, gw, upstream string) string {
 	startBinaryAt(t, bin, path, dir, ports)
 	return ports[0].Addr
 }
+
