@@ -286,3 +286,8 @@ func TestStockCaddyAsksTheGateway(t *testing.T) {
 	asksTheGateway(t, "stock Caddy", startStockCaddy)
 }
 
+// TestTraefikAsksTheGateway runs README's Traefik dynamic configuration
+// (forwardAuth) on Traefik built from its module.
+func TestTraefikAsksTheGateway(t *testing.T) {
+	asksTheGateway(t, "Traefik "+traefikVersion, startTraefik)
+}
