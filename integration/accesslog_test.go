@@ -37,7 +37,7 @@ func exampleCopy(t testing.TB, edit func(string) string) (path, base string, por
 func untilLogged(t *testing.T, rc *runningCaddy, s string) {
 	t.Helper()
 	testutil.Eventually(t, 10*time.Second, fmt.Sprintf("%q in the output", s), func() bool {
-		return strings.Contains(rc.out.String(), s)
+		return strings.Contains(rc.Output(), s)
 	})
 }
 
@@ -78,8 +78,8 @@ func TestExampleKeepsSecretsOutOfLogs(t *testing.T) {
 			// theirs are too (and stop waits for requests in flight).
 			do(t, http.MethodGet, base+"/logged-last", "")
 			untilLogged(t, rc, `"uri":"/logged-last"`)
-			rc.stop()
-			logs := rc.out.String()
+			rc.Stop()
+			logs := rc.Output()
 			if !strings.Contains(logs, `"level":"debug"`) || !strings.Contains(logs, `"logger":"http.log.access`) {
 				t.Fatalf("expected DEBUG and access logs, got:\n%.3000s", logs)
 			}
@@ -178,7 +178,7 @@ func TestLogWarningsAtStartup(t *testing.T) {
 			}
 			rc := startBinary(t, path, dir, []heldPort{port})
 			untilLogged(t, rc, "serving initial configuration")
-			logs := rc.out.String()
+			logs := rc.Output()
 			var got []string
 			for line := range strings.SplitSeq(logs, "\n") {
 				if m := regexp.MustCompile(`"field":"([^"]+)"`).FindStringSubmatch(line); m != nil && strings.Contains(line, accessLogWarning) {

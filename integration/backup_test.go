@@ -212,7 +212,7 @@ func TestDamagedStoreStopsTheGatewayWithWhatToDo(t *testing.T) {
 	for range 200 {
 		decodeCreated(t, post(t, g.base+"/api/create_api_key", `{"auth": {"username": "alice", "password": "alicepw"}, "title": "title-of-a-key"}`))
 	}
-	g.stop()
+	g.Stop()
 	sound, err := os.ReadFile(g.db)
 	if err != nil {
 		t.Fatal(err)

@@ -64,41 +64,12 @@ func caddyBinary(t testing.TB) string {
 }
 
 // runningCaddy is a started binary; its output is kept for failures.
-type runningCaddy struct {
-	cmd      *exec.Cmd
-	out      *syncBuffer
-	done     chan struct{}
-	stopOnce sync.Once
-}
+type runningCaddy struct{ *testutil.Process }
 
-// stop interrupts Caddy and waits for it to exit (killing it after 10s).
-func (rc *runningCaddy) stop() {
-	rc.stopOnce.Do(func() {
-		_ = rc.cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-rc.done:
-		case <-time.After(10 * time.Second):
-			_ = rc.cmd.Process.Kill()
-			<-rc.done
-		}
-	})
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+// runCaddy starts cmd as a gateway the test owns.
+func runCaddy(t testing.TB, cmd *exec.Cmd) *runningCaddy {
+	t.Helper()
+	return &runningCaddy{testutil.StartProcess(t, "caddy", cmd)}
 }
 
 // heldPort is a loopback port the test listens on and keeps until it
@@ -244,19 +215,7 @@ func startBinary(t testing.TB, config, dataDir string, ports []heldPort, env ...
 // startBinaryAt is startBinary for another build of the gateway.
 func startBinaryAt(t testing.TB, binary, config, dataDir string, ports []heldPort, env ...string) *runningCaddy {
 	t.Helper()
-	rc := &runningCaddy{out: new(syncBuffer), done: make(chan struct{})}
-	rc.cmd = binaryCommand(binary, dataDir, ports, env, "run", "--config", config)
-	rc.cmd.Stdout, rc.cmd.Stderr = rc.out, rc.out
-	if err := rc.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = rc.cmd.Wait(); close(rc.done) }()
-	t.Cleanup(func() {
-		rc.stop()
-		if t.Failed() {
-			t.Logf("caddy output:\n%s", rc.out.String())
-		}
-	})
+	rc := runCaddy(t, binaryCommand(binary, dataDir, ports, env, "run", "--config", config))
 	waitServing(t, rc, ports[0].Addr)
 	return rc
 }
@@ -268,18 +227,18 @@ func waitServing(t testing.TB, rc *runningCaddy, addr string) {
 	defer cancel()
 	go func() {
 		select {
-		case <-rc.done:
+		case <-rc.Done():
 			cancel()
 		case <-ctx.Done():
 		}
 	}()
 	if err := loopback.WaitHTTP(ctx, addr); err != nil {
 		select {
-		case <-rc.done:
-			t.Fatalf("caddy exited early:\n%s", rc.out.String())
+		case <-rc.Done():
+			t.Fatalf("caddy exited early:\n%s", rc.Output())
 		default:
 		}
-		t.Fatalf("%v:\n%s", err, rc.out.String())
+		t.Fatalf("%v:\n%s", err, rc.Output())
 	}
 }
 

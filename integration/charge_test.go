@@ -147,7 +147,7 @@ func leaveAfter(addr, path, key string, n int, arrived <-chan struct{}) error {
 // accessLogged counts the access log entries of rc with uri in them.
 func accessLogged(rc *runningCaddy, uri string) int {
 	n := 0
-	for line := range strings.Lines(rc.out.String()) {
+	for line := range strings.Lines(rc.Output()) {
 		if strings.Contains(line, `"logger":"http.log.access`) && strings.Contains(line, uri) {
 			n++
 		}

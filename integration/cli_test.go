@@ -209,11 +209,11 @@ func TestCLIAndMetricsWithRealBinary(t *testing.T) {
 	if metricValue(t, metrics, `caddy_apikeys_store_operation_duration_seconds_count{operation="create_key"}`) == 0 {
 		t.Error("store latency histogram is empty")
 	}
-	if strings.Contains(gw.out.String(), "bobpw") {
+	if strings.Contains(gw.Output(), "bobpw") {
 		t.Error("a password reached the log")
 	}
-	if !strings.Contains(gw.out.String(), `"logger":"apikeys.audit","msg":"user added","user":"bob"`) {
-		t.Errorf("no audit event for the added user in:\n%s", gw.out.String())
+	if !strings.Contains(gw.Output(), `"logger":"apikeys.audit","msg":"user added","user":"bob"`) {
+		t.Errorf("no audit event for the added user in:\n%s", gw.Output())
 	}
 
 	// Removing a user revokes their keys.
@@ -225,7 +225,7 @@ func TestCLIAndMetricsWithRealBinary(t *testing.T) {
 	}
 
 	// Offline, on the db file, once Caddy has stopped.
-	gw.stop()
+	gw.Stop()
 	if out, ok := cli(t, "", "--address", refusingAddr(t), "key", "list"); ok || !strings.Contains(out, "cannot reach Caddy's admin API") || !strings.Contains(out, "--db") {
 		t.Fatalf("admin API down: ok=%v\n%s", ok, out)
 	}

@@ -434,7 +434,7 @@ func TestMigrateFromBoltToCluster(t *testing.T) {
 		single.mint(t, `{"username": "alice", "password": "alicepw"}`).APIKey,
 		single.mint(t, `{"username": "bob", "password": "bobpw"}`).APIKey,
 	}
-	single.stop()
+	single.Stop()
 
 	c := etcdtest.Start(t, 1)
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))

@@ -48,7 +48,7 @@ func BenchmarkUnknownKeyFlood(b *testing.B) {
 	ports := holdPorts(b, 2)
 	clusterFile := clusterCopy(b, ports)
 	rc := startBinary(b, clusterFile, b.TempDir(), ports, clusterEnv(ports, c.Endpoints()[:1], upstream.URL)...)
-	defer rc.stop()
+	defer rc.Stop()
 	base, admin := "http://"+ports[0].Addr, ports[1].Addr
 	metrics := "http://" + admin + "/metrics"
 	mustCLI(b, "alicepw\n", "--address", admin, "user", "add", "alice")

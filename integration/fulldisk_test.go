@@ -186,7 +186,7 @@ func TestFullDiskRefusesMintsAndRecovers(t *testing.T) {
 		}
 	}
 	t.Logf("metered keys that held no credits yet: %d of %d refused on the full disk", coldRefused, len(cold))
-	if !strings.Contains(gw.out.String(), "no space left on device") || !strings.Contains(gw.out.String(), `"reason":"disk_full"`) || !strings.Contains(gw.out.String(), `"msg":"key not created","user":"alice","source":"password","reason":"disk_full"`) {
+	if !strings.Contains(gw.Output(), "no space left on device") || !strings.Contains(gw.Output(), `"reason":"disk_full"`) || !strings.Contains(gw.Output(), `"msg":"key not created","user":"alice","source":"password","reason":"disk_full"`) {
 		t.Fatal("the log does not say the disk is full")
 	}
 	if n := metricValue(t, "http://"+admin+"/metrics", `caddy_apikeys_store_errors_total{operation="create_key",reason="disk_full"}`); n == 0 {
@@ -204,7 +204,7 @@ func TestFullDiskRefusesMintsAndRecovers(t *testing.T) {
 			t.Fatalf("key %s, answered, does not work after the disk filled: %d %s", k.ID, r.status, r.body)
 		}
 	}
-	gw.stop()
+	gw.Stop()
 	if out := mustCLI(t, "", "check", "--db", db); !strings.Contains(out, "sound") {
 		t.Fatalf("check after the full disk:\n%s", out)
 	}
@@ -228,7 +228,7 @@ func TestFullDiskAtStartKeepsCreditsInMemory(t *testing.T) {
 	}
 	gw := startBinary(t, config, dir, ports)
 	key := decodeCreated(t, post(t, base+"/api/create_api_key", `{"auth": {"username": "alice", "password": "alicepw"}}`))
-	gw.stop()
+	gw.Stop()
 	if err := os.Remove(db + ".credits"); err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func TestFullDiskAtStartKeepsCreditsInMemory(t *testing.T) {
 			t.Fatalf("a key on a gateway started on a full disk: %d %s", r.status, r.body)
 		}
 	}
-	if !strings.Contains(gw.out.String(), "credit ledger unavailable; credit blocks are kept in memory only") || !strings.Contains(gw.out.String(), "no space left on device") {
-		t.Fatalf("no warning that the ledger could not be made:\n%s", gw.out.String())
+	if !strings.Contains(gw.Output(), "credit ledger unavailable; credit blocks are kept in memory only") || !strings.Contains(gw.Output(), "no space left on device") {
+		t.Fatalf("no warning that the ledger could not be made:\n%s", gw.Output())
 	}
 }

@@ -151,9 +151,9 @@ func TestSecretsNeverLogged(t *testing.T) {
 	}
 	post(t, g.base+"/api/delete_api_key", `{"auth": {"username": "alice", "password": "alicepw"}, "api_key_id": "`+keys[0].ID+`"}`)
 	testutil.Eventually(t, 10*time.Second, "a last_used flush", func() bool { return metricValue(t, metrics, flushes) > flushed })
-	g.stop()
+	g.Stop()
 
-	logs := g.out.String()
+	logs := g.Output()
 	if !strings.Contains(logs, `"level":"debug"`) || !strings.Contains(logs, "handled request") {
 		t.Fatalf("expected DEBUG and access logs, got:\n%.2000s", logs)
 	}
@@ -183,7 +183,7 @@ func mustRead(t *testing.T, path string) []byte {
 func TestReloadsUnderLoad(t *testing.T) {
 	g := startHardened(t, "", "")
 	key := g.mint(t, `{"username": "alice", "password": "alicepw"}`).APIKey
-	pid := g.cmd.Process.Pid
+	pid := g.Cmd.Process.Pid
 	fds := func() int {
 		entries, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 		return len(entries)
@@ -356,11 +356,11 @@ func TestKill9DuringMinting(t *testing.T) {
 	// Kill it in the middle of minting, with plenty of keys to check
 	// after (a second of minting gives thousands here).
 	testutil.Eventually(t, 60*time.Second, "1000 keys minted", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) >= 1000 })
-	if err := g.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := g.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	wg.Wait()
-	<-g.done
+	<-g.Done()
 	mu.Lock()
 	minted := append([]string(nil), got...)
 	mu.Unlock()
@@ -387,7 +387,7 @@ func TestKill9DuringMinting(t *testing.T) {
 
 	// Every answered key works after a restart.
 	restarted := startBinary(t, g.config, g.dir, g.ports)
-	defer restarted.stop()
+	defer restarted.Stop()
 	for _, k := range minted {
 		if !g.works(t, "Authorization", "Bearer "+k) {
 			t.Fatalf("key %.10s… was answered 200 before the kill but is unknown after it (%d minted)", k, len(minted))
@@ -434,15 +434,9 @@ func TestFullDiskMinting503(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc := &runningCaddy{out: new(syncBuffer), done: make(chan struct{})}
-	rc.cmd = caddyCommand(t, dir, ports, nil)
-	rc.cmd.Path, rc.cmd.Args = bash, []string{"bash", "-c", script}
-	rc.cmd.Stdout, rc.cmd.Stderr = rc.out, rc.out
-	if err := rc.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = rc.cmd.Wait(); close(rc.done) }()
-	t.Cleanup(rc.stop)
+	cmd := caddyCommand(t, dir, ports, nil)
+	cmd.Path, cmd.Args = bash, []string{"bash", "-c", script}
+	rc := runCaddy(t, cmd)
 	g := &hardenedGateway{runningCaddy: rc, base: "http://" + ports[0].Addr}
 	waitServing(t, rc, ports[0].Addr)
 
@@ -456,7 +450,7 @@ func TestFullDiskMinting503(t *testing.T) {
 		}
 	}
 	if full.status != 503 || full.body != `{"success":false,"error":"the key store is unavailable; try again later"}` {
-		t.Fatalf("minting on a full disk: %d %s\n%s", full.status, full.body, rc.out.String())
+		t.Fatalf("minting on a full disk: %d %s\n%s", full.status, full.body, rc.Output())
 	}
 	if !g.works(t, "Authorization", "Bearer "+first.APIKey) {
 		t.Fatal("an existing key stopped working when the disk filled up")

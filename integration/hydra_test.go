@@ -83,28 +83,9 @@ log:
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out := new(syncBuffer)
 	cmd := exec.Command(bin, "serve", "all", "--dev", "--sqa-opt-out", "-c", path)
-	testutil.DieWithParent(cmd)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("hydra output:\n%s", out.String())
-		}
-	})
-	testutil.Eventually(t, 60*time.Second, "hydra ready", func() bool { // its output is logged on failure
+	p := testutil.StartProcess(t, "hydra", cmd)
+	p.Ready(t, 60*time.Second, "hydra ready", func() bool {
 		r, err := http.Get(h.admin + "/health/ready")
 		if err != nil {
 			return false

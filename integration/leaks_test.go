@@ -230,11 +230,11 @@ func TestLeakedKeysRevokeThemselves(t *testing.T) {
 	t.Run("the logs say what happened, never the key", func(t *testing.T) {
 		untilLogged(t, a.runningCaddy, `"msg":"key leaked"`)
 		for _, g := range []*leakGateway{a, b} {
-			if out := g.out.String(); strings.Contains(out, leaked.APIKey) || strings.Contains(out, kept.APIKey) {
+			if out := g.Output(); strings.Contains(out, leaked.APIKey) || strings.Contains(out, kept.APIKey) {
 				t.Errorf("%s logged a reported key", g.base)
 			}
 		}
-		if !strings.Contains(a.out.String(), `"key_id":"`+leaked.ID+`"`) {
+		if !strings.Contains(a.Output(), `"key_id":"`+leaked.ID+`"`) {
 			t.Error("the audit log does not name the leaked key's id")
 		}
 	})

@@ -109,8 +109,8 @@ func (g *limitsGateway) start() {
 
 // kill stops the gateway with SIGKILL: no cleanup runs.
 func (g *limitsGateway) kill() {
-	_ = g.cmd.Process.Signal(syscall.SIGKILL)
-	<-g.done
+	_ = g.Cmd.Process.Signal(syscall.SIGKILL)
+	<-g.Done()
 }
 
 func (g *limitsGateway) adminAddr() string { return g.ports[1].Addr }
@@ -282,7 +282,7 @@ func TestCreditsExactOnOneGateway(t *testing.T) {
 	}
 	// Alice mints her own keys, so her plan's per-key credits bound a
 	// key, not her: the gateway said so at start.
-	if !strings.Contains(g.out.String(), `each new key brings a new balance; add per_owner to bound what an owner spends","plan":"credits"`) {
+	if !strings.Contains(g.Output(), `each new key brings a new balance; add per_owner to bound what an owner spends","plan":"credits"`) {
 		t.Fatal("no warning that per-key credits do not bound owners who mint keys")
 	}
 	// A free route still works, and the key shows what is left.
@@ -391,8 +391,8 @@ func TestPlansThroughTheCLI(t *testing.T) {
 	if r := do(t, http.MethodGet, g.base+"/v1/x", "", "Authorization", "Bearer "+k.APIKey); r.status != 200 {
 		t.Fatalf("after setting 3 and a reload: %d %s", r.status, r.body)
 	}
-	logs := g.out.String()
-	g.stop()
+	logs := g.Output()
+	g.Stop()
 	g.start()
 	if out := mustCLI(t, "", "--address", admin, "key", "credits", k.ID); !strings.Contains(out, "0 of 30 credits left; refills") {
 		t.Fatalf("key credits after a restart:\n%s", out)

@@ -127,7 +127,7 @@ func TestLockoutHoldsAcrossThreeGateways(t *testing.T) {
 	// that (a build that does not divide the lockout joins no
 	// membership), the attack still runs, to show what it gets.
 	for i, g := range gws {
-		for end := time.Now().Add(10 * time.Second); !strings.Contains(g.out.String(), `"msg":"gateways sharing the store","count":3`); time.Sleep(20 * time.Millisecond) {
+		for end := time.Now().Add(10 * time.Second); !strings.Contains(g.Output(), `"msg":"gateways sharing the store","count":3`); time.Sleep(20 * time.Millisecond) {
 			if time.Now().After(end) {
 				t.Errorf("gateway %d did not count three gateways sharing the store within 10s", i)
 				break

@@ -235,7 +235,7 @@ http://%s {
 	g.keys = g.minted(b)
 }
 
-func (g *mintGateway) stop() { g.rc.stop() }
+func (g *mintGateway) stop() { g.rc.Stop() }
 
 func (g *mintGateway) url() string { return "http://" + g.ports[0].Addr + "/api/create_api_key" }
 
@@ -247,7 +247,7 @@ func (g *mintGateway) minted(b *testing.B) float64 {
 
 // window mints for 3 s and records keys/s and CPU per key.
 func (g *mintGateway) window(b *testing.B, setup string, round int) {
-	pid := g.rc.cmd.Process.Pid
+	pid := g.rc.Cmd.Process.Pid
 	cpu0, t0 := cpuTicks(b, pid), time.Now()
 	g.wrk(b, setup, 3*time.Second)
 	elapsed, cpu := time.Since(t0), cpuTicks(b, pid)-cpu0

@@ -137,8 +137,8 @@ http://%s {
 func (g *notifyGateway) start() { g.runningCaddy = startBinary(g.t, g.config, g.dir, g.ports) }
 
 func (g *notifyGateway) kill() {
-	_ = g.cmd.Process.Signal(syscall.SIGKILL)
-	<-g.done
+	_ = g.Cmd.Process.Signal(syscall.SIGKILL)
+	<-g.Done()
 }
 
 // TestNoticesReachReceiversOnce: two real gateways sharing etcd notify

@@ -139,7 +139,7 @@ func (u processUsage) String() string {
 
 func (g *clusterGateway) usage(t *testing.T) processUsage {
 	t.Helper()
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", g.cmd.Process.Pid))
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", g.Cmd.Process.Pid))
 	if err != nil {
 		t.Fatal(err)
 	}

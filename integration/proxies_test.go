@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -155,6 +156,15 @@ func freePort(t testing.TB) string {
 	return addr
 }
 
+// listening reports whether a server accepts connections on addr.
+func listening(addr string) bool {
+	c, err := net.Dial("tcp", addr)
+	if err == nil {
+		_ = c.Close()
+	}
+	return err == nil
+}
+
 // startNginx runs nginx on README's configuration, asking gw and passing
 // to upstream, and returns its address. It skips where nginx is not
 // installed and -short.
@@ -198,39 +208,8 @@ http {
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-p", dir, "-c", path, "-g", "daemon off;")
-	testutil.DieWithParent(cmd)
-	out := new(syncBuffer)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-		}
-		if t.Failed() {
-			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-			t.Logf("nginx output:\n%s\nerror.log:\n%s", out.String(), log)
-		}
-	})
-	testutil.Eventually(t, 10*time.Second, "nginx to listen", func() bool {
-		select {
-		case <-done:
-			t.Fatalf("nginx exited:\n%s", out.String())
-		default:
-		}
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			_ = c.Close()
-		}
-		return err == nil
-	})
+	p := testutil.StartProcess(t, "nginx", exec.Command(bin, "-p", dir, "-c", path, "-g", "daemon off;"), filepath.Join(dir, "error.log"))
+	p.Ready(t, 10*time.Second, "nginx to listen", func() bool { return listening(addr) })
 	return addr
 }
 
@@ -279,4 +258,119 @@ func startStockCaddy(t *testing.T, gw, upstream string) string {
 	}
 	startBinaryAt(t, bin, path, dir, ports)
 	return ports[0].Addr
+}
+
+// traefikVersion is the Traefik the tests run, built from its module.
+// (v3.7's go.mod replaces a module by a directory its zip lacks, so it
+// cannot be built from the module proxy.)
+const traefikVersion = "v3.6.12"
+
+var (
+	traefikOnce sync.Once
+	traefikPath string
+	traefikErr  error
+)
+
+// traefikBinary is Traefik built from its module, once per machine: the
+// binary is kept in the user's cache directory (not the temporary one, as
+// etcd's is: it takes minutes to build, see scripts/test.sh) under the
+// versions of Traefik and Go, so that later runs start it at once. It
+// skips under -short.
+func traefikBinary(t testing.TB) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs Traefik")
+	}
+	traefikOnce.Do(func() { traefikPath, traefikErr = buildTraefik() })
+	if traefikErr != nil {
+		t.Fatal(traefikErr)
+	}
+	return traefikPath
+}
+
+func buildTraefik() (string, error) {
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		cache = os.TempDir() // no home: kept until the machine's next boot
+	}
+	path := filepath.Join(cache, "caddy-apikeys", fmt.Sprintf("traefik-%s-%s-%s-%s", traefikVersion, runtime.Version(), runtime.GOOS, runtime.GOARCH))
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return "", err
+	}
+	// Outside any module, so that only Traefik's own go.mod counts.
+	env := append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly")
+	dl := exec.Command("go", "mod", "download", "-json", "github.com/traefik/traefik/v3@"+traefikVersion)
+	dl.Dir, dl.Env = os.TempDir(), env
+	out, err := dl.Output()
+	if err != nil {
+		return "", fmt.Errorf("go mod download traefik: %v\n%s", err, out)
+	}
+	var mod struct{ Dir, Error string }
+	if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
+		return "", fmt.Errorf("go mod download traefik: %v %s\n%s", err, mod.Error, out)
+	}
+	// Built in the module's own directory, read-only in the module cache:
+	// its go.mod is then the main module's, and its replace directives
+	// (forks of gorilla/mux and others) apply, as in Traefik's releases.
+	// Test binaries of several packages may build at once: each builds a
+	// file of its own and renames it into place, which is atomic.
+	tmp := fmt.Sprintf("%s.%d", path, os.Getpid())
+	build := exec.Command("go", "build", "-trimpath", "-o", tmp,
+		"-ldflags", "-s -w -X github.com/traefik/traefik/v3/pkg/version.Version="+traefikVersion, "./cmd/traefik")
+	build.Dir, build.Env = mod.Dir, env
+	if out, err := build.CombinedOutput(); err != nil {
+		_ = os.Remove(tmp)
+		return "", fmt.Errorf("building traefik %s: %v\n%s", traefikVersion, err, out)
+	}
+	return path, os.Rename(tmp, path)
+}
+
+// startTraefik runs Traefik with README's dynamic configuration, asking gw
+// and passing to upstream, on an entry point of its own, and returns its
+// address.
+func startTraefik(t *testing.T, gw, upstream string) string {
+	t.Helper()
+	bin := traefikBinary(t)
+	addr := freePort(t)
+	dynamic := rewrite(t, readmeBlock(t, "### Traefik", "yaml"),
+		"address: http://127.0.0.1:7700/verify", "address: http://"+gw+"/verify",
+		"- url: http://127.0.0.1:9000", "- url: http://"+upstream)
+	dir := t.TempDir()
+	dynamicPath := filepath.Join(dir, "dynamic.yml")
+	// The static configuration: one entry point and the file provider; no
+	// API, dashboard, ping or metrics (so no entry point of Traefik's own),
+	// no calls home.
+	static := fmt.Sprintf(`global:
+  checkNewVersion: false
+  sendAnonymousUsage: false
+entryPoints:
+  web:
+    address: %q
+providers:
+  file:
+    filename: %q
+log:
+  level: WARN
+`, addr, dynamicPath)
+	staticPath := filepath.Join(dir, "traefik.yml")
+	for name, text := range map[string]string{dynamicPath: dynamic, staticPath: static} {
+		if err := os.WriteFile(name, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := testutil.StartProcess(t, "traefik", exec.Command(bin, "--configFile="+staticPath))
+	// The entry point listens before the file provider's routers are in
+	// place, and answers 404 until they are.
+	p.Ready(t, 30*time.Second, "traefik to route", func() bool {
+		res, err := http.Get("http://" + addr + "/v1/x")
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return res.StatusCode == http.StatusUnauthorized
+	})
+	return addr
 }

@@ -221,7 +221,7 @@ http://%s {
 	})
 
 	t.Run("--check on the store file of a stopped gateway", func(t *testing.T) {
-		gw.stop()
+		gw.Stop()
 		out, errOut, status := scanCLI(t, "", "--db", db, "--check", filepath.Join(repo, "config.env"))
 		if status != 1 || !strings.Contains(out, "leaked: key "+live.ID) {
 			t.Fatalf("status %d:\n%s%s", status, out, errOut)

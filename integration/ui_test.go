@@ -93,7 +93,7 @@ func TestKeyPageInBrowser(t *testing.T) {
 	perform := func(what string, steps ...step) {
 		t.Helper()
 		if err := chromedp.Do(page, steps...); err != nil {
-			t.Fatalf("%s: %v\ngateway output:\n%s", what, err, rc.out.String())
+			t.Fatalf("%s: %v\ngateway output:\n%s", what, err, rc.Output())
 		}
 	}
 	read := func(what string, a chromedp.Action[string]) string {

@@ -101,8 +101,7 @@ type Member struct {
 	tls  *TLSFiles
 
 	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
+	proc *testutil.Process // nil while stopped
 }
 
 // Options vary the cluster Start runs.
@@ -198,18 +197,11 @@ func (m *Member) start() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	cmd := exec.Command(m.args[0], m.args[1:]...)
-	testutil.DieWithParent(cmd)
 	cmd.Dir = m.dir
 	cmd.Stdout, cmd.Stderr = m.log, m.log
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting etcd %s: %w", m.Name, err)
-	}
-	m.cmd, m.done = cmd, make(chan struct{})
-	go func(done chan struct{}) {
-		_ = cmd.Wait()
-		close(done)
-	}(m.done)
-	return nil
+	p, err := testutil.Start("etcd "+m.Name, cmd)
+	m.proc = p
+	return err
 }
 
 // Restart starts a stopped member again on its data directory; it rejoins
@@ -231,7 +223,7 @@ func (c *Cluster) Restart(t testing.TB) {
 	t.Helper()
 	for _, m := range c.Members {
 		m.mu.Lock()
-		stopped := m.cmd == nil
+		stopped := m.proc == nil
 		m.mu.Unlock()
 		if stopped {
 			if err := m.start(); err != nil {
@@ -255,20 +247,13 @@ func (m *Member) Stop() { m.end(syscall.SIGTERM) }
 // for it to exit.
 func (m *Member) Kill() { m.end(syscall.SIGKILL) }
 
-func (m *Member) end(sig syscall.Signal) {
+func (m *Member) end(sig os.Signal) {
 	m.mu.Lock()
-	cmd, done := m.cmd, m.done
-	m.cmd = nil
+	proc := m.proc
+	m.proc = nil
 	m.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(sig)
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
+	if proc != nil {
+		proc.End(sig)
 	}
 }
 
