@@ -2,8 +2,8 @@
 # The gateway benchmark: installs what it needs (wrk, nginx), builds the
 # gateway, and runs bench/driver, which loads 10^3 and 10^6 keys through the
 # store API, measures the same proxied route with and without apikey_auth,
-# Caddy's basic_auth and nginx with a static key map (alternating, several
-# rounds), minting throughput, footprint and the Go benchmarks, and writes
+# Caddy's basic_auth, nginx with a static key map and nginx asking the
+# gateway's apikeys_verify by auth_request (alternating, several rounds), minting throughput, footprint and the Go benchmarks, and writes
 # bench/results/latest.md and bench/results/ratios.svg.
 #
 #   bench/run.sh [--duration 5s] [--rounds 5] [--big 1000000]
