@@ -213,11 +213,26 @@ http {
 	return addr
 }
 
-var (
-	stockOnce sync.Once
-	stockPath string
-	stockErr  error
-)
+// builtOnce is a binary built at most once per run, or why it could not
+// be.
+type builtOnce struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// get is the binary, built by build the first time; it fails the test if
+// it could not be built.
+func (b *builtOnce) get(t testing.TB, build func() (string, error)) string {
+	t.Helper()
+	b.once.Do(func() { b.path, b.err = build() })
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
+}
+
+var stockCaddy builtOnce
 
 // stockCaddyBinary builds Caddy itself, with its standard modules and
 // not this plugin (the version go.mod requires), once per run.
@@ -227,18 +242,16 @@ func stockCaddyBinary(t testing.TB) string {
 		t.Skip("builds and runs a stock Caddy")
 	}
 	caddyBinary(t) // for buildDir
-	stockOnce.Do(func() {
-		stockPath = filepath.Join(buildDir, "stock-caddy")
-		cmd := exec.Command("go", "build", "-o", stockPath, "github.com/caddyserver/caddy/v2/cmd/caddy")
-		cmd.Dir = repoRoot(t)
+	root := repoRoot(t)
+	return stockCaddy.get(t, func() (string, error) {
+		path := filepath.Join(buildDir, "stock-caddy")
+		cmd := exec.Command("go", "build", "-o", path, "github.com/caddyserver/caddy/v2/cmd/caddy")
+		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
-			stockErr = fmt.Errorf("go build caddy: %v\n%s", err, out)
+			return "", fmt.Errorf("go build caddy: %v\n%s", err, out)
 		}
+		return path, nil
 	})
-	if stockErr != nil {
-		t.Fatal(stockErr)
-	}
-	return stockPath
 }
 
 // startStockCaddy runs a stock Caddy on README's forward_auth
@@ -265,11 +278,7 @@ func startStockCaddy(t *testing.T, gw, upstream string) string {
 // cannot be built from the module proxy.)
 const traefikVersion = "v3.6.12"
 
-var (
-	traefikOnce sync.Once
-	traefikPath string
-	traefikErr  error
-)
+var traefik builtOnce
 
 // traefikBinary is Traefik built from its module, once per machine: the
 // binary is kept in the user's cache directory (not the temporary one, as
@@ -281,11 +290,7 @@ func traefikBinary(t testing.TB) string {
 	if testing.Short() {
 		t.Skip("builds and runs Traefik")
 	}
-	traefikOnce.Do(func() { traefikPath, traefikErr = buildTraefik() })
-	if traefikErr != nil {
-		t.Fatal(traefikErr)
-	}
-	return traefikPath
+	return traefik.get(t, buildTraefik)
 }
 
 func buildTraefik() (string, error) {
