@@ -72,15 +72,7 @@ func mintCurve(b *testing.B, setup string, total float64, hash []byte, token, ba
 	fmt.Fprintf(&curve, "\n| Setup | keys in store | keys/s | CPU µs/key | empty store, same rounds: keys/s | CPU µs/key | keys/s, grown / empty |\n|---|---:|---:|---:|---:|---:|---:|\n")
 	fmt.Fprintf(&against, "\n| Setup | keys in store | keys/s | %[1]s: keys/s | CPU µs/key | %[1]s: CPU µs/key | CPU, this build / %[1]s |\n|---|---:|---:|---:|---:|---:|---:|\n", baselineName)
 	storeKind, cred, _ := strings.Cut(setup, "/")
-	body := fmt.Sprintf(`{"auth": %q, "title": "bench"}`, token)
-	if cred == "password" {
-		body = `{"auth": {"username": "alice", "password": "alicepw"}, "title": "bench"}`
-	}
-	script := filepath.Join(b.TempDir(), "mint.lua")
-	lua := fmt.Sprintf("wrk.method = \"POST\"\nwrk.body = %q\nwrk.headers[\"Content-Type\"] = \"application/json\"\n", body)
-	if err := os.WriteFile(script, []byte(lua), 0o600); err != nil {
-		b.Fatal(err)
-	}
+	body, script := mintScript(b, cred, token)
 	gateway := func(binary string) *mintGateway {
 		g := &mintGateway{binary: binary, dir: b.TempDir(), ports: holdPorts(b, 2), hash: string(hash), body: body, script: script}
 		if storeKind == "etcd" {
@@ -145,6 +137,21 @@ func mintCurve(b *testing.B, setup string, total float64, hash []byte, token, ba
 	b.Log(curve.String() + against.String())
 }
 
+// mintScript returns the create_api_key body for cred (jwt: token; or
+// password) and a wrk script that posts it.
+func mintScript(b *testing.B, cred, token string) (body, script string) {
+	body = fmt.Sprintf(`{"auth": %q, "title": "bench"}`, token)
+	if cred == "password" {
+		body = `{"auth": {"username": "alice", "password": "alicepw"}, "title": "bench"}`
+	}
+	script = filepath.Join(b.TempDir(), "mint.lua")
+	lua := fmt.Sprintf("wrk.method = \"POST\"\nwrk.body = %q\nwrk.headers[\"Content-Type\"] = \"application/json\"\n", body)
+	if err := os.WriteFile(script, []byte(lua), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	return body, script
+}
+
 // emptyStoreUpTo is the size past which the reference gateway's store
 // starts over.
 const emptyStoreUpTo = 100_000
@@ -175,7 +182,8 @@ type mintGateway struct {
 	ports        []heldPort
 	hash         string // alice's bcrypt hash
 	body, script string // the request wrk posts, and its script
-	newEtcd      bool   // an etcd store, on a member of its own
+	newEtcd      bool   // an etcd store, on a cluster of its own
+	members      int    // of that cluster; 0 is one
 	etcd         *etcdtest.Cluster
 	rc           *runningCaddy
 	keys         float64 // in its store
@@ -198,8 +206,8 @@ func (g *mintGateway) start(b *testing.B, setup string) {
 				m.Stop()
 			}
 		}
-		g.etcd = etcdtest.Start(b, 1)
-		storeLine = "store etcd " + g.etcd.Endpoints()[0] + " {\n\t\t\tprefix /mint/\n\t\t}"
+		g.etcd = etcdtest.Start(b, max(g.members, 1))
+		storeLine = "store etcd " + strings.Join(g.etcd.Endpoints(), " ") + " {\n\t\t\tprefix /mint/\n\t\t}"
 	} else if err := os.Remove(filepath.Join(g.dir, "keys.db")); err != nil && !os.IsNotExist(err) {
 		b.Fatal(err)
 	}
