@@ -31,7 +31,8 @@ import (
 // (APIKEYS_MINT_SETUPS, default all four): bolt/jwt, bolt/password,
 // etcd/jwt, etcd/password; jwt posts one HS256 token, password a
 // configured user's username and password (whose check is cached after
-// the first). The audit log is on, to a file.
+// the first); etcd runs APIKEYS_MINT_MEMBERS members (default 1). The
+// audit log is on, to a file.
 //
 // This machine's speed drifts by more than the size effect sought, so
 // every round of windows also mints through a second gateway of the same
@@ -52,29 +53,22 @@ func BenchmarkMintCurve(b *testing.B) {
 	setups := strings.Split(envString("APIKEYS_MINT_SETUPS", "bolt/jwt,bolt/password,etcd/jwt,etcd/password"), ",")
 	baseline := os.Getenv("APIKEYS_MINT_BASELINE")
 	baselineName := envString("APIKEYS_MINT_BASELINE_NAME", "baseline")
-	hash, err := bcrypt.GenerateFromPassword([]byte("alicepw"), bcrypt.DefaultCost)
-	if err != nil {
-		b.Fatal(err)
-	}
-	token, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
-		"sub": "minter", "aud": "bench", "exp": time.Now().Add(24 * time.Hour).Unix()}).SignedString([]byte(jwtSecret))
-	if err != nil {
-		b.Fatal(err)
-	}
+	members := envInt(b, "APIKEYS_MINT_MEMBERS", 1)
+	hash, token := mintCredentials(b, bcrypt.DefaultCost)
 	for _, setup := range setups {
-		mintCurve(b, setup, total, hash, token, baseline, baselineName)
+		mintCurve(b, setup, total, hash, token, baseline, baselineName, members)
 	}
 }
 
 // mintCurve runs BenchmarkMintCurve for one setup and logs its tables.
-func mintCurve(b *testing.B, setup string, total float64, hash []byte, token, baseline, baselineName string) {
+func mintCurve(b *testing.B, setup string, total float64, hash []byte, token, baseline, baselineName string, members int) {
 	var curve, against strings.Builder
 	fmt.Fprintf(&curve, "\n| Setup | keys in store | keys/s | CPU µs/key | empty store, same rounds: keys/s | CPU µs/key | keys/s, grown / empty |\n|---|---:|---:|---:|---:|---:|---:|\n")
 	fmt.Fprintf(&against, "\n| Setup | keys in store | keys/s | %[1]s: keys/s | CPU µs/key | %[1]s: CPU µs/key | CPU, this build / %[1]s |\n|---|---:|---:|---:|---:|---:|---:|\n", baselineName)
 	storeKind, cred, _ := strings.Cut(setup, "/")
 	body, script := mintScript(b, cred, token)
 	gateway := func(binary string) *mintGateway {
-		g := &mintGateway{binary: binary, dir: b.TempDir(), ports: holdPorts(b, 2), hash: string(hash), body: body, script: script}
+		g := &mintGateway{binary: binary, dir: b.TempDir(), ports: holdPorts(b, 2), hash: string(hash), body: body, script: script, members: members}
 		if storeKind == "etcd" {
 			g.newEtcd = true
 		}
@@ -135,6 +129,21 @@ func mintCurve(b *testing.B, setup string, total float64, hash []byte, token, ba
 		against.Reset()
 	}
 	b.Log(curve.String() + against.String())
+}
+
+// mintCredentials returns alice's bcrypt hash, of the given cost, and an
+// HS256 token for the benchmarks' JWT configuration.
+func mintCredentials(b *testing.B, cost int) (hash []byte, token string) {
+	hash, err := bcrypt.GenerateFromPassword([]byte("alicepw"), cost)
+	if err != nil {
+		b.Fatal(err)
+	}
+	token, err = jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"sub": "minter", "aud": "bench", "exp": time.Now().Add(24 * time.Hour).Unix()}).SignedString([]byte(jwtSecret))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return hash, token
 }
 
 // mintScript returns the create_api_key body for cred (jwt: token; or

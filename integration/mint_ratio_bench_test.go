@@ -7,9 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/caddy-apikeys/caddy-apikeys/internal/etcdtest"
@@ -32,15 +30,7 @@ func BenchmarkMintEtcdAgainstBolt(b *testing.B) {
 	}
 	rounds := envInt(b, "APIKEYS_MINT_ROUNDS", 7)
 	members := envInt(b, "APIKEYS_MINT_MEMBERS", 3)
-	hash, err := bcrypt.GenerateFromPassword([]byte("alicepw"), bcrypt.MinCost)
-	if err != nil {
-		b.Fatal(err)
-	}
-	token, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
-		"sub": "minter", "aud": "bench", "exp": time.Now().Add(24 * time.Hour).Unix()}).SignedString([]byte(jwtSecret))
-	if err != nil {
-		b.Fatal(err)
-	}
+	hash, token := mintCredentials(b, bcrypt.MinCost) // the password is not used
 	body, script := mintScript(b, "jwt", token)
 	gateway := func(etcd bool) *mintGateway {
 		g := &mintGateway{binary: caddyBinary(b), dir: b.TempDir(), ports: holdPorts(b, 2), hash: string(hash), body: body, script: script, newEtcd: etcd, members: members}
