@@ -13,6 +13,14 @@
 #
 #   bench/mint-curve.sh                                  # all four setups, about 50 minutes
 #   APIKEYS_MINT_SETUPS=bolt/jwt bench/mint-curve.sh     # one of them: 6 minutes (bolt), 17 (etcd)
+#   APIKEYS_MINT_MEMBERS=3 APIKEYS_MINT_SETUPS=etcd/jwt bench/mint-curve.sh   # etcd of three members
+#
+# With the argument "ratio", it mints instead into bbolt and into a
+# three-member etcd cluster (APIKEYS_MINT_MEMBERS), alternating 3 s windows
+# for APIKEYS_MINT_ROUNDS rounds (default 7), and prints both rates, their
+# ratio, CPU per key and etcd's fsyncs (integration/mint_ratio_bench_test.go):
+#
+#   bench/mint-curve.sh ratio                            # about 1 minute
 #
 # Everything listens on loopback and is stopped at the end.
 set -euo pipefail
@@ -23,6 +31,11 @@ if ! command -v wrk >/dev/null; then
 	if [ "$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi
 	$sudo apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >/dev/null
+fi
+if [ "${1:-}" = ratio ]; then
+	go test ./integration -run '^$' -bench '^BenchmarkMintEtcdAgainstBolt$' -benchtime 1x -timeout 30m -v |
+		grep -v '^=== \|^goos\|^goarch\|^pkg\|^cpu'
+	exit
 fi
 base=${APIKEYS_MINT_BASE:-6da0823}
 if [ "$base" != none ]; then

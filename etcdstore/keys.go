@@ -68,55 +68,6 @@ func taken(resp *clientv3.TxnResponse) bool {
 	return false
 }
 
-// CreateKey stores k in one transaction that fails if its digest or id is
-// taken, or, with a limit, if the owner gained a key since it was counted.
-func (s *Store) CreateKey(ctx context.Context, k keystore.Key, opts keystore.CreateOptions) error {
-	maxPerOwner := opts.MaxPerOwner
-	ctx, cancel := s.withTimeout(ctx)
-	defer cancel()
-	uncertain := false // a try failed in a way that may have been applied
-	for n := 1; ; n++ {
-		if uncertain && s.isOurs(ctx, k) {
-			return nil
-		}
-		cmps := s.absent(k)
-		if opts.StoredUser {
-			if k.Owner.Source != keystore.SourcePassword {
-				return keystore.ErrUnknownOwner
-			}
-			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(s.userPath(k.Owner.Name)), ">", 0))
-		}
-		if maxPerOwner > 0 {
-			guard, err := s.underLimit(ctx, k.Owner, maxPerOwner)
-			if err != nil {
-				return err
-			}
-			cmps = append(cmps, guard)
-		}
-		resp, err := s.commit(ctx, func(t clientv3.Txn) clientv3.Txn {
-			return t.If(cmps...).Then(s.putKeyOps(k)...).Else(s.countTaken(k)...)
-		})
-		switch {
-		case err != nil && transient(err) && backoff(ctx, n):
-			uncertain = true
-			continue
-		case err != nil:
-			return fault(err)
-		case resp.Succeeded:
-			return nil
-		case uncertain && s.isOurs(ctx, k):
-			return nil
-		case taken(resp):
-			return keystore.ErrExists
-		case opts.StoredUser && !s.userExists(ctx, k.Owner.Name):
-			return keystore.ErrUnknownOwner
-		case maxPerOwner <= 0:
-			return keystore.ErrExists
-		}
-		// Another key of the owner arrived meanwhile: count again.
-	}
-}
-
 // getByHex reads the record stored under a hex digest, with its last use.
 func (s *Store) getByHex(ctx context.Context, h string) (storedKey, error) {
 	resp, err := s.readTxn(ctx, clientv3.OpGet(s.keyPath(h)), clientv3.OpGet(s.usedPath(h)))
@@ -402,7 +353,14 @@ func (s *Store) underLimit(ctx context.Context, owner keystore.Owner, maxPerOwne
 	if count.Count >= int64(maxPerOwner) {
 		return clientv3.Cmp{}, keystore.ErrLimit
 	}
-	return clientv3.Compare(clientv3.ModRevision(s.ownerPrefix(owner)), "<", count.Header.Revision+1).WithPrefix(), nil
+	return s.ownerUnchangedSince(owner, count.Header.Revision), nil
+}
+
+// ownerUnchangedSince holds while no entry of owner's index was written
+// after revision rev (a count's): a key added since fails it; a key
+// deleted since does not, the count being then too high, never too low.
+func (s *Store) ownerUnchangedSince(owner keystore.Owner, rev int64) clientv3.Cmp {
+	return clientv3.Compare(clientv3.ModRevision(s.ownerPrefix(owner)), "<", rev+1).WithPrefix()
 }
 
 // DeleteKey removes the key with the given id and returns what it was.

@@ -36,6 +36,9 @@ func writes(txn *pb.TxnRequest) bool {
 		if op.GetRequestPut() != nil || op.GetRequestDeleteRange() != nil {
 			return true
 		}
+		if nested := op.GetRequestTxn(); nested != nil && writes(nested) { // a group commit's keys
+			return true
+		}
 	}
 	return false
 }

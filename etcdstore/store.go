@@ -77,6 +77,8 @@ type Store struct {
 	logger     *zap.Logger
 	// rev, if set, is the revision listings read at (a snapshot's).
 	rev int64
+	// minter commits key creations in groups (commit.go).
+	minter *minter
 }
 
 // New returns a Store that uses cli, which the caller keeps and closes.
@@ -93,7 +95,7 @@ func New(cli *clientv3.Client, opts Options) *Store {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	return &Store{cli: cli, prefix: opts.Prefix, timeout: opts.RequestTimeout, syncEvery: opts.SyncInterval, logger: opts.Logger}
+	return &Store{cli: cli, prefix: opts.Prefix, timeout: opts.RequestTimeout, syncEvery: opts.SyncInterval, logger: opts.Logger, minter: newMinter()}
 }
 
 // Connections to members, unless the caller's clientv3.Config says
@@ -159,8 +161,10 @@ func explainOpen(err error, cfg clientv3.Config, prefix string) error {
 // Client returns the etcd client the store uses.
 func (s *Store) Client() *clientv3.Client { return s.cli }
 
-// Close closes the client if Open created it.
+// Close answers the key creations still waiting, and closes the client if
+// Open created it.
 func (s *Store) Close() error {
+	s.minter.close()
 	if s.ownsClient {
 		return s.cli.Close()
 	}

@@ -28,13 +28,6 @@ func (s *Store) getUser(ctx context.Context, name string) (keystore.User, int64,
 	return u, resp.Kvs[0].ModRevision, err
 }
 
-// userExists reports whether the stored user name exists; a fault reads
-// as true, so that callers report what they would have otherwise.
-func (s *Store) userExists(ctx context.Context, name string) bool {
-	_, _, err := s.getUser(ctx, name)
-	return !errors.Is(err, keystore.ErrNotFound)
-}
-
 // User returns the stored user name.
 func (s *Store) User(ctx context.Context, name string) (keystore.User, error) {
 	ctx, cancel := s.withTimeout(ctx)

@@ -31,7 +31,8 @@ import (
 // (APIKEYS_MINT_SETUPS, default all four): bolt/jwt, bolt/password,
 // etcd/jwt, etcd/password; jwt posts one HS256 token, password a
 // configured user's username and password (whose check is cached after
-// the first). The audit log is on, to a file.
+// the first); etcd runs APIKEYS_MINT_MEMBERS members (default 1). The
+// audit log is on, to a file.
 //
 // This machine's speed drifts by more than the size effect sought, so
 // every round of windows also mints through a second gateway of the same
@@ -52,37 +53,22 @@ func BenchmarkMintCurve(b *testing.B) {
 	setups := strings.Split(envString("APIKEYS_MINT_SETUPS", "bolt/jwt,bolt/password,etcd/jwt,etcd/password"), ",")
 	baseline := os.Getenv("APIKEYS_MINT_BASELINE")
 	baselineName := envString("APIKEYS_MINT_BASELINE_NAME", "baseline")
-	hash, err := bcrypt.GenerateFromPassword([]byte("alicepw"), bcrypt.DefaultCost)
-	if err != nil {
-		b.Fatal(err)
-	}
-	token, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
-		"sub": "minter", "aud": "bench", "exp": time.Now().Add(24 * time.Hour).Unix()}).SignedString([]byte(jwtSecret))
-	if err != nil {
-		b.Fatal(err)
-	}
+	members := envInt(b, "APIKEYS_MINT_MEMBERS", 1)
+	hash, token := mintCredentials(b, bcrypt.DefaultCost)
 	for _, setup := range setups {
-		mintCurve(b, setup, total, hash, token, baseline, baselineName)
+		mintCurve(b, setup, total, hash, token, baseline, baselineName, members)
 	}
 }
 
 // mintCurve runs BenchmarkMintCurve for one setup and logs its tables.
-func mintCurve(b *testing.B, setup string, total float64, hash []byte, token, baseline, baselineName string) {
+func mintCurve(b *testing.B, setup string, total float64, hash []byte, token, baseline, baselineName string, members int) {
 	var curve, against strings.Builder
 	fmt.Fprintf(&curve, "\n| Setup | keys in store | keys/s | CPU µs/key | empty store, same rounds: keys/s | CPU µs/key | keys/s, grown / empty |\n|---|---:|---:|---:|---:|---:|---:|\n")
 	fmt.Fprintf(&against, "\n| Setup | keys in store | keys/s | %[1]s: keys/s | CPU µs/key | %[1]s: CPU µs/key | CPU, this build / %[1]s |\n|---|---:|---:|---:|---:|---:|---:|\n", baselineName)
 	storeKind, cred, _ := strings.Cut(setup, "/")
-	body := fmt.Sprintf(`{"auth": %q, "title": "bench"}`, token)
-	if cred == "password" {
-		body = `{"auth": {"username": "alice", "password": "alicepw"}, "title": "bench"}`
-	}
-	script := filepath.Join(b.TempDir(), "mint.lua")
-	lua := fmt.Sprintf("wrk.method = \"POST\"\nwrk.body = %q\nwrk.headers[\"Content-Type\"] = \"application/json\"\n", body)
-	if err := os.WriteFile(script, []byte(lua), 0o600); err != nil {
-		b.Fatal(err)
-	}
+	body, script := mintScript(b, cred, token)
 	gateway := func(binary string) *mintGateway {
-		g := &mintGateway{binary: binary, dir: b.TempDir(), ports: holdPorts(b, 2), hash: string(hash), body: body, script: script}
+		g := &mintGateway{binary: binary, dir: b.TempDir(), ports: holdPorts(b, 2), hash: string(hash), body: body, script: script, members: members}
 		if storeKind == "etcd" {
 			g.newEtcd = true
 		}
@@ -145,6 +131,36 @@ func mintCurve(b *testing.B, setup string, total float64, hash []byte, token, ba
 	b.Log(curve.String() + against.String())
 }
 
+// mintCredentials returns alice's bcrypt hash, of the given cost, and an
+// HS256 token for the benchmarks' JWT configuration.
+func mintCredentials(b *testing.B, cost int) (hash []byte, token string) {
+	hash, err := bcrypt.GenerateFromPassword([]byte("alicepw"), cost)
+	if err != nil {
+		b.Fatal(err)
+	}
+	token, err = jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"sub": "minter", "aud": "bench", "exp": time.Now().Add(24 * time.Hour).Unix()}).SignedString([]byte(jwtSecret))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return hash, token
+}
+
+// mintScript returns the create_api_key body for cred (jwt: token; or
+// password) and a wrk script that posts it.
+func mintScript(b *testing.B, cred, token string) (body, script string) {
+	body = fmt.Sprintf(`{"auth": %q, "title": "bench"}`, token)
+	if cred == "password" {
+		body = `{"auth": {"username": "alice", "password": "alicepw"}, "title": "bench"}`
+	}
+	script = filepath.Join(b.TempDir(), "mint.lua")
+	lua := fmt.Sprintf("wrk.method = \"POST\"\nwrk.body = %q\nwrk.headers[\"Content-Type\"] = \"application/json\"\n", body)
+	if err := os.WriteFile(script, []byte(lua), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	return body, script
+}
+
 // emptyStoreUpTo is the size past which the reference gateway's store
 // starts over.
 const emptyStoreUpTo = 100_000
@@ -175,7 +191,8 @@ type mintGateway struct {
 	ports        []heldPort
 	hash         string // alice's bcrypt hash
 	body, script string // the request wrk posts, and its script
-	newEtcd      bool   // an etcd store, on a member of its own
+	newEtcd      bool   // an etcd store, on a cluster of its own
+	members      int    // of that cluster; 0 is one
 	etcd         *etcdtest.Cluster
 	rc           *runningCaddy
 	keys         float64 // in its store
@@ -198,8 +215,8 @@ func (g *mintGateway) start(b *testing.B, setup string) {
 				m.Stop()
 			}
 		}
-		g.etcd = etcdtest.Start(b, 1)
-		storeLine = "store etcd " + g.etcd.Endpoints()[0] + " {\n\t\t\tprefix /mint/\n\t\t}"
+		g.etcd = etcdtest.Start(b, max(g.members, 1))
+		storeLine = "store etcd " + strings.Join(g.etcd.Endpoints(), " ") + " {\n\t\t\tprefix /mint/\n\t\t}"
 	} else if err := os.Remove(filepath.Join(g.dir, "keys.db")); err != nil && !os.IsNotExist(err) {
 		b.Fatal(err)
 	}

@@ -238,6 +238,16 @@ func (c *Cluster) Restart(t testing.TB) {
 	}
 }
 
+// Pid is the member's process id, or 0 while it is stopped.
+func (m *Member) Pid() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cmd == nil || m.cmd.Process == nil {
+		return 0
+	}
+	return m.cmd.Process.Pid
+}
+
 // Stop ends the member gracefully and waits for it to exit; etcd may take
 // seconds while it closes client streams. Stopping a stopped member does
 // nothing.
