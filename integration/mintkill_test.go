@@ -122,7 +122,7 @@ http://%s {
 		start, last, since := answered.count(), answered.count(), time.Now()
 		for n := start; n < start+2000; n = answered.count() {
 			select {
-			case <-rc.done:
+			case <-rc.Done():
 				t.Fatalf("%s: the gateway exited", phase)
 			case <-time.After(20 * time.Millisecond):
 			}
@@ -139,8 +139,7 @@ http://%s {
 	mintMore("without the leader")
 	leader.Restart(t)
 	mintMore("after the leader's restart")
-	_ = rc.cmd.Process.Kill()
-	<-rc.done
+	rc.End(os.Kill)
 	rc = startBinary(t, config, dir, ports)
 	mintMore("after the gateway's restart")
 	close(stop)

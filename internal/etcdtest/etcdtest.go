@@ -242,10 +242,10 @@ func (c *Cluster) Restart(t testing.TB) {
 func (m *Member) Pid() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.cmd == nil || m.cmd.Process == nil {
+	if m.proc == nil || m.proc.Cmd.Process == nil {
 		return 0
 	}
-	return m.cmd.Process.Pid
+	return m.proc.Cmd.Process.Pid
 }
 
 // Stop ends the member gracefully and waits for it to exit; etcd may take
