@@ -25,7 +25,6 @@ func init() {
 //	    realm             <realm>
 //	    require_scopes    <scope...>
 //	    cost              <credits>
-//	    cost_header       <field>
 //	    route <path...> {
 //	        method         <method...>
 //	        require_scopes <scope...>
@@ -33,7 +32,8 @@ func init() {
 //	    }
 //	}
 //
-// The options from header on are apikeys_verify's.
+// The options from header on are apikeys_verify's; cost_header is
+// refused, since Envoy sends the client's own header fields.
 func parseExtAuthzOption(d *caddyfile.Dispenser, _ any) (any, error) {
 	var e ExtAuthz
 	if err := e.UnmarshalCaddyfile(d); err != nil {

@@ -130,6 +130,11 @@ func (e *ExtAuthz) provision(ctx caddy.Context, app *App) error {
 		}
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg)))
 	}
+	if e.CostHeader != "" {
+		// Envoy sends the client's own header fields: a client would
+		// state its cost.
+		return errors.New("cost_header: Envoy's Check request carries the client's own header fields, which a client could set; give costs by route")
+	}
 	v, err := newVerifier(ctx, app, e.logger, e.VerifyRules)
 	if err != nil {
 		return err

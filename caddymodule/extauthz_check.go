@@ -16,6 +16,8 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
+
+	"github.com/caddy-apikeys/caddy-apikeys/presented"
 )
 
 // How a Check request of Envoy's ext_authz becomes the request the
@@ -37,7 +39,7 @@ type checker struct {
 // CheckResponse; the gRPC call itself fails only for requests gRPC
 // refuses before this (oversized, undecodable).
 func (c *checker) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	q, err := askedByEnvoy(req)
+	q, err := askedByEnvoy(req, &c.v.places)
 	if err != nil {
 		return denied(http.Header{}, refuse(http.StatusBadRequest, msgCheckMalformed)), nil
 	}
@@ -59,8 +61,9 @@ const msgCheckMalformed = "the request to check has no readable HTTP method, pat
 
 var errCheckMalformed = errors.New("malformed check request")
 
-// askedByEnvoy reads the client's request from req.
-func askedByEnvoy(req *authv3.CheckRequest) (asked, error) {
+// askedByEnvoy reads the client's request from req, where places are
+// the places a key is read from.
+func askedByEnvoy(req *authv3.CheckRequest, places *presented.Places) (asked, error) {
 	hr := req.GetAttributes().GetRequest().GetHttp()
 	if hr == nil || !validMethod(hr.GetMethod()) {
 		return asked{}, errCheckMalformed
@@ -79,12 +82,27 @@ func askedByEnvoy(req *authv3.CheckRequest) (asked, error) {
 			addField(h, f.GetKey(), v)
 		}
 	} else {
+		// Envoy joined repeated fields with commas; a key never holds
+		// one, so a key field's parts are read apart: a second key
+		// behind a comma is a second key.
 		for name, v := range hr.GetHeaders() {
-			addField(h, name, v)
+			if !isKeyField(http.CanonicalHeaderKey(name), places) {
+				addField(h, name, v)
+				continue
+			}
+			for part := range strings.SplitSeq(v, ",") {
+				addField(h, name, strings.TrimSpace(part))
+			}
 		}
 	}
 	ip := req.GetAttributes().GetSource().GetAddress().GetSocketAddress().GetAddress()
 	return asked{header: h, method: strings.ToUpper(hr.GetMethod()), path: path, rawPath: rawPath, rawQuery: rawQuery, ip: ip}, nil
+}
+
+// isKeyField reports whether name (canonical) is a field a key is read
+// from.
+func isKeyField(name string, places *presented.Places) bool {
+	return name == "Authorization" || slices.Contains(places.Headers, name)
 }
 
 // addField adds a header field Envoy sent, leaving out pseudo-headers
@@ -109,6 +127,14 @@ func allowed(v *verifier, q asked, a admitted, answer http.Header) *authv3.Check
 			ok.HeadersToRemove = append(ok.HeadersToRemove, strings.ToLower(name))
 		}
 	}
+	// An identity or key field spelt with underscores is another field to
+	// Envoy, but the same one to upstreams that fold "_" into "-" (CGI,
+	// WSGI, Rack): a forged identity, or a second key.
+	for name := range q.header {
+		if strings.Contains(name, "_") && v.guarded(http.CanonicalHeaderKey(strings.ReplaceAll(name, "_", "-"))) {
+			ok.HeadersToRemove = append(ok.HeadersToRemove, strings.ToLower(name))
+		}
+	}
 	// The places the key was in, as Strip finds them on a copy.
 	r := &http.Request{Header: q.header.Clone(), URL: q.url()}
 	v.places.Strip(r, a.found)
@@ -118,12 +144,18 @@ func allowed(v *verifier, q asked, a admitted, answer http.Header) *authv3.Check
 		}
 	}
 	if r.URL.RawQuery != q.rawQuery {
-		ok.QueryParametersToRemove = []string{v.places.QueryParam}
+		ok.QueryParametersToRemove = presented.RawNames(q.rawQuery, v.places.QueryParam)
 	}
 	return &authv3.CheckResponse{
 		Status:       &rpcstatus.Status{Code: int32(codes.OK)},
 		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
 	}
+}
+
+// guarded reports whether name (canonical) is an identity field or a
+// header field the key is read from.
+func (v *verifier) guarded(name string) bool {
+	return isKeyField(name, &v.places) || slices.Contains(identityFieldNames, name)
 }
 
 // identityFieldNames are the fields writeIdentity may set.

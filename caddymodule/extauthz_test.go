@@ -23,6 +23,7 @@ import (
 
 	"github.com/caddy-apikeys/caddy-apikeys/internal/etcdtest"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
+	"github.com/caddy-apikeys/caddy-apikeys/presented"
 )
 
 // startExtAuthz runs e on a loopback port, deciding by a fresh app with
@@ -118,6 +119,7 @@ func TestExtAuthzAdmitsWithTheIdentity(t *testing.T) {
 		{"header", checkOf("POST", "/v1/x", "X-Api-Key", m.Secret), []string{"x-api-key"}, false},
 		{"query", checkOf("GET", "/v1/x?a=1&api_key="+m.Secret), nil, true},
 		{"forged identity", checkOf("GET", "/v1/x", "X-Api-Key", m.Secret, FieldUser, "root", FieldCreditsRemaining, "9999"), []string{"x-api-key"}, false},
+		{"forged with underscores", checkOf("GET", "/v1/x", "X-Api-Key", m.Secret, "X_Apikeys_User", "root", "x_api_key", "sk-other"), []string{"x-api-key", "x_api_key", "x_apikeys_user"}, false},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -139,7 +141,7 @@ func TestExtAuthzAdmitsWithTheIdentity(t *testing.T) {
 					t.Errorf("%s is not set over what the client sent", o.GetHeader().GetKey())
 				}
 			}
-			if !slices.Equal(ok.GetHeadersToRemove(), tc.remove) {
+			if got := slices.Sorted(slices.Values(ok.GetHeadersToRemove())); !slices.Equal(got, tc.remove) {
 				t.Errorf("headers removed: %q, want %q", ok.GetHeadersToRemove(), tc.remove)
 			}
 			if tc.query != slices.Equal(ok.GetQueryParametersToRemove(), []string{"api_key"}) {
@@ -150,6 +152,12 @@ func TestExtAuthzAdmitsWithTheIdentity(t *testing.T) {
 			}
 			noKeyInCheck(t, res, m.Secret)
 		})
+	}
+	// Envoy removes parameters by their names as sent: every spelling of
+	// the key's parameter is named.
+	res0 := check(t, c, checkOf("GET", "/v1/x?api%5Fkey="+m.Secret+"&a=1&%61pi_key="+m.Secret))
+	if got := res0.GetOkResponse().GetQueryParametersToRemove(); !slices.Equal(got, []string{"api_key", "api%5Fkey", "%61pi_key"}) {
+		t.Fatalf("query parameters removed: %q", got)
 	}
 	// A forged field the key has no value for is removed.
 	plain := mintFor(t, app, keystore.KeyRequest{})
@@ -186,7 +194,13 @@ func TestExtAuthzRefusals(t *testing.T) {
 		{"unknown", checkOf("GET", "/", "X-Api-Key", plain.Secret[:len(plain.Secret)-4]+"AAAA"), codes.Unauthenticated, 401, `Bearer realm="apikeys", error="invalid_token"`},
 		{"revoked", checkOf("GET", "/", "X-Api-Key", revoked.Secret), codes.Unauthenticated, 401, `Bearer realm="apikeys", error="invalid_token"`},
 		{"two keys", checkOf("GET", "/", "X-Api-Key", plain.Secret, "Authorization", "Bearer "+other.Secret), codes.Unauthenticated, 401, `Bearer realm="apikeys", error="invalid_request"`},
-		{"joined by Envoy", checkOf("GET", "/", "X-Api-Key", plain.Secret+","+other.Secret), codes.Unauthenticated, 401, `Bearer realm="apikeys", error="invalid_token"`},
+		{"joined by Envoy", checkOf("GET", "/", "X-Api-Key", plain.Secret+","+other.Secret), codes.Unauthenticated, 401, `Bearer realm="apikeys", error="invalid_request"`},
+		{"a bearer behind another credential, joined", checkOf("GET", "/", "Authorization", "Basic eDp5,Bearer "+other.Secret, "X-Api-Key", plain.Secret), codes.Unauthenticated, 401, `Bearer realm="apikeys", error="invalid_request"`},
+		{"path parameters", checkOf("GET", "/admin;x/users", "X-Api-Key", plain.Secret), codes.InvalidArgument, 400, ""},
+		{"a backslash", checkOf("GET", "/admin%5cusers", "X-Api-Key", plain.Secret), codes.InvalidArgument, 400, ""},
+		{"encoded twice", checkOf("GET", "/admin%252fusers", "X-Api-Key", plain.Secret), codes.InvalidArgument, 400, ""},
+		{"a trailing dot", checkOf("GET", "/admin./users", "X-Api-Key", plain.Secret), codes.InvalidArgument, 400, ""},
+		{"a NUL", checkOf("GET", "/admin%00/users", "X-Api-Key", plain.Secret), codes.InvalidArgument, 400, ""},
 		{"out of scope", checkOf("GET", "/Admin/users", "X-Api-Key", plain.Secret), codes.PermissionDenied, 403, `Bearer realm="apikeys", error="insufficient_scope", scope="admin"`},
 		{"over the limit", checkOf("GET", "/", "X-Api-Key", rated.Secret), codes.ResourceExhausted, 429, ""},
 		{"no HTTP request", noHTTP, codes.InvalidArgument, 400, ""},
@@ -221,6 +235,17 @@ func TestExtAuthzRefusals(t *testing.T) {
 // Envoy's encode_raw_headers form keeps repeated fields apart: a second
 // key in a repeated field is two keys, whatever the map form would have
 // joined.
+// A client sets the header fields Envoy sends: none may state the cost.
+func TestExtAuthzRefusesCostHeader(t *testing.T) {
+	app := appWithPlans(t, "")
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	e := &ExtAuthz{Listen: "127.0.0.1:0", VerifyRules: VerifyRules{CostHeader: "X-Cost"}}
+	if err := e.provision(ctx, app); err == nil || !strings.Contains(err.Error(), "cost_header") {
+		t.Fatalf("cost_header accepted: %v", err)
+	}
+}
+
 func TestExtAuthzReadsRawHeaders(t *testing.T) {
 	e := &ExtAuthz{VerifyRules: VerifyRules{Headers: []string{"X-Api-Key"}}}
 	app, addr := startExtAuthz(t, e, "")
@@ -331,7 +356,7 @@ func FuzzAskedByEnvoy(f *testing.F) {
 		if proto.Unmarshal(data, &req) != nil {
 			return
 		}
-		q, err := askedByEnvoy(&req)
+		q, err := askedByEnvoy(&req, &presented.Places{Headers: []string{"X-Api-Key"}})
 		if err != nil {
 			return
 		}

@@ -50,7 +50,9 @@ type VerifyRules struct {
 	// Default: none.
 	Routes []VerifyRoute `json:"routes,omitempty"`
 
-	// Header field by which the asking proxy states the request's cost,
+	// Header field by which the asking proxy states the request's cost
+	// (apikeys_verify only: apikeys_ext_authz refuses it, since Envoy's
+	// Check request carries the client's own fields),
 	// in credits (a whole number from 0 to 1000000000, at most 10 digits), overriding the
 	// routes'. Off by default. The proxy must set it on every sub-request
 	// (nginx's proxy_set_header does), or a client could set it: a
@@ -184,6 +186,9 @@ var errBadCost = errors.New("malformed cost")
 func (v *verifier) ruleFor(ctx context.Context, q asked) (routeRule, error) {
 	rule := v.base
 	if len(v.routes) > 0 {
+		if ambiguousPath(q.path) {
+			return routeRule{}, refuse(http.StatusBadRequest, msgAmbiguousPath)
+		}
 		r := (&http.Request{Method: q.method, URL: q.url()}).WithContext(ctx)
 		for i := range v.routes {
 			if v.routes[i].matches(r) {
@@ -206,6 +211,29 @@ func (v *verifier) ruleFor(ctx context.Context, q asked) (routeRule, error) {
 		}
 	}
 	return routeRule{}, refuse(http.StatusBadRequest, "the "+v.costHeader+" field must be one whole number of credits")
+}
+
+// msgAmbiguousPath refuses a forwarded path that upstreams may read as
+// another path than the routes are matched on.
+const msgAmbiguousPath = "the forwarded path is ambiguous"
+
+// ambiguousPath reports whether the decoded path p holds what some
+// upstream reads as another path than Caddy's matcher does: ";" (path
+// parameters, dropped by Java servers: /admin;x/users is /admin/users),
+// "\" (a separator on Windows), "%" (decoded twice by some: %252f),
+// a NUL, or a segment ending in "." or " " (dropped by Windows). Only
+// the routes' matching needs the path, so only verifiers with routes
+// refuse these.
+func ambiguousPath(p string) bool {
+	if strings.ContainsAny(p, ";\\%\x00") {
+		return true
+	}
+	for seg := range strings.SplitSeq(p, "/") {
+		if seg != "." && seg != ".." && (strings.HasSuffix(seg, ".") || strings.HasSuffix(seg, " ")) {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *verifyRoute) matches(req *http.Request) bool {

@@ -188,6 +188,14 @@ func TestVerifyRefusals(t *testing.T) {
 		{"absolute URI", subRequest("GET", "http://evil/admin/x", bearer(m.Secret)...), 400, ""},
 		{"method names disagree", subRequest("GET", "/v1/x", "X-Original-Method", "DELETE", "Authorization", "Bearer "+m.Secret), 400, ""},
 		{"bad method", subRequest("GE T", "/v1/x", bearer(m.Secret)...), 400, ""},
+		// Paths some upstream reads as /admin/users.
+		{"path parameters", subRequest("GET", "/admin;x/users", bearer(m.Secret)...), 400, ""},
+		{"path parameters after dots", subRequest("GET", "/x/..;/admin/users", bearer(m.Secret)...), 400, ""},
+		{"a backslash", subRequest("GET", "/admin%5cusers", bearer(m.Secret)...), 400, ""},
+		{"encoded twice", subRequest("GET", "/admin%252fusers", bearer(m.Secret)...), 400, ""},
+		{"a trailing dot", subRequest("GET", "/admin./users", bearer(m.Secret)...), 400, ""},
+		{"a trailing space", subRequest("GET", "/admin%20/users", bearer(m.Secret)...), 400, ""},
+		{"a NUL", subRequest("GET", "/admin%00/users", bearer(m.Secret)...), 400, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -2,6 +2,7 @@ package presented
 
 import (
 	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -43,6 +44,21 @@ func queryParam(raw, name string) (values []string, rest string, ambiguous bool)
 		return values, raw, ambiguous
 	}
 	return values, strings.Join(kept, "&"), ambiguous
+}
+
+// RawNames are the names, as sent, of the parameters of a raw query that
+// decode to name (name itself first): a proxy that removes parameters by
+// the names as sent (Envoy) needs every spelling, or `api%5Fkey=…` would
+// pass on a key that `api_key` names.
+func RawNames(raw, name string) []string {
+	names := []string{name}
+	for seg := range strings.SplitSeq(raw, "&") {
+		k, _, _ := strings.Cut(seg, "=")
+		if paramName(k) == name && !slices.Contains(names, k) {
+			names = append(names, k)
+		}
+	}
+	return names
 }
 
 // paramName decodes a parameter name as url.ParseQuery does; a name that
