@@ -109,7 +109,7 @@ func TestLimitsAcrossThreeGateways(t *testing.T) {
 		time.AfterFunc(25*time.Second, func() { close(stop) })
 		// 64 clients every 3.2 s send 20/s, twice the rate.
 		load{urls: urls(gws...), key: key, clients: 64, wait: 3200 * time.Millisecond, stop: stop}.run(&out)
-		worst := worstWindow(out.admittedAt, 10*time.Second)
+		worst := worstWindow(out.admitted, 10*time.Second)
 		t.Logf("admitted %d, refused %d in 25s; the most in any 10s window: %d (limit 100)", out.ok.Load(), out.limited.Load(), worst)
 		if worst > 110 {
 			t.Fatalf("%d requests admitted within one 10s window by three gateways, limit 100 (+10%%)", worst)
