@@ -119,7 +119,7 @@ func (g *limitsGateway) adminAddr() string { return g.ports[1].Addr }
 type outcome struct {
 	ok, limited, failed atomic.Int64
 	// inflight counts the requests sent and not yet answered.
-	inflight   atomic.Int64
+	inflight atomic.Int64
 	mu       sync.Mutex
 	admitted []span // when each admitted request was sent and answered
 	last429  string
