@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/caddy-apikeys/caddy-apikeys/internal/etcdtest"
+	"github.com/caddy-apikeys/caddy-apikeys/internal/testutil"
 	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
@@ -40,8 +40,8 @@ import (
 // APIKEYS_FLOOD_RATE (requests/s, default 1000) and APIKEYS_FLOOD_SECONDS
 // (per phase, default 10) change the load.
 func BenchmarkUnknownKeyFlood(b *testing.B) {
-	floodRate := envInt(b, "APIKEYS_FLOOD_RATE", 1000)
-	phase := time.Duration(envInt(b, "APIKEYS_FLOOD_SECONDS", 10)) * time.Second
+	floodRate := testutil.EnvInt(b, "APIKEYS_FLOOD_RATE", 1000)
+	phase := time.Duration(testutil.EnvInt(b, "APIKEYS_FLOOD_SECONDS", 10)) * time.Second
 	c := etcdtest.Start(b, 1)
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	defer upstream.Close()
@@ -169,18 +169,6 @@ func BenchmarkUnknownKeyFlood(b *testing.B) {
 	b.ReportMetric(off.floodReadsPerSecond, "reads/s-nobudget")
 	b.ReportMetric(p(on, 0.99)/p(idle, 0.99), "p99-ratio")
 	b.ReportMetric(p(off, 0.99)/p(idle, 0.99), "p99-ratio-nobudget")
-}
-
-func envInt(b *testing.B, name string, def int) int {
-	v := os.Getenv(name)
-	if v == "" {
-		return def
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n <= 0 {
-		b.Fatalf("%s=%q: want a positive integer", name, v)
-	}
-	return n
 }
 
 func mustReadTB(t testing.TB, path string) []byte {

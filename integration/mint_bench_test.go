@@ -18,6 +18,7 @@ import (
 
 	"github.com/caddy-apikeys/caddy-apikeys/boltstore"
 	"github.com/caddy-apikeys/caddy-apikeys/internal/etcdtest"
+	"github.com/caddy-apikeys/caddy-apikeys/internal/testutil"
 )
 
 // BenchmarkMintCurve mints keys the way a user's load generator would:
@@ -49,11 +50,11 @@ func BenchmarkMintCurve(b *testing.B) {
 	if _, err := exec.LookPath("wrk"); err != nil {
 		b.Skip("needs wrk (bench/run.sh installs it)")
 	}
-	total := float64(envInt(b, "APIKEYS_MINT_KEYS", 1_000_000))
+	total := float64(testutil.EnvInt(b, "APIKEYS_MINT_KEYS", 1_000_000))
 	setups := strings.Split(envString("APIKEYS_MINT_SETUPS", "bolt/jwt,bolt/password,etcd/jwt,etcd/password"), ",")
 	baseline := os.Getenv("APIKEYS_MINT_BASELINE")
 	baselineName := envString("APIKEYS_MINT_BASELINE_NAME", "baseline")
-	members := envInt(b, "APIKEYS_MINT_MEMBERS", 1)
+	members := testutil.EnvInt(b, "APIKEYS_MINT_MEMBERS", 1)
 	hash, token := mintCredentials(b, bcrypt.DefaultCost)
 	for _, setup := range setups {
 		mintCurve(b, setup, total, hash, token, baseline, baselineName, members)

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/caddy-apikeys/caddy-apikeys/internal/etcdtest"
+	"github.com/caddy-apikeys/caddy-apikeys/internal/testutil"
 )
 
 // BenchmarkMintEtcdAgainstBolt mints as BenchmarkMintCurve does (wrk, 64
@@ -28,8 +29,8 @@ func BenchmarkMintEtcdAgainstBolt(b *testing.B) {
 	if _, err := exec.LookPath("wrk"); err != nil {
 		b.Skip("needs wrk (bench/run.sh installs it)")
 	}
-	rounds := envInt(b, "APIKEYS_MINT_ROUNDS", 7)
-	members := envInt(b, "APIKEYS_MINT_MEMBERS", 3)
+	rounds := testutil.EnvInt(b, "APIKEYS_MINT_ROUNDS", 7)
+	members := testutil.EnvInt(b, "APIKEYS_MINT_MEMBERS", 3)
 	hash, token := mintCredentials(b, bcrypt.MinCost) // the password is not used
 	body, script := mintScript(b, "jwt", token)
 	gateway := func(etcd bool) *mintGateway {

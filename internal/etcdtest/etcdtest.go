@@ -4,6 +4,7 @@
 package etcdtest
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -109,6 +110,37 @@ type Options struct {
 	// TLS, if set, makes members serve clients over TLS with these files
 	// and require a client certificate signed by its CA.
 	TLS *TLSFiles
+	// QuotaBackendBytes, if set, replaces ProductionQuotaBytes as each
+	// member's --quota-backend-bytes, so that a test can fill a member.
+	QuotaBackendBytes int64
+}
+
+// The settings of ProductionFlags.
+const (
+	// ProductionQuotaBytes is etcd's largest recommended backend quota,
+	// 8 GiB: past it a member raises the NOSPACE alarm and the cluster
+	// refuses every write that adds data until the operator frees space
+	// and disarms the alarm.
+	ProductionQuotaBytes = 8 << 30
+	// CompactionRetention is how much history auto-compaction keeps: a
+	// watch broken for longer starts afresh (the gateway drops its cache),
+	// which max_stale (15 s by default) makes harmless.
+	CompactionRetention = "5m"
+)
+
+// ProductionFlags are the settings docs/cluster.md asks of a production
+// cluster for this store, and that every member Start runs uses:
+// periodic auto-compaction keeping CompactionRetention of history, since
+// the store rewrites last-used records and every rewrite is a revision
+// kept until compacted; a backend quota of quotaBytes; and etcd's default
+// of 128 operations per transaction, which the store's transactions rely
+// on, stated so that nobody lowers it unawares.
+func ProductionFlags(quotaBytes int64) []string {
+	return []string{
+		"--auto-compaction-mode", "periodic", "--auto-compaction-retention", CompactionRetention,
+		"--quota-backend-bytes", fmt.Sprint(quotaBytes),
+		"--max-txn-ops", "128",
+	}
 }
 
 // Start runs a cluster of n members and stops it when the test ends. Its
@@ -160,6 +192,7 @@ func StartWith(t testing.TB, n int, opts Options) *Cluster {
 			"--heartbeat-interval", "50", "--election-timeout", "500",
 			"--log-level", "warn",
 		}}
+		m.args = append(m.args, ProductionFlags(cmp.Or(opts.QuotaBackendBytes, ProductionQuotaBytes))...)
 		if opts.TLS != nil {
 			m.args = append(m.args, "--cert-file", opts.TLS.ServerCert, "--key-file", opts.TLS.ServerKey,
 				"--client-cert-auth", "--trusted-ca-file", opts.TLS.CA)
@@ -307,4 +340,28 @@ func tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// CPUTime is the user and system time the member's process has used so
+// far (from /proc, so Linux only), or 0 while it is stopped.
+func (m *Member) CPUTime(t testing.TB) time.Duration {
+	t.Helper()
+	pid := m.Pid()
+	if pid == 0 {
+		return 0
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fields after the command name (which may hold spaces) start at ")".
+	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	var utime, stime int64
+	if _, err := fmt.Sscan(fields[11], &utime); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fmt.Sscan(fields[12], &stime); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
 }
