@@ -86,7 +86,7 @@ func askedByEnvoy(req *authv3.CheckRequest, places *presented.Places) (asked, er
 		// one, so a key field's parts are read apart: a second key
 		// behind a comma is a second key.
 		for name, v := range hr.GetHeaders() {
-			if !isKeyField(http.CanonicalHeaderKey(name), places) {
+			if !places.ReadsHeader(http.CanonicalHeaderKey(name)) {
 				addField(h, name, v)
 				continue
 			}
@@ -97,12 +97,6 @@ func askedByEnvoy(req *authv3.CheckRequest, places *presented.Places) (asked, er
 	}
 	ip := req.GetAttributes().GetSource().GetAddress().GetSocketAddress().GetAddress()
 	return asked{header: h, method: strings.ToUpper(hr.GetMethod()), path: path, rawPath: rawPath, rawQuery: rawQuery, ip: ip}, nil
-}
-
-// isKeyField reports whether name (canonical) is a field a key is read
-// from.
-func isKeyField(name string, places *presented.Places) bool {
-	return name == "Authorization" || slices.Contains(places.Headers, name)
 }
 
 // addField adds a header field Envoy sent, leaving out pseudo-headers
@@ -155,11 +149,8 @@ func allowed(v *verifier, q asked, a admitted, answer http.Header) *authv3.Check
 // guarded reports whether name (canonical) is an identity field or a
 // header field the key is read from.
 func (v *verifier) guarded(name string) bool {
-	return isKeyField(name, &v.places) || slices.Contains(identityFieldNames, name)
+	return v.places.ReadsHeader(name) || slices.Contains(identityFieldNames, name)
 }
-
-// identityFieldNames are the fields writeIdentity may set.
-var identityFieldNames = []string{FieldUser, FieldSource, FieldKeyID, FieldScopes, FieldRateLimitRemaining, FieldCreditsRemaining}
 
 // denied is the answer refusing a request with err, a refusal of
 // refuse's, and the header fields in answer: the JSON body and status

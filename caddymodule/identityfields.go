@@ -33,6 +33,9 @@ const (
 	FieldCreditsRemaining = "X-Apikeys-Credits-Remaining"
 )
 
+// identityFieldNames are the fields writeIdentity may set.
+var identityFieldNames = []string{FieldUser, FieldSource, FieldKeyID, FieldScopes, FieldRateLimitRemaining, FieldCreditsRemaining}
+
 // identityFields are a key's fields that do not change between requests,
 // built once per cached key.
 type identityFields struct {

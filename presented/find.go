@@ -2,6 +2,7 @@ package presented
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 )
 
@@ -92,6 +93,12 @@ func (p *Places) Find(r *http.Request) (Found, error) {
 		return Found{}, ErrTwoKeys
 	}
 	return f, nil
+}
+
+// ReadsHeader reports whether Find reads a key from the header field
+// name (canonical): Authorization, or one of Headers.
+func (p *Places) ReadsHeader(name string) bool {
+	return name == "Authorization" || slices.Contains(p.Headers, name)
 }
 
 // Strip removes f's key from every place r carried it (a body is passed
