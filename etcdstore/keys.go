@@ -346,14 +346,14 @@ func (s *Store) RotateKey(ctx context.Context, oldID string, next keystore.Key, 
 // maxPerOwner already, or else a comparison that holds only while no
 // entry of the owner's index changed since the count.
 func (s *Store) underLimit(ctx context.Context, owner keystore.Owner, maxPerOwner int) (clientv3.Cmp, error) {
-	count, err := s.get(ctx, s.ownerPrefix(owner), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	counts, guards, err := s.countKeysOf(ctx, []keystore.Owner{owner})
 	if err != nil {
 		return clientv3.Cmp{}, fault(err)
 	}
-	if count.Count >= int64(maxPerOwner) {
+	if counts[owner] >= maxPerOwner {
 		return clientv3.Cmp{}, keystore.ErrLimit
 	}
-	return s.ownerUnchangedSince(owner, count.Header.Revision), nil
+	return guards[owner], nil
 }
 
 // ownerUnchangedSince holds while no entry of owner's index was written
