@@ -344,9 +344,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 // shareLockout returns what makes th enforce its part of the thresholds
 // whenever the gateways sharing the store change. A part of 0 is warned
 // of: sign-ins through this gateway are then all refused.
-func (a *App) shareLockout(th *identity.Throttle) func(index, count int) {
+func (a *App) shareLockout(th *identity.Throttle) func(keystore.Members) {
 	logger := a.logger
-	return func(index, count int) {
+	return func(ms keystore.Members) {
+		index, count := ms.Index(), ms.Count()
 		th.SetShare(index, count)
 		if acct, addr := th.Limits(); acct == 0 || addr == 0 {
 			logger.Warn("more gateways share the store than a lockout threshold: this one checks no passwords and refuses every sign-in with 429; "+

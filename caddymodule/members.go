@@ -23,39 +23,39 @@ func sharedStore(store keystore.Store) bool {
 
 // members is a Membership joined once and heard by several listeners:
 // the Meter (rate limits) and each config's lockout divide their limits
-// by the same (index, count). Keeping it costs one lease kept alive, not
-// a store write per request.
+// among the same gateways. Keeping it costs one lease kept alive, not a
+// store write per request.
 type members struct {
 	release func() error       // the store handle it joined with
 	leave   context.CancelFunc // ends JoinMembers
 	left    chan struct{}      // closed once JoinMembers has returned
 
-	mu           sync.Mutex
-	index, count int // the last report; count is 0 before the first
-	listeners    map[int]func(index, count int)
-	next         int
+	mu        sync.Mutex
+	last      keystore.Members // the last report; no IDs before the first
+	listeners map[int]func(keystore.Members)
+	next      int
 }
 
 // report hands a change of membership to every listener.
-func (m *members) report(index, count int) {
+func (m *members) report(ms keystore.Members) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.index, m.count = index, count
+	m.last = ms
 	for _, fn := range m.listeners {
-		fn(index, count)
+		fn(ms)
 	}
 }
 
 // listen hands fn the last report at once, if there was one, and every
 // later one, until stop is called; fn is not called after stop returns.
-func (m *members) listen(fn func(index, count int)) (stop func()) {
+func (m *members) listen(fn func(keystore.Members)) (stop func()) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	id := m.next
 	m.next++
 	m.listeners[id] = fn
-	if m.count > 0 {
-		fn(m.index, m.count)
+	if m.last.Count() > 0 {
+		fn(m.last)
 	}
 	return func() {
 		m.mu.Lock()
@@ -94,7 +94,7 @@ func (a *App) joinMembers() (*members, func() error, error) {
 			return nil, errors.New("this store is not shared by gateways")
 		}
 		ctx, leave := context.WithCancel(context.Background())
-		m := &members{release: release, leave: leave, left: make(chan struct{}), listeners: make(map[int]func(int, int))}
+		m := &members{release: release, leave: leave, left: make(chan struct{}), listeners: make(map[int]func(keystore.Members))}
 		go func() {
 			defer close(m.left)
 			ms.JoinMembers(ctx, m.report)

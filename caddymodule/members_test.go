@@ -20,19 +20,27 @@ import (
 // A membership's listeners hear the last report when they start, then
 // every change, and nothing once stopped.
 func TestMembersFanOut(t *testing.T) {
-	m := &members{listeners: make(map[int]func(int, int))}
+	m := &members{listeners: make(map[int]func(keystore.Members))}
 	var a, b [][2]int
-	stopA := m.listen(func(i, n int) { a = append(a, [2]int{i, n}) })
+	heard := func(to *[][2]int) func(keystore.Members) {
+		return func(ms keystore.Members) { *to = append(*to, [2]int{ms.Index(), ms.Count()}) }
+	}
+	// report has gateway self at index i of n.
+	report := func(i, n int) {
+		ids := []string{"g0", "g1", "g2", "g3"}[:n]
+		m.report(keystore.Members{Self: ids[i], IDs: ids})
+	}
+	stopA := m.listen(heard(&a))
 	if len(a) != 0 {
 		t.Fatalf("a listener heard %v before any report", a)
 	}
-	m.report(0, 2)
-	stopB := m.listen(func(i, n int) { b = append(b, [2]int{i, n}) })
-	m.report(1, 3)
+	report(0, 2)
+	stopB := m.listen(heard(&b))
+	report(1, 3)
 	stopA()
-	m.report(0, 1)
+	report(0, 1)
 	stopB()
-	m.report(2, 4)
+	report(2, 4)
 	if want := [][2]int{{0, 2}, {1, 3}}; !slices.Equal(a, want) {
 		t.Errorf("the first listener heard %v, want %v", a, want)
 	}
@@ -69,9 +77,9 @@ func TestLockoutFollowsTheGatewaysSharingTheStore(t *testing.T) {
 		t.Cleanup(func() { cancel(); <-done; _ = s.Close() })
 		go func() {
 			defer close(done)
-			s.JoinMembers(ctx, func(index, count int) {
+			s.JoinMembers(ctx, func(ms keystore.Members) {
 				mu.Lock()
-				others[g] = [2]int{index, count}
+				others[g] = [2]int{ms.Index(), ms.Count()}
 				mu.Unlock()
 			})
 		}()

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -74,7 +75,10 @@ func (a *App) openMeter() (*keystore.Meter, func() error, error) {
 			if err != nil {
 				return nil, errors.Join(err, m.Close(), release())
 			}
-			stop := ms.listen(m.SetShare)
+			if tables, ok := store.(keystore.ShareTables); ok && followsLoad(a.store) {
+				m.FollowLoad(context.Background(), tables)
+			}
+			stop := ms.listen(m.SetMembers)
 			h.leave = func() error {
 				stop()
 				return releaseMembers()
@@ -89,6 +93,13 @@ func (a *App) openMeter() (*keystore.Meter, func() error, error) {
 		_, err := meterPool.Delete(path)
 		return err
 	}, nil
+}
+
+// followsLoad reports whether the store module divides rate limits by
+// the load (the default where it can).
+func followsLoad(module StoreOpener) bool {
+	f, ok := module.(LoadFollower)
+	return !ok || f.SharesFollowLoad()
 }
 
 // LedgerPath is next to the database file.

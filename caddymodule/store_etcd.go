@@ -70,6 +70,16 @@ type EtcdStore struct {
 	// still be accepted here during an outage. Default: 15s.
 	MaxStale caddy.Duration `json:"max_stale,omitempty"`
 
+	// How the gateways sharing the cluster divide each rate limit:
+	// "follow_load" (the default) gives a gateway that runs short of its
+	// part what the others do not use, through a small table per busy
+	// limit written a few times a second at most; "equal" keeps every
+	// gateway at an equal part (100/10s on three gateways: 34 + 33 +
+	// 33), which never writes. Either way the gateways together admit
+	// at most the limit in any window while their membership is steady.
+	// Default: "follow_load".
+	RateShares string `json:"rate_shares,omitempty"`
+
 	logger, clientLogger *zap.Logger
 }
 
@@ -116,8 +126,23 @@ func (e *EtcdStore) Validate() error {
 	if e.Password != "" && e.Username == "" {
 		return errors.New("etcd store: password without username")
 	}
+	switch e.RateShares {
+	case "", rateSharesFollowLoad, rateSharesEqual:
+	default:
+		return fmt.Errorf("etcd store: rate_shares: want %s or %s, got %q", rateSharesFollowLoad, rateSharesEqual, e.RateShares)
+	}
 	return nil
 }
+
+// The ways of dividing rate limits among gateways (EtcdStore.RateShares).
+const (
+	rateSharesFollowLoad = "follow_load"
+	rateSharesEqual      = "equal"
+)
+
+// SharesFollowLoad reports whether rate limits follow the load across the
+// gateways (rate_shares).
+func (e *EtcdStore) SharesFollowLoad() bool { return e.RateShares != rateSharesEqual }
 
 // StaleBound returns how long cached lookups stay trusted without word
 // from the cluster.
@@ -208,6 +233,7 @@ func (t *EtcdTLS) config(repl *caddy.Replacer) (*tls.Config, error) {
 //	    dial_timeout    <duration>
 //	    request_timeout <duration>
 //	    max_stale       <duration>
+//	    rate_shares     follow_load|equal
 //	}
 func (e *EtcdStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // store name
@@ -235,6 +261,10 @@ func (e *EtcdStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "tls":
 			if err := e.unmarshalTLS(d); err != nil {
 				return err
+			}
+		case "rate_shares":
+			if !d.AllArgs(&e.RateShares) {
+				return d.ArgErr()
 			}
 		case "dial_timeout", "request_timeout", "max_stale":
 			var v string

@@ -44,9 +44,16 @@ type StaleBounder interface {
 // Membership is implemented by stores (what StoreOpener.Open returns)
 // that several gateways share. JoinMembers counts this process among
 // the live gateways until ctx ends, calling report with this process's
-// index among them and their count whenever either changes: gateways
-// divide rate limits and lockout thresholds by that count. The module
-// must also be a CreditLedger, whose path names the membership.
+// id and theirs whenever they change: gateways divide rate limits and
+// lockout thresholds among themselves. The module must also be a
+// CreditLedger, whose path names the membership.
 type Membership interface {
-	JoinMembers(ctx context.Context, report func(index, count int))
+	JoinMembers(ctx context.Context, report func(keystore.Members))
+}
+
+// LoadFollower is implemented by store modules whose gateways can divide
+// rate limits by the load (keystore.Meter.FollowLoad) when the store is
+// a keystore.ShareTables.
+type LoadFollower interface {
+	SharesFollowLoad() bool
 }

@@ -9,6 +9,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
 // Membership timing: a gateway that stops is counted out within
@@ -20,15 +22,15 @@ const (
 
 // JoinMembers registers this process as one of the gateways sharing the
 // store, under P members/ with a lease that lapses when it stops, and
-// reports its index among the live gateways (ordered by id) and their
-// count whenever they change, until ctx ends. Gateways divide rate limits
-// by it. While etcd cannot be reached it keeps the last report.
-func (s *Store) JoinMembers(ctx context.Context, report func(index, count int)) {
+// reports its id and the live gateways' whenever they change, until ctx
+// ends. Gateways divide rate limits and lockout thresholds by it. While
+// etcd cannot be reached it keeps the last report.
+func (s *Store) JoinMembers(ctx context.Context, report func(keystore.Members)) {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	id := hex.EncodeToString(b[:])
 	prefix := s.prefix + "members/"
-	lastIndex, lastCount := -1, -1
+	var last []string
 	var lease clientv3.LeaseID
 	t := time.NewTicker(memberPoll)
 	defer t.Stop()
@@ -54,9 +56,9 @@ func (s *Store) JoinMembers(ctx context.Context, report func(index, count int)) 
 						ids = append(ids, string(kv.Key[len(prefix):]))
 					}
 					slices.Sort(ids)
-					if i := slices.Index(ids, id); i >= 0 && (i != lastIndex || len(ids) != lastCount) {
-						lastIndex, lastCount = i, len(ids)
-						report(i, len(ids))
+					if i := slices.Index(ids, id); i >= 0 && !slices.Equal(ids, last) {
+						last = ids
+						report(keystore.Members{Self: id, IDs: slices.Clone(ids)})
 						s.logger.Info("gateways sharing the store", zap.Int("count", len(ids)), zap.Int("index", i))
 					}
 				}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/caddy-apikeys/caddy-apikeys/internal/etcdtest"
+	"github.com/caddy-apikeys/caddy-apikeys/keystore"
 )
 
 // Gateways sharing a store learn their index and count, and the others
@@ -22,9 +23,9 @@ func TestJoinMembers(t *testing.T) {
 		s := openStore(t, c, Options{Prefix: "/members/"})
 		ctx, cancel := context.WithCancel(context.Background())
 		cancels[i] = cancel
-		go s.JoinMembers(ctx, func(index, count int) {
+		go s.JoinMembers(ctx, func(ms keystore.Members) {
 			mu.Lock()
-			last[i] = seen{index, count}
+			last[i] = seen{ms.Index(), ms.Count()}
 			mu.Unlock()
 		})
 	}

@@ -2,8 +2,9 @@
 // gateways share them. It implements keystore.Store and
 // keystore.NoticeStore with the same semantics as the bbolt store
 // (boltstore), keystore.Watchable, so that a Keyring's cache follows
-// changes made by every gateway, and JoinMembers, so that gateways know
-// how many they are.
+// changes made by every gateway, JoinMembers, so that gateways know
+// how many they are, and keystore.ShareTables, so that they divide busy
+// rate limits by the load.
 //
 // Layout under the configured prefix P:
 //
@@ -16,6 +17,7 @@
 //	P notices/<endpoint>/<event id>      → pending notice (keystore.MarshalNotice)
 //	P notices-done/<endpoint>/<event id> → done notice, kept until its KeepUntil
 //	P members/<random id> → empty, under a lease: one live gateway (JoinMembers)
+//	P shares/<table id>   → how the gateways divide one busy rate limit (keystore.MarshalShareTable)
 //
 // Last-used times live apart from the records so that writing them neither
 // rewrites a record nor wakes the watches that guard every gateway's cache.

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -15,11 +16,7 @@ import (
 func TestLimitsAcrossThreeGateways(t *testing.T) {
 	c := etcdtest.Start(t, 3)
 	up := newLimitsUpstream(t)
-	store := "store etcd " + strings.Join(c.Endpoints(), " ") + " {\n\t\t\tprefix /limits/\n\t\t}"
-	var gws []*limitsGateway
-	for range 3 {
-		gws = append(gws, startLimitsGateway(t, store, up.URL))
-	}
+	gws := startSharingGateways(t, c, "prefix /limits/", up.URL, 3)
 	a := gws[0]
 	urls := func(gs ...*limitsGateway) []string {
 		var u []string
@@ -30,10 +27,6 @@ func TestLimitsAcrossThreeGateways(t *testing.T) {
 	}
 	mint := func(user string) string {
 		return decodeCreated(t, post(t, a.base+"/api/create_api_key", `{"auth": {"username": "`+user+`", "password": "`+user+`pw"}}`)).APIKey
-	}
-	// Every gateway counts the three of them before the rates are measured.
-	for _, g := range gws {
-		untilLogged(t, g.runningCaddy, `"msg":"gateways sharing the store","count":3`)
 	}
 
 	t.Run("credits: 333 of 1000 at 3 across a kill -9", func(t *testing.T) {
@@ -118,6 +111,21 @@ func TestLimitsAcrossThreeGateways(t *testing.T) {
 			t.Fatalf("only %d admitted in 25s at twice a rate of 10/s", out.ok.Load())
 		}
 	})
+}
+
+// startSharingGateways starts n limits gateways over c, with options
+// (lines of the store etcd block), and returns once each counts all n.
+func startSharingGateways(t *testing.T, c *etcdtest.Cluster, options, upstream string, n int) []*limitsGateway {
+	t.Helper()
+	store := "store etcd " + strings.Join(c.Endpoints(), " ") + " {\n\t\t\t" + options + "\n\t\t}"
+	var gws []*limitsGateway
+	for range n {
+		gws = append(gws, startLimitsGateway(t, store, upstream))
+	}
+	for _, g := range gws {
+		untilLogged(t, g.runningCaddy, fmt.Sprintf(`"msg":"gateways sharing the store","count":%d`, n))
+	}
+	return gws
 }
 
 // quiet returns once out has admitted nothing for d, or after most. It

@@ -132,8 +132,9 @@ type span struct{ sent, answered time.Time }
 // load is a run of clients sending requests with one key.
 type load struct {
 	// urls are spread over: client i sends its n-th request to
-	// urls[(i+n) % len(urls)].
+	// urls[(i+n) % len(urls)], or to pick(i, n) if set.
 	urls    []string
+	pick    func(i, n int) string
 	key     string
 	clients int
 	// give429 ends a client after that many refusals in a row (0: never).
@@ -205,6 +206,13 @@ func (l load) run(out *outcome) {
 	var wg sync.WaitGroup
 	for i := range l.clients {
 		wg.Go(func() {
+			// Clients that pause start spread over one pause, so that
+			// together they send at an even pace, not in bursts.
+			select {
+			case <-l.stop:
+				return
+			case <-time.After(l.wait * time.Duration(i) / time.Duration(l.clients)):
+			}
 			in429 := 0
 			for n := i; l.give429 == 0 || in429 < l.give429; n++ {
 				select {
@@ -212,7 +220,11 @@ func (l load) run(out *outcome) {
 					return
 				default:
 				}
-				req, _ := http.NewRequest(http.MethodGet, l.urls[n%len(l.urls)], nil)
+				url := l.urls[n%len(l.urls)]
+				if l.pick != nil {
+					url = l.pick(i, n)
+				}
+				req, _ := http.NewRequest(http.MethodGet, url, nil)
 				req.Header.Set("Authorization", "Bearer "+l.key)
 				out.inflight.Add(1)
 				sent := time.Now()
@@ -361,6 +373,25 @@ func worstWindow(admitted []span, w time.Duration) int {
 		worst = max(worst, n)
 	}
 	return worst
+}
+
+// leastWindow is the fewest requests surely admitted within any interval
+// of length w that starts between from and until-w: sent and answered
+// within it.
+func leastWindow(admitted []span, w time.Duration, from, until time.Time) int {
+	least := -1
+	for start := from; !start.Add(w).After(until); start = start.Add(w / 100) {
+		end, n := start.Add(w), 0
+		for _, a := range admitted {
+			if !a.sent.Before(start) && !a.answered.After(end) {
+				n++
+			}
+		}
+		if least < 0 || n < least {
+			least = n
+		}
+	}
+	return least
 }
 
 // TestPlansThroughTheCLI: operators give a key a plan and set and add

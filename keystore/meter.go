@@ -48,6 +48,10 @@ type Meter struct {
 	idle    time.Duration
 	onError func(error)
 	shares  atomic.Pointer[share]
+	// follow, once FollowLoad ran, keeps busy limits at the grants of the
+	// store's share tables; following counts its goroutines.
+	follow    atomic.Pointer[rateShares]
+	following sync.WaitGroup
 	// onReserved, if set, hears of every block of credits taken.
 	onReserved atomic.Pointer[func(CreditsReserved)]
 
@@ -71,6 +75,9 @@ type account struct {
 	mu      sync.Mutex
 	rates   []Rate
 	windows []rateWindow
+	// tabled[i] says windows[i] follows a share table's grant rather
+	// than the equal part of share.
+	tabled  []bool
 	share   *share
 	credits *creditState
 	lastUse atomic.Int64
@@ -267,11 +274,14 @@ func (m *Meter) account(id string, rates []Rate, credits *creditTerms) *account 
 	defer a.mu.Unlock()
 	if !slices.Equal(a.rates, rates) {
 		oldRates, oldWindows := a.rates, a.windows
-		a.rates, a.windows, a.share = slices.Clone(rates), make([]rateWindow, len(rates)), nil
+		a.rates, a.windows, a.tabled, a.share = slices.Clone(rates), make([]rateWindow, len(rates)), make([]bool, len(rates)), nil
 		for i, r := range rates {
 			a.windows[i] = newRateWindow(r.Limit, r.Window)
 			if j := slices.Index(oldRates, r); j >= 0 { // unchanged limits keep their counts
 				a.windows[i] = oldWindows[j]
+			}
+			if g, ok := m.grantOf(id, r); ok {
+				a.windows[i].limit, a.tabled[i] = g, true
 			}
 		}
 	}
@@ -330,7 +340,9 @@ func (l *Limits) try(cost int64) (Verdict, *account) {
 		a.lastUse.Store(ns)
 		if a.share != s {
 			for i, r := range a.rates {
-				a.windows[i].limit = partOf(r.Limit, s)
+				if !a.tabled[i] {
+					a.windows[i].limit = partOf(r.Limit, s)
+				}
 			}
 			a.share = s
 		}
@@ -338,6 +350,7 @@ func (l *Limits) try(cost int64) (Verdict, *account) {
 			w := &a.windows[i]
 			w.advance(ns)
 			if !w.allows(1) {
+				m.wantMore(a, i)
 				return Verdict{Reason: RateLimited, Name: a.rates[i].Name, Quota: w.limit, Window: a.rates[i].Window,
 					Reset: w.resetIn(ns), RetryAfter: w.wait(ns, 1), Credits: -1}, nil
 			}
@@ -391,6 +404,7 @@ func (m *Meter) Close() error {
 	m.closeOnce.Do(func() {
 		close(m.stop)
 		<-m.done
+		m.following.Wait()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		m.giveBackIdle(ctx, time.Time{})

@@ -55,6 +55,39 @@ func TestRateWindowNeverAdmitsMoreThanTheLimit(t *testing.T) {
 	}
 }
 
+// A client sending twice the rate is refused its excess, never most of
+// its rate: after the first window, every interval of the window's length
+// admits at least 90 of 100.
+func TestRateWindowTwiceTheRateGetsNearlyTheLimit(t *testing.T) {
+	const limit, width = 100, 10 * time.Second
+	w := newRateWindow(limit, width)
+	start := time.Unix(1_800_000_000, 0).UnixNano()
+	now := start
+	var admitted []int64
+	for now < start+int64(10*width) {
+		now += int64(width) / (2 * limit)
+		w.advance(now)
+		if w.allows(1) {
+			w.add(1)
+			admitted = append(admitted, now)
+		}
+	}
+	least := limit
+	for from := start + int64(width); from+int64(width) <= now; from += int64(width) / 100 {
+		n := 0
+		for _, at := range admitted {
+			if at > from && at <= from+int64(width) {
+				n++
+			}
+		}
+		least = min(least, n)
+	}
+	if least < 90 {
+		t.Fatalf("at twice the rate, one window admitted only %d of %d", least, limit)
+	}
+	t.Logf("at twice the rate, the least admitted in a window after the first: %d of %d", least, limit)
+}
+
 func TestRateWindowSteadyClientUnderTheRate(t *testing.T) {
 	const limit, width = 100, 10 * time.Second
 	w := newRateWindow(limit, width)
@@ -85,7 +118,7 @@ func TestRateWindowWaitAndReset(t *testing.T) {
 		t.Fatal("a full window allows more")
 	}
 	wait := w.wait(now, 1)
-	if wait <= 10*time.Second || wait > 11*time.Second {
+	if wait <= 10*time.Second || wait > 10*time.Second+10*time.Second/windowSlots {
 		t.Fatalf("wait %v, want just over the window", wait)
 	}
 	if reset := w.resetIn(now); reset != wait {
@@ -96,7 +129,7 @@ func TestRateWindowWaitAndReset(t *testing.T) {
 	if !w.allows(3) || w.resetIn(now) != 0 {
 		t.Fatalf("after the wait: remaining %d", w.remaining())
 	}
-	if w.wait(now, 4) != 11*time.Second {
+	if w.wait(now, 4) != 10*time.Second/windowSlots*(windowSlots+1) {
 		t.Fatal("more than the limit at once must wait a whole window")
 	}
 }
