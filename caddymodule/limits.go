@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unsafe"
 
 	"go.uber.org/zap"
 
@@ -16,21 +17,38 @@ import (
 // most restrictive one): RateLimit-Policy ("name";q=quota;w=window) and
 // RateLimit ("name";r=remaining;t=seconds until it is whole again). Keys
 // without limits get neither. A policy's field is built once; the state
-// costs two allocations.
+// costs one allocation (rateLimitState).
 func writeRateLimitFields(h http.Header, v keystore.Verdict) {
 	if v.Name == "" {
 		return
 	}
 	h["Ratelimit-Policy"] = rateLimitPolicy(v)
-	var buf [96]byte
-	state := strconv.AppendQuote(buf[:0], v.Name) // rate names are printable ASCII without quotes
-	state = append(state, ";r="...)
-	state = strconv.AppendInt(state, max(v.Remaining, 0), 10)
+	st := new(rateLimitState)
+	b := strconv.AppendQuote(st.buf[:0], v.Name) // rate names are printable ASCII without quotes
+	b = append(b, ";r="...)
+	b = strconv.AppendInt(b, max(v.Remaining, 0), 10)
 	if v.Reset > 0 {
-		state = append(state, ";t="...)
-		state = strconv.AppendInt(state, ceilSeconds(v.Reset), 10)
+		b = append(b, ";t="...)
+		b = strconv.AppendInt(b, ceilSeconds(v.Reset), 10)
 	}
-	h["Ratelimit"] = []string{string(state)}
+	h["Ratelimit"] = st.field(b)
+}
+
+// rateLimitState is one RateLimit field value with the slice that holds
+// it, in one allocation: the string's bytes are buf's, never written
+// again once field returns, and both point into the same object, which
+// the garbage collector keeps while either is referenced.
+type rateLimitState struct {
+	value [1]string
+	buf   [96]byte
+}
+
+// field returns the field's values, b being st.buf's bytes; a value too
+// long for buf (a rate name near its limit) was appended elsewhere and
+// is used as it is.
+func (st *rateLimitState) field(b []byte) []string {
+	st.value[0] = unsafe.String(unsafe.SliceData(b), len(b))
+	return st.value[:]
 }
 
 // policyKey names a RateLimit-Policy field value.

@@ -20,7 +20,7 @@ import (
 )
 
 // BenchmarkUnknownKeyFlood runs Caddyfile.cluster (one gateway, a
-// one-member etcd cluster, all on loopback) and measures, in one run:
+// three-member etcd cluster, all on loopback) and measures, in one run:
 //
 //   - idle: a legitimate client (from 127.0.0.2) using a valid key at a
 //     steady rate, alone;
@@ -37,17 +37,18 @@ import (
 //
 //	go test ./integration -run '^$' -bench UnknownKeyFlood -benchtime 1x -v
 //
-// APIKEYS_FLOOD_RATE (requests/s, default 1000) and APIKEYS_FLOOD_SECONDS
-// (per phase, default 10) change the load.
+// APIKEYS_FLOOD_RATE (requests/s, default 1000), APIKEYS_FLOOD_SECONDS
+// (per phase, default 10) and APIKEYS_FLOOD_MEMBERS (etcd members,
+// default 3) change the load.
 func BenchmarkUnknownKeyFlood(b *testing.B) {
 	floodRate := testutil.EnvInt(b, "APIKEYS_FLOOD_RATE", 1000)
 	phase := time.Duration(testutil.EnvInt(b, "APIKEYS_FLOOD_SECONDS", 10)) * time.Second
-	c := etcdtest.Start(b, 1)
+	c := etcdtest.Start(b, testutil.EnvInt(b, "APIKEYS_FLOOD_MEMBERS", 3))
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	defer upstream.Close()
 	ports := holdPorts(b, 2)
 	clusterFile := clusterCopy(b, ports)
-	rc := startBinary(b, clusterFile, b.TempDir(), ports, clusterEnv(ports, c.Endpoints()[:1], upstream.URL)...)
+	rc := startBinary(b, clusterFile, b.TempDir(), ports, clusterEnv(ports, c.Endpoints(), upstream.URL)...)
 	defer rc.Stop()
 	base, admin := "http://"+ports[0].Addr, ports[1].Addr
 	metrics := "http://" + admin + "/metrics"
@@ -154,7 +155,7 @@ func BenchmarkUnknownKeyFlood(b *testing.B) {
 
 	p := func(r result, q float64) float64 { return float64(percentile(r.lat, q)) / 1e6 }
 	bound := (100 + 10*phase.Seconds()) / phase.Seconds() // default burst 100, rate 10/s
-	b.Logf("flood of %d unknown keys/s from one address, %v per phase, on a 2-core machine shared with etcd and the clients:", floodRate, phase)
+	b.Logf("flood of %d unknown keys/s from one address, %v per phase, %d etcd members, on a 2-core machine shared with etcd and the clients:", floodRate, phase, len(c.Endpoints()))
 	b.Logf("| phase | flood sent (401) | store reads/s | over_budget | legit p50 ms | legit p99 ms | p99 / idle | legit failures | max cache staleness s |")
 	b.Logf("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, row := range []struct {
