@@ -430,18 +430,22 @@ func (rs *rateShares) evaluate(ctx context.Context, id string) {
 	default:
 		target = g
 	}
-	if !busy && target == 0 && others == 0 && !anyWants {
-		if g > 0 {
-			rs.lower(st, 0)
-		}
+	// Never more than the others leave, even for a window that counts
+	// more (the membership changed under it): it then admits nothing
+	// until it counts less.
+	most := mine.Grant + free
+	target = min(target, most)
+	idle := !busy && target == 0 && others == 0 && !anyWants
+	if idle || target < g {
+		// What the window counted since count was read stays granted.
+		target = rs.lower(st, target, most)
+	}
+	if idle && target == 0 {
 		rs.write(ctx, id, st, rev, nil) // nobody holds or wants any: equal parts again
 		return
 	}
 	if target == mine.Grant && busy == mine.Wants && !removed && target == g {
 		return
-	}
-	if target < g {
-		target = rs.lower(st, target)
 	}
 	next := &ShareTable{Account: t.Account, Rate: t.Rate, Entries: kept}
 	next = next.with(ShareEntry{Member: ms.Self, Grant: target, Wants: busy})
@@ -495,16 +499,17 @@ func (rs *rateShares) write(ctx context.Context, id string, st *shareState, rev 
 	return true
 }
 
-// lower makes this gateway enforce at most target of st's limit, or what
-// its window counts if more, and returns that.
-func (rs *rateShares) lower(st *shareState, target int64) int64 {
+// lower makes this gateway enforce at most target of st's limit, or
+// what its window counts if more, but never more than most, and returns
+// that.
+func (rs *rateShares) lower(st *shareState, target, most int64) int64 {
 	rs.mu.Lock()
 	st.granted = min(st.granted, target) // accounts made from now on start here
 	rs.mu.Unlock()
 	got := target
 	rs.withWindow(st, func(w *rateWindow, tabled *bool) {
 		w.advance(rs.m.now().UnixNano())
-		got = max(target, w.sum)
+		got = min(max(target, w.sum), most)
 		w.limit, *tabled = got, true
 	})
 	rs.mu.Lock()
