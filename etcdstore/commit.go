@@ -21,7 +21,8 @@ import (
 // why, all in one round trip.
 
 // keyTxnOps is the most operations on one level of a key's nested
-// transaction (four puts; four conditions with a user and a limit).
+// transaction (three puts, four with a last use; four conditions with a
+// user and a limit).
 const keyTxnOps = 4
 
 // maxGroup bounds the keys of one group: etcd counts the operations of a

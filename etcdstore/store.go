@@ -11,7 +11,7 @@
 //	P keys/<hex digest>  → uvarint id length, id, key record (keystore.MarshalKey)
 //	P ids/<id>           → hex digest
 //	P owners/<owner (keystore.Owner.Encode)> 0x00 <created, 16 hex digits of Unix µs><id> → hex digest
-//	P used/<hex digest>  → last use, 8 bytes big-endian Unix µs (0: never)
+//	P used/<hex digest>  → last use, 8 bytes big-endian Unix µs (absent or 0: never)
 //	P users/<name>       → user record (keystore.MarshalUser)
 //	P credits/<account>  → credit account (keystore.MarshalCreditAccount)
 //	P notices/<endpoint>/<event id>      → pending notice (keystore.MarshalNotice)
