@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Rate shares: how gateways sharing a store divide the rate limits that
@@ -61,6 +63,16 @@ const (
 	// shareWriteTimeout bounds one table write, on top of the store's
 	// own bound.
 	shareWriteTimeout = 10 * time.Second
+	// A gateway writes share tables at most shareWriteRate times a second
+	// (bursts of shareWriteBurst), whatever the number of busy limits, so
+	// that clients running many keys over their limits cannot make it
+	// load the store: a busy limit takes a few writes a second, and a
+	// write left out is safe (a grant not raised, a grant given back
+	// later, a limit left divided equally). New tables are made only from
+	// the upper half of the burst, so that the tables already made keep
+	// following their load.
+	shareWriteRate  = 100
+	shareWriteBurst = 200
 )
 
 // shareDemand is a refusal for lack of grant.
@@ -104,6 +116,7 @@ type rateShares struct {
 	m       *Meter
 	store   ShareTables
 	onError func(error)
+	writes  *rate.Limiter // shareWriteRate
 	demands chan shareDemand
 	wake    chan struct{}
 	loaded  chan struct{} // closed at the first SharesLoaded
@@ -126,7 +139,7 @@ type rateShares struct {
 // current until Close. Call it at most once, before requests and
 // SetMembers.
 func (m *Meter) FollowLoad(ctx context.Context, store ShareTables) {
-	rs := &rateShares{m: m, store: store, onError: m.onError,
+	rs := &rateShares{m: m, store: store, onError: m.onError, writes: rate.NewLimiter(shareWriteRate, shareWriteBurst),
 		demands: make(chan shareDemand, 1024), wake: make(chan struct{}, 1), loaded: make(chan struct{}),
 		states: make(map[string]*shareState), changes: make(map[string]pendingShare), absent: make(map[string]time.Time)}
 	if rs.onError == nil {
@@ -368,7 +381,7 @@ func (rs *rateShares) evaluate(ctx context.Context, id string) {
 			for i, m := range ms.IDs {
 				next.Entries = append(next.Entries, ShareEntry{Member: m, Grant: PartOf(limit, i, ms.Count()), Wants: m == ms.Self})
 			}
-			if rs.write(ctx, id, st, 0, next) {
+			if rs.mayWrite(true) && rs.write(ctx, id, st, 0, next) {
 				rs.raise(st, PartOf(limit, ms.Index(), ms.Count()))
 			}
 		}
@@ -441,7 +454,9 @@ func (rs *rateShares) evaluate(ctx context.Context, id string) {
 		target = rs.lower(st, target, most)
 	}
 	if idle && target == 0 {
-		rs.write(ctx, id, st, rev, nil) // nobody holds or wants any: equal parts again
+		if rs.mayWrite(false) {
+			rs.write(ctx, id, st, rev, nil) // nobody holds or wants any: equal parts again
+		}
 		return
 	}
 	if target == mine.Grant && busy == mine.Wants && !removed && target == g {
@@ -449,7 +464,7 @@ func (rs *rateShares) evaluate(ctx context.Context, id string) {
 	}
 	next := &ShareTable{Account: t.Account, Rate: t.Rate, Entries: kept}
 	next = next.with(ShareEntry{Member: ms.Self, Grant: target, Wants: busy})
-	if rs.write(ctx, id, st, rev, next) && target > g {
+	if rs.mayWrite(false) && rs.write(ctx, id, st, rev, next) && target > g {
 		rs.raise(st, target)
 	}
 }
@@ -467,6 +482,15 @@ func (rs *rateShares) goneAWindow(member string, r Rate, now time.Time, ms Membe
 		return false
 	}
 	return now.Sub(since) > r.Window+r.Window/windowSlots
+}
+
+// mayWrite takes a write from the budget, if there is one: for a new
+// table, only from the upper half of the burst.
+func (rs *rateShares) mayWrite(create bool) bool {
+	if create && rs.writes.Tokens() < shareWriteBurst/2 {
+		return false
+	}
+	return rs.writes.Allow()
 }
 
 // write swaps the table of id at rev for next, and reports whether it
