@@ -23,6 +23,7 @@ var meterPool = caddy.NewUsagePool()
 // meterHandle is a pooled Meter with the store handle it holds.
 type meterHandle struct {
 	meter   *keystore.Meter
+	store   keystore.Store
 	release func() error
 	// leave stops hearing the store's membership and lets go of it; nil
 	// for a store of this process alone.
@@ -50,13 +51,14 @@ func (a *App) openMeter() (*keystore.Meter, func() error, error) {
 		return nil, nil, err
 	}
 	logger := a.logger
-	val, _, err := meterPool.LoadOrNew(path, func() (caddy.Destructor, error) {
+	follow := followsLoad(a.store)
+	val, loaded, err := meterPool.LoadOrNew(path, func() (caddy.Destructor, error) {
 		store, release, err := a.store.Open()
 		if err != nil {
 			return nil, err
 		}
 		opts := keystore.MeterOptions{Ledger: path, OnError: func(err error) {
-			logger.Warn("giving credits back", zap.Error(err))
+			logger.Warn("keeping limits in the store", zap.Error(err))
 		}}
 		m, err := keystore.NewMeter(store, opts)
 		if err != nil {
@@ -69,13 +71,13 @@ func (a *App) openMeter() (*keystore.Meter, func() error, error) {
 				return nil, err
 			}
 		}
-		h := meterHandle{meter: m, release: release}
+		h := meterHandle{meter: m, store: store, release: release}
 		if sharedStore(store) {
 			ms, releaseMembers, err := a.joinMembers()
 			if err != nil {
 				return nil, errors.Join(err, m.Close(), release())
 			}
-			if tables, ok := store.(keystore.ShareTables); ok && followsLoad(a.store) {
+			if tables, ok := store.(keystore.ShareTables); ok && follow {
 				m.FollowLoad(context.Background(), tables)
 			}
 			stop := ms.listen(m.SetMembers)
@@ -88,6 +90,12 @@ func (a *App) openMeter() (*keystore.Meter, func() error, error) {
 	})
 	if err != nil {
 		return nil, nil, err
+	}
+	if m := val.(meterHandle).meter; loaded && sharedStore(val.(meterHandle).store) && m.FollowsLoad() != follow {
+		// The meter, and how it divides rates, outlives reloads:
+		// switching mid-run could let a gateway enforce more than the
+		// tables grant it.
+		logger.Warn("rate_shares changed: it takes effect when the gateway restarts", zap.Bool("follow_load_now", m.FollowsLoad()))
 	}
 	return val.(meterHandle).meter, func() error {
 		_, err := meterPool.Delete(path)

@@ -77,6 +77,7 @@ type EtcdStore struct {
 	// gateway at an equal part (100/10s on three gateways: 34 + 33 +
 	// 33), which never writes. Either way the gateways together admit
 	// at most the limit in any window while their membership is steady.
+	// Read when the gateway starts; a reload does not change it.
 	// Default: "follow_load".
 	RateShares string `json:"rate_shares,omitempty"`
 

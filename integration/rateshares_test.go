@@ -168,3 +168,21 @@ func TestRateShareOfAKilledGateway(t *testing.T) {
 		t.Fatalf("no 10s window admitted 90 within %v after the gateway holding the share was killed", after)
 	}
 }
+
+// TestRateSharesChangeWaitsForARestart: how a gateway divides rate limits
+// outlives a reload (switching while it holds grants could make it
+// enforce more than the tables give it), so a reload that changes
+// rate_shares says that it takes effect at the next start.
+func TestRateSharesChangeWaitsForARestart(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	up := newLimitsUpstream(t)
+	gws := startSharingGateways(t, c, "prefix /shares-reload/", up.URL, 2)
+	g := gws[0]
+	cfg := string(mustReadTB(t, g.config))
+	changed := strings.Replace(cfg, "prefix /shares-reload/", "prefix /shares-reload/\n\t\t\trate_shares equal", 1)
+	if changed == cfg {
+		t.Fatal("the store block was not found in the config")
+	}
+	loadConfig(t, g.adminAddr(), changed)
+	untilLogged(t, g.runningCaddy, `"msg":"rate_shares changed: it takes effect when the gateway restarts"`)
+}

@@ -33,7 +33,7 @@ type MeterOptions struct {
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
 	// OnError, if set, is told of background failures (giving credits
-	// back).
+	// back, writing rate share tables), each error saying which.
 	OnError func(error)
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -320,7 +321,7 @@ func (m *Meter) giveBackIdle(ctx context.Context, before time.Time) {
 			m.ledger.release(d.slot, d.index)
 		}
 		if err != nil && m.onError != nil {
-			m.onError(err)
+			m.onError(fmt.Errorf("giving credits back: %w", err))
 		}
 	}
 	m.giveBackRetired(ctx)
@@ -365,7 +366,7 @@ func (m *Meter) giveBackRetired(ctx context.Context) {
 		if err := m.giveBack(ctx, r.account, s.block, s.reserved-s.spent, s.gen, s.period); err != nil {
 			retry = append(retry, r)
 			if m.onError != nil {
-				m.onError(err)
+				m.onError(fmt.Errorf("giving credits back: %w", err))
 			}
 			continue
 		}
@@ -398,7 +399,7 @@ func (m *Meter) giveBackLeftovers(ctx context.Context) {
 			if err != nil && !errors.Is(err, errCreditsVoid) {
 				retry = append(retry, l)
 				if m.onError != nil {
-					m.onError(err)
+					m.onError(fmt.Errorf("giving credits back: %w", err))
 				}
 				continue
 			}

@@ -2,6 +2,7 @@ package keystore
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -163,6 +164,9 @@ func (m *Meter) FollowLoad(ctx context.Context, store ShareTables) {
 	case <-ctx.Done():
 	}
 }
+
+// FollowsLoad reports whether FollowLoad ran.
+func (m *Meter) FollowsLoad() bool { return m.follow.Load() != nil }
 
 // SetMembers makes this process enforce its part of every rate limit
 // among the gateways sharing its store: the equal part of SetShare, or,
@@ -500,7 +504,7 @@ func (rs *rateShares) write(ctx context.Context, id string, st *shareState, rev 
 	defer cancel()
 	newRev, ok, err := rs.store.SwapShareTable(ctx, id, rev, next)
 	if err != nil {
-		rs.onError(err)
+		rs.onError(fmt.Errorf("writing the rate share table %s: %w", id, err))
 		return false
 	}
 	if !ok {
