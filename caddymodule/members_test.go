@@ -77,7 +77,7 @@ func TestLockoutFollowsTheGatewaysSharingTheStore(t *testing.T) {
 		t.Cleanup(func() { cancel(); <-done; _ = s.Close() })
 		go func() {
 			defer close(done)
-			s.JoinMembers(ctx, func(ms keystore.Members) {
+			s.JoinMembers(ctx, true, func(ms keystore.Members) {
 				mu.Lock()
 				others[g] = [2]int{ms.Index(), ms.Count()}
 				mu.Unlock()

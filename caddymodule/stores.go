@@ -43,12 +43,13 @@ type StaleBounder interface {
 
 // Membership is implemented by stores (what StoreOpener.Open returns)
 // that several gateways share. JoinMembers counts this process among
-// the live gateways until ctx ends, calling report with this process's
-// id and theirs whenever they change: gateways divide rate limits and
-// lockout thresholds among themselves. The module must also be a
-// CreditLedger, whose path names the membership.
+// the live gateways until ctx ends, saying whether it divides rate limits
+// by the load, and calls report with this process's id and theirs
+// whenever they change: gateways divide rate limits and lockout
+// thresholds among themselves. The module must also be a CreditLedger,
+// whose path names the membership.
 type Membership interface {
-	JoinMembers(ctx context.Context, report func(keystore.Members))
+	JoinMembers(ctx context.Context, followsLoad bool, report func(keystore.Members))
 }
 
 // LoadFollower is implemented by store modules whose gateways can divide

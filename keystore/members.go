@@ -9,6 +9,10 @@ type Members struct {
 	Self string
 	// IDs are the live gateways' ids, sorted; Self is among them.
 	IDs []string
+	// Fixed are those of IDs that keep an equal part of every rate limit
+	// (rate_shares equal, or a release before rate shares), sorted: a
+	// gateway dividing by the load counts each as holding that part.
+	Fixed []string
 }
 
 // Index is Self's position in IDs, or -1.
@@ -27,4 +31,21 @@ func (ms Members) Count() int { return len(ms.IDs) }
 func (ms Members) live(id string) bool {
 	_, ok := slices.BinarySearch(ms.IDs, id)
 	return ok
+}
+
+// fixed reports whether id keeps equal parts.
+func (ms Members) fixed(id string) bool {
+	_, ok := slices.BinarySearch(ms.Fixed, id)
+	return ok
+}
+
+// fixedParts is what the fixed gateways other than Self hold of limit.
+func (ms Members) fixedParts(limit int64) int64 {
+	var sum int64
+	for _, id := range ms.Fixed {
+		if i, ok := slices.BinarySearch(ms.IDs, id); ok && id != ms.Self {
+			sum += PartOf(limit, i, len(ms.IDs))
+		}
+	}
+	return sum
 }

@@ -277,8 +277,12 @@ func (m *Meter) account(id string, rates []Rate, credits *creditTerms) *account 
 		a.rates, a.windows, a.tabled, a.share = slices.Clone(rates), make([]rateWindow, len(rates)), make([]bool, len(rates)), nil
 		for i, r := range rates {
 			a.windows[i] = newRateWindow(r.Limit, r.Window)
-			if j := slices.Index(oldRates, r); j >= 0 { // unchanged limits keep their counts
+			// A limit of the same name and window keeps its counts, also
+			// when its size changed: lowering a limit must not hand the
+			// client a fresh window on top of what it used.
+			if j := slices.IndexFunc(oldRates, func(o Rate) bool { return o.Name == r.Name && o.Window == r.Window }); j >= 0 {
 				a.windows[i] = oldWindows[j]
+				a.windows[i].limit = r.Limit // the part is set again at the next Take
 			}
 			if g, ok := m.grantOf(id, r); ok {
 				a.windows[i].limit, a.tabled[i] = g, true

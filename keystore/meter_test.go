@@ -600,3 +600,21 @@ func killFixture(t *testing.T, dir string) (*memStore, *Plan, *Key) {
 	}
 	return s, &Plan{Name: "p", Credits: &Credits{Amount: 1000}}, &Key{ID: "killed", Owner: Service("svc"), Created: time.Unix(1_800_000_000, 0)}
 }
+
+// A limit lowered by a new plan (a reload) counts what was admitted under
+// the old one: the client gets no fresh window on top of what it used.
+func TestMeterLoweredLimitKeepsItsCounts(t *testing.T) {
+	m := newTestMeter(t, openTestStore(t), MeterOptions{})
+	rate := func(limit int64) *Plan {
+		return &Plan{Name: "p", Rates: []Rate{{Name: "r", Limit: limit, Window: time.Minute}}}
+	}
+	if got := takeAll(t, m.limitsFor(meterKey("k"), rate(100)), 80, 0); got != 80 {
+		t.Fatalf("%d of 80 admitted under 100", got)
+	}
+	if got := takeAll(t, m.limitsFor(meterKey("k"), rate(50)), 10, 0); got != 0 {
+		t.Fatalf("after 80 under a limit of 100, the limit lowered to 50 admitted %d more", got)
+	}
+	if got := takeAll(t, m.limitsFor(meterKey("k"), rate(90)), 20, 0); got != 10 {
+		t.Fatalf("raised to 90 after 80: %d more admitted, want 10", got)
+	}
+}

@@ -248,7 +248,7 @@ func (rs *rateShares) setMembers(ms Members) {
 			delete(rs.absent, id)
 		}
 	}
-	rs.members = Members{Self: ms.Self, IDs: slices.Clone(ms.IDs)}
+	rs.members = Members{Self: ms.Self, IDs: slices.Clone(ms.IDs), Fixed: slices.Clone(ms.Fixed)}
 }
 
 // run makes the decisions: on every refusal for lack of grant, every
@@ -328,6 +328,9 @@ func (rs *rateShares) apply(due map[string]bool) {
 	}
 	var updates []update
 	for id, c := range changes {
+		if c.table != nil && ShareTableID(c.table.Account, c.table.Rate) != id {
+			continue // not a table a gateway wrote: its limit is not its id's
+		}
 		st := rs.states[id]
 		if st == nil {
 			if c.table == nil {
@@ -409,6 +412,9 @@ func (rs *rateShares) evaluate(ctx context.Context, id string) {
 			continue
 		}
 		kept = append(kept, e)
+		if ms.fixed(e.Member) {
+			continue // holds its equal part, whatever its entry says
+		}
 		others += e.Grant
 		anyWants = anyWants || e.Wants
 		if e.Wants && ms.live(e.Member) {
@@ -433,7 +439,8 @@ func (rs *rateShares) evaluate(ctx context.Context, id string) {
 		}
 	}
 	count := rs.count(st)
-	free := max(limit-others-mine.Grant, 0)
+	fixed := ms.fixedParts(limit)
+	free := max(limit-others-fixed-mine.Grant, 0)
 	var target int64
 	switch {
 	case busy && !starved:
@@ -447,10 +454,11 @@ func (rs *rateShares) evaluate(ctx context.Context, id string) {
 	default:
 		target = g
 	}
-	// Never more than the others leave, even for a window that counts
-	// more (the membership changed under it): it then admits nothing
-	// until it counts less.
-	most := mine.Grant + free
+	// Never more than the others leave (the fixed gateways' parts
+	// included, which grow when one joins), even for a window that
+	// counts more (the membership changed under it): it then admits
+	// nothing until it counts less.
+	most := max(limit-others-fixed, 0)
 	target = min(target, most)
 	idle := !busy && target == 0 && others == 0 && !anyWants
 	if idle || target < g {
