@@ -576,6 +576,35 @@ func (c *shareCluster) burstsFor(d time.Duration) int {
 	return int(admitted.Load())
 }
 
+// checkThroughout starts the checker and returns what stops it, checks
+// once more and reports: defer c.checkThroughout()().
+func (c *shareCluster) checkThroughout() (done func()) {
+	stop := c.runChecker()
+	return func() {
+		stop()
+		c.check()
+		c.finish()
+	}
+}
+
+// loadUntilStopped runs loadFor's load, 16 workers, until the returned
+// stop is called, which returns how many were admitted.
+func (c *shareCluster) loadUntilStopped(pick func(w int, since time.Duration) int) (stop func() int) {
+	ctx, cancel := context.WithCancel(context.Background())
+	loaded := make(chan int)
+	go func() {
+		var got int
+		for ctx.Err() == nil {
+			got += c.loadFor(100*time.Millisecond, 16, pick)
+		}
+		loaded <- got
+	}()
+	return func() int {
+		cancel()
+		return <-loaded
+	}
+}
+
 // TestRateSharesInvariantUnderLoad: 3 and 5 gateways sharing a limit of
 // 100 per 2 s, under a load spread over all of them, all on one, moving
 // from one to the next every second, and random bursts, followers
@@ -617,23 +646,9 @@ func TestRateSharesGatewayLeaves(t *testing.T) {
 		t.Run(fmt.Sprintf("%d gateways", n), func(t *testing.T) {
 			t.Parallel()
 			c := newShareCluster(t, n, rate, 3*time.Millisecond, nil)
-			stop := c.runChecker()
-			defer func() {
-				stop()
-				c.check()
-				c.finish()
-			}()
+			defer c.checkThroughout()()
 			// All the load on g0 until it holds at least 80.
-			ctx, cancel := context.WithCancel(context.Background())
-			loaded := make(chan int)
-			go func() {
-				defer close(loaded)
-				var got int
-				for ctx.Err() == nil {
-					got += c.loadFor(100*time.Millisecond, 16, func(int, time.Duration) int { return 0 })
-				}
-				loaded <- got
-			}()
+			endLoad := c.loadUntilStopped(func(int, time.Duration) int { return 0 })
 			var held int64
 			deadline := time.Now().Add(5 * time.Second)
 			for time.Now().Before(deadline) {
@@ -645,8 +660,7 @@ func TestRateSharesGatewayLeaves(t *testing.T) {
 				}
 				time.Sleep(5 * time.Millisecond)
 			}
-			cancel()
-			t.Logf("g0 admitted %d", <-loaded)
+			t.Logf("g0 admitted %d", endLoad())
 			if held == 0 {
 				v, _ := c.shares.table(c.id)
 				t.Fatalf("g0 never came to hold 80 of the limit: %+v", v)
@@ -666,16 +680,7 @@ func TestRateSharesGatewayLeaves(t *testing.T) {
 			}
 			t.Logf("g0 left holding %d", held)
 			// Everything on the others, until they enforce the whole limit.
-			ctx, cancel = context.WithCancel(context.Background())
-			others := make(chan int)
-			go func() {
-				defer close(others)
-				var got int
-				for ctx.Err() == nil {
-					got += c.loadFor(100*time.Millisecond, 16, func(w int, _ time.Duration) int { return 1 + w%(n-1) })
-				}
-				others <- got
-			}()
+			endLoad = c.loadUntilStopped(func(w int, _ time.Duration) int { return 1 + w%(n-1) })
 			var back time.Duration
 			for back == 0 && time.Since(left) < 3*rate.Window {
 				_, smp := c.snapshot()
@@ -691,8 +696,7 @@ func TestRateSharesGatewayLeaves(t *testing.T) {
 			if back > 0 {
 				time.Sleep(rate.Window / 2) // load on, still checked
 			}
-			cancel()
-			t.Logf("the others admitted %d", <-others)
+			t.Logf("the others admitted %d", endLoad())
 			if back == 0 {
 				now, smp := c.snapshot()
 				t.Fatalf("the others did not get g0's share back within %v of its leaving: %s", 3*rate.Window, c.describe(now, smp))
@@ -784,24 +788,10 @@ func TestRateSharesDeletionRace(t *testing.T) {
 	}
 	c = newShareCluster(t, 3, rate, 3*time.Millisecond, now)
 	acct.Store(c.gws[0].l.key.Load())
-	stop := c.runChecker()
-	defer func() {
-		stop()
-		c.check()
-		c.finish()
-	}()
+	defer c.checkThroughout()()
 
 	// All the load on g0 until it holds the whole limit.
-	ctx, cancel := context.WithCancel(context.Background())
-	loaded := make(chan int)
-	go func() {
-		defer close(loaded)
-		var got int
-		for ctx.Err() == nil {
-			got += c.loadFor(100*time.Millisecond, 16, func(int, time.Duration) int { return 0 })
-		}
-		loaded <- got
-	}()
+	endLoad := c.loadUntilStopped(func(int, time.Duration) int { return 0 })
 	whole := func() bool {
 		v, ok := c.shares.table(c.id)
 		e, _ := v.Table.entry("g0")
@@ -811,8 +801,7 @@ func TestRateSharesDeletionRace(t *testing.T) {
 	for !whole() && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	cancel()
-	t.Logf("g0 admitted %d", <-loaded)
+	t.Logf("g0 admitted %d", endLoad())
 	if !whole() {
 		v, _ := c.shares.table(c.id)
 		t.Fatalf("g0 never came to hold the whole limit: %+v", v)
