@@ -93,9 +93,7 @@ func (a *App) joinMembers() (*members, func() error, error) {
 			_ = release()
 			return nil, errors.New("this store is not shared by gateways")
 		}
-		// The gateways' meters follow the load where they can (openMeter).
-		_, tables := store.(keystore.ShareTables)
-		follows := tables && followsLoad(a.store)
+		follows := a.followsLoadOn(store)
 		ctx, leave := context.WithCancel(context.Background())
 		m := &members{release: release, leave: leave, left: make(chan struct{}), listeners: make(map[int]func(keystore.Members))}
 		go func() {

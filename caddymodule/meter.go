@@ -51,7 +51,6 @@ func (a *App) openMeter() (*keystore.Meter, func() error, error) {
 		return nil, nil, err
 	}
 	logger := a.logger
-	follow := followsLoad(a.store)
 	val, loaded, err := meterPool.LoadOrNew(path, func() (caddy.Destructor, error) {
 		store, release, err := a.store.Open()
 		if err != nil {
@@ -77,8 +76,8 @@ func (a *App) openMeter() (*keystore.Meter, func() error, error) {
 			if err != nil {
 				return nil, errors.Join(err, m.Close(), release())
 			}
-			if tables, ok := store.(keystore.ShareTables); ok && follow {
-				m.FollowLoad(context.Background(), tables)
+			if a.followsLoadOn(store) {
+				m.FollowLoad(context.Background(), store.(keystore.ShareTables))
 			}
 			stop := ms.listen(m.SetMembers)
 			h.leave = func() error {
@@ -91,11 +90,11 @@ func (a *App) openMeter() (*keystore.Meter, func() error, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if m := val.(meterHandle).meter; loaded && sharedStore(val.(meterHandle).store) && m.FollowsLoad() != follow {
+	if h := val.(meterHandle); loaded && sharedStore(h.store) && h.meter.FollowsLoad() != a.followsLoadOn(h.store) {
 		// The meter, and how it divides rates, outlives reloads:
 		// switching mid-run could let a gateway enforce more than the
 		// tables grant it.
-		logger.Warn("rate_shares changed: it takes effect when the gateway restarts", zap.Bool("follow_load_now", m.FollowsLoad()))
+		logger.Warn("rate_shares changed: it takes effect when the gateway restarts", zap.Bool("follow_load_now", h.meter.FollowsLoad()))
 	}
 	return val.(meterHandle).meter, func() error {
 		_, err := meterPool.Delete(path)
@@ -103,10 +102,15 @@ func (a *App) openMeter() (*keystore.Meter, func() error, error) {
 	}, nil
 }
 
-// followsLoad reports whether the store module divides rate limits by
-// the load (the default where it can).
-func followsLoad(module StoreOpener) bool {
-	f, ok := module.(LoadFollower)
+// followsLoadOn reports whether the gateways' rate limits follow the load
+// on store: it keeps share tables, and the store module does not say
+// rate_shares equal. The meter (FollowLoad) and the membership record
+// (what the other gateways count this one as) both ask here.
+func (a *App) followsLoadOn(store keystore.Store) bool {
+	if _, ok := store.(keystore.ShareTables); !ok {
+		return false
+	}
+	f, ok := a.store.(LoadFollower)
 	return !ok || f.SharesFollowLoad()
 }
 

@@ -33,6 +33,9 @@ func (ms Members) live(id string) bool {
 	return ok
 }
 
+// part is Self's equal part of limit.
+func (ms Members) part(limit int64) int64 { return PartOf(limit, ms.Index(), ms.Count()) }
+
 // fixed reports whether id keeps equal parts.
 func (ms Members) fixed(id string) bool {
 	_, ok := slices.BinarySearch(ms.Fixed, id)

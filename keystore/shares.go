@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -354,7 +353,7 @@ func (rs *rateShares) apply(due map[string]bool) {
 		if wasTabled {
 			st.granted = min(st.granted, e.Grant)
 		} else {
-			st.granted = min(e.Grant, PartOf(st.rate.Limit, rs.members.Index(), rs.members.Count()))
+			st.granted = min(e.Grant, rs.members.part(st.rate.Limit))
 		}
 		updates = append(updates, update{st, st.granted, true})
 	}
@@ -389,7 +388,7 @@ func (rs *rateShares) evaluate(ctx context.Context, id string) {
 				next.Entries = append(next.Entries, ShareEntry{Member: m, Grant: PartOf(limit, i, ms.Count()), Wants: m == ms.Self})
 			}
 			if rs.mayWrite(true) && rs.write(ctx, id, st, 0, next) {
-				rs.raise(st, PartOf(limit, ms.Index(), ms.Count()))
+				rs.raise(st, ms.part(limit))
 			}
 		}
 		return
@@ -423,7 +422,7 @@ func (rs *rateShares) evaluate(ctx context.Context, id string) {
 	}
 	if busy && mine.Member == "" { // no entry yet
 		mine.Member = ms.Self
-		i, _ := slices.BinarySearchFunc(wanting, ms.Self, func(e ShareEntry, m string) int { return strings.Compare(e.Member, m) })
+		i, _ := entryIndex(wanting, ms.Self)
 		wanting = slices.Insert(wanting, i, mine)
 	}
 	rs.mu.Unlock()

@@ -76,17 +76,22 @@ func (t *ShareTable) entry(member string) (ShareEntry, bool) {
 	if t == nil {
 		return ShareEntry{}, false
 	}
-	i, ok := slices.BinarySearchFunc(t.Entries, member, func(e ShareEntry, m string) int { return strings.Compare(e.Member, m) })
+	i, ok := entryIndex(t.Entries, member)
 	if !ok {
 		return ShareEntry{}, false
 	}
 	return t.Entries[i], true
 }
 
+// entryIndex finds member's place in entries, ordered by member.
+func entryIndex(entries []ShareEntry, member string) (int, bool) {
+	return slices.BinarySearchFunc(entries, member, func(e ShareEntry, m string) int { return strings.Compare(e.Member, m) })
+}
+
 // with returns a copy of t with member's entry set to e.
 func (t *ShareTable) with(e ShareEntry) *ShareTable {
 	next := &ShareTable{Account: t.Account, Rate: t.Rate, Entries: slices.Clone(t.Entries)}
-	i, ok := slices.BinarySearchFunc(next.Entries, e.Member, func(x ShareEntry, m string) int { return strings.Compare(x.Member, m) })
+	i, ok := entryIndex(next.Entries, e.Member)
 	if ok {
 		next.Entries[i] = e
 	} else {
